@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Install and start what dockyard needs; safe to run again (idempotent).
+#   - Debian packages: docker.io, busybox-static (and the tools tests use)
+#   - a running dockerd
+#   - .venv with dockyard and its dev extras
+#   - the demo image dockyard/busybox:latest (scratch + static busybox)
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+log() { printf '[setup] %s\n' "$*" >&2; }
+SUDO=""
+if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+
+need_pkgs=()
+command -v dockerd >/dev/null 2>&1 || need_pkgs+=(docker.io)
+[ -x /bin/busybox ] && file -L /bin/busybox 2>/dev/null | grep -q "statically linked" \
+  || need_pkgs+=(busybox-static)
+command -v ip >/dev/null 2>&1 || need_pkgs+=(iproute2)
+command -v file >/dev/null 2>&1 || need_pkgs+=(file)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_pkgs+=(python3-venv)
+if [ "${#need_pkgs[@]}" -gt 0 ]; then
+  log "installing Debian packages: ${need_pkgs[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
+fi
+
+if ! docker info >/dev/null 2>&1; then
+  log "starting dockerd"
+  $SUDO sh -c 'nohup dockerd >/var/log/dockerd.log 2>&1 &'
+  for _ in $(seq 1 120); do
+    docker info >/dev/null 2>&1 && break
+    sleep 0.5
+  done
+  docker info >/dev/null 2>&1 || { log "dockerd did not start; see /var/log/dockerd.log"; exit 1; }
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  log "creating .venv"
+  python3 -m venv .venv
+fi
+stamp=".venv/.dockyard-installed"
+want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ] || ! .venv/bin/python -c 'import dockyard' 2>/dev/null; then
+  log "installing dockyard into .venv"
+  .venv/bin/pip install -q --upgrade pip >/dev/null 2>&1 || true
+  .venv/bin/pip install -q -e ".[dev]"
+  echo "$want" > "$stamp"
+fi
+
+.venv/bin/python -m dockyard.testing.images >/dev/null
+log "ready"

@@ -1,0 +1,5 @@
+"""dockyard: a cluster manager for containers."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"

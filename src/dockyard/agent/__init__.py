@@ -1,0 +1,1 @@
+"""The node agent: connection to the server, reconciler, log shipping."""

@@ -1,0 +1,187 @@
+"""The agent's ZeroMQ DEALER connection, with an outbox re-sent until acknowledged.
+
+Only the connection thread touches the socket. ``send_reliable`` puts a message
+in the outbox; it is sent at once and then again every ``resend_after`` seconds
+until the server acks its id, across server restarts and lost frames. The
+server applies these messages idempotently, so a resend duplicates nothing.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import zmq
+
+from dockyard.core.ids import new_id
+from dockyard.protocol.messages import Message, MsgType, ProtocolError, decode, encode
+
+log = logging.getLogger(__name__)
+
+RESEND_AFTER_S = 2.0
+HELLO_RETRY_S = 2.0
+MAX_RESEND_PER_ROUND = 200
+
+
+class Connection:
+    def __init__(
+        self,
+        endpoint: str,
+        node_id: str,
+        on_message: Callable[[Message], None],
+        hello_body: Callable[[], dict[str, Any]],
+        heartbeat_body: Callable[[], dict[str, Any]],
+        heartbeat_interval: float,
+    ) -> None:
+        self._endpoint = endpoint
+        self._node_id = node_id
+        self._on_message = on_message
+        self._hello_body = hello_body
+        self._heartbeat_body = heartbeat_body
+        self.heartbeat_interval = heartbeat_interval
+        self._lock = threading.Lock()
+        self._outgoing: collections.deque[Message] = collections.deque()
+        self._outbox: collections.OrderedDict[str, tuple[Message, float]] = (
+            collections.OrderedDict()
+        )
+        self._stop = threading.Event()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self.welcomed = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="agent-conn", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._poke()
+        self._thread.join(5)
+
+    def send_reliable(self, msg_type: MsgType, body: dict[str, Any]) -> str:
+        msg_id = new_id()
+        msg = Message(msg_type, {"node_id": self._node_id, **body}, msg_id)
+        with self._lock:
+            self._outbox[msg_id] = (msg, 0.0)
+            self._outgoing.append(msg)
+        self._poke()
+        return msg_id
+
+    def unacked(self) -> int:
+        with self._lock:
+            return len(self._outbox)
+
+    def _poke(self) -> None:
+        try:
+            self._wake_w.send(b"x")
+        except BlockingIOError:
+            pass
+
+    def _send(self, sock: zmq.Socket[bytes], msg: Message) -> None:
+        try:
+            sock.send(encode(msg), zmq.NOBLOCK)
+        except zmq.Again:
+            log.debug("send queue full; %s will be re-sent", msg.type)
+
+    def _run(self) -> None:
+        ctx = zmq.Context.instance()
+        sock: zmq.Socket[bytes] = ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.IDENTITY, self._node_id.encode())
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.RECONNECT_IVL, 100)
+        sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
+        sock.setsockopt(zmq.SNDHWM, 100_000)
+        sock.setsockopt(zmq.RCVHWM, 100_000)
+        sock.connect(self._endpoint)
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        poller.register(self._wake_r.fileno(), zmq.POLLIN)
+        last_hello = 0.0
+        next_heartbeat = 0.0
+        last_resend = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                now = time.monotonic()
+                if not self.welcomed.is_set() and now - last_hello > HELLO_RETRY_S:
+                    self._send(sock, self._message(MsgType.HELLO, self._hello_body()))
+                    last_hello = now
+                if now >= next_heartbeat:
+                    if self.welcomed.is_set():
+                        self._send(sock, self._message(MsgType.HEARTBEAT, self._heartbeat_body()))
+                    next_heartbeat = now + self.heartbeat_interval
+                if now - last_resend >= RESEND_AFTER_S / 2:
+                    self._resend(sock, now)
+                    last_resend = now
+                timeout = max(0.0, min(next_heartbeat - time.monotonic(), 0.5))
+                events = dict(poller.poll(int(timeout * 1000) + 1))
+                if self._wake_r.fileno() in events:
+                    try:
+                        while self._wake_r.recv(4096):
+                            pass
+                    except BlockingIOError:
+                        pass
+                if sock in events:
+                    self._receive(sock)
+                self._drain_outgoing(sock)
+        finally:
+            sock.close(0)
+
+    def _message(self, msg_type: MsgType, body: dict[str, Any]) -> Message:
+        return Message(msg_type, {"node_id": self._node_id, **body})
+
+    def _drain_outgoing(self, sock: zmq.Socket[bytes]) -> None:
+        now = time.monotonic()
+        while True:
+            with self._lock:
+                if not self._outgoing:
+                    return
+                msg = self._outgoing.popleft()
+                if msg.msg_id in self._outbox:
+                    self._outbox[msg.msg_id] = (msg, now)
+            self._send(sock, msg)
+
+    def _resend(self, sock: zmq.Socket[bytes], now: float) -> None:
+        with self._lock:
+            due = [
+                msg
+                for msg, sent in list(self._outbox.values())[:MAX_RESEND_PER_ROUND]
+                if sent and now - sent >= RESEND_AFTER_S
+            ]
+            for msg in due:
+                self._outbox[msg.msg_id] = (msg, now)
+        for msg in due:
+            self._send(sock, msg)
+
+    def _receive(self, sock: zmq.Socket[bytes]) -> None:
+        for _ in range(1000):
+            try:
+                frame = sock.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                msg = decode(frame)
+            except ProtocolError as exc:
+                log.warning("dropping bad frame from server: %s", exc)
+                continue
+            if msg.type == MsgType.ACK:
+                with self._lock:
+                    for msg_id in msg.body.get("ids") or []:
+                        self._outbox.pop(str(msg_id), None)
+            elif msg.type == MsgType.WELCOME:
+                interval = msg.body.get("heartbeat_interval")
+                if isinstance(interval, int | float) and interval > 0:
+                    self.heartbeat_interval = float(interval)
+                self.welcomed.set()
+            elif msg.type == MsgType.REHELLO:
+                self.welcomed.clear()
+            else:
+                try:
+                    self._on_message(msg)
+                except Exception:
+                    log.exception("handling %s failed", msg.type)

@@ -1,0 +1,114 @@
+"""Assembling and running one node agent."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from dockyard import __version__, config
+from dockyard.agent.connection import Connection
+from dockyard.agent.logship import LogShipper
+from dockyard.agent.reconciler import Reconciler
+from dockyard.core.ids import new_id
+from dockyard.drivers import make_driver
+from dockyard.drivers.base import Driver
+from dockyard.protocol.messages import Message, MsgType
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class AgentConfig:
+    server: str = f"tcp://127.0.0.1:{config.DEFAULT_GATEWAY_PORT}"
+    data_dir: Path = field(default_factory=lambda: config.default_data_dir() / "agent")
+    name: str = field(default_factory=socket.gethostname)
+    driver: str = "docker"
+    address: str = "127.0.0.1"
+    heartbeat_interval: float = config.DEFAULT_HEARTBEAT_S
+    labels: dict[str, str] = field(default_factory=dict)
+    node_id: str | None = None
+
+
+def load_node_id(data_dir: Path) -> str:
+    """The node's stable id, kept in the agent's data dir across restarts."""
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = data_dir / "node_id"
+    if path.exists():
+        value = path.read_text().strip()
+        if value:
+            return value
+    value = "n-" + new_id()
+    path.write_text(value + "\n")
+    return value
+
+
+class Agent:
+    def __init__(self, cfg: AgentConfig, driver: Driver | None = None) -> None:
+        self.cfg = cfg
+        self.node_id = cfg.node_id or load_node_id(cfg.data_dir)
+        self.driver = driver or make_driver(cfg.driver)
+        self.connection = Connection(
+            cfg.server,
+            self.node_id,
+            on_message=self._on_message,
+            hello_body=self._hello,
+            heartbeat_body=self._heartbeat,
+            heartbeat_interval=cfg.heartbeat_interval,
+        )
+        self.shipper = LogShipper(
+            lambda lines: self.connection.send_reliable(MsgType.LOGS, {"lines": lines})
+        )
+        self.reconciler = Reconciler(self.driver, self.node_id, self._report, self.shipper)
+        self._stopped = threading.Event()
+
+    def _report(self, update: dict[str, Any]) -> None:
+        self.connection.send_reliable(MsgType.STATUS, {"updates": [update]})
+
+    def _hello(self) -> dict[str, Any]:
+        capacity = self.driver.capacity()
+        return {
+            "name": self.cfg.name,
+            "address": self.cfg.address,
+            "driver": self.driver.name,
+            "version": __version__,
+            "labels": self.cfg.labels,
+            "capacity": {
+                "cpu_millis": capacity.cpu_millis,
+                "memory_bytes": capacity.memory_bytes,
+            },
+        }
+
+    def _heartbeat(self) -> dict[str, Any]:
+        return {
+            "generation": self.reconciler.generation,
+            "usage": {
+                "cpu_percent": psutil.cpu_percent(None),
+                "memory_bytes": psutil.virtual_memory().used,
+            },
+            "running": self.reconciler.running_count(),
+            "unacked": self.connection.unacked(),
+        }
+
+    def _on_message(self, msg: Message) -> None:
+        if msg.type == MsgType.DESIRED:
+            self.reconciler.set_desired(msg.body)
+
+    def start(self) -> None:
+        self.shipper.start()
+        self.reconciler.start()
+        self.connection.start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self.reconciler.stop()
+        self.shipper.stop()
+        self.connection.stop()
+
+    def wait(self) -> None:
+        self._stopped.wait()

@@ -1,0 +1,344 @@
+"""Level-triggered reconciliation of desired tasks against actual containers.
+
+The server owns the desired task set (with a generation); the agent owns the
+actual containers, found by their Docker labels. Each pass compares the two and
+acts: start what is missing, adopt what runs but is not watched, stop what is
+asked to stop, remove containers the server no longer wants (fencing). A lost
+message only delays convergence; the next pass fixes it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from dockyard.agent.logship import LogShipper
+from dockyard.core.resources import Resources
+from dockyard.core.states import DesiredState, Reason, TaskState, outcome
+from dockyard.drivers.base import ContainerSpec, ContainerStatus, Driver
+from dockyard.drivers.errors import ContainerExists, ContainerNotFound, DriverError
+
+log = logging.getLogger(__name__)
+
+RECONCILE_INTERVAL_S = 1.0
+#: Grace for containers the server no longer wants (their spec is unknown).
+STALE_GRACE_S = 10.0
+WAIT_SLICE_S = 2.0
+LOG_JOIN_S = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class DesiredTask:
+    task_id: str
+    workload_id: str
+    owner: str
+    image: str
+    command: tuple[str, ...]
+    env: dict[str, str]
+    resources: Resources
+    kill_grace_s: float
+    desired: str
+    log_offsets: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def from_wire(cls, data: dict[str, Any]) -> DesiredTask:
+        return cls(
+            task_id=str(data["task_id"]),
+            workload_id=str(data.get("workload_id", "")),
+            owner=str(data.get("owner", "")),
+            image=str(data["image"]),
+            command=tuple(str(a) for a in data.get("command") or ()),
+            env={str(k): str(v) for k, v in (data.get("env") or {}).items()},
+            resources=Resources(int(data["cpu_millis"]), int(data["memory_bytes"])),
+            kill_grace_s=float(data.get("kill_grace_s", 10.0)),
+            desired=str(data.get("desired", DesiredState.RUN)),
+            log_offsets={str(k): int(v) for k, v in (data.get("log_offsets") or {}).items()},
+        )
+
+
+class Reconciler:
+    def __init__(
+        self,
+        driver: Driver,
+        node_id: str,
+        report: Callable[[dict[str, Any]], None],
+        shipper: LogShipper,
+        workers: int = 64,
+    ) -> None:
+        self._driver = driver
+        self._node_id = node_id
+        self._report = report
+        self._shipper = shipper
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._desired: dict[str, DesiredTask] = {}
+        self._received = False
+        self.generation = 0
+        self._busy: set[str] = set()  # a start or stop worker is acting on the task
+        self._watched: set[str] = set()  # a watcher waits for the container's exit
+        self._finished: set[str] = set()  # terminal state reported by this process
+        self._stopping: set[str] = set()  # we asked it to stop
+        self._forced: set[str] = set()  # it needed SIGKILL
+        self._log_counts: dict[str, dict[str, int]] = {}
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="task")
+        self._thread = threading.Thread(target=self._run, name="reconciler", daemon=True)
+
+    # -- control ----------------------------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(5)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def set_desired(self, body: dict[str, Any]) -> None:
+        generation = int(body.get("generation", 0))
+        tasks = {t.task_id: t for t in map(DesiredTask.from_wire, body.get("tasks") or [])}
+        with self._lock:
+            if generation < self.generation:
+                return
+            self.generation = generation
+            self._desired = tasks
+            self._received = True
+        self._wake.set()
+
+    def running_count(self) -> int:
+        with self._lock:
+            return len(self._watched)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(RECONCILE_INTERVAL_S)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            try:
+                self.reconcile_once()
+            except DriverError as exc:
+                log.warning("reconcile failed: %s", exc)
+            except Exception:
+                log.exception("reconcile failed")
+
+    # -- one pass ---------------------------------------------------------
+    def reconcile_once(self) -> None:
+        with self._lock:
+            if not self._received:
+                return
+            desired = dict(self._desired)
+        actual = {c.task_id: c for c in self._driver.list(self._node_id)}
+        for task_id, task in desired.items():
+            self._converge(task, actual.get(task_id))
+        for task_id, container in actual.items():
+            if task_id not in desired:
+                self._remove_stale(container)
+
+    def _converge(self, task: DesiredTask, container: ContainerStatus | None) -> None:
+        tid = task.task_id
+        with self._lock:
+            if tid in self._busy:
+                return
+            finished = tid in self._finished
+            watched = tid in self._watched
+            if container is None and finished:
+                return
+            if task.desired == DesiredState.STOP:
+                self._stopping.add(tid)
+            self._busy.add(tid)
+        if container is None:
+            if task.desired == DesiredState.STOP:
+                self._release(tid)
+                self._finish(tid, {"state": TaskState.KILLED, "reason": Reason.KILLED,
+                                   "message": "stopped before it started"})
+                return
+            self._pool.submit(self._start_task, task)
+            return
+        if container.status == "created" and not finished:
+            self._pool.submit(self._start_existing, task, container.container_id)
+            return
+        if not watched and not finished:
+            self._begin_watch(task, container.container_id, adopted=container.running)
+        if container.running and task.desired == DesiredState.STOP:
+            self._pool.submit(self._stop_container, tid, container.container_id,
+                              task.kill_grace_s, False)
+            return
+        self._release(tid)
+
+    def _release(self, tid: str) -> None:
+        with self._lock:
+            self._busy.discard(tid)
+
+    def _finish(self, tid: str, update: dict[str, Any]) -> None:
+        with self._lock:
+            if tid in self._finished:
+                return
+            self._finished.add(tid)
+        self._report({"task_id": tid, **update})
+
+    def _remove_stale(self, container: ContainerStatus) -> None:
+        tid = container.task_id
+        with self._lock:
+            if tid in self._busy:
+                return
+            self._busy.add(tid)
+        self._pool.submit(self._stop_container, tid, container.container_id, STALE_GRACE_S, True)
+
+    # -- workers ----------------------------------------------------------
+    def _spec(self, task: DesiredTask) -> ContainerSpec:
+        return ContainerSpec(
+            task_id=task.task_id,
+            node_id=self._node_id,
+            workload_id=task.workload_id,
+            owner=task.owner,
+            image=task.image,
+            command=task.command,
+            env=task.env,
+            resources=task.resources,
+        )
+
+    def _start_task(self, task: DesiredTask) -> None:
+        tid = task.task_id
+        try:
+            try:
+                self._driver.ensure_image(task.image)
+            except DriverError as exc:
+                self._finish(tid, {"state": TaskState.FAILED, "reason": exc.reason,
+                                   "message": str(exc)})
+                return
+            self._report({"task_id": tid, "state": TaskState.STARTING, "reason": "creating"})
+            try:
+                container_id = self._driver.create(self._spec(task))
+            except ContainerExists:
+                return  # the next pass adopts it
+            except DriverError as exc:
+                self._finish(tid, {"state": TaskState.FAILED, "reason": exc.reason,
+                                   "message": str(exc)})
+                return
+            self._start_and_watch(task, container_id)
+        finally:
+            self._release(tid)
+            self._wake.set()
+
+    def _start_existing(self, task: DesiredTask, container_id: str) -> None:
+        try:
+            self._start_and_watch(task, container_id)
+        finally:
+            self._release(task.task_id)
+
+    def _start_and_watch(self, task: DesiredTask, container_id: str) -> None:
+        tid = task.task_id
+        try:
+            self._driver.start(container_id)
+            status = self._driver.inspect(container_id)
+        except DriverError as exc:
+            self._finish(tid, {"state": TaskState.FAILED, "reason": Reason.START_FAILED,
+                               "message": str(exc), "container_id": container_id})
+            return
+        self._report({"task_id": tid, "state": TaskState.RUNNING, "reason": "started",
+                      "container_id": container_id, "started_at": status.started_at})
+        self._begin_watch(task, container_id, adopted=False)
+
+    def _stop_container(self, tid: str, container_id: str, grace: float, remove: bool) -> None:
+        try:
+            with self._lock:
+                self._stopping.add(tid)
+            self._driver.signal(container_id, "SIGTERM")
+            if not self._driver.wait(container_id, timeout=grace):
+                with self._lock:
+                    self._forced.add(tid)
+                self._driver.signal(container_id, "SIGKILL")
+                self._driver.wait(container_id, timeout=30)
+            if remove:
+                self._driver.remove(container_id)
+                with self._lock:
+                    for tracked in (self._finished, self._stopping, self._forced):
+                        tracked.discard(tid)
+                    self._log_counts.pop(tid, None)
+        except ContainerNotFound:
+            pass
+        except DriverError as exc:
+            log.warning("stopping %s failed: %s", tid, exc)
+        finally:
+            self._release(tid)
+
+    def _begin_watch(self, task: DesiredTask, container_id: str, adopted: bool) -> None:
+        with self._lock:
+            if task.task_id in self._watched:
+                return
+            self._watched.add(task.task_id)
+            self._log_counts[task.task_id] = {"stdout": 0, "stderr": 0}
+        if adopted:
+            self._report({"task_id": task.task_id, "state": TaskState.RUNNING,
+                          "reason": Reason.ADOPTED, "container_id": container_id})
+        threading.Thread(
+            target=self._watch, args=(task, container_id), name=f"watch-{task.task_id}",
+            daemon=True,
+        ).start()
+
+    def _follow_logs(self, tid: str, container_id: str, stream: str, offset: int) -> None:
+        seq = 0
+        try:
+            for line in self._driver.logs(container_id, stream, follow=True):
+                seq += 1
+                if seq > offset:
+                    self._shipper.add(tid, stream, seq, line.timestamp, line.text)
+        except DriverError as exc:
+            log.warning("log stream of %s ended early: %s", tid, exc)
+        finally:
+            with self._lock:
+                counts = self._log_counts.setdefault(tid, {})
+                counts[stream] = seq
+
+    def _watch(self, task: DesiredTask, container_id: str) -> None:
+        tid = task.task_id
+        followers = [
+            threading.Thread(
+                target=self._follow_logs,
+                args=(tid, container_id, stream, task.log_offsets.get(stream, 0)),
+                name=f"logs-{tid}-{stream}",
+                daemon=True,
+            )
+            for stream in ("stdout", "stderr")
+        ]
+        for follower in followers:
+            follower.start()
+        try:
+            while not self._driver.wait(container_id, timeout=WAIT_SLICE_S):
+                if self._stop.is_set():
+                    return
+            for follower in followers:
+                follower.join(LOG_JOIN_S)
+            status = self._driver.inspect(container_id)
+        except DriverError as exc:
+            with self._lock:
+                self._watched.discard(tid)
+            log.warning("watching %s failed: %s", tid, exc)
+            return
+        with self._lock:
+            stopping = tid in self._stopping
+            forced = tid in self._forced
+            counts = dict(self._log_counts.get(tid, {}))
+        state, reason = outcome(status.exit_code, status.oom_killed, stopping)
+        self._shipper.flush()
+        self._finish(
+            tid,
+            {
+                "state": state,
+                "reason": reason,
+                "exit_code": status.exit_code,
+                "container_id": container_id,
+                "started_at": status.started_at,
+                "finished_at": status.finished_at,
+                "forced": forced,
+                "log_lines_total": sum(counts.values()),
+                "message": status.error,
+            },
+        )
+        with self._lock:
+            self._watched.discard(tid)

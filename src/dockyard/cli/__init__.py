@@ -1,0 +1,1 @@
+"""The ``dockyard`` command line (Typer). It talks to the server only through the client."""

@@ -1,0 +1,473 @@
+"""``dockyard`` commands."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.markup import escape
+
+from dockyard import __version__, config
+from dockyard.cli import render
+from dockyard.client import Client, ClientError, save_token
+
+app = typer.Typer(
+    name="dockyard",
+    help="A cluster manager for containers: batch jobs and services on Docker.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+user_app = typer.Typer(help="Manage users (admin).", no_args_is_help=True)
+token_app = typer.Typer(help="Manage API tokens.", no_args_is_help=True)
+app.add_typer(user_app, name="user")
+app.add_typer(token_app, name="token")
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON (documented schema).")]
+UrlOpt = Annotated[str | None, typer.Option("--url", envvar="DOCKYARD_URL", help="API URL.")]
+TokenOpt = Annotated[
+    str | None, typer.Option("--token", envvar="DOCKYARD_TOKEN", help="Bearer token.")
+]
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    render.err_console.print(f"[red]error:[/] {escape(message)}")
+    raise typer.Exit(code)
+
+
+def client(url: str | None, token: str | None) -> Client:
+    return Client(url=url, token=token)
+
+
+def call(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    try:
+        return fn(*args, **kwargs)
+    except ClientError as exc:
+        detail = f"{exc} (field: {exc.field})" if exc.field else str(exc)
+        fail(detail)
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+# -- daemons ---------------------------------------------------------------
+@app.command()
+def server(
+    data_dir: Annotated[Path, typer.Option(help="State directory.")] = config.default_data_dir(),
+    db: Annotated[str | None, typer.Option(help="Database URL (default: SQLite in data dir).")] = None,
+    host: str = config.DEFAULT_API_HOST,
+    port: int = config.DEFAULT_API_PORT,
+    gateway: Annotated[str, typer.Option(help="ZeroMQ endpoint agents connect to.")] = (
+        f"tcp://127.0.0.1:{config.DEFAULT_GATEWAY_PORT}"
+    ),
+    heartbeat: float = config.DEFAULT_HEARTBEAT_S,
+    node_grace: Annotated[float, typer.Option(help="Seconds without heartbeat before down.")] = (
+        config.DEFAULT_NODE_GRACE_S
+    ),
+    log_level: str = "info",
+) -> None:
+    """Run the control plane: API, agent gateway, scheduler, node monitor."""
+    from dockyard.server.main import Server, ServerConfig
+
+    _setup_logging(log_level)
+    srv = Server(
+        ServerConfig(
+            data_dir=data_dir,
+            db_url=db,
+            host=host,
+            port=port,
+            gateway=gateway,
+            heartbeat_interval=heartbeat,
+            node_grace=node_grace,
+        )
+    )
+    srv.start_background()
+    srv.serve_forever()
+
+
+@app.command()
+def agent(
+    server: Annotated[str, typer.Option(help="Server gateway endpoint.")] = (
+        f"tcp://127.0.0.1:{config.DEFAULT_GATEWAY_PORT}"
+    ),
+    data_dir: Annotated[Path, typer.Option(help="Agent state directory.")] = (
+        config.default_data_dir() / "agent"
+    ),
+    name: Annotated[str | None, typer.Option(help="Node name (default: hostname).")] = None,
+    driver: Annotated[str, typer.Option(help="Runtime driver: docker or sim.")] = "docker",
+    heartbeat: float = config.DEFAULT_HEARTBEAT_S,
+    log_level: str = "info",
+) -> None:
+    """Run a node agent that executes tasks on this machine's Docker Engine."""
+    import signal
+
+    from dockyard.agent.main import Agent, AgentConfig
+    from dockyard.drivers.errors import DriverError
+
+    _setup_logging(log_level)
+    cfg = AgentConfig(server=server, data_dir=data_dir, driver=driver, heartbeat_interval=heartbeat)
+    if name:
+        cfg.name = name
+    try:
+        node = Agent(cfg)
+    except DriverError as exc:
+        fail(str(exc))
+    signal.signal(signal.SIGTERM, lambda *_: node.stop())
+    signal.signal(signal.SIGINT, lambda *_: node.stop())
+    node.start()
+    node.wait()
+
+
+@app.command()
+def up(
+    data_dir: Annotated[Path, typer.Option(help="State directory.")] = config.default_data_dir(),
+    port: int = config.DEFAULT_API_PORT,
+    gateway_port: int = config.DEFAULT_GATEWAY_PORT,
+    driver: str = "docker",
+    log_level: str = "warning",
+) -> None:
+    """Start a server and a local agent in one process (SQLite, API/UI on 127.0.0.1)."""
+    from dockyard.agent.main import Agent, AgentConfig
+    from dockyard.drivers.errors import DriverError
+    from dockyard.server.main import Server, ServerConfig
+
+    _setup_logging(log_level)
+    endpoint = f"tcp://127.0.0.1:{gateway_port}"
+    srv = Server(ServerConfig(data_dir=data_dir, port=port, gateway=endpoint))
+    try:
+        node = Agent(AgentConfig(server=endpoint, data_dir=data_dir / "agent", driver=driver))
+    except DriverError as exc:
+        fail(str(exc))
+    srv.start_background()
+    node.start()
+    render.console.print(
+        f"dockyard {__version__} up: API and UI on http://127.0.0.1:{port}  "
+        f"(admin token in {data_dir / 'admin.token'})"
+    )
+    try:
+        srv.serve_forever()
+    finally:
+        node.stop()
+
+
+# -- jobs ------------------------------------------------------------------
+@app.command(context_settings={"allow_interspersed_args": False})
+def run(
+    image: Annotated[str, typer.Argument(help="Image reference.")],
+    command: Annotated[list[str] | None, typer.Argument(help="Command and arguments.")] = None,
+    name: Annotated[str | None, typer.Option(help="Job name (default: from the image).")] = None,
+    cpu: Annotated[str | None, typer.Option(help="CPU cores, e.g. 0.5 or 500m.")] = None,
+    memory: Annotated[str | None, typer.Option(help="Memory limit, e.g. 64m or 1g.")] = None,
+    env: Annotated[list[str] | None, typer.Option("--env", "-e", help="KEY=VALUE")] = None,
+    kill_grace: Annotated[float | None, typer.Option(help="Seconds between SIGTERM and SIGKILL.")] = None,
+    json_out: JsonOpt = False,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Submit a batch job: run IMAGE [-- COMMAND...] once."""
+    environment: dict[str, str] = {}
+    for item in env or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            fail(f"--env {item!r} must be KEY=VALUE")
+        environment[key] = value
+    job_name = name or image.rsplit("/", 1)[-1].split(":")[0].split("@")[0] or "job"
+    with client(url, token) as api:
+        task = call(
+            api.run_job,
+            job_name,
+            image,
+            list(command or []),
+            cpu=cpu,
+            memory=memory,
+            env=environment,
+            kill_grace_s=kill_grace,
+        )
+    if json_out:
+        render.print_json(task)
+    else:
+        print(task["id"])
+
+
+@app.command()
+def ps(
+    all_: Annotated[bool, typer.Option("--all", "-a", help="Include finished tasks.")] = True,
+    active: Annotated[bool, typer.Option("--active", help="Only tasks not yet finished.")] = False,
+    json_out: JsonOpt = False,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """List tasks: id, name, owner, state, node, uptime, exit code, reason."""
+    with client(url, token) as api:
+        tasks = call(api.tasks, active=active or not all_)
+    if json_out:
+        render.print_json(tasks)
+        return
+    render.table(
+        ["ID", "NAME", "OWNER", "STATE", "NODE", "UPTIME", "EXIT", "REASON"],
+        [
+            [
+                t["id"],
+                escape(t["name"]),
+                escape(t["owner"]),
+                render.state(t["state"]),
+                escape(t["node"] or "-"),
+                render.age(t["uptime_s"]),
+                "-" if t["exit_code"] is None else str(t["exit_code"]),
+                escape(render.task_reason(t)),
+            ]
+            for t in tasks
+        ],
+    )
+
+
+@app.command()
+def logs(
+    ref: Annotated[str, typer.Argument(help="Task id or name.")],
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Follow until the task ends.")] = False,
+    json_out: JsonOpt = False,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Print a task's stdout and stderr."""
+    with client(url, token) as api:
+        if follow:
+            lines = (item for item in call(lambda: list_or_stream(api, ref)))
+        else:
+            lines = iter(call(_all_logs, api, ref))
+        for item in lines:
+            if item.get("end"):
+                break
+            if json_out:
+                print(render.json.dumps(item, sort_keys=True), flush=True)
+            elif item["stream"] == "stderr":
+                print(item["line"], file=sys.stderr, flush=True)
+            else:
+                print(item["line"], flush=True)
+
+
+def list_or_stream(api: Client, ref: str) -> Any:
+    stream = api.follow_logs(ref)
+    first = next(stream, None)  # surface 404/401 before printing anything
+    if first is None:
+        return iter(())
+
+    def chain() -> Any:
+        yield first
+        try:
+            yield from stream
+        except ClientError as exc:
+            fail(str(exc))
+
+    return chain()
+
+
+def _all_logs(api: Client, ref: str) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    after = 0
+    while True:
+        page = api.logs(ref, after=after)
+        out.extend(page["lines"])
+        if not page["lines"]:
+            return out
+        after = page["next"]
+
+
+@app.command()
+def kill(
+    ref: Annotated[str, typer.Argument(help="Task id or name.")],
+    json_out: JsonOpt = False,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Stop a task: SIGTERM, then SIGKILL after its grace period."""
+    with client(url, token) as api:
+        task = call(api.kill, ref)
+    if json_out:
+        render.print_json(task)
+    else:
+        print(f"{task['id']} {task['state']} (stop requested)")
+
+
+@app.command()
+def inspect(
+    ref: Annotated[str, typer.Argument(help="Task id or name.")],
+    json_out: JsonOpt = False,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Everything about a task, with its events."""
+    with client(url, token) as api:
+        task = call(api.task, ref)
+    if json_out:
+        render.print_json(task)
+        return
+    fields = [
+        ("ID", task["id"]),
+        ("Name", task["name"]),
+        ("Owner", task["owner"]),
+        ("State", render.state(task["state"])),
+        ("Desired", task["desired_state"]),
+        ("Reason", escape(render.task_reason(task))),
+        ("Exit code", "-" if task["exit_code"] is None else str(task["exit_code"])),
+        ("Node", escape(task["node"] or "-")),
+        ("Image", escape(task["image"])),
+        ("Command", escape(" ".join(task["command"]) or "(image default)")),
+        ("CPU", f"{task['cpu']:g}"),
+        ("Memory", render.size(task["memory_bytes"])),
+        ("Container", task["container_id"][:12] or "-"),
+        ("Created", render.timestamp(task["created_at"])),
+        ("Started", render.timestamp(task["started_at"])),
+        ("Finished", render.timestamp(task["finished_at"])),
+        ("Uptime", render.age(task["uptime_s"])),
+    ]
+    for label, value in fields:
+        render.console.print(f"[bold]{label + ':':<11}[/] {value}")
+    render.console.print("[bold]Events:[/]")
+    render.table(
+        ["TIME", "KIND", "REASON", "MESSAGE"],
+        [
+            [render.timestamp(e["at"]), e["kind"], e["reason"], escape(e["message"])]
+            for e in task["events"]
+        ],
+    )
+
+
+@app.command()
+def nodes(json_out: JsonOpt = False, url: UrlOpt = None, token: TokenOpt = None) -> None:
+    """List nodes: state, capacity, allocation, usage, heartbeat age."""
+    with client(url, token) as api:
+        items = call(api.nodes)
+    if json_out:
+        render.print_json(items)
+        return
+    render.table(
+        ["NAME", "ID", "STATE", "CPU (alloc/cap)", "MEMORY (alloc/cap)", "MEM USED", "TASKS",
+         "HEARTBEAT"],
+        [
+            [
+                escape(n["name"]),
+                n["id"],
+                render.state(n["state"]),
+                f"{n['allocated_cpu']:g}/{n['cpu']:g}",
+                f"{render.size(n['allocated_memory_bytes'])}/{render.size(n['memory_bytes'])}",
+                render.size(n["used_memory_bytes"]),
+                str(n["tasks"]),
+                render.age(n["heartbeat_age_s"]) + " ago",
+            ]
+            for n in items
+        ],
+    )
+
+
+@app.command()
+def events(
+    task: Annotated[str | None, typer.Option(help="Only events of this task id.")] = None,
+    node: Annotated[str | None, typer.Option(help="Only events of this node id.")] = None,
+    json_out: JsonOpt = False,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """List events (state changes with reasons)."""
+    with client(url, token) as api:
+        items = call(api.events, task=task, node=node)
+    if json_out:
+        render.print_json(items)
+        return
+    render.table(
+        ["TIME", "KIND", "REASON", "TASK", "NODE", "MESSAGE"],
+        [
+            [render.timestamp(e["at"]), e["kind"], e["reason"], e["task_id"] or "-",
+             e["node_id"] or "-", escape(e["message"])]
+            for e in items
+        ],
+    )
+
+
+# -- identity --------------------------------------------------------------
+@app.command()
+def login(
+    token_value: Annotated[str, typer.Option("--token", prompt=True, hide_input=True)],
+    url: UrlOpt = None,
+) -> None:
+    """Check a token against the server and store it (0600) for later commands."""
+    with Client(url=url, token=token_value) as api:
+        who = call(api.whoami)
+    path = save_token(token_value)
+    print(f"logged in as {who['name']}; token saved to {path}")
+
+
+@app.command()
+def whoami(json_out: JsonOpt = False, url: UrlOpt = None, token: TokenOpt = None) -> None:
+    """Show who the current token belongs to."""
+    with client(url, token) as api:
+        who = call(api.whoami)
+    if json_out:
+        render.print_json(who)
+    else:
+        print(f"{who['name']}{' (admin)' if who['admin'] else ''}")
+
+
+@user_app.command("add")
+def user_add(
+    name: str,
+    admin: Annotated[bool, typer.Option(help="Make the user an admin.")] = False,
+    json_out: JsonOpt = False,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Create a user and print their first token (shown once)."""
+    with client(url, token) as api:
+        result = call(api.add_user, name, admin)
+    if json_out:
+        render.print_json(result)
+    else:
+        print(result["token"])
+
+
+@user_app.command("ls")
+def user_ls(json_out: JsonOpt = False, url: UrlOpt = None, token: TokenOpt = None) -> None:
+    """List users."""
+    with client(url, token) as api:
+        users = call(api.users)
+    if json_out:
+        render.print_json(users)
+        return
+    render.table(
+        ["NAME", "ID", "ADMIN", "CREATED"],
+        [[escape(u["name"]), u["id"], "yes" if u["admin"] else "no",
+          render.timestamp(u["created_at"])] for u in users],
+    )
+
+
+@token_app.command("create")
+def token_create(
+    user: Annotated[str | None, typer.Option(help="For this user (admins only).")] = None,
+    description: str = "",
+    json_out: JsonOpt = False,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Create an API token (shown once)."""
+    with client(url, token) as api:
+        result = call(api.create_token, user, description)
+    if json_out:
+        render.print_json(result)
+    else:
+        print(result["token"])
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    print(__version__)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,82 @@
+"""Turning API objects into tables and JSON for the terminal."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+STATE_STYLE = {
+    "pending": "yellow",
+    "assigned": "cyan",
+    "pulling": "cyan",
+    "starting": "cyan",
+    "running": "green",
+    "succeeded": "bold green",
+    "failed": "red",
+    "killed": "magenta",
+    "lost": "red",
+    "expired": "magenta",
+    "ready": "green",
+    "down": "red",
+}
+
+
+def print_json(data: Any) -> None:
+    """Print machine-readable output: stable keys, no colour, one document."""
+    print(json.dumps(data, indent=2, sort_keys=True))
+
+
+def age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = max(0, int(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    if seconds < 86400:
+        return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
+    return f"{seconds // 86400}d{(seconds % 86400) // 3600:02d}h"
+
+
+def size(amount: int) -> str:
+    for unit, factor in (("Gi", 1024**3), ("Mi", 1024**2), ("Ki", 1024)):
+        if amount >= factor:
+            return f"{amount / factor:.1f}{unit}".replace(f".0{unit}", unit)
+    return f"{amount}B"
+
+
+def state(value: str) -> str:
+    style = STATE_STYLE.get(value, "")
+    return f"[{style}]{value}[/]" if style else value
+
+
+def table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    grid = Table(box=None, pad_edge=False, header_style="bold")
+    for column in columns:
+        grid.add_column(column, overflow="fold")
+    for row in rows:
+        grid.add_row(*row)
+    console.print(grid)
+
+
+def timestamp(epoch: float | None) -> str:
+    if epoch is None:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch))
+
+
+def task_reason(task: dict[str, Any]) -> str:
+    reason = str(task.get("reason") or "")
+    message = str(task.get("message") or "")
+    if task.get("state") == "pending" and message:
+        return f"{reason}: {message}"
+    return reason

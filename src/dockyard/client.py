@@ -1,0 +1,188 @@
+"""Python SDK over the REST API. The CLI talks to the server only through this."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from dockyard import config
+from dockyard.errors import DockyardError
+from dockyard.files import write_secret
+
+TOKEN_FILE_NAME = "token"
+
+
+class ClientError(DockyardError):
+    """The API answered with an error (or could not be reached)."""
+
+    def __init__(
+        self, message: str, status: int = 0, code: str = "", field: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.field = field
+
+
+def default_url() -> str:
+    return os.environ.get(
+        "DOCKYARD_URL", f"http://{config.DEFAULT_API_HOST}:{config.DEFAULT_API_PORT}"
+    )
+
+
+def find_token() -> str | None:
+    """``$DOCKYARD_TOKEN``, then ``dockyard login``'s file, then the local admin token."""
+    token = os.environ.get("DOCKYARD_TOKEN")
+    if token:
+        return token.strip()
+    for path in (
+        config.default_config_dir() / TOKEN_FILE_NAME,
+        config.default_data_dir() / "admin.token",
+    ):
+        try:
+            return path.read_text().strip()
+        except OSError:
+            continue
+    return None
+
+
+class Client:
+    def __init__(self, url: str | None = None, token: str | None = None, timeout: float = 30):
+        self.url = (url or default_url()).rstrip("/")
+        self.token = token if token is not None else find_token()
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise ClientError(f"cannot reach dockyard at {self.url}: {exc}") from exc
+        return self._decode(response)
+
+    @staticmethod
+    def _decode(response: httpx.Response) -> Any:
+        if response.status_code >= 400:
+            try:
+                body = response.json()
+            except ValueError:
+                body = {}
+            raise ClientError(
+                str(body.get("message") or response.text or response.reason_phrase),
+                status=response.status_code,
+                code=str(body.get("error") or ""),
+                field=body.get("field"),
+            )
+        return response.json()
+
+    # -- identity ---------------------------------------------------------
+    def whoami(self) -> dict[str, Any]:
+        return dict(self._request("GET", "/api/v1/whoami"))
+
+    # -- jobs and tasks ---------------------------------------------------
+    def run_job(
+        self,
+        name: str,
+        image: str,
+        command: list[str] | None = None,
+        *,
+        cpu: str | float | None = None,
+        memory: str | int | None = None,
+        env: dict[str, str] | None = None,
+        kill_grace_s: float | None = None,
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"name": name, "image": image, "command": command or []}
+        if cpu is not None:
+            body["cpu"] = cpu
+        if memory is not None:
+            body["memory"] = memory
+        if env:
+            body["env"] = env
+        if kill_grace_s is not None:
+            body["kill_grace_s"] = kill_grace_s
+        return dict(self._request("POST", "/api/v1/jobs", json=body))
+
+    def tasks(self, *, active: bool = False, states: list[str] | None = None) -> list[Any]:
+        params: dict[str, Any] = {"active": active}
+        if states:
+            params["state"] = states
+        return list(self._request("GET", "/api/v1/tasks", params=params))
+
+    def task(self, ref: str) -> dict[str, Any]:
+        return dict(self._request("GET", f"/api/v1/tasks/{_quote(ref)}"))
+
+    def kill(self, ref: str) -> dict[str, Any]:
+        return dict(self._request("POST", f"/api/v1/tasks/{_quote(ref)}/kill"))
+
+    def logs(self, ref: str, after: int = 0) -> dict[str, Any]:
+        return dict(
+            self._request("GET", f"/api/v1/tasks/{_quote(ref)}/logs", params={"after": after})
+        )
+
+    def follow_logs(self, ref: str, after: int = 0) -> Iterator[dict[str, Any]]:
+        """Yield log lines until the task ends; the last item is ``{"end": True, ...}``."""
+        path = f"/api/v1/tasks/{_quote(ref)}/logs"
+        try:
+            with self._http.stream(
+                "GET", path, params={"after": after, "follow": True}, timeout=None
+            ) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    self._decode(response)
+                for raw in response.iter_lines():
+                    if raw:
+                        yield json.loads(raw)
+        except httpx.HTTPError as exc:
+            raise ClientError(f"log stream from {self.url} broke: {exc}") from exc
+
+    # -- cluster ----------------------------------------------------------
+    def nodes(self) -> list[Any]:
+        return list(self._request("GET", "/api/v1/nodes"))
+
+    def events(
+        self, *, after: int = 0, task: str | None = None, node: str | None = None
+    ) -> list[Any]:
+        params: dict[str, Any] = {"after": after}
+        if task:
+            params["task"] = task
+        if node:
+            params["node"] = node
+        return list(self._request("GET", "/api/v1/events", params=params))
+
+    # -- users ------------------------------------------------------------
+    def add_user(self, name: str, admin: bool = False) -> dict[str, Any]:
+        return dict(self._request("POST", "/api/v1/users", json={"name": name, "admin": admin}))
+
+    def users(self) -> list[Any]:
+        return list(self._request("GET", "/api/v1/users"))
+
+    def create_token(self, user: str | None = None, description: str = "") -> dict[str, Any]:
+        body: dict[str, Any] = {"description": description}
+        if user:
+            body["user"] = user
+        return dict(self._request("POST", "/api/v1/tokens", json=body))
+
+
+def _quote(ref: str) -> str:
+    return httpx.URL(path=ref).raw_path.decode().replace("/", "%2F")
+
+
+def save_token(token: str, path: Path | None = None) -> Path:
+    """Store a token for later CLI calls in a file only its owner can read."""
+    target = path or config.default_config_dir() / TOKEN_FILE_NAME
+    write_secret(target, token)
+    return target

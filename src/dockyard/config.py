@@ -1,0 +1,24 @@
+"""Defaults shared by the server, the agent and the CLI."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import platformdirs
+
+DEFAULT_API_HOST = "127.0.0.1"
+DEFAULT_API_PORT = 8700
+DEFAULT_GATEWAY_PORT = 8701
+DEFAULT_HEARTBEAT_S = 1.0
+DEFAULT_NODE_GRACE_S = 3.0
+
+
+def default_data_dir() -> Path:
+    """``$DOCKYARD_DATA_DIR`` or the user's data directory."""
+    env = os.environ.get("DOCKYARD_DATA_DIR")
+    return Path(env) if env else Path(platformdirs.user_data_dir("dockyard"))
+
+
+def default_config_dir() -> Path:
+    return Path(platformdirs.user_config_dir("dockyard"))

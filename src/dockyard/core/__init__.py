@@ -1,0 +1,1 @@
+"""Pure domain model: resources, specs, task states, events. Standard library only."""

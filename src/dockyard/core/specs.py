@@ -1,0 +1,111 @@
+"""Workload specifications and their validation."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from dockyard.core.errors import ValidationError
+from dockyard.core.image_ref import validate_image
+from dockyard.core.resources import Resources, parse_cpu, parse_memory
+
+_NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$")
+_ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+DEFAULT_CPU = "0.1"
+DEFAULT_MEMORY = "128m"
+DEFAULT_KILL_GRACE_S = 10.0
+MAX_KILL_GRACE_S = 3600.0
+MAX_COMMAND_ARGS = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpec:
+    """A batch job: run one container to completion."""
+
+    name: str
+    image: str
+    command: tuple[str, ...] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
+    resources: Resources = Resources()
+    kill_grace_s: float = DEFAULT_KILL_GRACE_S
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "image": self.image,
+            "command": list(self.command),
+            "env": dict(self.env),
+            "cpu_millis": self.resources.cpu_millis,
+            "memory_bytes": self.resources.memory_bytes,
+            "kill_grace_s": self.kill_grace_s,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> JobSpec:
+        """Rebuild a spec that was stored with :meth:`to_dict`."""
+        return cls(
+            name=data["name"],
+            image=data["image"],
+            command=tuple(data.get("command") or ()),
+            env=dict(data.get("env") or {}),
+            resources=Resources(int(data["cpu_millis"]), int(data["memory_bytes"])),
+            kill_grace_s=float(data.get("kill_grace_s", DEFAULT_KILL_GRACE_S)),
+        )
+
+
+def validate_name(name: str, field_name: str = "name") -> str:
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise ValidationError(
+            field_name,
+            "must be 1-63 characters of letters, digits, '_', '.' or '-', "
+            "starting with a letter or digit",
+        )
+    return name
+
+
+def build_job_spec(
+    *,
+    name: str,
+    image: str,
+    command: Sequence[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    cpu: str | float | int | None = None,
+    memory: str | int | None = None,
+    kill_grace_s: float | None = None,
+) -> JobSpec:
+    """Validate raw user input and build a :class:`JobSpec`.
+
+    Raises :class:`ValidationError` naming the first invalid field.
+    """
+    validate_name(name)
+    validate_image(image)
+    args = list(command or [])
+    if len(args) > MAX_COMMAND_ARGS:
+        raise ValidationError("command", f"has more than {MAX_COMMAND_ARGS} arguments")
+    for index, arg in enumerate(args):
+        if not isinstance(arg, str):
+            raise ValidationError(f"command[{index}]", "must be a string")
+        if "\x00" in arg:
+            raise ValidationError(f"command[{index}]", "must not contain NUL bytes")
+    environment = dict(env or {})
+    for key, value in environment.items():
+        if not isinstance(key, str) or not _ENV_KEY_RE.match(key):
+            raise ValidationError("env", f"invalid variable name {key!r}")
+        if not isinstance(value, str) or "\x00" in value:
+            raise ValidationError(f"env.{key}", "must be a string without NUL bytes")
+    cpu_millis = parse_cpu(DEFAULT_CPU if cpu is None else cpu)
+    memory_bytes = parse_memory(DEFAULT_MEMORY if memory is None else memory)
+    grace = DEFAULT_KILL_GRACE_S if kill_grace_s is None else float(kill_grace_s)
+    if not 0 <= grace <= MAX_KILL_GRACE_S:
+        raise ValidationError("kill_grace_s", f"must be between 0 and {MAX_KILL_GRACE_S:g}")
+    return JobSpec(
+        name=name,
+        image=image,
+        command=tuple(args),
+        env=environment,
+        resources=Resources(cpu_millis, memory_bytes),
+        kill_grace_s=grace,
+    )

@@ -1,0 +1,114 @@
+"""Task states, the transitions between them and the reasons for failures."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from dockyard.core.errors import InvalidTransition
+
+
+class TaskState(StrEnum):
+    """Lifecycle of a task (one container, one attempt, on one node)."""
+
+    PENDING = "pending"
+    ASSIGNED = "assigned"
+    PULLING = "pulling"
+    STARTING = "starting"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    KILLED = "killed"
+    LOST = "lost"
+    EXPIRED = "expired"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_STATES
+
+    @property
+    def rank(self) -> int:
+        """Position in the forward order; terminal states share the last rank."""
+        return _RANK[self]
+
+
+TERMINAL_STATES = frozenset(
+    {TaskState.SUCCEEDED, TaskState.FAILED, TaskState.KILLED, TaskState.LOST, TaskState.EXPIRED}
+)
+ACTIVE_STATES = frozenset(set(TaskState) - TERMINAL_STATES)
+#: States in which a task holds resources on its node.
+PLACED_STATES = frozenset(
+    {TaskState.ASSIGNED, TaskState.PULLING, TaskState.STARTING, TaskState.RUNNING}
+)
+
+_RANK = {
+    TaskState.PENDING: 0,
+    TaskState.ASSIGNED: 1,
+    TaskState.PULLING: 2,
+    TaskState.STARTING: 3,
+    TaskState.RUNNING: 4,
+    **dict.fromkeys(TERMINAL_STATES, 5),
+}
+
+
+class DesiredState(StrEnum):
+    """What the server wants of a task."""
+
+    RUN = "run"
+    STOP = "stop"
+
+
+class Reason:
+    """Machine-readable reasons attached to task state changes and events."""
+
+    EXIT_ZERO = "exit_zero"
+    EXIT_NONZERO = "exit_nonzero"
+    OOM_KILLED = "oom_killed"
+    KILLED = "killed"
+    FORCED_KILL = "forced_kill"
+    IMAGE_NOT_FOUND = "image_not_found"
+    IMAGE_PULL_FAILED = "image_pull_failed"
+    CREATE_FAILED = "create_failed"
+    START_FAILED = "start_failed"
+    NODE_LOST = "node_lost"
+    CONTAINER_VANISHED = "container_vanished"
+    MAX_RUNTIME_EXCEEDED = "max_runtime_exceeded"
+    SUBMITTED = "submitted"
+    PLACED = "placed"
+    UNSCHEDULABLE = "unschedulable"
+    KILL_REQUESTED = "kill_requested"
+    ADOPTED = "adopted"
+
+
+def can_transition(current: TaskState, new: TaskState) -> bool:
+    """True when ``current -> new`` moves the task forward.
+
+    Reports may skip intermediate states (a fast container can go from
+    ``assigned`` straight to ``running``), but never go back and never leave a
+    terminal state.
+    """
+    if current.terminal:
+        return False
+    if new.terminal:
+        return True
+    return new.rank > current.rank
+
+
+def check_transition(current: TaskState, new: TaskState) -> None:
+    """Raise :class:`InvalidTransition` unless ``current -> new`` is allowed."""
+    if not can_transition(current, new):
+        raise InvalidTransition(f"task cannot go from {current} to {new}")
+
+
+def outcome(exit_code: int | None, oom_killed: bool, stop_requested: bool) -> tuple[TaskState, str]:
+    """Decide the terminal state and reason of an exited container.
+
+    ``oom_killed`` must come from Docker's OOMKilled flag, never be guessed
+    from exit code 137.
+    """
+    if stop_requested:
+        return TaskState.KILLED, Reason.KILLED
+    if oom_killed:
+        return TaskState.FAILED, Reason.OOM_KILLED
+    if exit_code == 0:
+        return TaskState.SUCCEEDED, Reason.EXIT_ZERO
+    return TaskState.FAILED, Reason.EXIT_NONZERO

@@ -1,0 +1,128 @@
+"""The runtime interface every driver implements, and the values it exchanges."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from dockyard.core.resources import Resources
+
+#: Docker labels that mark and identify dockyard's containers.
+LABEL_MANAGED = "io.dockyard.managed"
+LABEL_TASK = "io.dockyard.task"
+LABEL_NODE = "io.dockyard.node"
+LABEL_WORKLOAD = "io.dockyard.workload"
+LABEL_OWNER = "io.dockyard.owner"
+
+DEFAULT_PIDS_LIMIT = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerSpec:
+    """Everything a driver needs to create one task's container."""
+
+    task_id: str
+    node_id: str
+    workload_id: str
+    owner: str
+    image: str
+    command: tuple[str, ...] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
+    resources: Resources = Resources()
+    pids_limit: int = DEFAULT_PIDS_LIMIT
+
+    @property
+    def container_name(self) -> str:
+        """Docker enforces unique names, so a task can never get two containers."""
+        return f"dockyard-{self.task_id}"
+
+    def labels(self) -> dict[str, str]:
+        return {
+            LABEL_MANAGED: "1",
+            LABEL_TASK: self.task_id,
+            LABEL_NODE: self.node_id,
+            LABEL_WORKLOAD: self.workload_id,
+            LABEL_OWNER: self.owner,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerStatus:
+    """What the runtime says about one container."""
+
+    container_id: str
+    task_id: str
+    status: str  # created, running, exited, dead, ...
+    exit_code: int | None = None
+    oom_killed: bool = False
+    started_at: str | None = None
+    finished_at: str | None = None
+    error: str = ""
+
+    @property
+    def running(self) -> bool:
+        return self.status in ("running", "paused", "restarting")
+
+    @property
+    def exited(self) -> bool:
+        return self.status in ("exited", "dead")
+
+
+@dataclass(frozen=True, slots=True)
+class LogLine:
+    """One line a container wrote, with the runtime's timestamp."""
+
+    stream: str  # "stdout" or "stderr"
+    timestamp: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """A resource sample of one container."""
+
+    cpu_seconds: float
+    memory_bytes: int
+
+
+class Driver(Protocol):
+    """A container runtime. Implementations: Docker (real) and sim (hollow nodes)."""
+
+    name: str
+
+    def capacity(self) -> Resources:
+        """Total CPU and memory this node offers."""
+        ...
+
+    def ensure_image(self, image: str) -> None:
+        """Make ``image`` available locally; raise ImageNotFound/ImagePullFailed."""
+        ...
+
+    def create(self, spec: ContainerSpec) -> str:
+        """Create (not start) the container; return its id. ContainerExists if present."""
+        ...
+
+    def start(self, container_id: str) -> None: ...
+
+    def list(self, node_id: str) -> list[ContainerStatus]:
+        """All containers (running or exited) this node's agent manages."""
+        ...
+
+    def inspect(self, container_id: str) -> ContainerStatus: ...
+
+    def wait(self, container_id: str, timeout: float | None = None) -> bool:
+        """Block until the container exits (True) or ``timeout`` passes (False)."""
+        ...
+
+    def signal(self, container_id: str, signal: str) -> None:
+        """Send a signal (``SIGTERM``, ``SIGKILL``) to the container's main process."""
+        ...
+
+    def remove(self, container_id: str) -> None: ...
+
+    def logs(self, container_id: str, stream: str, follow: bool) -> Iterator[LogLine]:
+        """Lines of one stream from the container's start; with ``follow`` until exit."""
+        ...
+
+    def usage(self, container_id: str) -> Usage | None: ...

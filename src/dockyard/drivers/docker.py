@@ -1,0 +1,253 @@
+"""The real driver: Docker Engine through the Docker SDK for Python."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import docker
+import docker.errors
+import requests.exceptions
+from docker.types import LogConfig
+from tenacity import (
+    RetryError,
+    retry,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential,
+)
+
+from dockyard.core.resources import Resources
+from dockyard.drivers.base import (
+    LABEL_NODE,
+    LABEL_TASK,
+    ContainerSpec,
+    ContainerStatus,
+    LogLine,
+    Usage,
+)
+from dockyard.drivers.errors import (
+    ContainerExists,
+    ContainerNotFound,
+    CreateFailed,
+    DriverError,
+    ImageNotFound,
+    ImagePullFailed,
+    RuntimeUnavailable,
+    StartFailed,
+)
+
+log = logging.getLogger(__name__)
+
+PULL_ATTEMPTS = 3
+_NOT_FOUND_HINTS = ("not found", "manifest unknown", "pull access denied", "does not exist")
+
+
+class _TransientPullError(Exception):
+    pass
+
+
+class DockerDriver:
+    """Drives the local Docker Engine. Thread-safe: the SDK client is shared."""
+
+    name = "docker"
+
+    def __init__(self, client: Any | None = None, pull_attempts: int = PULL_ATTEMPTS) -> None:
+        try:
+            self._client = client or docker.from_env(timeout=60)
+            self._client.ping()
+        except docker.errors.DockerException as exc:
+            raise RuntimeUnavailable(f"cannot reach Docker Engine: {exc}") from exc
+        self._pull_attempts = pull_attempts
+
+    # -- node -------------------------------------------------------------
+    def capacity(self) -> Resources:
+        info = self._call(self._client.info)
+        return Resources(int(info["NCPU"]) * 1000, int(info["MemTotal"]))
+
+    # -- images -----------------------------------------------------------
+    def ensure_image(self, image: str) -> None:
+        try:
+            self._client.images.get(image)
+            return
+        except docker.errors.ImageNotFound:
+            pass
+        except docker.errors.APIError as exc:
+            raise ImagePullFailed(f"cannot look up image {image}: {exc}") from exc
+
+        @retry(
+            stop=stop_after_attempt(self._pull_attempts),
+            wait=wait_exponential(multiplier=0.5, max=8),
+            retry=retry_if_exception_type(_TransientPullError),
+            reraise=False,
+        )
+        def pull() -> None:
+            try:
+                self._client.images.pull(image)
+            except docker.errors.APIError as exc:
+                text = str(exc).lower()
+                if exc.status_code == 404 or any(h in text for h in _NOT_FOUND_HINTS):
+                    raise ImageNotFound(f"image {image} not found: {exc.explanation}") from exc
+                raise _TransientPullError(str(exc)) from exc
+            except (requests.exceptions.RequestException, docker.errors.DockerException) as exc:
+                raise _TransientPullError(str(exc)) from exc
+
+        try:
+            pull()
+        except RetryError as exc:
+            last = exc.last_attempt.exception()
+            raise ImagePullFailed(
+                f"pulling {image} failed after {self._pull_attempts} attempts: {last}"
+            ) from exc
+
+    # -- containers -------------------------------------------------------
+    def create(self, spec: ContainerSpec) -> str:
+        try:
+            container = self._client.containers.create(
+                spec.image,
+                command=list(spec.command) or None,
+                name=spec.container_name,
+                labels=spec.labels(),
+                environment=dict(spec.env),
+                nano_cpus=spec.resources.cpu_millis * 1_000_000,
+                mem_limit=spec.resources.memory_bytes,
+                memswap_limit=spec.resources.memory_bytes,
+                pids_limit=spec.pids_limit,
+                security_opt=["no-new-privileges"],
+                init=True,
+                log_config=LogConfig(type="json-file"),
+                detach=True,
+            )
+        except docker.errors.ImageNotFound as exc:
+            raise ImageNotFound(f"image {spec.image} not found") from exc
+        except docker.errors.APIError as exc:
+            if exc.status_code == 409:
+                raise ContainerExists(f"container for task {spec.task_id} exists") from exc
+            raise CreateFailed(f"create failed: {exc.explanation or exc}") from exc
+        except (requests.exceptions.RequestException, docker.errors.DockerException) as exc:
+            raise RuntimeUnavailable(f"Docker Engine error: {exc}") from exc
+        return str(container.id)
+
+    def start(self, container_id: str) -> None:
+        try:
+            self._client.api.start(container_id)
+        except docker.errors.NotFound as exc:
+            raise ContainerNotFound(container_id) from exc
+        except docker.errors.APIError as exc:
+            raise StartFailed(f"start failed: {exc.explanation or exc}") from exc
+
+    def list(self, node_id: str) -> list[ContainerStatus]:
+        def fetch() -> list[Any]:
+            return list(
+                self._client.containers.list(all=True, filters={"label": f"{LABEL_NODE}={node_id}"})
+            )
+
+        containers = self._call(fetch)
+        return [_status(c.attrs) for c in containers if LABEL_TASK in (c.labels or {})]
+
+    def inspect(self, container_id: str) -> ContainerStatus:
+        try:
+            return _status(self._client.api.inspect_container(container_id))
+        except docker.errors.NotFound as exc:
+            raise ContainerNotFound(container_id) from exc
+        except (requests.exceptions.RequestException, docker.errors.DockerException) as exc:
+            raise RuntimeUnavailable(f"Docker Engine error: {exc}") from exc
+
+    def wait(self, container_id: str, timeout: float | None = None) -> bool:
+        try:
+            self._client.api.wait(container_id, timeout=timeout)
+            return True
+        except docker.errors.NotFound as exc:
+            raise ContainerNotFound(container_id) from exc
+        except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
+            return False
+
+    def signal(self, container_id: str, signal: str) -> None:
+        try:
+            self._client.api.kill(container_id, signal=signal)
+        except docker.errors.NotFound as exc:
+            raise ContainerNotFound(container_id) from exc
+        except docker.errors.APIError as exc:
+            if exc.status_code == 409:  # not running any more
+                return
+            raise DriverError(f"signal failed: {exc.explanation or exc}") from exc
+
+    def remove(self, container_id: str) -> None:
+        try:
+            self._client.api.remove_container(container_id, force=True)
+        except docker.errors.NotFound:
+            return
+        except docker.errors.APIError as exc:
+            if exc.status_code == 409:  # removal already in progress
+                return
+            raise DriverError(f"remove failed: {exc.explanation or exc}") from exc
+
+    def logs(self, container_id: str, stream: str, follow: bool) -> Iterator[LogLine]:
+        try:
+            chunks = self._client.api.logs(
+                container_id,
+                stdout=stream == "stdout",
+                stderr=stream == "stderr",
+                stream=True,
+                follow=follow,
+                timestamps=True,
+            )
+        except docker.errors.NotFound as exc:
+            raise ContainerNotFound(container_id) from exc
+        buffer = b""
+        try:
+            for chunk in chunks:
+                buffer += chunk
+                while b"\n" in buffer:
+                    raw, buffer = buffer.split(b"\n", 1)
+                    yield _log_line(stream, raw)
+        except (requests.exceptions.RequestException, docker.errors.DockerException) as exc:
+            raise RuntimeUnavailable(f"log stream broke: {exc}") from exc
+        if buffer:
+            yield _log_line(stream, buffer)
+
+    def usage(self, container_id: str) -> Usage | None:
+        try:
+            stats = self._client.api.stats(container_id, stream=False, one_shot=True)
+        except (docker.errors.DockerException, requests.exceptions.RequestException):
+            return None
+        cpu = stats.get("cpu_stats", {}).get("cpu_usage", {}).get("total_usage", 0)
+        memory = stats.get("memory_stats", {}).get("usage", 0)
+        return Usage(cpu_seconds=cpu / 1e9, memory_bytes=int(memory or 0))
+
+    # -- helpers ----------------------------------------------------------
+    def _call(self, fn: Any) -> Any:
+        try:
+            return fn()
+        except (requests.exceptions.RequestException, docker.errors.DockerException) as exc:
+            raise RuntimeUnavailable(f"Docker Engine error: {exc}") from exc
+
+
+def _status(attrs: dict[str, Any]) -> ContainerStatus:
+    state = attrs.get("State") or {}
+    status = str(state.get("Status", "unknown"))
+    exited = status in ("exited", "dead")
+    labels = (attrs.get("Config") or {}).get("Labels") or {}
+    return ContainerStatus(
+        container_id=str(attrs["Id"]),
+        task_id=str(labels.get(LABEL_TASK, "")),
+        status=status,
+        exit_code=int(state.get("ExitCode", 0)) if exited else None,
+        oom_killed=bool(state.get("OOMKilled", False)),
+        started_at=_docker_time(state.get("StartedAt")),
+        finished_at=_docker_time(state.get("FinishedAt")) if exited else None,
+        error=str(state.get("Error") or ""),
+    )
+
+
+def _docker_time(value: Any) -> str | None:
+    if not value or str(value).startswith("0001-"):
+        return None
+    return str(value)
+
+
+def _log_line(stream: str, raw: bytes) -> LogLine:
+    text = raw.decode("utf-8", errors="replace")
+    timestamp, _, rest = text.partition(" ")
+    return LogLine(stream=stream, timestamp=timestamp, text=rest)

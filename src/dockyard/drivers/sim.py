@@ -1,0 +1,164 @@
+"""Simulated driver: hollow containers kept in memory, for scale tests and benchmarks.
+
+A simulated container understands a tiny command language so tests can make it
+behave: ``sleep SECONDS`` runs that long then exits 0, ``exit CODE`` exits at once
+with CODE, ``oom`` exits as if the kernel killed it for memory; anything else runs
+until signalled. Images whose name contains ``missing`` do not exist.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from dockyard.core.ids import new_id
+from dockyard.core.resources import Resources
+from dockyard.drivers.base import ContainerSpec, ContainerStatus, LogLine, Usage
+from dockyard.drivers.errors import ContainerExists, ContainerNotFound, ImageNotFound
+
+_SIGNAL_EXIT = {"SIGTERM": 143, "SIGKILL": 137, "SIGINT": 130}
+
+
+@dataclass
+class _SimContainer:
+    spec: ContainerSpec
+    container_id: str
+    status: str = "created"
+    exit_code: int | None = None
+    oom_killed: bool = False
+    started: float = 0.0
+    ignores_sigterm: bool = False
+    run_for: float | None = None
+    lines: list[LogLine] = field(default_factory=list)
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + "Z"
+
+
+class SimDriver:
+    """An in-memory runtime for hollow nodes."""
+
+    name = "sim"
+
+    def __init__(self, cpu_millis: int = 4000, memory_bytes: int = 8 * 1024**3) -> None:
+        self._capacity = Resources(cpu_millis, memory_bytes)
+        self._containers: dict[str, _SimContainer] = {}
+        self._names: dict[str, str] = {}
+        self._lock = threading.Condition()
+
+    def capacity(self) -> Resources:
+        return self._capacity
+
+    def ensure_image(self, image: str) -> None:
+        if "missing" in image:
+            raise ImageNotFound(f"image {image} not found")
+
+    def create(self, spec: ContainerSpec) -> str:
+        with self._lock:
+            if spec.container_name in self._names:
+                raise ContainerExists(spec.container_name)
+            container = _SimContainer(spec=spec, container_id=new_id() * 2)
+            cmd = list(spec.command)
+            if cmd[:1] == ["sleep"] and len(cmd) > 1:
+                container.run_for = float(cmd[1])
+            elif cmd[:1] == ["exit"] and len(cmd) > 1:
+                container.run_for = 0.0
+                container.exit_code = int(cmd[1])
+            elif cmd[:1] == ["oom"]:
+                container.run_for = 0.0
+                container.oom_killed = True
+                container.exit_code = 137
+            elif cmd[:1] == ["ignore-sigterm"]:
+                container.ignores_sigterm = True
+            self._containers[container.container_id] = container
+            self._names[spec.container_name] = container.container_id
+            return container.container_id
+
+    def start(self, container_id: str) -> None:
+        with self._lock:
+            container = self._get(container_id)
+            container.status = "running"
+            container.started = time.monotonic()
+            container.lines.append(LogLine("stdout", _now(), f"sim: {' '.join(container.spec.command)}"))
+            self._lock.notify_all()
+
+    def _tick(self, container: _SimContainer) -> None:
+        if container.status != "running" or container.run_for is None:
+            return
+        if time.monotonic() - container.started >= container.run_for:
+            container.status = "exited"
+            if container.exit_code is None:
+                container.exit_code = 0
+
+    def _snapshot(self, container: _SimContainer) -> ContainerStatus:
+        self._tick(container)
+        return ContainerStatus(
+            container_id=container.container_id,
+            task_id=container.spec.task_id,
+            status=container.status,
+            exit_code=container.exit_code if container.status == "exited" else None,
+            oom_killed=container.oom_killed,
+        )
+
+    def list(self, node_id: str) -> list[ContainerStatus]:
+        with self._lock:
+            return [
+                self._snapshot(c) for c in self._containers.values() if c.spec.node_id == node_id
+            ]
+
+    def inspect(self, container_id: str) -> ContainerStatus:
+        with self._lock:
+            return self._snapshot(self._get(container_id))
+
+    def wait(self, container_id: str, timeout: float | None = None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            while True:
+                container = self._get(container_id)
+                self._tick(container)
+                if container.status == "exited":
+                    return True
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._lock.wait(0.05 if remaining is None else min(remaining, 0.05))
+
+    def signal(self, container_id: str, signal: str) -> None:
+        with self._lock:
+            container = self._get(container_id)
+            if container.status != "running":
+                return
+            if signal == "SIGTERM" and container.ignores_sigterm:
+                return
+            container.status = "exited"
+            container.exit_code = _SIGNAL_EXIT.get(signal, 137)
+            self._lock.notify_all()
+
+    def remove(self, container_id: str) -> None:
+        with self._lock:
+            container = self._containers.pop(container_id, None)
+            if container is not None:
+                self._names.pop(container.spec.container_name, None)
+
+    def logs(self, container_id: str, stream: str, follow: bool) -> Iterator[LogLine]:
+        with self._lock:
+            lines = [line for line in self._get(container_id).lines if line.stream == stream]
+        yield from lines
+        if follow:
+            self.wait(container_id)
+
+    def usage(self, container_id: str) -> Usage | None:
+        with self._lock:
+            container = self._containers.get(container_id)
+            if container is None:
+                return None
+            return Usage(cpu_seconds=0.0, memory_bytes=container.spec.resources.memory_bytes // 4)
+
+    def _get(self, container_id: str) -> _SimContainer:
+        try:
+            return self._containers[container_id]
+        except KeyError:
+            raise ContainerNotFound(container_id) from None

@@ -1,0 +1,17 @@
+"""Writing files that hold secrets."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def write_secret(path: Path, value: str) -> None:
+    """Write ``value`` to ``path`` readable by its owner only (0600), atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(value + "\n")
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)

@@ -1,0 +1,1 @@
+"""Versioned wire messages between server and agent."""

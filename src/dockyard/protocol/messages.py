@@ -1,0 +1,69 @@
+"""Wire format between agent (ZeroMQ DEALER) and server (ROUTER).
+
+Every frame is a msgpack map ``{"v": VERSION, "t": type, "id": msg_id, "b": body}``.
+Messages that change state (``status``, ``logs``) carry an ``id`` and are
+re-sent by the agent until the server ``ack``s that id; the server applies them
+idempotently, so a resend never duplicates anything.
+
+Agent -> server: ``hello``, ``heartbeat``, ``status``, ``logs``.
+Server -> agent: ``welcome``, ``desired``, ``ack``, ``rehello``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import msgpack
+
+from dockyard.errors import DockyardError
+
+VERSION = 1
+
+
+class ProtocolError(DockyardError):
+    """A frame that cannot be decoded or has the wrong version."""
+
+
+class MsgType(StrEnum):
+    HELLO = "hello"
+    HEARTBEAT = "heartbeat"
+    STATUS = "status"
+    LOGS = "logs"
+    WELCOME = "welcome"
+    DESIRED = "desired"
+    ACK = "ack"
+    REHELLO = "rehello"
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    type: MsgType
+    body: dict[str, Any]
+    msg_id: str = ""
+
+
+def encode(msg: Message) -> bytes:
+    return bytes(
+        msgpack.packb({"v": VERSION, "t": str(msg.type), "id": msg.msg_id, "b": msg.body})
+    )
+
+
+def decode(frame: bytes) -> Message:
+    try:
+        data = msgpack.unpackb(frame, raw=False)
+    except Exception as exc:
+        raise ProtocolError(f"undecodable frame: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ProtocolError("frame is not a map")
+    if data.get("v") != VERSION:
+        raise ProtocolError(f"protocol version {data.get('v')!r} is not {VERSION}")
+    try:
+        msg_type = MsgType(data.get("t"))
+    except ValueError as exc:
+        raise ProtocolError(f"unknown message type {data.get('t')!r}") from exc
+    body = data.get("b")
+    if not isinstance(body, dict):
+        raise ProtocolError("message body is not a map")
+    return Message(msg_type, body, str(data.get("id") or ""))

@@ -1,0 +1,329 @@
+"""The REST API under /api/v1 (FastAPI). Every route but /healthz needs a bearer token."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from dockyard import __version__
+from dockyard.core.errors import ValidationError
+from dockyard.core.specs import JobSpec, build_job_spec
+from dockyard.core.states import PLACED_STATES, TaskState
+from dockyard.server import auth
+from dockyard.server.auth import Principal
+from dockyard.server.errors import Forbidden, ServerError, Unauthorized
+from dockyard.server.jobs import find_task, kill_task, submit_job, visible_tasks
+from dockyard.server.nodes import allocations
+from dockyard.server.schemas import (
+    ErrorOut,
+    EventOut,
+    JobCreate,
+    LogLineOut,
+    LogsOut,
+    NodeOut,
+    TaskDetailOut,
+    TaskOut,
+    TokenCreate,
+    TokenOut,
+    UserCreate,
+    UserOut,
+    UserWithTokenOut,
+    WhoAmIOut,
+)
+from dockyard.store.db import Database
+from dockyard.store.errors import NotFound
+from dockyard.store.tables import Event, LogLine, Node, Task, User, Workload
+
+STATIC = Path(__file__).parent / "static"
+FOLLOW_POLL_S = 0.1
+#: After a task ends, how long a follower waits for log lines still in flight.
+FOLLOW_DRAIN_S = 10.0
+
+
+@dataclass
+class ServerContext:
+    """What the API needs from the rest of the server."""
+
+    db: Database
+    data_dir: Path
+    wake_scheduler: Callable[[], None]
+    push: Callable[[set[str]], None]
+
+
+def _error(status: int, code: str, message: str, field: str | None = None) -> JSONResponse:
+    body = ErrorOut(error=code, message=message, field=field).model_dump()
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse(status_code=status, content=body, headers=headers)
+
+
+def create_app(ctx: ServerContext) -> FastAPI:
+    app = FastAPI(
+        title="dockyard",
+        version=__version__,
+        description="Cluster manager for containers. Authenticate with `Authorization: Bearer`.",
+        responses={401: {"model": ErrorOut}, 422: {"model": ErrorOut}},
+    )
+    bearer = HTTPBearer(auto_error=False)
+
+    @app.exception_handler(ValidationError)
+    def _validation(_: Request, exc: ValidationError) -> JSONResponse:
+        return _error(422, "invalid", exc.message, exc.field)
+
+    @app.exception_handler(RequestValidationError)
+    def _request_validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        first: dict[str, Any] = exc.errors()[0] if exc.errors() else {}
+        loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path")]
+        return _error(422, "invalid", str(first.get("msg", "invalid request")),
+                      ".".join(loc) or None)
+
+    @app.exception_handler(NotFound)
+    def _not_found(_: Request, exc: NotFound) -> JSONResponse:
+        return _error(404, "not_found", str(exc))
+
+    @app.exception_handler(ServerError)
+    def _server_error(_: Request, exc: ServerError) -> JSONResponse:
+        return _error(exc.status_code, exc.code, str(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return _error(exc.status_code, code, str(exc.detail))
+
+    def principal(
+        creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    ) -> Principal:
+        if creds is None or creds.scheme.lower() != "bearer":
+            raise Unauthorized("missing bearer token")
+        with ctx.db.read() as session:
+            return auth.authenticate(session, creds.credentials)
+
+    def admin(who: Annotated[Principal, Depends(principal)]) -> Principal:
+        if not who.is_admin:
+            raise Forbidden("admin only")
+        return who
+
+    User_ = Annotated[Principal, Depends(principal)]
+    Admin = Annotated[Principal, Depends(admin)]
+
+    def task_out(session: Session, task: Task) -> TaskOut:
+        owner = session.get(User, task.owner_id)
+        node = session.get(Node, task.node_id) if task.node_id else None
+        return TaskOut.build(task, owner.name if owner else "?", node.name if node else None)
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> dict[str, str]:
+        return {"status": "ok", "version": __version__}
+
+    @app.get("/", include_in_schema=False, response_class=HTMLResponse)
+    def index() -> HTMLResponse:
+        return HTMLResponse((STATIC / "index.html").read_text())
+
+    @app.get("/api/v1/whoami", response_model=WhoAmIOut)
+    def whoami(who: User_) -> WhoAmIOut:
+        return WhoAmIOut(id=who.user_id, name=who.name, admin=who.is_admin)
+
+    @app.post("/api/v1/jobs", response_model=TaskOut, status_code=201)
+    def create_job(body: JobCreate, who: User_) -> TaskOut:
+        spec = build_job_spec(
+            name=body.name,
+            image=body.image,
+            command=body.command,
+            env=body.env,
+            cpu=body.cpu,
+            memory=body.memory,
+            kill_grace_s=body.kill_grace_s,
+        )
+        with ctx.db.write() as session:
+            task = submit_job(session, who, spec)
+            out = task_out(session, task)
+        ctx.wake_scheduler()
+        return out
+
+    @app.get("/api/v1/tasks", response_model=list[TaskOut])
+    def list_tasks(
+        who: User_,
+        state: Annotated[list[TaskState] | None, Query()] = None,
+        active: bool = False,
+        limit: Annotated[int, Query(ge=1, le=10_000)] = 500,
+    ) -> list[TaskOut]:
+        query = select(Task).where(*visible_tasks(who))
+        if state:
+            query = query.where(Task.state.in_([s.value for s in state]))
+        if active:
+            query = query.where(Task.state.in_([s.value for s in TaskState if not s.terminal]))
+        query = query.order_by(Task.created_at.desc()).limit(limit)
+        with ctx.db.read() as session:
+            tasks = list(session.scalars(query))
+            users = {u.id: u.name for u in session.scalars(select(User))}
+            nodes = {n.id: n.name for n in session.scalars(select(Node))}
+            return [
+                TaskOut.build(t, users.get(t.owner_id, "?"), nodes.get(t.node_id or ""))
+                for t in tasks
+            ]
+
+    @app.get("/api/v1/tasks/{ref}", response_model=TaskDetailOut)
+    def get_task(ref: str, who: User_) -> TaskDetailOut:
+        with ctx.db.read() as session:
+            task = find_task(session, who, ref)
+            workload = session.get(Workload, task.workload_id)
+            spec = JobSpec.from_dict(workload.spec if workload else {})
+            events = session.scalars(
+                select(Event).where(Event.task_id == task.id).order_by(Event.id)
+            )
+            base = task_out(session, task)
+            return TaskDetailOut(
+                **base.model_dump(),
+                command=list(spec.command),
+                env=dict(spec.env),
+                kill_grace_s=spec.kill_grace_s,
+                events=[EventOut.build(e) for e in events],
+            )
+
+    @app.post("/api/v1/tasks/{ref}/kill", response_model=TaskOut, responses={409: {"model": ErrorOut}})
+    def kill(ref: str, who: User_) -> TaskOut:
+        with ctx.db.write() as session:
+            task = kill_task(session, who, ref)
+            out = task_out(session, task)
+            node_id = task.node_id
+        if node_id:
+            ctx.push({node_id})
+        return out
+
+    def read_logs(session: Session, task_id: str, after: int, limit: int) -> list[LogLine]:
+        return list(
+            session.scalars(
+                select(LogLine)
+                .where(LogLine.task_id == task_id, LogLine.id > after)
+                .order_by(LogLine.id)
+                .limit(limit)
+            )
+        )
+
+    def logs_complete(session: Session, task: Task) -> bool:
+        if not TaskState(task.state).terminal:
+            return False
+        if task.log_lines_total is None:
+            return True
+        stored = session.scalar(select(func.count()).where(LogLine.task_id == task.id)) or 0
+        return stored >= task.log_lines_total
+
+    @app.get("/api/v1/tasks/{ref}/logs", response_model=LogsOut)
+    def logs(
+        ref: str,
+        who: User_,
+        after: Annotated[int, Query(ge=0)] = 0,
+        limit: Annotated[int, Query(ge=1, le=10_000)] = 5000,
+        follow: bool = False,
+    ) -> Any:
+        with ctx.db.read() as session:
+            task = find_task(session, who, ref)
+            task_id = task.id
+            if not follow:
+                lines = read_logs(session, task_id, after, limit)
+                done = logs_complete(session, task) and len(lines) < limit
+                return LogsOut(
+                    lines=[LogLineOut.model_validate(line, from_attributes=True) for line in lines],
+                    next=lines[-1].id if lines else after,
+                    done=done,
+                )
+        return StreamingResponse(_follow(task_id, after), media_type="application/x-ndjson")
+
+    def _follow(task_id: str, after: int) -> Iterator[str]:
+        cursor = after
+        drain_deadline: float | None = None
+        while True:
+            with ctx.db.read() as session:
+                lines = read_logs(session, task_id, cursor, 1000)
+                task = session.get(Task, task_id)
+                complete = task is None or logs_complete(session, task)
+                ended = task is None or TaskState(task.state).terminal
+            for line in lines:
+                cursor = line.id
+                yield LogLineOut.model_validate(line, from_attributes=True).model_dump_json() + "\n"
+            if lines:
+                continue
+            if complete:
+                break
+            if ended:
+                drain_deadline = drain_deadline or time.monotonic() + FOLLOW_DRAIN_S
+                if time.monotonic() > drain_deadline:
+                    break
+            time.sleep(FOLLOW_POLL_S)
+        with ctx.db.read() as session:
+            task = session.get(Task, task_id)
+            end = {"end": True, "state": task.state if task else "unknown"}
+        yield json.dumps(end) + "\n"
+
+    @app.get("/api/v1/nodes", response_model=list[NodeOut])
+    def list_nodes(_: User_) -> list[NodeOut]:
+        with ctx.db.read() as session:
+            alloc = allocations(session)
+            counts = dict(
+                session.execute(
+                    select(Task.node_id, func.count())
+                    .where(Task.state.in_([s.value for s in PLACED_STATES]))
+                    .group_by(Task.node_id)
+                ).tuples()
+            )
+            return [
+                NodeOut.build(n, alloc.get(n.id, (0, 0)), int(counts.get(n.id, 0)))
+                for n in session.scalars(select(Node).order_by(Node.name))
+            ]
+
+    @app.get("/api/v1/events", response_model=list[EventOut])
+    def list_events(
+        who: User_,
+        after: Annotated[int, Query(ge=0)] = 0,
+        limit: Annotated[int, Query(ge=1, le=10_000)] = 500,
+        task: str | None = None,
+        node: str | None = None,
+    ) -> list[EventOut]:
+        query = select(Event).where(Event.id > after)
+        if not who.is_admin:
+            query = query.where(Event.owner_id == who.user_id)
+        if task:
+            query = query.where(Event.task_id == task)
+        if node:
+            query = query.where(Event.node_id == node)
+        with ctx.db.read() as session:
+            return [EventOut.build(e) for e in session.scalars(query.order_by(Event.id).limit(limit))]
+
+    @app.get("/api/v1/users", response_model=list[UserOut])
+    def list_users(_: Admin) -> list[UserOut]:
+        with ctx.db.read() as session:
+            return [UserOut.build(u) for u in session.scalars(select(User).order_by(User.name))]
+
+    @app.post("/api/v1/users", response_model=UserWithTokenOut, status_code=201,
+              responses={409: {"model": ErrorOut}, 403: {"model": ErrorOut}})
+    def add_user(body: UserCreate, who: Admin) -> UserWithTokenOut:
+        with ctx.db.write() as session:
+            user = auth.create_user(session, body.name, body.admin)
+            token = auth.issue_token(session, user, f"created by {who.name}")
+            return UserWithTokenOut(user=UserOut.build(user), token=token)
+
+    @app.post("/api/v1/tokens", response_model=TokenOut, status_code=201,
+              responses={403: {"model": ErrorOut}, 404: {"model": ErrorOut}})
+    def create_token(body: TokenCreate, who: User_) -> TokenOut:
+        name = body.user or who.name
+        if name != who.name and not who.is_admin:
+            raise Forbidden("only admins create tokens for other users")
+        with ctx.db.write() as session:
+            user = session.scalar(select(User).where(User.name == name))
+            if user is None:
+                raise NotFound("user", name)
+            token = auth.issue_token(session, user, body.description)
+            return TokenOut(user=user.name, token=token)
+
+    return app

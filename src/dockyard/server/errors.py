@@ -1,0 +1,25 @@
+"""Server-layer errors, mapped to HTTP responses by the API."""
+
+from __future__ import annotations
+
+from dockyard.errors import DockyardError
+
+
+class ServerError(DockyardError):
+    status_code = 500
+    code = "internal"
+
+
+class Unauthorized(ServerError):
+    status_code = 401
+    code = "unauthorized"
+
+
+class Forbidden(ServerError):
+    status_code = 403
+    code = "forbidden"
+
+
+class Conflict(ServerError):
+    status_code = 409
+    code = "conflict"

@@ -1,0 +1,220 @@
+"""The agent gateway: one ZeroMQ ROUTER socket, served by one thread.
+
+Only this thread touches the socket. Other threads ask it to push a node's
+desired task set with :meth:`Gateway.push`, which wakes it through a socket pair.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import zmq
+
+from dockyard.protocol.messages import Message, MsgType, ProtocolError, decode, encode
+from dockyard.server import nodes as node_ops
+from dockyard.server.reports import apply_status, store_logs
+from dockyard.store.db import Database
+from dockyard.store.tables import Node
+
+log = logging.getLogger(__name__)
+
+
+class Gateway:
+    """Receives agent reports, answers with acks and desired task sets."""
+
+    def __init__(
+        self,
+        db: Database,
+        bind: str,
+        heartbeat_interval: float,
+        on_change: Callable[[], None],
+    ) -> None:
+        self._db = db
+        self._bind = bind
+        self._heartbeat_interval = heartbeat_interval
+        self._on_change = on_change
+        self._lock = threading.Lock()
+        self._to_push: set[str] = set()
+        self._last_seen: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._thread = threading.Thread(target=self._run, name="gateway", daemon=True)
+        self._ready = threading.Event()
+        self._ctx = zmq.Context.instance()
+        self.bound_endpoint = ""
+
+    # -- called from other threads ---------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("gateway did not start")
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._poke()
+        self._thread.join(5)
+
+    def push(self, node_ids: set[str] | list[str]) -> None:
+        """Send these nodes their desired task sets soon (coalesced)."""
+        if not node_ids:
+            return
+        with self._lock:
+            self._to_push.update(node_ids)
+        self._poke()
+
+    def last_seen(self) -> dict[str, float]:
+        """Monotonic time of the last message from each node, on this server's clock."""
+        with self._lock:
+            return dict(self._last_seen)
+
+    def _poke(self) -> None:
+        try:
+            self._wake_w.send(b"x")
+        except BlockingIOError:
+            pass  # a wake-up is already pending
+
+    # -- gateway thread ---------------------------------------------------
+    def _run(self) -> None:
+        sock = self._ctx.socket(zmq.ROUTER)
+        sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.SNDHWM, 100_000)
+        sock.setsockopt(zmq.RCVHWM, 100_000)
+        sock.bind(self._bind)
+        self.bound_endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        self._sock = sock
+        self._routes: dict[str, bytes] = {}
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        poller.register(self._wake_r.fileno(), zmq.POLLIN)
+        self._ready.set()
+        try:
+            while not self._stop.is_set():
+                events = dict(poller.poll(500))
+                if sock in events:
+                    for _ in range(1000):
+                        try:
+                            identity, frame = sock.recv_multipart(zmq.NOBLOCK)
+                        except zmq.Again:
+                            break
+                        except ValueError:
+                            continue
+                        self._handle(identity, frame)
+                if self._wake_r.fileno() in events:
+                    try:
+                        while self._wake_r.recv(4096):
+                            pass
+                    except BlockingIOError:
+                        pass
+                self._flush_pushes()
+        finally:
+            sock.close(0)
+
+    def _send(self, node_id: str, msg: Message) -> None:
+        identity = self._routes.get(node_id)
+        if identity is None:
+            return
+        try:
+            self._sock.send_multipart([identity, encode(msg)], zmq.NOBLOCK)
+        except zmq.ZMQError as exc:  # peer gone or queue full: level triggers will resend
+            log.debug("send to %s failed: %s", node_id, exc)
+
+    def _flush_pushes(self) -> None:
+        with self._lock:
+            pending, self._to_push = self._to_push, set()
+        for node_id in pending:
+            self._send_desired(node_id)
+
+    def _send_desired(self, node_id: str) -> None:
+        if node_id not in self._routes:
+            return
+        with self._db.read() as session:
+            node = session.get(Node, node_id)
+            if node is None:
+                return
+            body = node_ops.desired_for(session, node)
+        self._send(node_id, Message(MsgType.DESIRED, body))
+
+    def _handle(self, identity: bytes, frame: bytes) -> None:
+        try:
+            msg = decode(frame)
+        except ProtocolError as exc:
+            log.warning("dropping bad frame from %r: %s", identity[:64], exc)
+            return
+        node_id = str(msg.body.get("node_id") or "")
+        if not node_id:
+            return
+        self._routes[node_id] = identity
+        with self._lock:
+            self._last_seen[node_id] = time.monotonic()
+        try:
+            handler = _HANDLERS.get(msg.type)
+            if handler is not None:
+                handler(self, node_id, msg)
+        except Exception:
+            log.exception("handling %s from %s failed", msg.type, node_id)
+
+    def _on_hello(self, node_id: str, msg: Message) -> None:
+        with self._db.write() as session:
+            node = node_ops.register(session, msg.body)
+            desired = node_ops.desired_for(session, node)
+        self._send(
+            node_id,
+            Message(MsgType.WELCOME, {"heartbeat_interval": self._heartbeat_interval}),
+        )
+        self._send(node_id, Message(MsgType.DESIRED, desired))
+        self._on_change()
+
+    def _on_heartbeat(self, node_id: str, msg: Message) -> None:
+        with self._db.write() as session:
+            node = session.get(Node, node_id)
+            if node is None:
+                came_back = False
+                generation = None
+            else:
+                came_back = node_ops.heartbeat(session, node, msg.body)
+                generation = node.generation
+        if generation is None:
+            self._send(node_id, Message(MsgType.REHELLO, {}))
+            return
+        if msg.body.get("generation") != generation:
+            self._send_desired(node_id)
+        if came_back:
+            self._on_change()
+
+    def _on_status(self, node_id: str, msg: Message) -> None:
+        updates: list[dict[str, Any]] = list(msg.body.get("updates") or [])
+        changed = False
+        with self._db.write() as session:
+            for update in updates:
+                changed = apply_status(session, node_id, update) or changed
+        self._ack(node_id, msg)
+        if changed:
+            self._send_desired(node_id)
+            self._on_change()
+
+    def _on_logs(self, node_id: str, msg: Message) -> None:
+        lines = list(msg.body.get("lines") or [])
+        with self._db.write() as session:
+            store_logs(session, node_id, lines, self._db.write_engine.dialect.name)
+        self._ack(node_id, msg)
+
+    def _ack(self, node_id: str, msg: Message) -> None:
+        if msg.msg_id:
+            self._send(node_id, Message(MsgType.ACK, {"ids": [msg.msg_id]}))
+
+
+_HANDLERS: dict[MsgType, Callable[[Gateway, str, Message], None]] = {
+    MsgType.HELLO: Gateway._on_hello,
+    MsgType.HEARTBEAT: Gateway._on_heartbeat,
+    MsgType.STATUS: Gateway._on_status,
+    MsgType.LOGS: Gateway._on_logs,
+}

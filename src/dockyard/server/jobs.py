@@ -1,0 +1,122 @@
+"""Submitting, finding and killing jobs: the operations behind the task API."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session
+
+from dockyard.core.ids import new_id
+from dockyard.core.specs import JobSpec
+from dockyard.core.states import PLACED_STATES, DesiredState, Reason, TaskState
+from dockyard.server.auth import Principal
+from dockyard.server.errors import Conflict
+from dockyard.server.events import EventKind, record
+from dockyard.store.errors import NotFound
+from dockyard.store.tables import Node, Task, Workload
+
+
+def submit_job(session: Session, owner: Principal, spec: JobSpec) -> Task:
+    """Store a job and its first task (pending) in one transaction."""
+    now = time.time()
+    workload = Workload(
+        id=new_id(),
+        owner_id=owner.user_id,
+        name=spec.name,
+        kind="job",
+        spec=spec.to_dict(),
+        created_at=now,
+    )
+    task = Task(
+        id=new_id(),
+        workload_id=workload.id,
+        owner_id=owner.user_id,
+        name=spec.name,
+        attempt=1,
+        image=spec.image,
+        cpu_millis=spec.resources.cpu_millis,
+        memory_bytes=spec.resources.memory_bytes,
+        state=TaskState.PENDING,
+        desired_state=DesiredState.RUN,
+        reason=Reason.SUBMITTED,
+        created_at=now,
+    )
+    session.add(workload)
+    session.add(task)
+    session.flush()
+    record(session, EventKind.TASK, Reason.SUBMITTED, f"job {spec.name} submitted", task=task)
+    return task
+
+
+def visible_tasks(principal: Principal) -> Sequence[object]:
+    """WHERE clauses limiting tasks to what ``principal`` may see."""
+    if principal.is_admin:
+        return ()
+    return (Task.owner_id == principal.user_id,)
+
+
+def find_task(session: Session, principal: Principal, ref: str) -> Task:
+    """Find a task by id or by name (newest first) among those the caller may see.
+
+    Tasks of other users are reported as not found, so their existence leaks nothing.
+    """
+    query = (
+        select(Task)
+        .where(or_(Task.id == ref, Task.name == ref), *visible_tasks(principal))
+        .order_by((Task.id == ref).desc(), Task.created_at.desc())
+        .limit(1)
+    )
+    task = session.scalar(query)
+    if task is None:
+        raise NotFound("task", ref)
+    return task
+
+
+def bump_generation(session: Session, node_id: str | None) -> None:
+    """The node's desired task set changed: the agent must converge again."""
+    if node_id is not None:
+        session.execute(
+            update(Node).where(Node.id == node_id).values(generation=Node.generation + 1)
+        )
+
+
+def kill_task(session: Session, principal: Principal, ref: str) -> Task:
+    """Ask for a task to stop. Pending tasks end at once; placed ones via their agent."""
+    task = find_task(session, principal, ref)
+    state = TaskState(task.state)
+    if state.terminal:
+        raise Conflict(f"task {task.id} already ended ({task.state})")
+    now = time.time()
+    if state == TaskState.PENDING:
+        task.state = TaskState.KILLED
+        task.reason = Reason.KILLED
+        task.message = f"killed by {principal.name} before it was placed"
+        task.finished_at = now
+        task.desired_state = DesiredState.STOP
+        task.stop_requested_at = now
+        record(session, EventKind.TASK, Reason.KILLED, task.message, task=task)
+        return task
+    if task.desired_state != DesiredState.STOP:
+        task.desired_state = DesiredState.STOP
+        task.stop_requested_at = now
+        bump_generation(session, task.node_id)
+        record(
+            session,
+            EventKind.TASK,
+            Reason.KILL_REQUESTED,
+            f"kill requested by {principal.name}",
+            task=task,
+        )
+    return task
+
+
+def placed_tasks(session: Session, node_id: str) -> list[Task]:
+    return list(
+        session.scalars(
+            select(Task).where(
+                Task.node_id == node_id, Task.state.in_([s.value for s in PLACED_STATES])
+            )
+        )
+    )

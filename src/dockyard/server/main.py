@@ -1,0 +1,110 @@
+"""Assembling and running the control plane."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import uvicorn
+
+from dockyard import config
+from dockyard.server import auth
+from dockyard.server.api import ServerContext, create_app
+from dockyard.server.gateway import Gateway
+from dockyard.server.loops import NodeMonitor, SchedulerLoop
+from dockyard.store.db import Database, sqlite_url
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ServerConfig:
+    data_dir: Path = field(default_factory=config.default_data_dir)
+    db_url: str | None = None
+    host: str = config.DEFAULT_API_HOST
+    port: int = config.DEFAULT_API_PORT
+    gateway: str = f"tcp://127.0.0.1:{config.DEFAULT_GATEWAY_PORT}"
+    heartbeat_interval: float = config.DEFAULT_HEARTBEAT_S
+    node_grace: float = config.DEFAULT_NODE_GRACE_S
+    log_level: str = "warning"
+
+
+class Server:
+    """The control plane: store, gateway, control loops and the HTTP API."""
+
+    def __init__(self, cfg: ServerConfig) -> None:
+        self.cfg = cfg
+        cfg.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.db = Database(cfg.db_url or sqlite_url(cfg.data_dir))
+        self.db.migrate()
+        with self.db.write() as session:
+            token = auth.bootstrap_admin(session, cfg.data_dir)
+        if token:
+            log.warning("created admin token in %s", cfg.data_dir / auth.ADMIN_TOKEN_FILE)
+        self.scheduler = SchedulerLoop(self.db, push=self._push)
+        self.gateway = Gateway(self.db, cfg.gateway, cfg.heartbeat_interval, self._changed)
+        self.monitor = NodeMonitor(
+            self.db, self.gateway.last_seen, cfg.node_grace, on_change=self._changed
+        )
+        self.app = create_app(
+            ServerContext(
+                db=self.db,
+                data_dir=cfg.data_dir,
+                wake_scheduler=self.scheduler.wake,
+                push=self._push,
+            )
+        )
+        self._http: uvicorn.Server | None = None
+        self._http_thread: threading.Thread | None = None
+
+    def _push(self, node_ids: set[str]) -> None:
+        self.gateway.push(node_ids)
+
+    def _changed(self) -> None:
+        self.scheduler.wake()
+
+    def start_background(self) -> None:
+        """Start the gateway and the control loops (not the HTTP API)."""
+        self.gateway.start()
+        self.scheduler.start()
+        self.monitor.start()
+        self.scheduler.wake()
+
+    def _uvicorn(self) -> uvicorn.Server:
+        return uvicorn.Server(
+            uvicorn.Config(
+                self.app,
+                host=self.cfg.host,
+                port=self.cfg.port,
+                log_level=self.cfg.log_level,
+                access_log=False,
+                timeout_graceful_shutdown=2,
+            )
+        )
+
+    def serve_forever(self) -> None:
+        """Run the HTTP API in this thread until SIGINT/SIGTERM, then stop everything."""
+        self._http = self._uvicorn()
+        try:
+            self._http.run()
+        finally:
+            self.stop()
+
+    def start_http_thread(self) -> None:
+        """Run the HTTP API in a background thread (for in-process clusters)."""
+        self._http = self._uvicorn()
+        self._http.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        self._http_thread = threading.Thread(target=self._http.run, name="http", daemon=True)
+        self._http_thread.start()
+
+    def stop(self) -> None:
+        if self._http is not None:
+            self._http.should_exit = True
+        if self._http_thread is not None:
+            self._http_thread.join(5)
+        self.monitor.stop()
+        self.scheduler.stop()
+        self.gateway.stop()
+        self.db.dispose()

@@ -1,0 +1,143 @@
+"""Nodes: registration, heartbeats, liveness and each node's desired task set."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from dockyard.core.specs import JobSpec
+from dockyard.core.states import PLACED_STATES, Reason, TaskState
+from dockyard.server.events import EventKind, record
+from dockyard.server.jobs import placed_tasks
+from dockyard.store.tables import LogLine, Node, Task, Workload
+
+
+class NodeState:
+    READY = "ready"
+    DOWN = "down"
+
+
+def register(session: Session, body: dict[str, Any]) -> Node:
+    """Create or refresh a node from an agent's ``hello``."""
+    now = time.time()
+    node_id = str(body["node_id"])
+    node = session.get(Node, node_id)
+    capacity = body.get("capacity") or {}
+    if node is None:
+        node = Node(
+            id=node_id,
+            name=str(body.get("name") or node_id)[:255],
+            registered_at=now,
+            generation=1,
+            state=NodeState.READY,
+            cpu_millis=int(capacity.get("cpu_millis", 0)),
+            memory_bytes=int(capacity.get("memory_bytes", 0)),
+            last_heartbeat_at=now,
+        )
+        session.add(node)
+        record(session, EventKind.NODE, "node_registered", f"node {node.name} joined",
+               node_id=node_id)
+    elif node.state != NodeState.READY:
+        record(session, EventKind.NODE, "node_ready", f"node {node.name} is back",
+               node_id=node_id)
+    node.name = str(body.get("name") or node.name)[:255]
+    node.address = str(body.get("address") or "127.0.0.1")[:255]
+    node.driver = str(body.get("driver") or "docker")[:32]
+    node.agent_version = str(body.get("version") or "")[:32]
+    node.labels = dict(body.get("labels") or {})
+    node.cpu_millis = int(capacity.get("cpu_millis", node.cpu_millis))
+    node.memory_bytes = int(capacity.get("memory_bytes", node.memory_bytes))
+    node.state = NodeState.READY
+    node.last_heartbeat_at = now
+    session.flush()
+    return node
+
+
+def heartbeat(session: Session, node: Node, body: dict[str, Any]) -> bool:
+    """Record a heartbeat; returns True when the node came back from ``down``."""
+    usage = body.get("usage") or {}
+    node.last_heartbeat_at = time.time()
+    node.used_cpu_percent = float(usage.get("cpu_percent", 0.0))
+    node.used_memory_bytes = int(usage.get("memory_bytes", 0))
+    if node.state != NodeState.READY:
+        node.state = NodeState.READY
+        record(session, EventKind.NODE, "node_ready", f"node {node.name} is back",
+               node_id=node.id)
+        return True
+    return False
+
+
+def mark_down(session: Session, node: Node, silence_s: float) -> list[Task]:
+    """Declare a node down and its placed tasks lost (fenced: the agent will kill them)."""
+    node.state = NodeState.DOWN
+    record(
+        session,
+        EventKind.NODE,
+        "node_down",
+        f"no heartbeat from {node.name} for {silence_s:.1f}s",
+        node_id=node.id,
+    )
+    lost = placed_tasks(session, node.id)
+    now = time.time()
+    for task in lost:
+        task.state = TaskState.LOST
+        task.reason = Reason.NODE_LOST
+        task.message = f"node {node.name} stopped sending heartbeats"
+        task.finished_at = now
+        record(session, EventKind.TASK, Reason.NODE_LOST, task.message, task=task)
+    node.generation += 1
+    return lost
+
+
+def desired_for(session: Session, node: Node) -> dict[str, Any]:
+    """The body of a ``desired`` message: every task the node should hold now."""
+    tasks = placed_tasks(session, node.id)
+    offsets: dict[tuple[str, str], int] = {}
+    if tasks:
+        rows = session.execute(
+            select(LogLine.task_id, LogLine.stream, func.max(LogLine.seq))
+            .where(LogLine.task_id.in_([t.id for t in tasks]))
+            .group_by(LogLine.task_id, LogLine.stream)
+        ).all()
+        offsets = {(task_id, stream): int(seq) for task_id, stream, seq in rows}
+        specs = {
+            w.id: w.spec
+            for w in session.scalars(
+                select(Workload).where(Workload.id.in_({t.workload_id for t in tasks}))
+            )
+        }
+    entries = []
+    for task in tasks:
+        spec = JobSpec.from_dict(specs[task.workload_id])
+        entries.append(
+            {
+                "task_id": task.id,
+                "workload_id": task.workload_id,
+                "owner": task.owner_id,
+                "image": task.image,
+                "command": list(spec.command),
+                "env": dict(spec.env),
+                "cpu_millis": task.cpu_millis,
+                "memory_bytes": task.memory_bytes,
+                "kill_grace_s": spec.kill_grace_s,
+                "desired": task.desired_state,
+                "log_offsets": {
+                    "stdout": offsets.get((task.id, "stdout"), 0),
+                    "stderr": offsets.get((task.id, "stderr"), 0),
+                },
+            }
+        )
+    return {"node_id": node.id, "generation": node.generation, "tasks": entries}
+
+
+def allocations(session: Session) -> dict[str, tuple[int, int]]:
+    """CPU millis and memory bytes held by placed tasks, per node."""
+    rows = session.execute(
+        select(Task.node_id, func.sum(Task.cpu_millis), func.sum(Task.memory_bytes))
+        .where(Task.state.in_([s.value for s in PLACED_STATES]), Task.node_id.is_not(None))
+        .group_by(Task.node_id)
+    ).all()
+    return {str(node_id): (int(cpu or 0), int(mem or 0)) for node_id, cpu, mem in rows}

@@ -1,0 +1,203 @@
+"""Request and response bodies of the REST API (the documented JSON schema)."""
+
+from __future__ import annotations
+
+import time
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from dockyard.store.tables import Event, Node, Task, User
+
+
+class ErrorOut(BaseModel):
+    error: str = Field(description="machine-readable error code")
+    message: str
+    field: str | None = Field(default=None, description="the offending input field, if any")
+
+
+class JobCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(max_length=63)
+    image: str = Field(max_length=255)
+    command: list[str] = Field(default_factory=list, max_length=4096)
+    env: dict[str, str] = Field(default_factory=dict)
+    cpu: float | str | None = Field(default=None, description="cores: 0.5, 2 or 500m")
+    memory: int | str | None = Field(default=None, description="bytes or 64m, 1g")
+    kill_grace_s: float | None = Field(default=None, description="SIGTERM to SIGKILL delay")
+
+
+class TaskOut(BaseModel):
+    id: str
+    name: str
+    workload_id: str
+    owner: str
+    attempt: int
+    state: str
+    desired_state: str
+    node_id: str | None
+    node: str | None
+    image: str
+    cpu: float = Field(description="cores")
+    memory_bytes: int
+    exit_code: int | None
+    reason: str
+    message: str
+    container_id: str
+    created_at: float
+    assigned_at: float | None
+    started_at: float | None
+    finished_at: float | None
+    uptime_s: float | None
+
+    @classmethod
+    def build(cls, task: Task, owner: str, node: str | None) -> TaskOut:
+        uptime = None
+        if task.started_at is not None:
+            end = task.finished_at if task.finished_at is not None else time.time()
+            uptime = max(0.0, end - task.started_at)
+        return cls(
+            id=task.id,
+            name=task.name,
+            workload_id=task.workload_id,
+            owner=owner,
+            attempt=task.attempt,
+            state=task.state,
+            desired_state=task.desired_state,
+            node_id=task.node_id,
+            node=node,
+            image=task.image,
+            cpu=task.cpu_millis / 1000,
+            memory_bytes=task.memory_bytes,
+            exit_code=task.exit_code,
+            reason=task.reason,
+            message=task.message,
+            container_id=task.container_id,
+            created_at=task.created_at,
+            assigned_at=task.assigned_at,
+            started_at=task.started_at,
+            finished_at=task.finished_at,
+            uptime_s=uptime,
+        )
+
+
+class EventOut(BaseModel):
+    id: int
+    at: float
+    kind: str
+    reason: str
+    message: str
+    task_id: str | None
+    node_id: str | None
+
+    @classmethod
+    def build(cls, event: Event) -> EventOut:
+        return cls(
+            id=event.id,
+            at=event.at,
+            kind=event.kind,
+            reason=event.reason,
+            message=event.message,
+            task_id=event.task_id,
+            node_id=event.node_id,
+        )
+
+
+class TaskDetailOut(TaskOut):
+    command: list[str]
+    env: dict[str, str]
+    kill_grace_s: float
+    events: list[EventOut]
+
+
+class NodeOut(BaseModel):
+    id: str
+    name: str
+    address: str
+    driver: str
+    state: str
+    cpu: float = Field(description="capacity in cores")
+    memory_bytes: int
+    allocated_cpu: float = Field(description="cores held by placed tasks")
+    allocated_memory_bytes: int
+    used_cpu_percent: float
+    used_memory_bytes: int
+    tasks: int
+    last_heartbeat_at: float
+    heartbeat_age_s: float
+    labels: dict[str, str]
+
+    @classmethod
+    def build(cls, node: Node, allocated: tuple[int, int], tasks: int) -> NodeOut:
+        return cls(
+            id=node.id,
+            name=node.name,
+            address=node.address,
+            driver=node.driver,
+            state=node.state,
+            cpu=node.cpu_millis / 1000,
+            memory_bytes=node.memory_bytes,
+            allocated_cpu=allocated[0] / 1000,
+            allocated_memory_bytes=allocated[1],
+            used_cpu_percent=node.used_cpu_percent,
+            used_memory_bytes=node.used_memory_bytes,
+            tasks=tasks,
+            last_heartbeat_at=node.last_heartbeat_at,
+            heartbeat_age_s=max(0.0, time.time() - node.last_heartbeat_at),
+            labels={str(k): str(v) for k, v in (node.labels or {}).items()},
+        )
+
+
+class LogLineOut(BaseModel):
+    id: int = Field(description="cursor: pass as `after` to continue")
+    stream: str
+    seq: int
+    ts: str
+    line: str
+
+
+class LogsOut(BaseModel):
+    lines: list[LogLineOut]
+    next: int = Field(description="cursor for the next call")
+    done: bool = Field(description="the task ended and every line it wrote is here")
+
+
+class UserCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(max_length=63)
+    admin: bool = False
+
+
+class UserOut(BaseModel):
+    id: str
+    name: str
+    admin: bool
+    created_at: float
+
+    @classmethod
+    def build(cls, user: User) -> UserOut:
+        return cls(id=user.id, name=user.name, admin=user.is_admin, created_at=user.created_at)
+
+
+class TokenCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    user: str | None = Field(default=None, description="whose token (admins only); default: you")
+    description: str = Field(default="", max_length=200)
+
+
+class TokenOut(BaseModel):
+    user: str
+    token: str = Field(description="shown once; only its hash is stored")
+
+
+class UserWithTokenOut(BaseModel):
+    user: UserOut
+    token: str
+
+
+class WhoAmIOut(BaseModel):
+    id: str
+    name: str
+    admin: bool

@@ -1,0 +1,119 @@
+"""SQLAlchemy table definitions. Times are wall-clock epoch seconds (floats)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Boolean, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class Token(Base):
+    __tablename__ = "tokens"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    description: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[float] = mapped_column(Float)
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class Node(Base):
+    __tablename__ = "nodes"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255))
+    address: Mapped[str] = mapped_column(String(255), default="127.0.0.1")
+    driver: Mapped[str] = mapped_column(String(32), default="docker")
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    cpu_millis: Mapped[int] = mapped_column(Integer)
+    memory_bytes: Mapped[int] = mapped_column(BigInteger)
+    used_cpu_percent: Mapped[float] = mapped_column(Float, default=0.0)
+    used_memory_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    labels: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    generation: Mapped[int] = mapped_column(Integer, default=1)
+    registered_at: Mapped[float] = mapped_column(Float)
+    last_heartbeat_at: Mapped[float] = mapped_column(Float)
+    agent_version: Mapped[str] = mapped_column(String(32), default="")
+
+
+class Workload(Base):
+    __tablename__ = "workloads"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    owner_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16), default="job")
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class Task(Base):
+    __tablename__ = "tasks"
+    __table_args__ = (
+        Index("ix_tasks_state", "state"),
+        Index("ix_tasks_node_state", "node_id", "state"),
+        Index("ix_tasks_owner_name", "owner_id", "name"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    workload_id: Mapped[str] = mapped_column(ForeignKey("workloads.id"), index=True)
+    owner_id: Mapped[str] = mapped_column(ForeignKey("users.id"))
+    name: Mapped[str] = mapped_column(String(64))
+    attempt: Mapped[int] = mapped_column(Integer, default=1)
+    image: Mapped[str] = mapped_column(String(255))
+    cpu_millis: Mapped[int] = mapped_column(Integer)
+    memory_bytes: Mapped[int] = mapped_column(BigInteger)
+    state: Mapped[str] = mapped_column(String(16))
+    desired_state: Mapped[str] = mapped_column(String(16), default="run")
+    node_id: Mapped[str | None] = mapped_column(ForeignKey("nodes.id"), nullable=True)
+    reason: Mapped[str] = mapped_column(String(64), default="")
+    message: Mapped[str] = mapped_column(Text, default="")
+    exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    container_id: Mapped[str] = mapped_column(String(80), default="")
+    created_at: Mapped[float] = mapped_column(Float)
+    assigned_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    stop_requested_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    #: Lines the agent shipped in all, known once the task ends (lets followers finish).
+    log_lines_total: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+class Event(Base):
+    __tablename__ = "events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[float] = mapped_column(Float)
+    kind: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[str] = mapped_column(String(64), default="")
+    message: Mapped[str] = mapped_column(Text, default="")
+    task_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
+    node_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    owner_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
+
+
+class LogLine(Base):
+    __tablename__ = "log_lines"
+    __table_args__ = (UniqueConstraint("task_id", "stream", "seq", name="uq_log_lines_seq"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    task_id: Mapped[str] = mapped_column(String(32), index=True)
+    stream: Mapped[str] = mapped_column(String(8))
+    seq: Mapped[int] = mapped_column(Integer)
+    ts: Mapped[str] = mapped_column(String(40), default="")
+    line: Mapped[str] = mapped_column(Text)
