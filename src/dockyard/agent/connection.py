@@ -90,7 +90,7 @@ class Connection:
             log.debug("send queue full; %s will be re-sent", msg.type)
 
     def _run(self) -> None:
-        ctx = zmq.Context.instance()
+        ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
         sock: zmq.Socket[bytes] = ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.IDENTITY, self._node_id.encode())
         sock.setsockopt(zmq.LINGER, 0)

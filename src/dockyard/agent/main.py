@@ -61,11 +61,12 @@ class Agent:
             heartbeat_body=self._heartbeat,
             heartbeat_interval=cfg.heartbeat_interval,
         )
-        self.shipper = LogShipper(
-            lambda lines: self.connection.send_reliable(MsgType.LOGS, {"lines": lines})
-        )
+        self.shipper = LogShipper(self._ship_logs)
         self.reconciler = Reconciler(self.driver, self.node_id, self._report, self.shipper)
         self._stopped = threading.Event()
+
+    def _ship_logs(self, lines: list[list[Any]]) -> None:
+        self.connection.send_reliable(MsgType.LOGS, {"lines": lines})
 
     def _report(self, update: dict[str, Any]) -> None:
         self.connection.send_reliable(MsgType.STATUS, {"updates": [update]})

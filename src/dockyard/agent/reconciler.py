@@ -154,8 +154,14 @@ class Reconciler:
         if container is None:
             if task.desired == DesiredState.STOP:
                 self._release(tid)
-                self._finish(tid, {"state": TaskState.KILLED, "reason": Reason.KILLED,
-                                   "message": "stopped before it started"})
+                self._finish(
+                    tid,
+                    {
+                        "state": TaskState.KILLED,
+                        "reason": Reason.KILLED,
+                        "message": "stopped before it started",
+                    },
+                )
                 return
             self._pool.submit(self._start_task, task)
             return
@@ -165,8 +171,9 @@ class Reconciler:
         if not watched and not finished:
             self._begin_watch(task, container.container_id, adopted=container.running)
         if container.running and task.desired == DesiredState.STOP:
-            self._pool.submit(self._stop_container, tid, container.container_id,
-                              task.kill_grace_s, False)
+            self._pool.submit(
+                self._stop_container, tid, container.container_id, task.kill_grace_s, False
+            )
             return
         self._release(tid)
 
@@ -208,8 +215,9 @@ class Reconciler:
             try:
                 self._driver.ensure_image(task.image)
             except DriverError as exc:
-                self._finish(tid, {"state": TaskState.FAILED, "reason": exc.reason,
-                                   "message": str(exc)})
+                self._finish(
+                    tid, {"state": TaskState.FAILED, "reason": exc.reason, "message": str(exc)}
+                )
                 return
             self._report({"task_id": tid, "state": TaskState.STARTING, "reason": "creating"})
             try:
@@ -217,8 +225,9 @@ class Reconciler:
             except ContainerExists:
                 return  # the next pass adopts it
             except DriverError as exc:
-                self._finish(tid, {"state": TaskState.FAILED, "reason": exc.reason,
-                                   "message": str(exc)})
+                self._finish(
+                    tid, {"state": TaskState.FAILED, "reason": exc.reason, "message": str(exc)}
+                )
                 return
             self._start_and_watch(task, container_id)
         finally:
@@ -237,11 +246,25 @@ class Reconciler:
             self._driver.start(container_id)
             status = self._driver.inspect(container_id)
         except DriverError as exc:
-            self._finish(tid, {"state": TaskState.FAILED, "reason": Reason.START_FAILED,
-                               "message": str(exc), "container_id": container_id})
+            self._finish(
+                tid,
+                {
+                    "state": TaskState.FAILED,
+                    "reason": Reason.START_FAILED,
+                    "message": str(exc),
+                    "container_id": container_id,
+                },
+            )
             return
-        self._report({"task_id": tid, "state": TaskState.RUNNING, "reason": "started",
-                      "container_id": container_id, "started_at": status.started_at})
+        self._report(
+            {
+                "task_id": tid,
+                "state": TaskState.RUNNING,
+                "reason": "started",
+                "container_id": container_id,
+                "started_at": status.started_at,
+            }
+        )
         self._begin_watch(task, container_id, adopted=False)
 
     def _stop_container(self, tid: str, container_id: str, grace: float, remove: bool) -> None:
@@ -274,10 +297,18 @@ class Reconciler:
             self._watched.add(task.task_id)
             self._log_counts[task.task_id] = {"stdout": 0, "stderr": 0}
         if adopted:
-            self._report({"task_id": task.task_id, "state": TaskState.RUNNING,
-                          "reason": Reason.ADOPTED, "container_id": container_id})
+            self._report(
+                {
+                    "task_id": task.task_id,
+                    "state": TaskState.RUNNING,
+                    "reason": Reason.ADOPTED,
+                    "container_id": container_id,
+                }
+            )
         threading.Thread(
-            target=self._watch, args=(task, container_id), name=f"watch-{task.task_id}",
+            target=self._watch,
+            args=(task, container_id),
+            name=f"watch-{task.task_id}",
             daemon=True,
         ).start()
 

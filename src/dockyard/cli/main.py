@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from pathlib import Path
@@ -59,8 +60,10 @@ def _setup_logging(level: str) -> None:
 # -- daemons ---------------------------------------------------------------
 @app.command()
 def server(
-    data_dir: Annotated[Path, typer.Option(help="State directory.")] = config.default_data_dir(),
-    db: Annotated[str | None, typer.Option(help="Database URL (default: SQLite in data dir).")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="State directory.")] = None,
+    db: Annotated[
+        str | None, typer.Option(help="Database URL (default: SQLite in data dir).")
+    ] = None,
     host: str = config.DEFAULT_API_HOST,
     port: int = config.DEFAULT_API_PORT,
     gateway: Annotated[str, typer.Option(help="ZeroMQ endpoint agents connect to.")] = (
@@ -78,7 +81,7 @@ def server(
     _setup_logging(log_level)
     srv = Server(
         ServerConfig(
-            data_dir=data_dir,
+            data_dir=data_dir or config.default_data_dir(),
             db_url=db,
             host=host,
             port=port,
@@ -96,9 +99,7 @@ def agent(
     server: Annotated[str, typer.Option(help="Server gateway endpoint.")] = (
         f"tcp://127.0.0.1:{config.DEFAULT_GATEWAY_PORT}"
     ),
-    data_dir: Annotated[Path, typer.Option(help="Agent state directory.")] = (
-        config.default_data_dir() / "agent"
-    ),
+    data_dir: Annotated[Path | None, typer.Option(help="Agent state directory.")] = None,
     name: Annotated[str | None, typer.Option(help="Node name (default: hostname).")] = None,
     driver: Annotated[str, typer.Option(help="Runtime driver: docker or sim.")] = "docker",
     heartbeat: float = config.DEFAULT_HEARTBEAT_S,
@@ -111,7 +112,12 @@ def agent(
     from dockyard.drivers.errors import DriverError
 
     _setup_logging(log_level)
-    cfg = AgentConfig(server=server, data_dir=data_dir, driver=driver, heartbeat_interval=heartbeat)
+    cfg = AgentConfig(
+        server=server,
+        data_dir=data_dir or config.default_data_dir() / "agent",
+        driver=driver,
+        heartbeat_interval=heartbeat,
+    )
     if name:
         cfg.name = name
     try:
@@ -126,7 +132,7 @@ def agent(
 
 @app.command()
 def up(
-    data_dir: Annotated[Path, typer.Option(help="State directory.")] = config.default_data_dir(),
+    data_dir: Annotated[Path | None, typer.Option(help="State directory.")] = None,
     port: int = config.DEFAULT_API_PORT,
     gateway_port: int = config.DEFAULT_GATEWAY_PORT,
     driver: str = "docker",
@@ -138,6 +144,7 @@ def up(
     from dockyard.server.main import Server, ServerConfig
 
     _setup_logging(log_level)
+    data_dir = data_dir or config.default_data_dir()
     endpoint = f"tcp://127.0.0.1:{gateway_port}"
     srv = Server(ServerConfig(data_dir=data_dir, port=port, gateway=endpoint))
     try:
@@ -165,12 +172,17 @@ def run(
     cpu: Annotated[str | None, typer.Option(help="CPU cores, e.g. 0.5 or 500m.")] = None,
     memory: Annotated[str | None, typer.Option(help="Memory limit, e.g. 64m or 1g.")] = None,
     env: Annotated[list[str] | None, typer.Option("--env", "-e", help="KEY=VALUE")] = None,
-    kill_grace: Annotated[float | None, typer.Option(help="Seconds between SIGTERM and SIGKILL.")] = None,
+    kill_grace: Annotated[
+        float | None, typer.Option(help="Seconds between SIGTERM and SIGKILL.")
+    ] = None,
     json_out: JsonOpt = False,
     url: UrlOpt = None,
     token: TokenOpt = None,
 ) -> None:
     """Submit a batch job: run IMAGE [-- COMMAND...] once."""
+    args = list(command or [])
+    if args[:1] == ["--"]:
+        args = args[1:]
     environment: dict[str, str] = {}
     for item in env or []:
         key, sep, value = item.partition("=")
@@ -183,7 +195,7 @@ def run(
             api.run_job,
             job_name,
             image,
-            list(command or []),
+            args,
             cpu=cpu,
             memory=memory,
             env=environment,
@@ -230,7 +242,9 @@ def ps(
 @app.command()
 def logs(
     ref: Annotated[str, typer.Argument(help="Task id or name.")],
-    follow: Annotated[bool, typer.Option("--follow", "-f", help="Follow until the task ends.")] = False,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Follow until the task ends.")
+    ] = False,
     json_out: JsonOpt = False,
     url: UrlOpt = None,
     token: TokenOpt = None,
@@ -245,7 +259,7 @@ def logs(
             if item.get("end"):
                 break
             if json_out:
-                print(render.json.dumps(item, sort_keys=True), flush=True)
+                print(json.dumps(item, sort_keys=True), flush=True)
             elif item["stream"] == "stderr":
                 print(item["line"], file=sys.stderr, flush=True)
             else:
@@ -348,8 +362,16 @@ def nodes(json_out: JsonOpt = False, url: UrlOpt = None, token: TokenOpt = None)
         render.print_json(items)
         return
     render.table(
-        ["NAME", "ID", "STATE", "CPU (alloc/cap)", "MEMORY (alloc/cap)", "MEM USED", "TASKS",
-         "HEARTBEAT"],
+        [
+            "NAME",
+            "ID",
+            "STATE",
+            "CPU (alloc/cap)",
+            "MEMORY (alloc/cap)",
+            "MEM USED",
+            "TASKS",
+            "HEARTBEAT",
+        ],
         [
             [
                 escape(n["name"]),
@@ -383,8 +405,14 @@ def events(
     render.table(
         ["TIME", "KIND", "REASON", "TASK", "NODE", "MESSAGE"],
         [
-            [render.timestamp(e["at"]), e["kind"], e["reason"], e["task_id"] or "-",
-             e["node_id"] or "-", escape(e["message"])]
+            [
+                render.timestamp(e["at"]),
+                e["kind"],
+                e["reason"],
+                e["task_id"] or "-",
+                e["node_id"] or "-",
+                escape(e["message"]),
+            ]
             for e in items
         ],
     )
@@ -441,8 +469,15 @@ def user_ls(json_out: JsonOpt = False, url: UrlOpt = None, token: TokenOpt = Non
         return
     render.table(
         ["NAME", "ID", "ADMIN", "CREATED"],
-        [[escape(u["name"]), u["id"], "yes" if u["admin"] else "no",
-          render.timestamp(u["created_at"])] for u in users],
+        [
+            [
+                escape(u["name"]),
+                u["id"],
+                "yes" if u["admin"] else "no",
+                render.timestamp(u["created_at"]),
+            ]
+            for u in users
+        ],
     )
 
 

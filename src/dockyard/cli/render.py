@@ -62,7 +62,7 @@ def state(value: str) -> str:
 def table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     grid = Table(box=None, pad_edge=False, header_style="bold")
     for column in columns:
-        grid.add_column(column, overflow="fold")
+        grid.add_column(column, overflow="fold", no_wrap=column in ("ID", "NAME", "STATE"))
     for row in rows:
         grid.add_row(*row)
     console.print(grid)

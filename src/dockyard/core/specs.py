@@ -29,7 +29,7 @@ class JobSpec:
     image: str
     command: tuple[str, ...] = ()
     env: Mapping[str, str] = field(default_factory=dict)
-    resources: Resources = Resources()
+    resources: Resources = field(default_factory=Resources)
     kill_grace_s: float = DEFAULT_KILL_GRACE_S
 
     def to_dict(self) -> dict[str, Any]:

@@ -29,7 +29,7 @@ class ContainerSpec:
     image: str
     command: tuple[str, ...] = ()
     env: Mapping[str, str] = field(default_factory=dict)
-    resources: Resources = Resources()
+    resources: Resources = field(default_factory=Resources)
     pids_limit: int = DEFAULT_PIDS_LIMIT
 
     @property

@@ -82,7 +82,9 @@ class SimDriver:
             container = self._get(container_id)
             container.status = "running"
             container.started = time.monotonic()
-            container.lines.append(LogLine("stdout", _now(), f"sim: {' '.join(container.spec.command)}"))
+            container.lines.append(
+                LogLine("stdout", _now(), f"sim: {' '.join(container.spec.command)}")
+            )
             self._lock.notify_all()
 
     def _tick(self, container: _SimContainer) -> None:

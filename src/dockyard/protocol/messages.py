@@ -45,9 +45,7 @@ class Message:
 
 
 def encode(msg: Message) -> bytes:
-    return bytes(
-        msgpack.packb({"v": VERSION, "t": str(msg.type), "id": msg.msg_id, "b": msg.body})
-    )
+    return bytes(msgpack.packb({"v": VERSION, "t": str(msg.type), "id": msg.msg_id, "b": msg.body}))
 
 
 def decode(frame: bytes) -> Message:
@@ -60,7 +58,7 @@ def decode(frame: bytes) -> Message:
     if data.get("v") != VERSION:
         raise ProtocolError(f"protocol version {data.get('v')!r} is not {VERSION}")
     try:
-        msg_type = MsgType(data.get("t"))
+        msg_type = MsgType(str(data.get("t")))
     except ValueError as exc:
         raise ProtocolError(f"unknown message type {data.get('t')!r}") from exc
     body = data.get("b")

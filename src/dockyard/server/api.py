@@ -68,6 +68,31 @@ def _error(status: int, code: str, message: str, field: str | None = None) -> JS
     return JSONResponse(status_code=status, content=body, headers=headers)
 
 
+_bearer = HTTPBearer(auto_error=False)
+
+
+def principal(
+    request: Request,
+    creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    """The caller, from the bearer token; 401 without a valid one."""
+    if creds is None or creds.scheme.lower() != "bearer":
+        raise Unauthorized("missing bearer token")
+    ctx: ServerContext = request.app.state.ctx
+    with ctx.db.read() as session:
+        return auth.authenticate(session, creds.credentials)
+
+
+def require_admin(who: Annotated[Principal, Depends(principal)]) -> Principal:
+    if not who.is_admin:
+        raise Forbidden("admin only")
+    return who
+
+
+CurrentUser = Annotated[Principal, Depends(principal)]
+AdminUser = Annotated[Principal, Depends(require_admin)]
+
+
 def create_app(ctx: ServerContext) -> FastAPI:
     app = FastAPI(
         title="dockyard",
@@ -75,7 +100,7 @@ def create_app(ctx: ServerContext) -> FastAPI:
         description="Cluster manager for containers. Authenticate with `Authorization: Bearer`.",
         responses={401: {"model": ErrorOut}, 422: {"model": ErrorOut}},
     )
-    bearer = HTTPBearer(auto_error=False)
+    app.state.ctx = ctx
 
     @app.exception_handler(ValidationError)
     def _validation(_: Request, exc: ValidationError) -> JSONResponse:
@@ -85,8 +110,9 @@ def create_app(ctx: ServerContext) -> FastAPI:
     def _request_validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         first: dict[str, Any] = exc.errors()[0] if exc.errors() else {}
         loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path")]
-        return _error(422, "invalid", str(first.get("msg", "invalid request")),
-                      ".".join(loc) or None)
+        return _error(
+            422, "invalid", str(first.get("msg", "invalid request")), ".".join(loc) or None
+        )
 
     @app.exception_handler(NotFound)
     def _not_found(_: Request, exc: NotFound) -> JSONResponse:
@@ -100,22 +126,6 @@ def create_app(ctx: ServerContext) -> FastAPI:
     def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return _error(exc.status_code, code, str(exc.detail))
-
-    def principal(
-        creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-    ) -> Principal:
-        if creds is None or creds.scheme.lower() != "bearer":
-            raise Unauthorized("missing bearer token")
-        with ctx.db.read() as session:
-            return auth.authenticate(session, creds.credentials)
-
-    def admin(who: Annotated[Principal, Depends(principal)]) -> Principal:
-        if not who.is_admin:
-            raise Forbidden("admin only")
-        return who
-
-    User_ = Annotated[Principal, Depends(principal)]
-    Admin = Annotated[Principal, Depends(admin)]
 
     def task_out(session: Session, task: Task) -> TaskOut:
         owner = session.get(User, task.owner_id)
@@ -131,11 +141,11 @@ def create_app(ctx: ServerContext) -> FastAPI:
         return HTMLResponse((STATIC / "index.html").read_text())
 
     @app.get("/api/v1/whoami", response_model=WhoAmIOut)
-    def whoami(who: User_) -> WhoAmIOut:
+    def whoami(who: CurrentUser) -> WhoAmIOut:
         return WhoAmIOut(id=who.user_id, name=who.name, admin=who.is_admin)
 
     @app.post("/api/v1/jobs", response_model=TaskOut, status_code=201)
-    def create_job(body: JobCreate, who: User_) -> TaskOut:
+    def create_job(body: JobCreate, who: CurrentUser) -> TaskOut:
         spec = build_job_spec(
             name=body.name,
             image=body.image,
@@ -153,7 +163,7 @@ def create_app(ctx: ServerContext) -> FastAPI:
 
     @app.get("/api/v1/tasks", response_model=list[TaskOut])
     def list_tasks(
-        who: User_,
+        who: CurrentUser,
         state: Annotated[list[TaskState] | None, Query()] = None,
         active: bool = False,
         limit: Annotated[int, Query(ge=1, le=10_000)] = 500,
@@ -174,7 +184,7 @@ def create_app(ctx: ServerContext) -> FastAPI:
             ]
 
     @app.get("/api/v1/tasks/{ref}", response_model=TaskDetailOut)
-    def get_task(ref: str, who: User_) -> TaskDetailOut:
+    def get_task(ref: str, who: CurrentUser) -> TaskDetailOut:
         with ctx.db.read() as session:
             task = find_task(session, who, ref)
             workload = session.get(Workload, task.workload_id)
@@ -191,8 +201,10 @@ def create_app(ctx: ServerContext) -> FastAPI:
                 events=[EventOut.build(e) for e in events],
             )
 
-    @app.post("/api/v1/tasks/{ref}/kill", response_model=TaskOut, responses={409: {"model": ErrorOut}})
-    def kill(ref: str, who: User_) -> TaskOut:
+    @app.post(
+        "/api/v1/tasks/{ref}/kill", response_model=TaskOut, responses={409: {"model": ErrorOut}}
+    )
+    def kill(ref: str, who: CurrentUser) -> TaskOut:
         with ctx.db.write() as session:
             task = kill_task(session, who, ref)
             out = task_out(session, task)
@@ -222,7 +234,7 @@ def create_app(ctx: ServerContext) -> FastAPI:
     @app.get("/api/v1/tasks/{ref}/logs", response_model=LogsOut)
     def logs(
         ref: str,
-        who: User_,
+        who: CurrentUser,
         after: Annotated[int, Query(ge=0)] = 0,
         limit: Annotated[int, Query(ge=1, le=10_000)] = 5000,
         follow: bool = False,
@@ -267,16 +279,17 @@ def create_app(ctx: ServerContext) -> FastAPI:
         yield json.dumps(end) + "\n"
 
     @app.get("/api/v1/nodes", response_model=list[NodeOut])
-    def list_nodes(_: User_) -> list[NodeOut]:
+    def list_nodes(_: CurrentUser) -> list[NodeOut]:
         with ctx.db.read() as session:
             alloc = allocations(session)
-            counts = dict(
-                session.execute(
+            counts = {
+                str(node_id): int(count)
+                for node_id, count in session.execute(
                     select(Task.node_id, func.count())
                     .where(Task.state.in_([s.value for s in PLACED_STATES]))
                     .group_by(Task.node_id)
-                ).tuples()
-            )
+                ).all()
+            }
             return [
                 NodeOut.build(n, alloc.get(n.id, (0, 0)), int(counts.get(n.id, 0)))
                 for n in session.scalars(select(Node).order_by(Node.name))
@@ -284,7 +297,7 @@ def create_app(ctx: ServerContext) -> FastAPI:
 
     @app.get("/api/v1/events", response_model=list[EventOut])
     def list_events(
-        who: User_,
+        who: CurrentUser,
         after: Annotated[int, Query(ge=0)] = 0,
         limit: Annotated[int, Query(ge=1, le=10_000)] = 500,
         task: str | None = None,
@@ -298,24 +311,34 @@ def create_app(ctx: ServerContext) -> FastAPI:
         if node:
             query = query.where(Event.node_id == node)
         with ctx.db.read() as session:
-            return [EventOut.build(e) for e in session.scalars(query.order_by(Event.id).limit(limit))]
+            return [
+                EventOut.build(e) for e in session.scalars(query.order_by(Event.id).limit(limit))
+            ]
 
     @app.get("/api/v1/users", response_model=list[UserOut])
-    def list_users(_: Admin) -> list[UserOut]:
+    def list_users(_: AdminUser) -> list[UserOut]:
         with ctx.db.read() as session:
             return [UserOut.build(u) for u in session.scalars(select(User).order_by(User.name))]
 
-    @app.post("/api/v1/users", response_model=UserWithTokenOut, status_code=201,
-              responses={409: {"model": ErrorOut}, 403: {"model": ErrorOut}})
-    def add_user(body: UserCreate, who: Admin) -> UserWithTokenOut:
+    @app.post(
+        "/api/v1/users",
+        response_model=UserWithTokenOut,
+        status_code=201,
+        responses={409: {"model": ErrorOut}, 403: {"model": ErrorOut}},
+    )
+    def add_user(body: UserCreate, who: AdminUser) -> UserWithTokenOut:
         with ctx.db.write() as session:
             user = auth.create_user(session, body.name, body.admin)
             token = auth.issue_token(session, user, f"created by {who.name}")
             return UserWithTokenOut(user=UserOut.build(user), token=token)
 
-    @app.post("/api/v1/tokens", response_model=TokenOut, status_code=201,
-              responses={403: {"model": ErrorOut}, 404: {"model": ErrorOut}})
-    def create_token(body: TokenCreate, who: User_) -> TokenOut:
+    @app.post(
+        "/api/v1/tokens",
+        response_model=TokenOut,
+        status_code=201,
+        responses={403: {"model": ErrorOut}, 404: {"model": ErrorOut}},
+    )
+    def create_token(body: TokenCreate, who: CurrentUser) -> TokenOut:
         name = body.user or who.name
         if name != who.name and not who.is_admin:
             raise Forbidden("only admins create tokens for other users")

@@ -47,7 +47,7 @@ class Gateway:
         self._wake_w.setblocking(False)
         self._thread = threading.Thread(target=self._run, name="gateway", daemon=True)
         self._ready = threading.Event()
-        self._ctx = zmq.Context.instance()
+        self._ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
         self.bound_endpoint = ""
 
     # -- called from other threads ---------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import ColumnElement, or_, select, update
 from sqlalchemy.orm import Session
 
 from dockyard.core.ids import new_id
@@ -44,13 +44,14 @@ def submit_job(session: Session, owner: Principal, spec: JobSpec) -> Task:
         created_at=now,
     )
     session.add(workload)
+    session.flush()  # no ORM relationships: insert the parent row first
     session.add(task)
     session.flush()
     record(session, EventKind.TASK, Reason.SUBMITTED, f"job {spec.name} submitted", task=task)
     return task
 
 
-def visible_tasks(principal: Principal) -> Sequence[object]:
+def visible_tasks(principal: Principal) -> Sequence[ColumnElement[bool]]:
     """WHERE clauses limiting tasks to what ``principal`` may see."""
     if principal.is_admin:
         return ()

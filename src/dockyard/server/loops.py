@@ -97,7 +97,9 @@ class SchedulerLoop(Loop):
                 )
                 for n in session.scalars(select(Node).order_by(Node.id))
             ]
-        requests = [TaskRequest(row.id, Resources(row.cpu_millis, row.memory_bytes)) for row in pending]
+        requests = [
+            TaskRequest(row.id, Resources(row.cpu_millis, row.memory_bytes)) for row in pending
+        ]
         plan = place(requests, views)
         messages = {row.id: row.message for row in pending}
         touched: set[str] = set()
@@ -121,8 +123,13 @@ class SchedulerLoop(Loop):
                 if result.rowcount:  # type: ignore[attr-defined]
                     task = session.get(Task, task_id)
                     if task is not None:
-                        record(session, EventKind.TASK, Reason.PLACED, f"placed on {node_id}",
-                               task=task)
+                        record(
+                            session,
+                            EventKind.TASK,
+                            Reason.PLACED,
+                            f"placed on {node_id}",
+                            task=task,
+                        )
                     touched.add(node_id)
             for node_id in touched:
                 bump_generation(session, node_id)

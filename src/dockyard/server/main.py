@@ -95,7 +95,6 @@ class Server:
     def start_http_thread(self) -> None:
         """Run the HTTP API in a background thread (for in-process clusters)."""
         self._http = self._uvicorn()
-        self._http.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         self._http_thread = threading.Thread(target=self._http.run, name="http", daemon=True)
         self._http_thread.start()
 

@@ -38,11 +38,11 @@ def register(session: Session, body: dict[str, Any]) -> Node:
             last_heartbeat_at=now,
         )
         session.add(node)
-        record(session, EventKind.NODE, "node_registered", f"node {node.name} joined",
-               node_id=node_id)
+        record(
+            session, EventKind.NODE, "node_registered", f"node {node.name} joined", node_id=node_id
+        )
     elif node.state != NodeState.READY:
-        record(session, EventKind.NODE, "node_ready", f"node {node.name} is back",
-               node_id=node_id)
+        record(session, EventKind.NODE, "node_ready", f"node {node.name} is back", node_id=node_id)
     node.name = str(body.get("name") or node.name)[:255]
     node.address = str(body.get("address") or "127.0.0.1")[:255]
     node.driver = str(body.get("driver") or "docker")[:32]
@@ -64,8 +64,7 @@ def heartbeat(session: Session, node: Node, body: dict[str, Any]) -> bool:
     node.used_memory_bytes = int(usage.get("memory_bytes", 0))
     if node.state != NodeState.READY:
         node.state = NodeState.READY
-        record(session, EventKind.NODE, "node_ready", f"node {node.name} is back",
-               node_id=node.id)
+        record(session, EventKind.NODE, "node_ready", f"node {node.name} is back", node_id=node.id)
         return True
     return False
 

@@ -43,7 +43,7 @@ def apply_status(session: Session, node_id: str, update: dict[str, Any]) -> bool
     if task is None or task.node_id != node_id:
         return False
     try:
-        new = TaskState(update.get("state"))
+        new = TaskState(str(update.get("state")))
     except ValueError:
         return False
     current = TaskState(task.state)

@@ -45,7 +45,9 @@ def ensure_busybox_image(client: Any | None = None, tag: str = BUSYBOX_IMAGE) ->
         pass
     if not BUSYBOX_BINARY.exists():
         raise FileNotFoundError(f"{BUSYBOX_BINARY} missing: apt-get install busybox-static")
-    docker_client.images.build(fileobj=_context(BUSYBOX_BINARY), custom_context=True, tag=tag, rm=True)
+    docker_client.images.build(
+        fileobj=_context(BUSYBOX_BINARY), custom_context=True, tag=tag, rm=True
+    )
     return tag
 
 
