@@ -1,0 +1,209 @@
+"""Clusters for tests and benchmarks.
+
+:class:`ProcessCluster` runs ``dockyard server`` and ``dockyard agent`` as real
+processes (so tests can SIGKILL, SIGSTOP and restart them). :class:`LocalCluster`
+runs a server and agents in this process (fast; the sim driver for scale).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from dockyard.agent.main import Agent, AgentConfig
+from dockyard.client import Client
+from dockyard.drivers.base import Driver
+from dockyard.server.main import Server, ServerConfig
+from dockyard.testing.wait import wait_for
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _healthy(url: str) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+class ProcessCluster:
+    """A server process and agent processes on this machine, in a temp directory."""
+
+    def __init__(
+        self,
+        root: Path | None = None,
+        heartbeat: float = 1.0,
+        node_grace: float = 3.0,
+        driver: str = "docker",
+    ) -> None:
+        self.root = root or Path(tempfile.mkdtemp(prefix="dockyard-test-"))
+        self.port = free_port()
+        self.gateway_port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.gateway = f"tcp://127.0.0.1:{self.gateway_port}"
+        self.heartbeat = heartbeat
+        self.node_grace = node_grace
+        self.driver = driver
+        self.server_proc: subprocess.Popen[bytes] | None = None
+        self.agents: dict[str, subprocess.Popen[bytes]] = {}
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "server"
+
+    @property
+    def admin_token(self) -> str:
+        return (self.data_dir / "admin.token").read_text().strip()
+
+    def _spawn(self, args: list[str], log_name: str) -> subprocess.Popen[bytes]:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        with open(self.root / log_name, "ab") as log:  # the child keeps its own descriptor
+            return subprocess.Popen(
+                [sys.executable, "-m", "dockyard", *args],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+            )
+
+    def start_server(self) -> None:
+        self.server_proc = self._spawn(
+            [
+                "server",
+                "--data-dir",
+                str(self.data_dir),
+                "--port",
+                str(self.port),
+                "--gateway",
+                self.gateway,
+                "--heartbeat",
+                str(self.heartbeat),
+                "--node-grace",
+                str(self.node_grace),
+            ],
+            "server.log",
+        )
+        wait_for(lambda: _healthy(self.url), timeout=30, message="server health")
+
+    def stop_server(self, sig: int = signal.SIGTERM) -> None:
+        if self.server_proc is not None:
+            self.server_proc.send_signal(sig)
+            self.server_proc.wait(30)
+            self.server_proc = None
+
+    def start_agent(self, name: str = "node-1") -> None:
+        self.agents[name] = self._spawn(
+            [
+                "agent",
+                "--server",
+                self.gateway,
+                "--data-dir",
+                str(self.root / f"agent-{name}"),
+                "--name",
+                name,
+                "--driver",
+                self.driver,
+                "--heartbeat",
+                str(self.heartbeat),
+            ],
+            f"agent-{name}.log",
+        )
+
+    def stop_agent(self, name: str = "node-1", sig: int = signal.SIGTERM) -> None:
+        proc = self.agents.pop(name)
+        proc.send_signal(sig)
+        proc.wait(30)
+
+    def node_id(self, name: str = "node-1") -> str:
+        return (self.root / f"agent-{name}" / "node_id").read_text().strip()
+
+    def client(self, token: str | None = None) -> Client:
+        return Client(url=self.url, token=token or self.admin_token)
+
+    def wait_ready_nodes(self, count: int = 1, timeout: float = 30) -> list[Any]:
+        with self.client() as api:
+            return wait_for(
+                lambda: (
+                    [n for n in api.nodes() if n["state"] == "ready"]
+                    if len([n for n in api.nodes() if n["state"] == "ready"]) >= count
+                    else None
+                ),
+                timeout=timeout,
+                message=f"{count} ready nodes",
+            )
+
+    def start(self, agents: int = 1) -> ProcessCluster:
+        self.start_server()
+        for index in range(agents):
+            self.start_agent(f"node-{index + 1}")
+        self.wait_ready_nodes(agents)
+        return self
+
+    def close(self) -> None:
+        for name in list(self.agents):
+            self.stop_agent(name)
+        self.stop_server()
+
+    def logs(self) -> str:
+        return "\n".join(
+            f"--- {path.name}\n{path.read_text(errors='replace')[-5000:]}"
+            for path in sorted(self.root.glob("*.log"))
+        )
+
+
+class LocalCluster:
+    """A server (HTTP on a thread) and agents in this process."""
+
+    def __init__(self, root: Path | None = None, node_grace: float = 3.0) -> None:
+        self.root = root or Path(tempfile.mkdtemp(prefix="dockyard-local-"))
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.gateway = f"tcp://127.0.0.1:{free_port()}"
+        self.server = Server(
+            ServerConfig(
+                data_dir=self.root / "server",
+                port=self.port,
+                gateway=self.gateway,
+                node_grace=node_grace,
+            )
+        )
+        self.agents: list[Agent] = []
+
+    @property
+    def admin_token(self) -> str:
+        return (self.root / "server" / "admin.token").read_text().strip()
+
+    def start(self) -> LocalCluster:
+        self.server.start_background()
+        self.server.start_http_thread()
+        wait_for(lambda: _healthy(self.url), timeout=30, message="server health")
+        return self
+
+    def add_agent(self, name: str, driver: Driver) -> Agent:
+        agent = Agent(
+            AgentConfig(server=self.gateway, data_dir=self.root / f"agent-{name}", name=name),
+            driver=driver,
+        )
+        agent.start()
+        self.agents.append(agent)
+        return agent
+
+    def client(self, token: str | None = None) -> Client:
+        return Client(url=self.url, token=token or self.admin_token)
+
+    def close(self) -> None:
+        for agent in self.agents:
+            agent.stop()
+        self.server.stop()
