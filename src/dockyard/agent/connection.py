@@ -63,6 +63,8 @@ class Connection:
         self._stop.set()
         self._poke()
         self._thread.join(5)
+        self._wake_r.close()
+        self._wake_w.close()
 
     def send_reliable(self, msg_type: MsgType, body: dict[str, Any]) -> str:
         msg_id = new_id()
@@ -80,7 +82,7 @@ class Connection:
     def _poke(self) -> None:
         try:
             self._wake_w.send(b"x")
-        except BlockingIOError:
+        except OSError:  # a wake-up is already pending, or we are stopped
             pass
 
     def _send(self, sock: zmq.Socket[bytes], msg: Message) -> None:

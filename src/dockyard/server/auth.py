@@ -50,7 +50,7 @@ def authenticate(session: Session, token: str) -> Principal:
     ).first()
     if row is None:
         raise Unauthorized("invalid token")
-    stored, user = row.tuple()
+    stored, user = row
     if not hmac.compare_digest(stored.token_hash, digest) or stored.revoked:
         raise Unauthorized("invalid token")
     return Principal(user.id, user.name, user.is_admin)

@@ -60,6 +60,8 @@ class Gateway:
         self._stop.set()
         self._poke()
         self._thread.join(5)
+        self._wake_r.close()
+        self._wake_w.close()
 
     def push(self, node_ids: set[str] | list[str]) -> None:
         """Send these nodes their desired task sets soon (coalesced)."""
@@ -77,8 +79,8 @@ class Gateway:
     def _poke(self) -> None:
         try:
             self._wake_w.send(b"x")
-        except BlockingIOError:
-            pass  # a wake-up is already pending
+        except OSError:  # a wake-up is already pending, or we are stopped
+            pass
 
     # -- gateway thread ---------------------------------------------------
     def _run(self) -> None:
