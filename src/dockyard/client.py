@@ -104,8 +104,14 @@ class Client:
         memory: str | int | None = None,
         env: dict[str, str] | None = None,
         kill_grace_s: float | None = None,
+        restart: str | dict[str, Any] | None = None,
+        max_runtime_s: float | None = None,
     ) -> dict[str, Any]:
         body: dict[str, Any] = {"name": name, "image": image, "command": command or []}
+        if restart is not None:
+            body["restart"] = restart
+        if max_runtime_s is not None:
+            body["max_runtime_s"] = max_runtime_s
         if cpu is not None:
             body["cpu"] = cpu
         if memory is not None:
@@ -152,6 +158,16 @@ class Client:
     # -- cluster ----------------------------------------------------------
     def nodes(self) -> list[Any]:
         return list(self._request("GET", "/api/v1/nodes"))
+
+    def drain(self, node: str, deadline_s: float = 60.0) -> dict[str, Any]:
+        return dict(
+            self._request(
+                "POST", f"/api/v1/nodes/{_quote(node)}/drain", json={"deadline_s": deadline_s}
+            )
+        )
+
+    def undrain(self, node: str) -> dict[str, Any]:
+        return dict(self._request("POST", f"/api/v1/nodes/{_quote(node)}/undrain"))
 
     def events(
         self, *, after: int = 0, task: str | None = None, node: str | None = None

@@ -213,6 +213,15 @@ class Reconciler:
         tid = task.task_id
         try:
             try:
+                if not self._driver.has_image(task.image):
+                    self._report(
+                        {
+                            "task_id": tid,
+                            "state": TaskState.PULLING,
+                            "reason": "pulling",
+                            "message": f"pulling {task.image}",
+                        }
+                    )
                 self._driver.ensure_image(task.image)
             except DriverError as exc:
                 self._finish(

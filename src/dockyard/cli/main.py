@@ -175,6 +175,12 @@ def run(
     kill_grace: Annotated[
         float | None, typer.Option(help="Seconds between SIGTERM and SIGKILL.")
     ] = None,
+    restart: Annotated[
+        str | None, typer.Option(help="Restart policy: never, on-failure or always.")
+    ] = None,
+    max_runtime: Annotated[
+        float | None, typer.Option(help="Kill the task after this many seconds.")
+    ] = None,
     json_out: JsonOpt = False,
     url: UrlOpt = None,
     token: TokenOpt = None,
@@ -200,6 +206,8 @@ def run(
             memory=memory,
             env=environment,
             kill_grace_s=kill_grace,
+            restart=restart,
+            max_runtime_s=max_runtime,
         )
     if json_out:
         render.print_json(task)
@@ -388,34 +396,88 @@ def nodes(json_out: JsonOpt = False, url: UrlOpt = None, token: TokenOpt = None)
     )
 
 
+def _event_rows(items: list[Any]) -> list[list[str]]:
+    return [
+        [
+            render.timestamp(e["at"]),
+            e["kind"],
+            e["reason"],
+            e["task_id"] or "-",
+            e["node_id"] or "-",
+            escape(e["message"]),
+        ]
+        for e in items
+    ]
+
+
+EVENT_COLUMNS = ["TIME", "KIND", "REASON", "TASK", "NODE", "MESSAGE"]
+
+
 @app.command()
 def events(
     task: Annotated[str | None, typer.Option(help="Only events of this task id.")] = None,
     node: Annotated[str | None, typer.Option(help="Only events of this node id.")] = None,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new events.")
+    ] = False,
     json_out: JsonOpt = False,
     url: UrlOpt = None,
     token: TokenOpt = None,
 ) -> None:
-    """List events (state changes with reasons)."""
+    """List events (state changes with reasons); -f follows (one JSON object a line)."""
+    import time
+
     with client(url, token) as api:
         items = call(api.events, task=task, node=node)
+        if not follow:
+            if json_out:
+                render.print_json(items)
+            else:
+                render.table(EVENT_COLUMNS, _event_rows(items))
+            return
+        cursor = 0
+        while True:
+            for item in items:
+                cursor = max(cursor, int(item["id"]))
+                if json_out:
+                    print(json.dumps(item, sort_keys=True), flush=True)
+                else:
+                    render.console.print("  ".join(_event_rows([item])[0]))
+            time.sleep(0.5)
+            items = call(api.events, after=cursor, task=task, node=node)
+
+
+@app.command()
+def drain(
+    node: Annotated[str, typer.Argument(help="Node name or id.")],
+    deadline: Annotated[float, typer.Option(help="Seconds before running jobs are moved.")] = 60.0,
+    json_out: JsonOpt = False,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Stop placing work on a node; move its jobs after the deadline (admin)."""
+    with client(url, token) as api:
+        result = call(api.drain, node, deadline)
     if json_out:
-        render.print_json(items)
-        return
-    render.table(
-        ["TIME", "KIND", "REASON", "TASK", "NODE", "MESSAGE"],
-        [
-            [
-                render.timestamp(e["at"]),
-                e["kind"],
-                e["reason"],
-                e["task_id"] or "-",
-                e["node_id"] or "-",
-                escape(e["message"]),
-            ]
-            for e in items
-        ],
-    )
+        render.print_json(result)
+    else:
+        print(f"{result['name']} draining ({result['tasks']} tasks left)")
+
+
+@app.command()
+def undrain(
+    node: Annotated[str, typer.Argument(help="Node name or id.")],
+    json_out: JsonOpt = False,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Let a drained node take work again (admin)."""
+    with client(url, token) as api:
+        result = call(api.undrain, node)
+    if json_out:
+        render.print_json(result)
+    else:
+        print(f"{result['name']} {result['state']}")
 
 
 # -- identity --------------------------------------------------------------

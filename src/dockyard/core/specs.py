@@ -9,6 +9,7 @@ from typing import Any
 
 from dockyard.core.errors import ValidationError
 from dockyard.core.image_ref import validate_image
+from dockyard.core.policy import RestartMode, RestartPolicy
 from dockyard.core.resources import Resources, parse_cpu, parse_memory
 
 _NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$")
@@ -19,6 +20,7 @@ DEFAULT_MEMORY = "128m"
 DEFAULT_KILL_GRACE_S = 10.0
 MAX_KILL_GRACE_S = 3600.0
 MAX_COMMAND_ARGS = 4096
+MAX_RUNTIME_LIMIT_S = 365 * 86400.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +33,8 @@ class JobSpec:
     env: Mapping[str, str] = field(default_factory=dict)
     resources: Resources = field(default_factory=Resources)
     kill_grace_s: float = DEFAULT_KILL_GRACE_S
+    restart: RestartPolicy = field(default_factory=RestartPolicy)
+    max_runtime_s: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -41,6 +45,8 @@ class JobSpec:
             "cpu_millis": self.resources.cpu_millis,
             "memory_bytes": self.resources.memory_bytes,
             "kill_grace_s": self.kill_grace_s,
+            "restart": self.restart.to_dict(),
+            "max_runtime_s": self.max_runtime_s,
         }
 
     @classmethod
@@ -53,6 +59,10 @@ class JobSpec:
             env=dict(data.get("env") or {}),
             resources=Resources(int(data["cpu_millis"]), int(data["memory_bytes"])),
             kill_grace_s=float(data.get("kill_grace_s", DEFAULT_KILL_GRACE_S)),
+            restart=RestartPolicy.from_dict(data.get("restart")),
+            max_runtime_s=(
+                None if data.get("max_runtime_s") is None else float(data["max_runtime_s"])
+            ),
         )
 
 
@@ -75,6 +85,8 @@ def build_job_spec(
     cpu: str | float | int | None = None,
     memory: str | int | None = None,
     kill_grace_s: float | None = None,
+    restart: str | Mapping[str, Any] | None = None,
+    max_runtime_s: float | None = None,
 ) -> JobSpec:
     """Validate raw user input and build a :class:`JobSpec`.
 
@@ -101,6 +113,16 @@ def build_job_spec(
     grace = DEFAULT_KILL_GRACE_S if kill_grace_s is None else float(kill_grace_s)
     if not 0 <= grace <= MAX_KILL_GRACE_S:
         raise ValidationError("kill_grace_s", f"must be between 0 and {MAX_KILL_GRACE_S:g}")
+    if isinstance(restart, str):
+        if restart not in {m.value for m in RestartMode}:
+            raise ValidationError(
+                "restart", f"must be one of {', '.join(m.value for m in RestartMode)}"
+            )
+        policy = RestartPolicy(mode=RestartMode(restart))
+    else:
+        policy = RestartPolicy.from_dict(restart)
+    if max_runtime_s is not None and not 0 < float(max_runtime_s) <= MAX_RUNTIME_LIMIT_S:
+        raise ValidationError("max_runtime_s", "must be more than 0 and at most a year")
     return JobSpec(
         name=name,
         image=image,
@@ -108,4 +130,6 @@ def build_job_spec(
         env=environment,
         resources=Resources(cpu_millis, memory_bytes),
         kill_grace_s=grace,
+        restart=policy,
+        max_runtime_s=None if max_runtime_s is None else float(max_runtime_s),
     )

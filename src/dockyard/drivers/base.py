@@ -95,6 +95,10 @@ class Driver(Protocol):
         """Total CPU and memory this node offers."""
         ...
 
+    def has_image(self, image: str) -> bool:
+        """True when ``image`` is present locally (no pull needed)."""
+        ...
+
     def ensure_image(self, image: str) -> None:
         """Make ``image`` available locally; raise ImageNotFound/ImagePullFailed."""
         ...

@@ -67,6 +67,15 @@ class DockerDriver:
         return Resources(int(info["NCPU"]) * 1000, int(info["MemTotal"]))
 
     # -- images -----------------------------------------------------------
+    def has_image(self, image: str) -> bool:
+        try:
+            self._client.images.get(image)
+            return True
+        except docker.errors.ImageNotFound:
+            return False
+        except (requests.exceptions.RequestException, docker.errors.DockerException):
+            return False
+
     def ensure_image(self, image: str) -> None:
         try:
             self._client.images.get(image)

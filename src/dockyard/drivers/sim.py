@@ -52,6 +52,9 @@ class SimDriver:
     def capacity(self) -> Resources:
         return self._capacity
 
+    def has_image(self, image: str) -> bool:
+        return "missing" not in image
+
     def ensure_image(self, image: str) -> None:
         if "missing" in image:
             raise ImageNotFound(f"image {image} not found")

@@ -13,7 +13,7 @@ from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -24,9 +24,11 @@ from dockyard.core.states import PLACED_STATES, TaskState
 from dockyard.server import auth
 from dockyard.server.auth import Principal
 from dockyard.server.errors import Forbidden, ServerError, Unauthorized
+from dockyard.server.events import EventKind, record
 from dockyard.server.jobs import find_task, kill_task, submit_job, visible_tasks
 from dockyard.server.nodes import allocations
 from dockyard.server.schemas import (
+    DrainRequest,
     ErrorOut,
     EventOut,
     JobCreate,
@@ -60,6 +62,7 @@ class ServerContext:
     data_dir: Path
     wake_scheduler: Callable[[], None]
     push: Callable[[set[str]], None]
+    max_runtime_cap_s: float | None = None
 
 
 def _error(status: int, code: str, message: str, field: str | None = None) -> JSONResponse:
@@ -154,9 +157,11 @@ def create_app(ctx: ServerContext) -> FastAPI:
             cpu=body.cpu,
             memory=body.memory,
             kill_grace_s=body.kill_grace_s,
+            restart=body.restart,
+            max_runtime_s=body.max_runtime_s,
         )
         with ctx.db.write() as session:
-            task = submit_job(session, who, spec)
+            task = submit_job(session, who, spec, ctx.max_runtime_cap_s)
             out = task_out(session, task)
         ctx.wake_scheduler()
         return out
@@ -198,6 +203,7 @@ def create_app(ctx: ServerContext) -> FastAPI:
                 command=list(spec.command),
                 env=dict(spec.env),
                 kill_grace_s=spec.kill_grace_s,
+                restart=spec.restart.to_dict(),
                 events=[EventOut.build(e) for e in events],
             )
 
@@ -294,6 +300,57 @@ def create_app(ctx: ServerContext) -> FastAPI:
                 NodeOut.build(n, alloc.get(n.id, (0, 0)), int(counts.get(n.id, 0)))
                 for n in session.scalars(select(Node).order_by(Node.name))
             ]
+
+    def find_node(session: Session, ref: str) -> Node:
+        node = session.scalar(
+            select(Node).where(or_(Node.id == ref, Node.name == ref)).order_by(Node.id != ref)
+        )
+        if node is None:
+            raise NotFound("node", ref)
+        return node
+
+    @app.post(
+        "/api/v1/nodes/{ref}/drain",
+        response_model=NodeOut,
+        responses={403: {"model": ErrorOut}, 404: {"model": ErrorOut}},
+    )
+    def drain(ref: str, body: DrainRequest, who: AdminUser) -> NodeOut:
+        with ctx.db.write() as session:
+            node = find_node(session, ref)
+            node.draining = True
+            node.drain_deadline = time.time() + body.deadline_s
+            record(
+                session,
+                EventKind.NODE,
+                "node_draining",
+                f"drain by {who.name}; jobs stopped and moved after {body.deadline_s:g}s",
+                node_id=node.id,
+            )
+            node_id = node.id
+        ctx.wake_scheduler()
+        return next(n for n in list_nodes(who) if n.id == node_id)
+
+    @app.post(
+        "/api/v1/nodes/{ref}/undrain",
+        response_model=NodeOut,
+        responses={403: {"model": ErrorOut}, 404: {"model": ErrorOut}},
+    )
+    def undrain(ref: str, who: AdminUser) -> NodeOut:
+        with ctx.db.write() as session:
+            node = find_node(session, ref)
+            if node.draining:
+                node.draining = False
+                node.drain_deadline = None
+                record(
+                    session,
+                    EventKind.NODE,
+                    "node_undrained",
+                    f"undrain by {who.name}",
+                    node_id=node.id,
+                )
+            node_id = node.id
+        ctx.wake_scheduler()
+        return next(n for n in list_nodes(who) if n.id == node_id)
 
     @app.get("/api/v1/events", response_model=list[EventOut])
     def list_events(

@@ -18,7 +18,15 @@ from dockyard.store.errors import NotFound
 from dockyard.store.tables import Node, Task, Workload
 
 
-def submit_job(session: Session, owner: Principal, spec: JobSpec) -> Task:
+def effective_max_runtime(spec: JobSpec, cap_s: float | None) -> float | None:
+    """The job's own limit, bounded by the cluster-wide cap an admin configured."""
+    limits = [x for x in (spec.max_runtime_s, cap_s) if x is not None]
+    return min(limits) if limits else None
+
+
+def submit_job(
+    session: Session, owner: Principal, spec: JobSpec, max_runtime_cap_s: float | None = None
+) -> Task:
     """Store a job and its first task (pending) in one transaction."""
     now = time.time()
     workload = Workload(
@@ -42,6 +50,8 @@ def submit_job(session: Session, owner: Principal, spec: JobSpec) -> Task:
         desired_state=DesiredState.RUN,
         reason=Reason.SUBMITTED,
         created_at=now,
+        max_runtime_s=effective_max_runtime(spec, max_runtime_cap_s),
+        stop_reason="",
     )
     session.add(workload)
     session.flush()  # no ORM relationships: insert the parent row first
@@ -83,6 +93,23 @@ def bump_generation(session: Session, node_id: str | None) -> None:
         )
 
 
+def request_stop(session: Session, task: Task, stop_reason: str, message: str) -> None:
+    """Set a placed task's desired state to stop; its agent converges."""
+    if task.desired_state == DesiredState.STOP:
+        return
+    task.desired_state = DesiredState.STOP
+    task.stop_requested_at = time.time()
+    task.stop_reason = stop_reason
+    bump_generation(session, task.node_id)
+    record(
+        session,
+        EventKind.TASK,
+        Reason.KILL_REQUESTED if stop_reason == Reason.KILLED else stop_reason,
+        message,
+        task=task,
+    )
+
+
 def kill_task(session: Session, principal: Principal, ref: str) -> Task:
     """Ask for a task to stop. Pending tasks end at once; placed ones via their agent."""
     task = find_task(session, principal, ref)
@@ -97,19 +124,10 @@ def kill_task(session: Session, principal: Principal, ref: str) -> Task:
         task.finished_at = now
         task.desired_state = DesiredState.STOP
         task.stop_requested_at = now
+        task.stop_reason = Reason.KILLED
         record(session, EventKind.TASK, Reason.KILLED, task.message, task=task)
         return task
-    if task.desired_state != DesiredState.STOP:
-        task.desired_state = DesiredState.STOP
-        task.stop_requested_at = now
-        bump_generation(session, task.node_id)
-        record(
-            session,
-            EventKind.TASK,
-            Reason.KILL_REQUESTED,
-            f"kill requested by {principal.name}",
-            task=task,
-        )
+    request_stop(session, task, Reason.KILLED, f"kill requested by {principal.name}")
     return task
 
 

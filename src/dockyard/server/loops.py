@@ -11,14 +11,14 @@ import threading
 import time
 from collections.abc import Callable
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 
 from dockyard.core.resources import Resources
 from dockyard.core.states import DesiredState, Reason, TaskState
 from dockyard.scheduler.placement import NodeView, TaskRequest, place
 from dockyard.server import nodes as node_ops
 from dockyard.server.events import EventKind, record
-from dockyard.server.jobs import bump_generation
+from dockyard.server.jobs import bump_generation, request_stop
 from dockyard.store.db import Database
 from dockyard.store.tables import Node, Task
 
@@ -69,17 +69,22 @@ class SchedulerLoop(Loop):
 
     name = "scheduler"
 
-    def __init__(self, db: Database, push: Callable[[set[str]], None], interval: float = 1.0):
+    def __init__(self, db: Database, push: Callable[[set[str]], None], interval: float = 0.25):
         super().__init__(interval)
         self._db = db
         self._push = push
 
     def step(self) -> None:
+        now = time.time()
         with self._db.read() as session:
             pending = list(
                 session.execute(
                     select(Task.id, Task.cpu_millis, Task.memory_bytes, Task.message)
-                    .where(Task.state == TaskState.PENDING, Task.desired_state == DesiredState.RUN)
+                    .where(
+                        Task.state == TaskState.PENDING,
+                        Task.desired_state == DesiredState.RUN,
+                        or_(Task.not_before.is_(None), Task.not_before <= now),
+                    )
                     .order_by(Task.created_at)
                     .limit(PENDING_BATCH)
                 ).all()
@@ -91,7 +96,7 @@ class SchedulerLoop(Loop):
                 NodeView(
                     node_id=n.id,
                     name=n.name,
-                    state=n.state,
+                    state="draining" if n.draining and n.state == "ready" else n.state,
                     capacity=Resources(n.cpu_millis, n.memory_bytes),
                     allocated=Resources(*allocated.get(n.id, (0, 0))),
                 )
@@ -103,9 +108,13 @@ class SchedulerLoop(Loop):
         plan = place(requests, views)
         messages = {row.id: row.message for row in pending}
         touched: set[str] = set()
-        now = time.time()
         with self._db.write() as session:
-            ready = {n.id for n in session.scalars(select(Node).where(Node.state == "ready"))}
+            ready = {
+                n.id
+                for n in session.scalars(
+                    select(Node).where(Node.state == "ready", Node.draining.is_(False))
+                )
+            }
             for task_id, node_id in plan.assignments.items():
                 if node_id not in ready:
                     continue
@@ -144,8 +153,89 @@ class SchedulerLoop(Loop):
             self._push(touched)
 
 
+class ReaperLoop(Loop):
+    """Stops tasks past their max runtime, and tasks left on draining nodes past the deadline."""
+
+    name = "reaper"
+
+    def __init__(self, db: Database, push: Callable[[set[str]], None], interval: float = 0.25):
+        super().__init__(interval)
+        self._db = db
+        self._push = push
+
+    def step(self) -> None:
+        now = time.time()
+        placed = [
+            s.value
+            for s in (TaskState.ASSIGNED, TaskState.PULLING, TaskState.STARTING, TaskState.RUNNING)
+        ]
+        with self._db.read() as session:
+            expired = list(
+                session.scalars(
+                    select(Task.id).where(
+                        Task.state == TaskState.RUNNING,
+                        Task.desired_state == DesiredState.RUN,
+                        Task.max_runtime_s.is_not(None),
+                        Task.started_at + Task.max_runtime_s <= now,
+                    )
+                )
+            )
+            drained_nodes = list(
+                session.scalars(
+                    select(Node.id).where(
+                        Node.draining.is_(True),
+                        Node.drain_deadline.is_not(None),
+                        Node.drain_deadline <= now,
+                    )
+                )
+            )
+            evicted = (
+                list(
+                    session.scalars(
+                        select(Task.id).where(
+                            Task.node_id.in_(drained_nodes),
+                            Task.state.in_(placed),
+                            Task.desired_state == DesiredState.RUN,
+                        )
+                    )
+                )
+                if drained_nodes
+                else []
+            )
+        if not expired and not evicted:
+            return
+        touched: set[str] = set()
+        with self._db.write() as session:
+            for task_id in expired:
+                task = session.get(Task, task_id)
+                if task is not None and task.desired_state == DesiredState.RUN:
+                    request_stop(
+                        session,
+                        task,
+                        Reason.MAX_RUNTIME_EXCEEDED,
+                        f"ran longer than its max runtime ({task.max_runtime_s:g}s)",
+                    )
+                    touched.add(task.node_id or "")
+            for task_id in evicted:
+                task = session.get(Task, task_id)
+                if task is not None and task.desired_state == DesiredState.RUN:
+                    request_stop(
+                        session,
+                        task,
+                        Reason.NODE_DRAINED,
+                        "node drain deadline passed; moving the task",
+                    )
+                    touched.add(task.node_id or "")
+        touched.discard("")
+        self._push(touched)
+
+
 class NodeMonitor(Loop):
-    """Marks nodes down when their heartbeats stop, judged on this server's monotonic clock."""
+    """Marks nodes down when their heartbeats stop, judged on this server's monotonic clock.
+
+    A node silent for longer than ``suspect_after`` is ``suspect`` (nothing new is
+    placed there); after ``grace`` it is ``down`` and its tasks are lost and replaced.
+    """
 
     name = "node-monitor"
 
@@ -155,12 +245,14 @@ class NodeMonitor(Loop):
         last_seen: Callable[[], dict[str, float]],
         grace: float,
         on_change: Callable[[], None],
-        interval: float = 0.25,
+        suspect_after: float | None = None,
+        interval: float = 0.1,
     ) -> None:
         super().__init__(interval)
         self._db = db
         self._last_seen = last_seen
         self._grace = grace
+        self._suspect_after = suspect_after if suspect_after is not None else grace / 2
         self._on_change = on_change
         # Every node gets one full grace period after this server starts.
         self._started = time.monotonic()
@@ -169,17 +261,38 @@ class NodeMonitor(Loop):
         now = time.monotonic()
         seen = self._last_seen()
         with self._db.read() as session:
-            ready = list(session.scalars(select(Node.id).where(Node.state == "ready")))
-        overdue = {
-            node_id: now - seen.get(node_id, self._started)
-            for node_id in ready
-            if now - seen.get(node_id, self._started) > self._grace
+            alive = {
+                str(node_id): str(state)
+                for node_id, state in session.execute(
+                    select(Node.id, Node.state).where(Node.state.in_(["ready", "suspect"]))
+                ).all()
+            }
+        silence = {node_id: now - seen.get(node_id, self._started) for node_id in alive}
+        down = {n: s for n, s in silence.items() if s > self._grace}
+        suspect = {
+            n
+            for n, s in silence.items()
+            if self._suspect_after < s <= self._grace and alive[n] == "ready"
         }
-        if not overdue:
+        recovered = {
+            n for n, s in silence.items() if s <= self._suspect_after and alive[n] == "suspect"
+        }
+        if not (down or suspect or recovered):
             return
         with self._db.write() as session:
-            for node_id, silence in overdue.items():
+            for node_id, quiet in down.items():
                 node = session.get(Node, node_id)
-                if node is not None and node.state == "ready":
-                    node_ops.mark_down(session, node, silence)
+                if node is not None and node.state in ("ready", "suspect"):
+                    node_ops.mark_down(session, node, quiet)
+            for node_id in suspect | recovered:
+                node = session.get(Node, node_id)
+                if node is not None and node.state in ("ready", "suspect"):
+                    node.state = "suspect" if node_id in suspect else "ready"
+                    record(
+                        session,
+                        EventKind.NODE,
+                        f"node_{node.state}",
+                        f"{node.name}: {silence[node_id]:.1f}s since last heartbeat",
+                        node_id=node_id,
+                    )
         self._on_change()

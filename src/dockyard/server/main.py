@@ -13,7 +13,7 @@ from dockyard import config
 from dockyard.server import auth
 from dockyard.server.api import ServerContext, create_app
 from dockyard.server.gateway import Gateway
-from dockyard.server.loops import NodeMonitor, SchedulerLoop
+from dockyard.server.loops import NodeMonitor, ReaperLoop, SchedulerLoop
 from dockyard.store.db import Database, sqlite_url
 
 log = logging.getLogger(__name__)
@@ -28,6 +28,8 @@ class ServerConfig:
     gateway: str = f"tcp://127.0.0.1:{config.DEFAULT_GATEWAY_PORT}"
     heartbeat_interval: float = config.DEFAULT_HEARTBEAT_S
     node_grace: float = config.DEFAULT_NODE_GRACE_S
+    #: Cluster-wide cap on any task's run time (the CTF engine's 1 h); None: no cap.
+    max_runtime_cap_s: float | None = None
     log_level: str = "warning"
 
 
@@ -46,14 +48,20 @@ class Server:
         self.scheduler = SchedulerLoop(self.db, push=self._push)
         self.gateway = Gateway(self.db, cfg.gateway, cfg.heartbeat_interval, self._changed)
         self.monitor = NodeMonitor(
-            self.db, self.gateway.last_seen, cfg.node_grace, on_change=self._changed
+            self.db,
+            self.gateway.last_seen,
+            cfg.node_grace,
+            on_change=self._changed,
+            suspect_after=min(2 * cfg.heartbeat_interval, cfg.node_grace),
         )
+        self.reaper = ReaperLoop(self.db, push=self._push)
         self.app = create_app(
             ServerContext(
                 db=self.db,
                 data_dir=cfg.data_dir,
                 wake_scheduler=self.scheduler.wake,
                 push=self._push,
+                max_runtime_cap_s=cfg.max_runtime_cap_s,
             )
         )
         self._http: uvicorn.Server | None = None
@@ -70,6 +78,7 @@ class Server:
         self.gateway.start()
         self.scheduler.start()
         self.monitor.start()
+        self.reaper.start()
         self.scheduler.wake()
 
     def _uvicorn(self) -> uvicorn.Server:
@@ -104,6 +113,7 @@ class Server:
         if self._http_thread is not None:
             self._http_thread.join(5)
         self.monitor.stop()
+        self.reaper.stop()
         self.scheduler.stop()
         self.gateway.stop()
         self.db.dispose()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -13,24 +12,10 @@ from sqlalchemy.orm import Session
 from dockyard.core.states import Reason, TaskState, can_transition
 from dockyard.server.events import EventKind, record
 from dockyard.server.jobs import bump_generation
+from dockyard.server.lifecycle import follow_up
 from dockyard.store.tables import LogLine, Task
 
 MAX_LINE = 64 * 1024
-
-
-def _epoch(value: Any) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, int | float):
-        return float(value)
-    text = str(value)
-    try:
-        # Docker gives RFC 3339 with nanoseconds; keep microseconds.
-        head, _, frac = text.rstrip("Z").partition(".")
-        stamp = datetime.fromisoformat(head + ("." + frac[:6] if frac else "") + "+00:00")
-        return stamp.timestamp()
-    except ValueError:
-        return None
 
 
 def apply_status(session: Session, node_id: str, update: dict[str, Any]) -> bool:
@@ -49,20 +34,24 @@ def apply_status(session: Session, node_id: str, update: dict[str, Any]) -> bool
     current = TaskState(task.state)
     if not can_transition(current, new):
         return False
+    # Times are this server's receive times: an agent's clock may be off.
     now = time.time()
+    reason = str(update.get("reason") or new.value)[:64]
+    if new == TaskState.KILLED and task.stop_reason == Reason.MAX_RUNTIME_EXCEEDED:
+        new, reason = TaskState.EXPIRED, Reason.MAX_RUNTIME_EXCEEDED
+    elif new == TaskState.KILLED and task.stop_reason:
+        reason = task.stop_reason
     task.state = new
-    task.reason = str(update.get("reason") or new.value)[:64]
+    task.reason = reason
     task.message = str(update.get("message") or "")[:4000]
     if update.get("container_id"):
         task.container_id = str(update["container_id"])[:80]
-    if new == TaskState.RUNNING or (new.terminal and task.started_at is None):
-        started = _epoch(update.get("started_at"))
-        if new == TaskState.RUNNING or started is not None:
-            task.started_at = started or now
+    if new == TaskState.RUNNING:
+        task.started_at = now
     if new.terminal:
         code = update.get("exit_code")
         task.exit_code = int(code) if code is not None else None
-        task.finished_at = _epoch(update.get("finished_at")) or now
+        task.finished_at = now
         total = update.get("log_lines_total")
         task.log_lines_total = int(total) if total is not None else None
         bump_generation(session, node_id)
@@ -78,6 +67,8 @@ def apply_status(session: Session, node_id: str, update: dict[str, Any]) -> bool
             "process ignored SIGTERM; SIGKILL sent after the grace period",
             task=task,
         )
+    if new.terminal:
+        follow_up(session, task)
     return True
 
 

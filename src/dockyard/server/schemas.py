@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -25,6 +26,19 @@ class JobCreate(BaseModel):
     cpu: float | str | None = Field(default=None, description="cores: 0.5, 2 or 500m")
     memory: int | str | None = Field(default=None, description="bytes or 64m, 1g")
     kill_grace_s: float | None = Field(default=None, description="SIGTERM to SIGKILL delay")
+    restart: str | dict[str, Any] | None = Field(
+        default=None,
+        description="never | on-failure | always, or a policy object (see docs/failures.md)",
+    )
+    max_runtime_s: float | None = Field(default=None, description="kill after this many seconds")
+
+
+class DrainRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    deadline_s: float = Field(
+        default=60.0, ge=0, le=86400, description="then running jobs are stopped and moved"
+    )
 
 
 class TaskOut(BaseModel):
@@ -49,6 +63,10 @@ class TaskOut(BaseModel):
     started_at: float | None
     finished_at: float | None
     uptime_s: float | None
+    not_before: float | None = Field(description="earliest start (restart back-off)")
+    stop_reason: str = Field(description="why a stop was requested: killed, ...")
+    previous_task_id: str | None = Field(description="the attempt this one replaces")
+    max_runtime_s: float | None
 
     @classmethod
     def build(cls, task: Task, owner: str, node: str | None) -> TaskOut:
@@ -78,6 +96,10 @@ class TaskOut(BaseModel):
             started_at=task.started_at,
             finished_at=task.finished_at,
             uptime_s=uptime,
+            not_before=task.not_before,
+            stop_reason=task.stop_reason,
+            previous_task_id=task.previous_task_id,
+            max_runtime_s=task.max_runtime_s,
         )
 
 
@@ -107,6 +129,7 @@ class TaskDetailOut(TaskOut):
     command: list[str]
     env: dict[str, str]
     kill_grace_s: float
+    restart: dict[str, Any]
     events: list[EventOut]
 
 
@@ -115,7 +138,8 @@ class NodeOut(BaseModel):
     name: str
     address: str
     driver: str
-    state: str
+    state: str = Field(description="ready, suspect, draining or down")
+    draining: bool
     cpu: float = Field(description="capacity in cores")
     memory_bytes: int
     allocated_cpu: float = Field(description="cores held by placed tasks")
@@ -134,7 +158,8 @@ class NodeOut(BaseModel):
             name=node.name,
             address=node.address,
             driver=node.driver,
-            state=node.state,
+            state="draining" if node.draining and node.state == "ready" else node.state,
+            draining=node.draining,
             cpu=node.cpu_millis / 1000,
             memory_bytes=node.memory_bytes,
             allocated_cpu=allocated[0] / 1000,

@@ -60,6 +60,8 @@ class Node(Base):
     registered_at: Mapped[float] = mapped_column(Float)
     last_heartbeat_at: Mapped[float] = mapped_column(Float)
     agent_version: Mapped[str] = mapped_column(String(32), default="")
+    draining: Mapped[bool] = mapped_column(Boolean, default=False)
+    drain_deadline: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class Workload(Base):
@@ -103,6 +105,13 @@ class Task(Base):
     stop_requested_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     #: Lines the agent shipped in all, known once the task ends (lets followers finish).
     log_lines_total: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    #: Why the server asked the task to stop: killed, max_runtime_exceeded, node_drained.
+    stop_reason: Mapped[str] = mapped_column(String(64), default="")
+    #: Earliest time the scheduler may place it (restart back-off).
+    not_before: Mapped[float | None] = mapped_column(Float, nullable=True)
+    #: The task this one replaces (restart or reschedule), if any.
+    previous_task_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    max_runtime_s: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class Event(Base):

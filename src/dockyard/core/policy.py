@@ -1,0 +1,168 @@
+"""Restart and reschedule policies: what happens after a task ends. Pure.
+
+Two situations, as in Nomad:
+
+* **Restart** — the container itself ended (exit code, OOM). ``never`` leaves it;
+  ``on-failure`` starts a new attempt after a failure; ``always`` after any end.
+  Delays grow like Kubernetes' CrashLoopBackOff: ``initial * 2^(n-1)`` capped at
+  ``max_delay_s``, where ``n`` counts the consecutive short runs (a run that
+  lasted ``reset_after_s`` or longer resets the count). ``max_attempts`` bounds
+  restarts (``None``: unbounded).
+* **Reschedule** — the task was lost with its node or moved off a draining node.
+  A replacement is placed at once (the task did nothing wrong), at most
+  ``reschedule_attempts`` times per job.
+
+A task killed by its owner, or expired at its max runtime, is never replaced.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from dockyard.core.errors import ValidationError
+from dockyard.core.states import TaskState
+
+
+class RestartMode(StrEnum):
+    NEVER = "never"
+    ON_FAILURE = "on-failure"
+    ALWAYS = "always"
+
+
+DEFAULT_INITIAL_DELAY_S = 1.0
+DEFAULT_MAX_DELAY_S = 60.0
+DEFAULT_RESET_AFTER_S = 60.0
+DEFAULT_RESCHEDULE_ATTEMPTS = 3
+
+#: Stop reasons (why the server asked a task to stop) that call for a replacement.
+RESCHEDULE_STOP_REASONS = frozenset({"node_drained"})
+
+
+@dataclass(frozen=True, slots=True)
+class RestartPolicy:
+    mode: RestartMode = RestartMode.NEVER
+    max_attempts: int | None = None
+    initial_delay_s: float = DEFAULT_INITIAL_DELAY_S
+    max_delay_s: float = DEFAULT_MAX_DELAY_S
+    reset_after_s: float = DEFAULT_RESET_AFTER_S
+    reschedule_attempts: int = DEFAULT_RESCHEDULE_ATTEMPTS
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "mode": self.mode.value,
+            "max_attempts": self.max_attempts,
+            "initial_delay_s": self.initial_delay_s,
+            "max_delay_s": self.max_delay_s,
+            "reset_after_s": self.reset_after_s,
+            "reschedule_attempts": self.reschedule_attempts,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> RestartPolicy:
+        data = data or {}
+        try:
+            mode = RestartMode(data.get("mode", RestartMode.NEVER))
+        except ValueError:
+            raise ValidationError(
+                "restart", f"must be one of {', '.join(m.value for m in RestartMode)}"
+            ) from None
+        max_attempts = data.get("max_attempts")
+        policy = cls(
+            mode=mode,
+            max_attempts=None if max_attempts is None else int(max_attempts),
+            initial_delay_s=float(data.get("initial_delay_s", DEFAULT_INITIAL_DELAY_S)),
+            max_delay_s=float(data.get("max_delay_s", DEFAULT_MAX_DELAY_S)),
+            reset_after_s=float(data.get("reset_after_s", DEFAULT_RESET_AFTER_S)),
+            reschedule_attempts=int(data.get("reschedule_attempts", DEFAULT_RESCHEDULE_ATTEMPTS)),
+        )
+        policy.validate()
+        return policy
+
+    def validate(self) -> None:
+        if self.max_attempts is not None and self.max_attempts < 0:
+            raise ValidationError("restart.max_attempts", "must be 0 or more")
+        if not 0 < self.initial_delay_s <= self.max_delay_s <= 86400:
+            raise ValidationError(
+                "restart.initial_delay_s", "need 0 < initial_delay_s <= max_delay_s <= 86400"
+            )
+        if self.reset_after_s < 0:
+            raise ValidationError("restart.reset_after_s", "must be 0 or more")
+        if not 0 <= self.reschedule_attempts <= 1000:
+            raise ValidationError("restart.reschedule_attempts", "must be between 0 and 1000")
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One earlier task of the same job, as the policy sees it."""
+
+    state: TaskState
+    reason: str
+    ran_for_s: float
+    stop_reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    replace: bool
+    delay_s: float = 0.0
+    why: str = ""
+    kind: str = ""  # "restart" or "reschedule"
+
+
+def _is_reschedule(attempt: Attempt) -> bool:
+    return attempt.state == TaskState.LOST or (
+        attempt.state == TaskState.KILLED and attempt.stop_reason in RESCHEDULE_STOP_REASONS
+    )
+
+
+def decide(policy: RestartPolicy, history: Sequence[Attempt]) -> Decision:
+    """Decide whether the job whose attempts are ``history`` (oldest first) gets another.
+
+    The last element is the attempt that just ended.
+    """
+    if not history:
+        return Decision(False, why="no attempt")
+    last = history[-1]
+    if _is_reschedule(last):
+        used = sum(1 for a in history if _is_reschedule(a))
+        if used > policy.reschedule_attempts:
+            return Decision(False, why=f"reschedule attempts ({policy.reschedule_attempts}) used")
+        return Decision(
+            True, 0.0, f"replacing task lost with its node ({last.reason})", "reschedule"
+        )
+    if last.state in (TaskState.KILLED, TaskState.EXPIRED):
+        return Decision(False, why=f"task {last.state}")
+    if policy.mode == RestartMode.NEVER:
+        return Decision(False, why="restart policy never")
+    if last.state == TaskState.SUCCEEDED and policy.mode != RestartMode.ALWAYS:
+        return Decision(False, why="succeeded")
+    restarts = sum(1 for a in history if not _is_reschedule(a)) - 1
+    if policy.max_attempts is not None and restarts >= policy.max_attempts:
+        return Decision(False, why=f"restart attempts ({policy.max_attempts}) used")
+    short_runs = 0
+    for attempt in reversed(history):
+        if _is_reschedule(attempt):
+            continue
+        if attempt.ran_for_s >= policy.reset_after_s:
+            break
+        short_runs += 1
+    if short_runs == 0:  # the last run was long enough: start again at the initial delay
+        short_runs = 1
+    delay = min(policy.initial_delay_s * 2 ** (short_runs - 1), policy.max_delay_s)
+    if last.state == TaskState.SUCCEEDED:
+        why = f"restart policy always: restarting in {delay:g}s"
+    else:
+        why = f"{last.reason}: back-off {delay:g}s before attempt {len(history) + 1}"
+    return Decision(True, delay, why, "restart")
+
+
+__all__ = [
+    "Attempt",
+    "Decision",
+    "RestartMode",
+    "RestartPolicy",
+    "decide",
+]

@@ -1,0 +1,80 @@
+"""What happens after a task ends: restarts with back-off and reschedules."""
+
+from __future__ import annotations
+
+import time
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from dockyard.core.ids import new_id
+from dockyard.core.policy import Attempt, decide
+from dockyard.core.specs import JobSpec
+from dockyard.core.states import DesiredState, TaskState
+from dockyard.server.events import EventKind, record
+from dockyard.store.tables import Task, Workload
+
+
+def follow_up(session: Session, task: Task) -> Task | None:
+    """Create the next attempt of ``task``'s job if its policy asks for one.
+
+    Only the newest attempt of a job is followed up, so a task is replaced at
+    most once however many times its end is reported.
+    """
+    newest = session.scalar(
+        select(func.max(Task.attempt)).where(Task.workload_id == task.workload_id)
+    )
+    if newest != task.attempt:
+        return None
+    workload = session.get(Workload, task.workload_id)
+    if workload is None:
+        return None
+    spec = JobSpec.from_dict(workload.spec)
+    history = [
+        Attempt(
+            state=TaskState(t.state),
+            reason=t.reason,
+            ran_for_s=(t.finished_at or 0.0) - t.started_at if t.started_at else 0.0,
+            stop_reason=t.stop_reason,
+        )
+        for t in session.scalars(
+            select(Task).where(Task.workload_id == task.workload_id).order_by(Task.attempt)
+        )
+    ]
+    decision = decide(spec.restart, history)
+    if not decision.replace:
+        return None
+    now = time.time()
+    replacement = Task(
+        id=new_id(),
+        workload_id=task.workload_id,
+        owner_id=task.owner_id,
+        name=task.name,
+        attempt=task.attempt + 1,
+        image=task.image,
+        cpu_millis=task.cpu_millis,
+        memory_bytes=task.memory_bytes,
+        state=TaskState.PENDING,
+        desired_state=DesiredState.RUN,
+        reason="backoff" if decision.delay_s > 0 else "rescheduled",
+        message=decision.why,
+        created_at=now,
+        not_before=now + decision.delay_s if decision.delay_s > 0 else None,
+        previous_task_id=task.id,
+        max_runtime_s=task.max_runtime_s,
+        stop_reason="",
+    )
+    session.add(replacement)
+    session.flush()
+    kind = "rescheduled" if decision.kind == "reschedule" else "restart_scheduled"
+    record(
+        session, EventKind.TASK, kind, f"replaced by {replacement.id}: {decision.why}", task=task
+    )
+    record(
+        session,
+        EventKind.TASK,
+        kind,
+        f"attempt {replacement.attempt}, replaces {task.id}",
+        task=replacement,
+    )
+    return replacement
