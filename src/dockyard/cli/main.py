@@ -73,6 +73,9 @@ def server(
     node_grace: Annotated[float, typer.Option(help="Seconds without heartbeat before down.")] = (
         config.DEFAULT_NODE_GRACE_S
     ),
+    max_runtime_cap: Annotated[
+        float | None, typer.Option(help="Cluster-wide cap on any task's run time, seconds.")
+    ] = None,
     log_level: str = "info",
 ) -> None:
     """Run the control plane: API, agent gateway, scheduler, node monitor."""
@@ -88,6 +91,7 @@ def server(
             gateway=gateway,
             heartbeat_interval=heartbeat,
             node_grace=node_grace,
+            max_runtime_cap_s=max_runtime_cap,
         )
     )
     srv.start_background()

@@ -47,7 +47,9 @@ class ProcessCluster:
         heartbeat: float = 1.0,
         node_grace: float = 3.0,
         driver: str = "docker",
+        server_args: list[str] | None = None,
     ) -> None:
+        self.server_args = list(server_args or [])
         self.root = root or Path(tempfile.mkdtemp(prefix="dockyard-test-"))
         self.port = free_port()
         self.gateway_port = free_port()
@@ -92,6 +94,7 @@ class ProcessCluster:
                 str(self.heartbeat),
                 "--node-grace",
                 str(self.node_grace),
+                *self.server_args,
             ],
             "server.log",
         )
@@ -125,6 +128,10 @@ class ProcessCluster:
         proc = self.agents.pop(name)
         proc.send_signal(sig)
         proc.wait(30)
+
+    def signal_agent(self, name: str, sig: int) -> None:
+        """Send a signal without waiting (SIGSTOP / SIGCONT to simulate a hang)."""
+        self.agents[name].send_signal(sig)
 
     def node_id(self, name: str = "node-1") -> str:
         return (self.root / f"agent-{name}" / "node_id").read_text().strip()
