@@ -165,7 +165,8 @@ def test_server_restart_loses_nothing(cluster: ProcessCluster, image: str) -> No
         done = wait_state(api, task_id, TERMINAL, timeout=60)
         assert done["state"] == "succeeded"
         _assert_complete_counter(api, task_id, 30)
-        assert [n["state"] for n in api.nodes()] == ["ready"]
+        wait_for(lambda: [n["state"] for n in api.nodes()] == ["ready"], timeout=10)
+        assert "node_down" not in [e["reason"] for e in api.events()]
 
 
 def test_follow_logs_until_end(cluster: ProcessCluster, image: str) -> None:

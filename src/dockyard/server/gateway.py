@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 import zmq
+from sqlalchemy import select, update
 
 from dockyard.protocol.messages import Message, MsgType, ProtocolError, decode, encode
 from dockyard.server import nodes as node_ops
@@ -22,6 +23,9 @@ from dockyard.store.db import Database
 from dockyard.store.tables import Node
 
 log = logging.getLogger(__name__)
+
+#: How often buffered heartbeats are written and cached node states re-read.
+FLUSH_INTERVAL_S = 2.0
 
 
 class Gateway:
@@ -40,6 +44,10 @@ class Gateway:
         self._on_change = on_change
         self._lock = threading.Lock()
         self._to_push: set[str] = set()
+        self._forget: set[str] = set()
+        # Gateway-thread state: buffered heartbeats and each node's (generation, state).
+        self._beats: dict[str, tuple[float, float, int]] = {}
+        self._known: dict[str, tuple[int, str]] = {}
         self._last_seen: dict[str, float] = {}
         self._stop = threading.Event()
         self._wake_r, self._wake_w = socket.socketpair()
@@ -98,8 +106,12 @@ class Gateway:
         poller.register(sock, zmq.POLLIN)
         poller.register(self._wake_r.fileno(), zmq.POLLIN)
         self._ready.set()
+        next_flush = time.monotonic() + FLUSH_INTERVAL_S
         try:
             while not self._stop.is_set():
+                if time.monotonic() >= next_flush:
+                    self._refresh_and_flush()
+                    next_flush = time.monotonic() + FLUSH_INTERVAL_S
                 events = dict(poller.poll(500))
                 if sock in events:
                     for _ in range(1000):
@@ -132,6 +144,9 @@ class Gateway:
     def _flush_pushes(self) -> None:
         with self._lock:
             pending, self._to_push = self._to_push, set()
+            forget, self._forget = self._forget, set()
+        for node_id in forget:
+            self._known.pop(node_id, None)
         for node_id in pending:
             self._send_desired(node_id)
 
@@ -143,6 +158,7 @@ class Gateway:
             if node is None:
                 return
             body = node_ops.desired_for(session, node)
+            self._known[node_id] = (node.generation, node.state)
         self._send(node_id, Message(MsgType.DESIRED, body))
 
     def _handle(self, identity: bytes, frame: bytes) -> None:
@@ -168,6 +184,7 @@ class Gateway:
         with self._db.write() as session:
             node = node_ops.register(session, msg.body)
             desired = node_ops.desired_for(session, node)
+            self._known[node_id] = (node.generation, node.state)
         self._send(
             node_id,
             Message(MsgType.WELCOME, {"heartbeat_interval": self._heartbeat_interval}),
@@ -176,21 +193,66 @@ class Gateway:
         self._on_change()
 
     def _on_heartbeat(self, node_id: str, msg: Message) -> None:
-        with self._db.write() as session:
-            node = session.get(Node, node_id)
-            if node is None:
-                came_back = False
-                generation = None
-            else:
+        """Heartbeats stay in memory (flushed in bulk every few seconds): no disk write each.
+
+        The database is touched only when the node is not known to be ready, or
+        when the generation it holds differs from the store's (then it gets its
+        desired set again).
+        """
+        usage = msg.body.get("usage") or {}
+        self._beats[node_id] = (
+            time.time(),
+            float(usage.get("cpu_percent", 0.0)),
+            int(usage.get("memory_bytes", 0)),
+        )
+        known = self._known.get(node_id)
+        if known is None or known[1] != "ready":
+            with self._db.write() as session:
+                node = session.get(Node, node_id)
+                if node is None:
+                    self._send(node_id, Message(MsgType.REHELLO, {}))
+                    return
                 came_back = node_ops.heartbeat(session, node, msg.body)
-                generation = node.generation
-        if generation is None:
-            self._send(node_id, Message(MsgType.REHELLO, {}))
-            return
-        if msg.body.get("generation") != generation:
+                known = (node.generation, node.state)
+            self._known[node_id] = known
+            if came_back:
+                self._on_change()
+        if msg.body.get("generation") != known[0]:
             self._send_desired(node_id)
-        if came_back:
-            self._on_change()
+
+    def forget(self, node_ids: set[str]) -> None:
+        """Drop cached node state (e.g. the node was declared down): next heartbeat reads the DB."""
+        with self._lock:
+            self._forget.update(node_ids)
+        self._poke()
+
+    def _refresh_and_flush(self) -> None:
+        """Write buffered heartbeats in one statement; re-read every node's generation and state."""
+        beats, self._beats = self._beats, {}
+        if beats:
+            try:
+                with self._db.write() as session:
+                    session.execute(
+                        update(Node),
+                        [
+                            {
+                                "id": node_id,
+                                "last_heartbeat_at": at,
+                                "used_cpu_percent": cpu,
+                                "used_memory_bytes": mem,
+                            }
+                            for node_id, (at, cpu, mem) in beats.items()
+                        ],
+                    )
+            except Exception:
+                log.exception("flushing heartbeats failed")
+        with self._db.read() as session:
+            self._known = {
+                str(node_id): (int(generation), str(state))
+                for node_id, generation, state in session.execute(
+                    select(Node.id, Node.generation, Node.state)
+                ).all()
+            }
 
     def _on_status(self, node_id: str, msg: Message) -> None:
         updates: list[dict[str, Any]] = list(msg.body.get("updates") or [])

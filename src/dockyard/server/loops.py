@@ -246,6 +246,7 @@ class NodeMonitor(Loop):
         grace: float,
         on_change: Callable[[], None],
         suspect_after: float | None = None,
+        forget: Callable[[set[str]], None] = lambda _: None,
         interval: float = 0.1,
     ) -> None:
         super().__init__(interval)
@@ -253,6 +254,7 @@ class NodeMonitor(Loop):
         self._last_seen = last_seen
         self._grace = grace
         self._suspect_after = suspect_after if suspect_after is not None else grace / 2
+        self._forget = forget
         self._on_change = on_change
         # Every node gets one full grace period after this server starts.
         self._started = time.monotonic()
@@ -280,6 +282,13 @@ class NodeMonitor(Loop):
         if not (down or suspect or recovered):
             return
         with self._db.write() as session:
+            # Heartbeats may have arrived since the snapshot: judge again, inside the write.
+            seen = self._last_seen()
+            now = time.monotonic()
+            silence = {n: now - seen.get(n, self._started) for n in silence}
+            down = {n: s for n, s in down.items() if silence[n] > self._grace}
+            suspect = {n for n in suspect if silence[n] > self._suspect_after}
+            recovered = {n for n in recovered if silence[n] <= self._suspect_after}
             for node_id, quiet in down.items():
                 node = session.get(Node, node_id)
                 if node is not None and node.state in ("ready", "suspect"):
@@ -295,4 +304,5 @@ class NodeMonitor(Loop):
                         f"{node.name}: {silence[node_id]:.1f}s since last heartbeat",
                         node_id=node_id,
                     )
+        self._forget(set(down) | suspect | recovered)
         self._on_change()

@@ -52,7 +52,8 @@ class Server:
             self.gateway.last_seen,
             cfg.node_grace,
             on_change=self._changed,
-            suspect_after=min(2 * cfg.heartbeat_interval, cfg.node_grace),
+            suspect_after=min(max(2 * cfg.heartbeat_interval, cfg.node_grace / 2), cfg.node_grace),
+            forget=self.gateway.forget,
         )
         self.reaper = ReaperLoop(self.db, push=self._push)
         self.app = create_app(
