@@ -48,13 +48,22 @@ class ProcessCluster:
         node_grace: float = 3.0,
         driver: str = "docker",
         server_args: list[str] | None = None,
+        api_host: str = "127.0.0.1",
+        gateway_host: str = "127.0.0.1",
+        server_prefix: list[str] | None = None,
     ) -> None:
+        """``server_prefix`` runs the server under a wrapper (``ip netns exec NS``)."""
         self.server_args = list(server_args or [])
+        self.api_host = api_host
+        self.server_prefix = list(server_prefix or [])
         self.root = root or Path(tempfile.mkdtemp(prefix="dockyard-test-"))
         self.port = free_port()
         self.gateway_port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.gateway = f"tcp://127.0.0.1:{self.gateway_port}"
+        self.url = f"http://{api_host}:{self.port}"
+        self.gateway = f"tcp://{gateway_host}:{self.gateway_port}"
+        self.gateway_bind = f"tcp://{'0.0.0.0' if self.server_prefix else gateway_host}:" + str(
+            self.gateway_port
+        )
         self.heartbeat = heartbeat
         self.node_grace = node_grace
         self.driver = driver
@@ -69,11 +78,13 @@ class ProcessCluster:
     def admin_token(self) -> str:
         return (self.data_dir / "admin.token").read_text().strip()
 
-    def _spawn(self, args: list[str], log_name: str) -> subprocess.Popen[bytes]:
+    def _spawn(
+        self, args: list[str], log_name: str, prefix: list[str] | None = None
+    ) -> subprocess.Popen[bytes]:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         with open(self.root / log_name, "ab") as log:  # the child keeps its own descriptor
             return subprocess.Popen(
-                [sys.executable, "-m", "dockyard", *args],
+                [*(prefix or []), sys.executable, "-m", "dockyard", *args],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=env,
@@ -86,10 +97,12 @@ class ProcessCluster:
                 "server",
                 "--data-dir",
                 str(self.data_dir),
+                "--host",
+                self.api_host,
                 "--port",
                 str(self.port),
                 "--gateway",
-                self.gateway,
+                self.gateway_bind,
                 "--heartbeat",
                 str(self.heartbeat),
                 "--node-grace",
@@ -97,6 +110,7 @@ class ProcessCluster:
                 *self.server_args,
             ],
             "server.log",
+            self.server_prefix,
         )
         wait_for(lambda: _healthy(self.url), timeout=30, message="server health")
 
@@ -106,12 +120,16 @@ class ProcessCluster:
             self.server_proc.wait(30)
             self.server_proc = None
 
-    def start_agent(self, name: str = "node-1") -> None:
+    def start_agent(
+        self, name: str = "node-1", prefix: list[str] | None = None, server: str | None = None
+    ) -> None:
+        """Start an agent; ``prefix`` wraps it (``ip netns exec NS``), ``server`` overrides
+        the gateway endpoint it connects to."""
         self.agents[name] = self._spawn(
             [
                 "agent",
                 "--server",
-                self.gateway,
+                server or self.gateway,
                 "--data-dir",
                 str(self.root / f"agent-{name}"),
                 "--name",
@@ -122,6 +140,7 @@ class ProcessCluster:
                 str(self.heartbeat),
             ],
             f"agent-{name}.log",
+            prefix,
         )
 
     def stop_agent(self, name: str = "node-1", sig: int = signal.SIGTERM) -> None:
