@@ -106,8 +106,15 @@ class Client:
         kill_grace_s: float | None = None,
         restart: str | dict[str, Any] | None = None,
         max_runtime_s: float | None = None,
+        mounts: list[str] | None = None,
+        **security: Any,
     ) -> dict[str, Any]:
+        """Submit a job. ``security`` takes the API's container options (privileged,
+        cap_add, network_mode, pid_mode, ipc_mode, devices, security_opt, sysctls, user)."""
         body: dict[str, Any] = {"name": name, "image": image, "command": command or []}
+        if mounts:
+            body["mounts"] = mounts
+        body.update({k: v for k, v in security.items() if v not in (None, False, [], {}, "")})
         if restart is not None:
             body["restart"] = restart
         if max_runtime_s is not None:
@@ -180,8 +187,19 @@ class Client:
         return list(self._request("GET", "/api/v1/events", params=params))
 
     # -- users ------------------------------------------------------------
-    def add_user(self, name: str, admin: bool = False) -> dict[str, Any]:
-        return dict(self._request("POST", "/api/v1/users", json={"name": name, "admin": admin}))
+    def add_user(self, name: str, admin: bool = False, home: str = "") -> dict[str, Any]:
+        body = {"name": name, "admin": admin, "home": home}
+        return dict(self._request("POST", "/api/v1/users", json=body))
+
+    def update_user(
+        self, name: str, home: str | None = None, policy: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {}
+        if home is not None:
+            body["home"] = home
+        if policy is not None:
+            body["policy"] = policy
+        return dict(self._request("PATCH", f"/api/v1/users/{_quote(name)}", json=body))
 
     def users(self) -> list[Any]:
         return list(self._request("GET", "/api/v1/users"))

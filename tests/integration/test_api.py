@@ -93,7 +93,7 @@ def test_admin_token_file_is_private_and_hashed_in_store(local: LocalCluster) ->
         ({"name": "x", "image": "busybox", "env": {"1BAD": "v"}}, "env"),
         ({"name": "x", "image": "busybox", "kill_grace_s": -1}, "kill_grace_s"),
         ({"name": "x"}, "image"),
-        ({"name": "x", "image": "busybox", "privileged": True}, "privileged"),
+        ({"name": "x", "image": "busybox", "bogus": True}, "bogus"),
         ({"name": "x", "image": "busybox", "command": "not a list"}, "command"),
     ],
 )

@@ -10,6 +10,7 @@ message only delays convergence; the next pass fixes it.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +19,7 @@ from typing import Any
 
 from dockyard.agent.logship import LogShipper
 from dockyard.core.resources import Resources
+from dockyard.core.security import ContainerPolicy, Mount, PolicyViolation, SecurityOptions, check
 from dockyard.core.states import DesiredState, Reason, TaskState, outcome
 from dockyard.drivers.base import ContainerSpec, ContainerStatus, Driver
 from dockyard.drivers.errors import ContainerExists, ContainerNotFound, DriverError
@@ -43,6 +45,9 @@ class DesiredTask:
     kill_grace_s: float
     desired: str
     log_offsets: dict[str, int] = field(default_factory=dict)
+    mounts: tuple[Mount, ...] = ()
+    security: SecurityOptions = field(default_factory=SecurityOptions)
+    policy: ContainerPolicy | None = None
 
     @classmethod
     def from_wire(cls, data: dict[str, Any]) -> DesiredTask:
@@ -57,6 +62,11 @@ class DesiredTask:
             kill_grace_s=float(data.get("kill_grace_s", 10.0)),
             desired=str(data.get("desired", DesiredState.RUN)),
             log_offsets={str(k): int(v) for k, v in (data.get("log_offsets") or {}).items()},
+            mounts=tuple(Mount.from_dict(m) for m in data.get("mounts") or ()),
+            security=SecurityOptions.from_dict(data.get("security")),
+            policy=(
+                None if data.get("policy") is None else ContainerPolicy.from_dict(data["policy"])
+            ),
         )
 
 
@@ -198,6 +208,18 @@ class Reconciler:
 
     # -- workers ----------------------------------------------------------
     def _spec(self, task: DesiredTask) -> ContainerSpec:
+        """The container spec; bind mounts are resolved and checked again here, on the node,
+        right before create (a path may differ here from what the server saw)."""
+        mounts = task.mounts
+        if task.policy is not None:
+            mounts = tuple(check(task.security, task.mounts, task.policy, os.path.realpath))
+        else:
+            mounts = tuple(
+                Mount(os.path.realpath(m.source), m.target, m.read_only, m.kind)
+                if m.kind == "bind"
+                else m
+                for m in task.mounts
+            )
         return ContainerSpec(
             task_id=task.task_id,
             node_id=self._node_id,
@@ -207,6 +229,8 @@ class Reconciler:
             command=task.command,
             env=task.env,
             resources=task.resources,
+            mounts=mounts,
+            security=task.security,
         )
 
     def _start_task(self, task: DesiredTask) -> None:
@@ -231,6 +255,16 @@ class Reconciler:
             self._report({"task_id": tid, "state": TaskState.STARTING, "reason": "creating"})
             try:
                 container_id = self._driver.create(self._spec(task))
+            except PolicyViolation as exc:
+                self._finish(
+                    tid,
+                    {
+                        "state": TaskState.FAILED,
+                        "reason": "policy_violation",
+                        "message": f"{exc.rule}: {exc.message}",
+                    },
+                )
+                return
             except ContainerExists:
                 return  # the next pass adopts it
             except DriverError as exc:

@@ -185,6 +185,18 @@ def run(
     max_runtime: Annotated[
         float | None, typer.Option(help="Kill the task after this many seconds.")
     ] = None,
+    volume: Annotated[
+        list[str] | None,
+        typer.Option("--volume", "-v", help="SOURCE:TARGET[:ro] (path: bind; name: volume)"),
+    ] = None,
+    privileged: Annotated[bool, typer.Option(help="Privileged mode (admin policy).")] = False,
+    cap_add: Annotated[list[str] | None, typer.Option(help="Add a capability.")] = None,
+    network: Annotated[str | None, typer.Option(help="Network mode, e.g. host.")] = None,
+    pid: Annotated[str | None, typer.Option(help="PID namespace, e.g. host.")] = None,
+    ipc: Annotated[str | None, typer.Option(help="IPC namespace, e.g. host.")] = None,
+    device: Annotated[list[str] | None, typer.Option(help="Host device to add.")] = None,
+    security_opt: Annotated[list[str] | None, typer.Option(help="Docker security option.")] = None,
+    user: Annotated[str | None, typer.Option(help="User[:group] inside the container.")] = None,
     json_out: JsonOpt = False,
     url: UrlOpt = None,
     token: TokenOpt = None,
@@ -212,6 +224,15 @@ def run(
             kill_grace_s=kill_grace,
             restart=restart,
             max_runtime_s=max_runtime,
+            mounts=list(volume or []),
+            privileged=privileged,
+            cap_add=list(cap_add or []),
+            network_mode=network,
+            pid_mode=pid,
+            ipc_mode=ipc,
+            devices=list(device or []),
+            security_opt=list(security_opt or []),
+            user=user,
         )
     if json_out:
         render.print_json(task)
@@ -512,17 +533,46 @@ def whoami(json_out: JsonOpt = False, url: UrlOpt = None, token: TokenOpt = None
 def user_add(
     name: str,
     admin: Annotated[bool, typer.Option(help="Make the user an admin.")] = False,
+    home: Annotated[str, typer.Option(help="Home directory (default /home/NAME).")] = "",
     json_out: JsonOpt = False,
     url: UrlOpt = None,
     token: TokenOpt = None,
 ) -> None:
     """Create a user and print their first token (shown once)."""
     with client(url, token) as api:
-        result = call(api.add_user, name, admin)
+        result = call(api.add_user, name, admin, home)
     if json_out:
         render.print_json(result)
     else:
         print(result["token"])
+
+
+@user_app.command("set")
+def user_set(
+    name: str,
+    home: Annotated[str | None, typer.Option(help="Home directory (mount root).")] = None,
+    policy: Annotated[
+        str | None, typer.Option(help='Container policy JSON, e.g. {"allow_privileged": true}')
+    ] = None,
+    json_out: JsonOpt = False,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Change a user's home or container policy (admin)."""
+    parsed = None
+    if policy is not None:
+        try:
+            parsed = json.loads(policy)
+        except ValueError as exc:
+            fail(f"--policy is not JSON: {exc}")
+        if not isinstance(parsed, dict):
+            fail("--policy must be a JSON object")
+    with client(url, token) as api:
+        result = call(api.update_user, name, home, parsed)
+    if json_out:
+        render.print_json(result)
+    else:
+        print(f"{result['name']}: home {result['home']}, policy {json.dumps(result['policy'])}")
 
 
 @user_app.command("ls")

@@ -11,6 +11,7 @@ from dockyard.core.errors import ValidationError
 from dockyard.core.image_ref import validate_image
 from dockyard.core.policy import RestartMode, RestartPolicy
 from dockyard.core.resources import Resources, parse_cpu, parse_memory
+from dockyard.core.security import Mount, SecurityOptions, parse_mount, validate_mount
 
 _NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$")
 _ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -35,6 +36,8 @@ class JobSpec:
     kill_grace_s: float = DEFAULT_KILL_GRACE_S
     restart: RestartPolicy = field(default_factory=RestartPolicy)
     max_runtime_s: float | None = None
+    mounts: tuple[Mount, ...] = ()
+    security: SecurityOptions = field(default_factory=SecurityOptions)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -47,6 +50,8 @@ class JobSpec:
             "kill_grace_s": self.kill_grace_s,
             "restart": self.restart.to_dict(),
             "max_runtime_s": self.max_runtime_s,
+            "mounts": [m.to_dict() for m in self.mounts],
+            "security": self.security.to_dict(),
         }
 
     @classmethod
@@ -63,6 +68,8 @@ class JobSpec:
             max_runtime_s=(
                 None if data.get("max_runtime_s") is None else float(data["max_runtime_s"])
             ),
+            mounts=tuple(Mount.from_dict(m) for m in data.get("mounts") or ()),
+            security=SecurityOptions.from_dict(data.get("security")),
         )
 
 
@@ -87,6 +94,8 @@ def build_job_spec(
     kill_grace_s: float | None = None,
     restart: str | Mapping[str, Any] | None = None,
     max_runtime_s: float | None = None,
+    mounts: Sequence[str | Mapping[str, Any]] | None = None,
+    security: Mapping[str, Any] | None = None,
 ) -> JobSpec:
     """Validate raw user input and build a :class:`JobSpec`.
 
@@ -132,4 +141,16 @@ def build_job_spec(
         kill_grace_s=grace,
         restart=policy,
         max_runtime_s=None if max_runtime_s is None else float(max_runtime_s),
+        mounts=tuple(
+            parse_mount(m) if isinstance(m, str) else validate_mount(_mount_from(m))
+            for m in mounts or ()
+        ),
+        security=SecurityOptions.from_dict(security),
     )
+
+
+def _mount_from(data: Mapping[str, Any]) -> Mount:
+    try:
+        return Mount.from_dict(data)
+    except (KeyError, TypeError, ValueError):
+        raise ValidationError("mounts", "each mount needs source and target") from None

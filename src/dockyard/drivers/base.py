@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from dockyard.core.resources import Resources
+from dockyard.core.security import Mount, SecurityOptions
 
 #: Docker labels that mark and identify dockyard's containers.
 LABEL_MANAGED = "io.dockyard.managed"
@@ -31,6 +32,8 @@ class ContainerSpec:
     env: Mapping[str, str] = field(default_factory=dict)
     resources: Resources = field(default_factory=Resources)
     pids_limit: int = DEFAULT_PIDS_LIMIT
+    mounts: tuple[Mount, ...] = ()
+    security: SecurityOptions = field(default_factory=SecurityOptions)
 
     @property
     def container_name(self) -> str:

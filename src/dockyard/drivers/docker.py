@@ -19,6 +19,7 @@ from tenacity import (
 )
 
 from dockyard.core.resources import Resources
+from dockyard.core.security import volume_name
 from dockyard.drivers.base import (
     LABEL_NODE,
     LABEL_TASK,
@@ -123,7 +124,18 @@ class DockerDriver:
                 mem_limit=spec.resources.memory_bytes,
                 memswap_limit=spec.resources.memory_bytes,
                 pids_limit=spec.pids_limit,
-                security_opt=["no-new-privileges"],
+                security_opt=["no-new-privileges", *spec.security.security_opt],
+                privileged=spec.security.privileged,
+                cap_add=list(spec.security.cap_add) or None,
+                network_mode=spec.security.network_mode or None,
+                pid_mode=spec.security.pid_mode or None,
+                ipc_mode=spec.security.ipc_mode or None,
+                uts_mode=spec.security.uts_mode or None,
+                userns_mode=spec.security.userns_mode or None,
+                devices=list(spec.security.devices) or None,
+                sysctls=dict(spec.security.sysctls) or None,
+                user=spec.security.user or None,
+                volumes=_volumes(spec),
                 init=True,
                 log_config=LogConfig(type="json-file"),
                 detach=True,
@@ -231,6 +243,15 @@ class DockerDriver:
             return fn()
         except (requests.exceptions.RequestException, docker.errors.DockerException) as exc:
             raise RuntimeUnavailable(f"Docker Engine error: {exc}") from exc
+
+
+def _volumes(spec: ContainerSpec) -> dict[str, dict[str, str]] | None:
+    """Docker's ``volumes`` argument: resolved bind sources and per-owner volume names."""
+    out: dict[str, dict[str, str]] = {}
+    for mount in spec.mounts:
+        source = mount.source if mount.kind == "bind" else volume_name(spec.owner, mount.source)
+        out[source] = {"bind": mount.target, "mode": "ro" if mount.read_only else "rw"}
+    return out or None
 
 
 def _status(attrs: dict[str, Any]) -> ContainerStatus:

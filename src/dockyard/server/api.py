@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from dockyard import __version__
 from dockyard.core.errors import ValidationError
+from dockyard.core.security import ContainerPolicy, PolicyViolation
 from dockyard.core.specs import JobSpec, build_job_spec
 from dockyard.core.states import PLACED_STATES, TaskState
 from dockyard.server import auth
@@ -27,6 +28,7 @@ from dockyard.server.errors import Forbidden, ServerError, Unauthorized
 from dockyard.server.events import EventKind, record
 from dockyard.server.jobs import find_task, kill_task, submit_job, visible_tasks
 from dockyard.server.nodes import allocations
+from dockyard.server.policy import enforce, policy_for
 from dockyard.server.schemas import (
     DrainRequest,
     ErrorOut,
@@ -41,6 +43,7 @@ from dockyard.server.schemas import (
     TokenOut,
     UserCreate,
     UserOut,
+    UserUpdate,
     UserWithTokenOut,
     WhoAmIOut,
 )
@@ -63,6 +66,7 @@ class ServerContext:
     wake_scheduler: Callable[[], None]
     push: Callable[[set[str]], None]
     max_runtime_cap_s: float | None = None
+    cluster_policy: dict[str, Any] = field(default_factory=dict)
 
 
 def _error(status: int, code: str, message: str, field: str | None = None) -> JSONResponse:
@@ -104,6 +108,11 @@ def create_app(ctx: ServerContext) -> FastAPI:
         responses={401: {"model": ErrorOut}, 422: {"model": ErrorOut}},
     )
     app.state.ctx = ctx
+
+    @app.exception_handler(PolicyViolation)
+    def _policy(_: Request, exc: PolicyViolation) -> JSONResponse:
+        body = ErrorOut(error="policy", message=exc.message, field=exc.field, rule=exc.rule)
+        return JSONResponse(status_code=403, content=body.model_dump())
 
     @app.exception_handler(ValidationError)
     def _validation(_: Request, exc: ValidationError) -> JSONResponse:
@@ -159,9 +168,18 @@ def create_app(ctx: ServerContext) -> FastAPI:
             kill_grace_s=body.kill_grace_s,
             restart=body.restart,
             max_runtime_s=body.max_runtime_s,
+            mounts=body.mounts,
+            security=body.security(),
         )
         with ctx.db.write() as session:
-            task = submit_job(session, who, spec, ctx.max_runtime_cap_s)
+            user = session.get(User, who.user_id)
+            if user is None:
+                raise Unauthorized("user no longer exists")
+            policy = policy_for(user, ctx.cluster_policy)
+            spec = enforce(spec, policy)
+            task = submit_job(
+                session, who, spec, ctx.max_runtime_cap_s, policy.to_dict() if policy else None
+            )
             out = task_out(session, task)
         ctx.wake_scheduler()
         return out
@@ -386,8 +404,32 @@ def create_app(ctx: ServerContext) -> FastAPI:
     def add_user(body: UserCreate, who: AdminUser) -> UserWithTokenOut:
         with ctx.db.write() as session:
             user = auth.create_user(session, body.name, body.admin)
+            user.home = body.home
             token = auth.issue_token(session, user, f"created by {who.name}")
             return UserWithTokenOut(user=UserOut.build(user), token=token)
+
+    @app.patch(
+        "/api/v1/users/{name}",
+        response_model=UserOut,
+        responses={403: {"model": ErrorOut}, 404: {"model": ErrorOut}},
+    )
+    def update_user(name: str, body: UserUpdate, who: AdminUser) -> UserOut:
+        with ctx.db.write() as session:
+            user = session.scalar(select(User).where(User.name == name))
+            if user is None:
+                raise NotFound("user", name)
+            if body.home is not None:
+                if not body.home.startswith("/"):
+                    raise ValidationError("home", "must be an absolute path")
+                user.home = body.home
+            if body.policy is not None:
+                try:  # refuse malformed policies early
+                    ContainerPolicy.from_dict(body.policy)
+                except (TypeError, AttributeError) as exc:
+                    raise ValidationError("policy", f"malformed policy: {exc}") from None
+                user.policy = dict(body.policy)
+            record(session, EventKind.USER, "user_updated", f"{name} updated by {who.name}")
+            return UserOut.build(user)
 
     @app.post(
         "/api/v1/tokens",

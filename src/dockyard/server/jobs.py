@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy import ColumnElement, or_, select, update
 from sqlalchemy.orm import Session
@@ -25,7 +26,11 @@ def effective_max_runtime(spec: JobSpec, cap_s: float | None) -> float | None:
 
 
 def submit_job(
-    session: Session, owner: Principal, spec: JobSpec, max_runtime_cap_s: float | None = None
+    session: Session,
+    owner: Principal,
+    spec: JobSpec,
+    max_runtime_cap_s: float | None = None,
+    policy: dict[str, Any] | None = None,
 ) -> Task:
     """Store a job and its first task (pending) in one transaction."""
     now = time.time()
@@ -34,7 +39,8 @@ def submit_job(
         owner_id=owner.user_id,
         name=spec.name,
         kind="job",
-        spec=spec.to_dict(),
+        # The policy checked at submit travels with the spec; the agent checks again.
+        spec={**spec.to_dict(), "policy": policy},
         created_at=now,
     )
     task = Task(

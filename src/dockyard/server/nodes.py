@@ -112,7 +112,8 @@ def desired_for(session: Session, node: Node) -> dict[str, Any]:
         }
     entries = []
     for task in tasks:
-        spec = JobSpec.from_dict(specs[task.workload_id])
+        raw = specs[task.workload_id]
+        spec = JobSpec.from_dict(raw)
         entries.append(
             {
                 "task_id": task.id,
@@ -124,6 +125,9 @@ def desired_for(session: Session, node: Node) -> dict[str, Any]:
                 "cpu_millis": task.cpu_millis,
                 "memory_bytes": task.memory_bytes,
                 "kill_grace_s": spec.kill_grace_s,
+                "mounts": [m.to_dict() for m in spec.mounts],
+                "security": spec.security.to_dict(),
+                "policy": raw.get("policy"),
                 "desired": task.desired_state,
                 "log_offsets": {
                     "stdout": offsets.get((task.id, "stdout"), 0),

@@ -14,6 +14,7 @@ class ErrorOut(BaseModel):
     error: str = Field(description="machine-readable error code")
     message: str
     field: str | None = Field(default=None, description="the offending input field, if any")
+    rule: str | None = Field(default=None, description="the policy rule that refused it")
 
 
 class JobCreate(BaseModel):
@@ -31,6 +32,39 @@ class JobCreate(BaseModel):
         description="never | on-failure | always, or a policy object (see docs/failures.md)",
     )
     max_runtime_s: float | None = Field(default=None, description="kill after this many seconds")
+    mounts: list[str | dict[str, Any]] = Field(
+        default_factory=list,
+        max_length=64,
+        description="SOURCE:TARGET[:ro] (absolute SOURCE: bind mount; a name: volume)",
+    )
+    privileged: bool = False
+    cap_add: list[str] = Field(default_factory=list, max_length=64)
+    network_mode: str = Field(default="", max_length=64)
+    pid_mode: str = Field(default="", max_length=64)
+    ipc_mode: str = Field(default="", max_length=64)
+    uts_mode: str = Field(default="", max_length=64)
+    userns_mode: str = Field(default="", max_length=64)
+    devices: list[str] = Field(default_factory=list, max_length=64)
+    security_opt: list[str] = Field(default_factory=list, max_length=64)
+    sysctls: dict[str, str] = Field(default_factory=dict)
+    user: str = Field(default="", max_length=64, description="user[:group] inside the container")
+
+    def security(self) -> dict[str, Any]:
+        return self.model_dump(
+            include={
+                "privileged",
+                "cap_add",
+                "network_mode",
+                "pid_mode",
+                "ipc_mode",
+                "uts_mode",
+                "userns_mode",
+                "devices",
+                "security_opt",
+                "sysctls",
+                "user",
+            }
+        )
 
 
 class DrainRequest(BaseModel):
@@ -192,6 +226,16 @@ class UserCreate(BaseModel):
 
     name: str = Field(max_length=63)
     admin: bool = False
+    home: str = Field(default="", max_length=1024, description="default: /home/NAME")
+
+
+class UserUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    home: str | None = Field(default=None, max_length=1024)
+    policy: dict[str, Any] | None = Field(
+        default=None, description="container policy overrides (docs/security.md)"
+    )
 
 
 class UserOut(BaseModel):
@@ -199,10 +243,19 @@ class UserOut(BaseModel):
     name: str
     admin: bool
     created_at: float
+    home: str
+    policy: dict[str, Any]
 
     @classmethod
     def build(cls, user: User) -> UserOut:
-        return cls(id=user.id, name=user.name, admin=user.is_admin, created_at=user.created_at)
+        return cls(
+            id=user.id,
+            name=user.name,
+            admin=user.is_admin,
+            created_at=user.created_at,
+            home=user.home or f"/home/{user.name}",
+            policy=dict(user.policy or {}),
+        )
 
 
 class TokenCreate(BaseModel):

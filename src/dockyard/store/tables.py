@@ -30,6 +30,10 @@ class User(Base):
     name: Mapped[str] = mapped_column(String(64), unique=True)
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[float] = mapped_column(Float)
+    #: The user's home directory: the default root their bind mounts must stay under.
+    home: Mapped[str] = mapped_column(String(1024), default="")
+    #: Per-user container policy overrides an admin set (see core/security.py).
+    policy: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
 
 class Token(Base):
