@@ -192,9 +192,15 @@ class Client:
         return dict(self._request("POST", "/api/v1/users", json=body))
 
     def update_user(
-        self, name: str, home: str | None = None, policy: dict[str, Any] | None = None
+        self,
+        name: str,
+        home: str | None = None,
+        policy: dict[str, Any] | None = None,
+        quota: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         body: dict[str, Any] = {}
+        if quota is not None:
+            body["quota"] = quota
         if home is not None:
             body["home"] = home
         if policy is not None:
@@ -209,6 +215,40 @@ class Client:
         if user:
             body["user"] = user
         return dict(self._request("POST", "/api/v1/tokens", json=body))
+
+    # -- accounting and maintenance -------------------------------------------
+    def accounting(self, user: str | None = None, since: float | None = None) -> list[Any]:
+        params: dict[str, Any] = {}
+        if user:
+            params["user"] = user
+        if since is not None:
+            params["since"] = since
+        return list(self._request("GET", "/api/v1/accounting", params=params))
+
+    def export_accounting(
+        self, fmt: str = "sge", user: str | None = None, since: float | None = None
+    ) -> str:
+        params: dict[str, Any] = {"format": fmt}
+        if user:
+            params["user"] = user
+        if since is not None:
+            params["since"] = since
+        try:
+            response = self._http.get("/api/v1/accounting/export", params=params)
+        except httpx.HTTPError as exc:
+            raise ClientError(f"cannot reach dockyard at {self.url}: {exc}") from exc
+        if response.status_code >= 400:
+            self._decode(response)
+        return response.text
+
+    def user_stats(self) -> list[Any]:
+        return list(self._request("GET", "/api/v1/users/stats"))
+
+    def gc(self, retention_s: float, accounting_retention_s: float | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"retention_s": retention_s}
+        if accounting_retention_s is not None:
+            body["accounting_retention_s"] = accounting_retention_s
+        return dict(self._request("POST", "/api/v1/admin/gc", json=body))
 
 
 def _quote(ref: str) -> str:

@@ -15,6 +15,8 @@ from dockyard import __version__, config
 from dockyard.agent.connection import Connection
 from dockyard.agent.logship import LogShipper
 from dockyard.agent.reconciler import Reconciler
+from dockyard.agent.sampler import DEFAULT_INTERVAL_S as DEFAULT_SAMPLE_INTERVAL_S
+from dockyard.agent.sampler import UsageSampler
 from dockyard.core.ids import new_id
 from dockyard.drivers import make_driver
 from dockyard.drivers.base import Driver
@@ -33,6 +35,7 @@ class AgentConfig:
     heartbeat_interval: float = config.DEFAULT_HEARTBEAT_S
     labels: dict[str, str] = field(default_factory=dict)
     node_id: str | None = None
+    sample_interval: float = DEFAULT_SAMPLE_INTERVAL_S
 
 
 def load_node_id(data_dir: Path) -> str:
@@ -63,7 +66,17 @@ class Agent:
         )
         self.shipper = LogShipper(self._ship_logs)
         self.reconciler = Reconciler(self.driver, self.node_id, self._report, self.shipper)
+        self.sampler = UsageSampler(
+            self.driver,
+            self.reconciler.running_containers,
+            self._ship_usage,
+            interval=cfg.sample_interval,
+        )
+        self.reconciler.final_usage = self.sampler.final
         self._stopped = threading.Event()
+
+    def _ship_usage(self, samples: list[list[Any]]) -> None:
+        self.connection.send_reliable(MsgType.USAGE, {"samples": samples})
 
     def _ship_logs(self, lines: list[list[Any]]) -> None:
         self.connection.send_reliable(MsgType.LOGS, {"lines": lines})
@@ -103,10 +116,12 @@ class Agent:
     def start(self) -> None:
         self.shipper.start()
         self.reconciler.start()
+        self.sampler.start()
         self.connection.start()
 
     def stop(self) -> None:
         self._stopped.set()
+        self.sampler.stop()
         self.reconciler.stop()
         self.shipper.stop()
         self.connection.stop()

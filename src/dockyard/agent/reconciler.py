@@ -95,6 +95,9 @@ class Reconciler:
         self._stopping: set[str] = set()  # we asked it to stop
         self._forced: set[str] = set()  # it needed SIGKILL
         self._log_counts: dict[str, dict[str, int]] = {}
+        self._containers: dict[str, str] = {}  # watched task id -> container id
+        #: Returns and forgets a finished task's usage totals (set by the agent).
+        self.final_usage: Callable[[str], dict[str, Any]] = lambda _: {}
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="task")
         self._thread = threading.Thread(target=self._run, name="reconciler", daemon=True)
 
@@ -122,6 +125,10 @@ class Reconciler:
     def running_count(self) -> int:
         with self._lock:
             return len(self._watched)
+
+    def running_containers(self) -> dict[str, str]:
+        with self._lock:
+            return dict(self._containers)
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -338,6 +345,7 @@ class Reconciler:
             if task.task_id in self._watched:
                 return
             self._watched.add(task.task_id)
+            self._containers[task.task_id] = container_id
             self._log_counts[task.task_id] = {"stdout": 0, "stderr": 0}
         if adopted:
             self._report(
@@ -392,6 +400,7 @@ class Reconciler:
         except DriverError as exc:
             with self._lock:
                 self._watched.discard(tid)
+                self._containers.pop(tid, None)
             log.warning("watching %s failed: %s", tid, exc)
             return
         with self._lock:
@@ -399,6 +408,9 @@ class Reconciler:
             forced = tid in self._forced
             counts = dict(self._log_counts.get(tid, {}))
         state, reason = outcome(status.exit_code, status.oom_killed, stopping)
+        with self._lock:
+            self._containers.pop(tid, None)
+        usage = self.final_usage(tid)
         self._shipper.flush()
         self._finish(
             tid,
@@ -412,6 +424,7 @@ class Reconciler:
                 "forced": forced,
                 "log_lines_total": sum(counts.values()),
                 "message": status.error,
+                "usage": usage,
             },
         )
         with self._lock:

@@ -107,6 +107,9 @@ def agent(
     name: Annotated[str | None, typer.Option(help="Node name (default: hostname).")] = None,
     driver: Annotated[str, typer.Option(help="Runtime driver: docker or sim.")] = "docker",
     heartbeat: float = config.DEFAULT_HEARTBEAT_S,
+    sample_interval: Annotated[
+        float, typer.Option(help="Seconds between resource samples of running tasks.")
+    ] = 1.0,
     log_level: str = "info",
 ) -> None:
     """Run a node agent that executes tasks on this machine's Docker Engine."""
@@ -121,6 +124,7 @@ def agent(
         data_dir=data_dir or config.default_data_dir() / "agent",
         driver=driver,
         heartbeat_interval=heartbeat,
+        sample_interval=sample_interval,
     )
     if name:
         cfg.name = name
@@ -554,25 +558,37 @@ def user_set(
     policy: Annotated[
         str | None, typer.Option(help='Container policy JSON, e.g. {"allow_privileged": true}')
     ] = None,
+    quota: Annotated[
+        str | None, typer.Option(help='Quota JSON, e.g. {"max_cpu": 2, "cpu_hours": 10}')
+    ] = None,
     json_out: JsonOpt = False,
     url: UrlOpt = None,
     token: TokenOpt = None,
 ) -> None:
     """Change a user's home or container policy (admin)."""
-    parsed = None
-    if policy is not None:
-        try:
-            parsed = json.loads(policy)
-        except ValueError as exc:
-            fail(f"--policy is not JSON: {exc}")
-        if not isinstance(parsed, dict):
-            fail("--policy must be a JSON object")
+    parsed = _json_object("--policy", policy)
+    parsed_quota = _json_object("--quota", quota)
     with client(url, token) as api:
-        result = call(api.update_user, name, home, parsed)
+        result = call(api.update_user, name, home, parsed, parsed_quota)
     if json_out:
         render.print_json(result)
     else:
-        print(f"{result['name']}: home {result['home']}, policy {json.dumps(result['policy'])}")
+        print(
+            f"{result['name']}: home {result['home']}, policy {json.dumps(result['policy'])}, "
+            f"quota {json.dumps(result['quota'])}"
+        )
+
+
+def _json_object(flag: str, text: str | None) -> dict[str, Any] | None:
+    if text is None:
+        return None
+    try:
+        parsed = json.loads(text)
+    except ValueError as exc:
+        fail(f"{flag} is not JSON: {exc}")
+    if not isinstance(parsed, dict):
+        fail(f"{flag} must be a JSON object")
+    return parsed
 
 
 @user_app.command("ls")
@@ -612,6 +628,131 @@ def token_create(
         render.print_json(result)
     else:
         print(result["token"])
+
+
+def _since(value: str | None) -> float | None:
+    """``3600`` (seconds ago), ``2d``/``12h``/``30m`` ago, or an ISO date."""
+    import datetime
+    import time
+
+    if value is None:
+        return None
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        if value[-1:] in units and value[:-1].replace(".", "", 1).isdigit():
+            return time.time() - float(value[:-1]) * units[value[-1]]
+        if value.replace(".", "", 1).isdigit():
+            return time.time() - float(value)
+        return datetime.datetime.fromisoformat(value).timestamp()
+    except ValueError:
+        fail(f"--since {value!r}: use seconds, 12h, 2d or an ISO date")
+
+
+@app.command()
+def accounting(
+    user: Annotated[str | None, typer.Option(help="Only this user (admins: anyone).")] = None,
+    since: Annotated[str | None, typer.Option(help="12h, 2d, seconds or an ISO date.")] = None,
+    format: Annotated[str, typer.Option(help="table, json, csv or sge.")] = "table",
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Accounting records of finished tasks (CPU seconds, max memory, wall time...)."""
+    if format not in ("table", "json", "csv", "sge"):
+        fail("--format must be table, json, csv or sge")
+    start = _since(since)
+    with client(url, token) as api:
+        if format in ("csv", "sge"):
+            sys.stdout.write(call(api.export_accounting, format, user, start))
+            return
+        records = call(api.accounting, user, start)
+    if format == "json":
+        render.print_json(records)
+        return
+    render.table(
+        ["TASK", "JOB", "OWNER", "NODE", "STATE", "EXIT", "WALL", "CPU s", "MAX MEM", "REASON"],
+        [
+            [
+                r["task_id"],
+                escape(r["job_name"]),
+                escape(r["owner"]),
+                escape(r["node"]),
+                r["state"],
+                "-" if r["exit_code"] is None else str(r["exit_code"]),
+                render.age(r["wall_s"]),
+                f"{r['cpu_s']:.2f}",
+                render.size(r["max_memory_bytes"]),
+                r["reason"],
+            ]
+            for r in records
+        ],
+    )
+
+
+@app.command()
+def users(json_out: JsonOpt = False, url: UrlOpt = None, token: TokenOpt = None) -> None:
+    """Per-user statistics: running, queued, finished, usage, quota."""
+    with client(url, token) as api:
+        stats = call(api.user_stats)
+    if json_out:
+        render.print_json(stats)
+        return
+    render.table(
+        ["USER", "RUNNING", "QUEUED", "FINISHED", "CPU-HOURS", "QUOTA"],
+        [
+            [
+                escape(s["name"]),
+                str(s["running"]),
+                str(s["queued"]),
+                str(s["finished"]),
+                f"{s['quota_cpu_hours_used']:.3f}",
+                escape(json.dumps(s["quota"]) if s["quota"] else "-"),
+            ]
+            for s in stats
+        ],
+    )
+
+
+admin_app = typer.Typer(help="Cluster maintenance (admin).", no_args_is_help=True)
+app.add_typer(admin_app, name="admin")
+
+
+@admin_app.command("gc")
+def admin_gc(
+    retention: Annotated[float, typer.Option(help="Keep finished work this many days.")] = 7.0,
+    accounting_retention: Annotated[
+        float | None, typer.Option(help="Also drop accounting older than this many days.")
+    ] = None,
+    json_out: JsonOpt = False,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Remove finished tasks, their logs and events past the retention."""
+    with client(url, token) as api:
+        result = call(
+            api.gc,
+            retention * 86400,
+            None if accounting_retention is None else accounting_retention * 86400,
+        )
+    if json_out:
+        render.print_json(result)
+    else:
+        print(", ".join(f"{k}: {v}" for k, v in result.items()))
+
+
+@admin_app.command("export-accounting")
+def admin_export_accounting(
+    format: Annotated[str, typer.Option(help="sge or csv.")] = "sge",
+    since: Annotated[str | None, typer.Option(help="12h, 2d, seconds or an ISO date.")] = None,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Every user's accounting, as an SGE accounting file (default) or CSV."""
+    if format not in ("sge", "csv"):
+        fail("--format must be sge or csv")
+    with client(url, token) as api:
+        if not call(api.whoami)["admin"]:
+            fail("admin only")
+        sys.stdout.write(call(api.export_accounting, format, None, _since(since)))
 
 
 @app.command()

@@ -87,6 +87,7 @@ class Usage:
 
     cpu_seconds: float
     memory_bytes: int
+    max_memory_bytes: int = 0
 
 
 class Driver(Protocol):

@@ -233,9 +233,13 @@ class DockerDriver:
             stats = self._client.api.stats(container_id, stream=False, one_shot=True)
         except (docker.errors.DockerException, requests.exceptions.RequestException):
             return None
-        cpu = stats.get("cpu_stats", {}).get("cpu_usage", {}).get("total_usage", 0)
-        memory = stats.get("memory_stats", {}).get("usage", 0)
-        return Usage(cpu_seconds=cpu / 1e9, memory_bytes=int(memory or 0))
+        cpu = (stats.get("cpu_stats") or {}).get("cpu_usage", {}).get("total_usage", 0)
+        memory_stats = stats.get("memory_stats") or {}
+        if not memory_stats and not cpu:
+            return None  # the container is gone
+        memory = int(memory_stats.get("usage") or 0)
+        peak = int(memory_stats.get("max_usage") or memory_stats.get("peak") or memory)
+        return Usage(cpu_seconds=cpu / 1e9, memory_bytes=memory, max_memory_bytes=peak)
 
     # -- helpers ----------------------------------------------------------
     def _call(self, fn: Any) -> Any:

@@ -5,7 +5,7 @@ Messages that change state (``status``, ``logs``) carry an ``id`` and are
 re-sent by the agent until the server ``ack``s that id; the server applies them
 idempotently, so a resend never duplicates anything.
 
-Agent -> server: ``hello``, ``heartbeat``, ``status``, ``logs``.
+Agent -> server: ``hello``, ``heartbeat``, ``status``, ``logs``, ``usage``.
 Server -> agent: ``welcome``, ``desired``, ``ack``, ``rehello``.
 """
 
@@ -31,6 +31,7 @@ class MsgType(StrEnum):
     HEARTBEAT = "heartbeat"
     STATUS = "status"
     LOGS = "logs"
+    USAGE = "usage"
     WELCOME = "welcome"
     DESIRED = "desired"
     ACK = "ack"

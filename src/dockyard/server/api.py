@@ -4,31 +4,31 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Annotated, Any
+from collections.abc import Iterator
+from typing import Annotated, Any, Literal
 
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy import func, or_, select
+from fastapi.responses import JSONResponse, StreamingResponse
+from sqlalchemy import ColumnElement, and_, func, or_, select
 from sqlalchemy.orm import Session
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from dockyard import __version__
 from dockyard.core.errors import ValidationError
+from dockyard.core.quota import Quota
 from dockyard.core.security import ContainerPolicy, PolicyViolation
 from dockyard.core.specs import JobSpec, build_job_spec
 from dockyard.core.states import PLACED_STATES, TaskState
 from dockyard.server import auth
-from dockyard.server.auth import Principal
+from dockyard.server.dashboard import install as install_dashboard
+from dockyard.server.deps import AdminUser, CurrentUser, ServerContext
 from dockyard.server.errors import Forbidden, ServerError, Unauthorized
 from dockyard.server.events import EventKind, record
 from dockyard.server.jobs import find_task, kill_task, submit_job, visible_tasks
 from dockyard.server.nodes import allocations
 from dockyard.server.policy import enforce, policy_for
+from dockyard.server.routes_accounting import router as accounting_router
 from dockyard.server.schemas import (
     DrainRequest,
     ErrorOut,
@@ -47,57 +47,19 @@ from dockyard.server.schemas import (
     UserWithTokenOut,
     WhoAmIOut,
 )
-from dockyard.store.db import Database
+from dockyard.server.stream import event_rows, public
 from dockyard.store.errors import NotFound
 from dockyard.store.tables import Event, LogLine, Node, Task, User, Workload
 
-STATIC = Path(__file__).parent / "static"
 FOLLOW_POLL_S = 0.1
 #: After a task ends, how long a follower waits for log lines still in flight.
 FOLLOW_DRAIN_S = 10.0
-
-
-@dataclass
-class ServerContext:
-    """What the API needs from the rest of the server."""
-
-    db: Database
-    data_dir: Path
-    wake_scheduler: Callable[[], None]
-    push: Callable[[set[str]], None]
-    max_runtime_cap_s: float | None = None
-    cluster_policy: dict[str, Any] = field(default_factory=dict)
 
 
 def _error(status: int, code: str, message: str, field: str | None = None) -> JSONResponse:
     body = ErrorOut(error=code, message=message, field=field).model_dump()
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     return JSONResponse(status_code=status, content=body, headers=headers)
-
-
-_bearer = HTTPBearer(auto_error=False)
-
-
-def principal(
-    request: Request,
-    creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> Principal:
-    """The caller, from the bearer token; 401 without a valid one."""
-    if creds is None or creds.scheme.lower() != "bearer":
-        raise Unauthorized("missing bearer token")
-    ctx: ServerContext = request.app.state.ctx
-    with ctx.db.read() as session:
-        return auth.authenticate(session, creds.credentials)
-
-
-def require_admin(who: Annotated[Principal, Depends(principal)]) -> Principal:
-    if not who.is_admin:
-        raise Forbidden("admin only")
-    return who
-
-
-CurrentUser = Annotated[Principal, Depends(principal)]
-AdminUser = Annotated[Principal, Depends(require_admin)]
 
 
 def create_app(ctx: ServerContext) -> FastAPI:
@@ -108,6 +70,8 @@ def create_app(ctx: ServerContext) -> FastAPI:
         responses={401: {"model": ErrorOut}, 422: {"model": ErrorOut}},
     )
     app.state.ctx = ctx
+    app.include_router(accounting_router)
+    install_dashboard(app, ctx)  # /, /ui, /metrics, /api/v1/summary, /api/v1/events/stream
 
     @app.exception_handler(PolicyViolation)
     def _policy(_: Request, exc: PolicyViolation) -> JSONResponse:
@@ -148,10 +112,6 @@ def create_app(ctx: ServerContext) -> FastAPI:
     def healthz() -> dict[str, str]:
         return {"status": "ok", "version": __version__}
 
-    @app.get("/", include_in_schema=False, response_class=HTMLResponse)
-    def index() -> HTMLResponse:
-        return HTMLResponse((STATIC / "index.html").read_text())
-
     @app.get("/api/v1/whoami", response_model=WhoAmIOut)
     def whoami(who: CurrentUser) -> WhoAmIOut:
         return WhoAmIOut(id=who.user_id, name=who.name, admin=who.is_admin)
@@ -187,20 +147,51 @@ def create_app(ctx: ServerContext) -> FastAPI:
     @app.get("/api/v1/tasks", response_model=list[TaskOut])
     def list_tasks(
         who: CurrentUser,
+        response: Response,
         state: Annotated[list[TaskState] | None, Query()] = None,
         active: bool = False,
         limit: Annotated[int, Query(ge=1, le=10_000)] = 500,
+        offset: Annotated[int, Query(ge=0)] = 0,
+        order: Literal["newest", "oldest"] = "newest",
+        q: Annotated[str | None, Query(max_length=64, description="name or id prefix")] = None,
+        node: Annotated[str | None, Query(description="node id")] = None,
     ) -> list[TaskOut]:
+        """Tasks you may see, newest (or oldest) first; ``X-Total-Count`` has the total."""
         query = select(Task).where(*visible_tasks(who))
         if state:
             query = query.where(Task.state.in_([s.value for s in state]))
         if active:
             query = query.where(Task.state.in_([s.value for s in TaskState if not s.terminal]))
-        query = query.order_by(Task.created_at.desc()).limit(limit)
+        if q:
+            query = query.where(
+                or_(
+                    Task.name.startswith(q, autoescape=True), Task.id.startswith(q, autoescape=True)
+                )
+            )
+        if node:
+            query = query.where(Task.node_id == node)
+        keys = (Task.created_at, Task.id)
+        ordered = query.order_by(*(k.desc() if order == "newest" else k.asc() for k in keys))
         with ctx.db.read() as session:
-            tasks = list(session.scalars(query))
-            users = {u.id: u.name for u in session.scalars(select(User))}
-            nodes = {n.id: n.name for n in session.scalars(select(Node))}
+            total = session.scalar(select(func.count()).select_from(query.subquery()))
+            response.headers["X-Total-Count"] = str(total or 0)
+            tasks = list(session.scalars(ordered.offset(offset).limit(limit)))
+            users = dict(
+                session.execute(
+                    select(User.id, User.name).where(User.id.in_({t.owner_id for t in tasks}))
+                )
+                .tuples()
+                .all()
+            )
+            nodes = dict(
+                session.execute(
+                    select(Node.id, Node.name).where(
+                        Node.id.in_({t.node_id for t in tasks if t.node_id})
+                    )
+                )
+                .tuples()
+                .all()
+            )
             return [
                 TaskOut.build(t, users.get(t.owner_id, "?"), nodes.get(t.node_id or ""))
                 for t in tasks
@@ -302,22 +293,60 @@ def create_app(ctx: ServerContext) -> FastAPI:
             end = {"end": True, "state": task.state if task else "unknown"}
         yield json.dumps(end) + "\n"
 
-    @app.get("/api/v1/nodes", response_model=list[NodeOut])
-    def list_nodes(_: CurrentUser) -> list[NodeOut]:
+    def node_outs(session: Session, nodes: list[Node]) -> list[NodeOut]:
+        alloc = allocations(session)
+        counts = {
+            str(node_id): int(count)
+            for node_id, count in session.execute(
+                select(Task.node_id, func.count())
+                .where(Task.state.in_([s.value for s in PLACED_STATES]))
+                .group_by(Task.node_id)
+            ).all()
+        }
+        return [NodeOut.build(n, alloc.get(n.id, (0, 0)), int(counts.get(n.id, 0))) for n in nodes]
+
+    def node_out(node_id: str) -> NodeOut:
         with ctx.db.read() as session:
-            alloc = allocations(session)
-            counts = {
-                str(node_id): int(count)
-                for node_id, count in session.execute(
-                    select(Task.node_id, func.count())
-                    .where(Task.state.in_([s.value for s in PLACED_STATES]))
-                    .group_by(Task.node_id)
-                ).all()
-            }
-            return [
-                NodeOut.build(n, alloc.get(n.id, (0, 0)), int(counts.get(n.id, 0)))
-                for n in session.scalars(select(Node).order_by(Node.name))
-            ]
+            node = session.get(Node, node_id)
+            if node is None:
+                raise NotFound("node", node_id)
+            return node_outs(session, [node])[0]
+
+    def node_state_is(state: str) -> ColumnElement[bool]:
+        if state == "draining":
+            return and_(Node.state == "ready", Node.draining.is_(True))
+        if state == "ready":
+            return and_(Node.state == "ready", Node.draining.is_(False))
+        return Node.state == state
+
+    @app.get("/api/v1/nodes", response_model=list[NodeOut])
+    def list_nodes(
+        _: CurrentUser,
+        response: Response,
+        state: Annotated[
+            list[str] | None, Query(description="ready, suspect, draining, down")
+        ] = None,
+        q: Annotated[str | None, Query(max_length=255, description="name or id prefix")] = None,
+        offset: Annotated[int, Query(ge=0)] = 0,
+        limit: Annotated[int | None, Query(ge=1, le=10_000)] = None,
+    ) -> list[NodeOut]:
+        """Nodes by name; all of them unless ``limit`` is given. ``X-Total-Count`` has the total."""
+        query = select(Node)
+        if state:
+            query = query.where(or_(*(node_state_is(s) for s in state)))
+        if q:
+            query = query.where(
+                or_(
+                    Node.name.startswith(q, autoescape=True), Node.id.startswith(q, autoescape=True)
+                )
+            )
+        page = query.order_by(Node.name, Node.id).offset(offset)
+        if limit is not None:
+            page = page.limit(limit)
+        with ctx.db.read() as session:
+            total = session.scalar(select(func.count()).select_from(query.subquery()))
+            response.headers["X-Total-Count"] = str(total or 0)
+            return node_outs(session, list(session.scalars(page)))
 
     def find_node(session: Session, ref: str) -> Node:
         node = session.scalar(
@@ -346,7 +375,7 @@ def create_app(ctx: ServerContext) -> FastAPI:
             )
             node_id = node.id
         ctx.wake_scheduler()
-        return next(n for n in list_nodes(who) if n.id == node_id)
+        return node_out(node_id)
 
     @app.post(
         "/api/v1/nodes/{ref}/undrain",
@@ -368,27 +397,35 @@ def create_app(ctx: ServerContext) -> FastAPI:
                 )
             node_id = node.id
         ctx.wake_scheduler()
-        return next(n for n in list_nodes(who) if n.id == node_id)
+        return node_out(node_id)
 
     @app.get("/api/v1/events", response_model=list[EventOut])
     def list_events(
         who: CurrentUser,
         after: Annotated[int, Query(ge=0)] = 0,
+        before: Annotated[int | None, Query(ge=1, description="only ids below this")] = None,
+        order: Literal["asc", "desc"] = "asc",
         limit: Annotated[int, Query(ge=1, le=10_000)] = 500,
         task: str | None = None,
         node: str | None = None,
+        kind: str | None = None,
     ) -> list[EventOut]:
+        """Events you may see. Page forward with ``after``; the newest with ``order=desc``."""
         query = select(Event).where(Event.id > after)
+        if before is not None:
+            query = query.where(Event.id < before)
         if not who.is_admin:
             query = query.where(Event.owner_id == who.user_id)
         if task:
             query = query.where(Event.task_id == task)
         if node:
             query = query.where(Event.node_id == node)
+        if kind:
+            query = query.where(Event.kind == kind)
+        query = query.order_by(Event.id.desc() if order == "desc" else Event.id).limit(limit)
         with ctx.db.read() as session:
-            return [
-                EventOut.build(e) for e in session.scalars(query.order_by(Event.id).limit(limit))
-            ]
+            events = list(session.scalars(query))
+            return [EventOut(**public(row)) for row in event_rows(session, events)]
 
     @app.get("/api/v1/users", response_model=list[UserOut])
     def list_users(_: AdminUser) -> list[UserOut]:
@@ -422,6 +459,9 @@ def create_app(ctx: ServerContext) -> FastAPI:
                 if not body.home.startswith("/"):
                     raise ValidationError("home", "must be an absolute path")
                 user.home = body.home
+            if body.quota is not None:
+                Quota.from_dict(body.quota)  # 422 naming the field when malformed
+                user.quota = dict(body.quota)
             if body.policy is not None:
                 try:  # refuse malformed policies early
                     ContainerPolicy.from_dict(body.policy)

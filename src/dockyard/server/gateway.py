@@ -18,6 +18,8 @@ from sqlalchemy import select, update
 
 from dockyard.protocol.messages import Message, MsgType, ProtocolError, decode, encode
 from dockyard.server import nodes as node_ops
+from dockyard.server.accounting import apply_usage, enforce_consumed
+from dockyard.server.metrics import ServerMetrics
 from dockyard.server.reports import apply_status, store_logs
 from dockyard.store.db import Database
 from dockyard.store.tables import Node
@@ -37,8 +39,11 @@ class Gateway:
         bind: str,
         heartbeat_interval: float,
         on_change: Callable[[], None],
+        metrics: ServerMetrics | None = None,
     ) -> None:
         self._db = db
+        self._metrics = metrics
+        self._last_beat: dict[str, float] = {}  # gateway thread: previous heartbeat per node
         self._bind = bind
         self._heartbeat_interval = heartbeat_interval
         self._on_change = on_change
@@ -171,14 +176,31 @@ class Gateway:
         if not node_id:
             return
         self._routes[node_id] = identity
+        now = time.monotonic()
         with self._lock:
-            self._last_seen[node_id] = time.monotonic()
+            self._last_seen[node_id] = now
+        if self._metrics is not None:
+            self._observe(node_id, msg, now)
         try:
             handler = _HANDLERS.get(msg.type)
             if handler is not None:
                 handler(self, node_id, msg)
         except Exception:
             log.exception("handling %s from %s failed", msg.type, node_id)
+
+    def _observe(self, node_id: str, msg: Message, now: float) -> None:
+        metrics = self._metrics
+        if metrics is None:
+            return
+        metrics.gateway_messages.labels(type=msg.type.value).inc()
+        if msg.type == MsgType.HEARTBEAT:
+            metrics.heartbeats.inc()
+            previous = self._last_beat.get(node_id)
+            self._last_beat[node_id] = now
+            if previous is not None:
+                metrics.heartbeat_interval.observe(now - previous)
+        elif msg.type == MsgType.LOGS:
+            metrics.log_lines_received.inc(len(msg.body.get("lines") or []))
 
     def _on_hello(self, node_id: str, msg: Message) -> None:
         with self._db.write() as session:
@@ -268,8 +290,19 @@ class Gateway:
     def _on_logs(self, node_id: str, msg: Message) -> None:
         lines = list(msg.body.get("lines") or [])
         with self._db.write() as session:
-            store_logs(session, node_id, lines, self._db.write_engine.dialect.name)
+            stored = store_logs(session, node_id, lines, self._db.write_engine.dialect.name)
+        if self._metrics is not None:
+            self._metrics.log_lines_stored.inc(stored)
         self._ack(node_id, msg)
+
+    def _on_usage(self, node_id: str, msg: Message) -> None:
+        samples = list(msg.body.get("samples") or [])
+        with self._db.write() as session:
+            owners = apply_usage(session, node_id, samples)
+            touched = enforce_consumed(session, owners) if owners else set()
+        self._ack(node_id, msg)
+        if touched:
+            self.push(touched)
 
     def _ack(self, node_id: str, msg: Message) -> None:
         if msg.msg_id:
@@ -281,4 +314,5 @@ _HANDLERS: dict[MsgType, Callable[[Gateway, str, Message], None]] = {
     MsgType.HEARTBEAT: Gateway._on_heartbeat,
     MsgType.STATUS: Gateway._on_status,
     MsgType.LOGS: Gateway._on_logs,
+    MsgType.USAGE: Gateway._on_usage,
 }

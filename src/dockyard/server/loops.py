@@ -10,17 +10,22 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.orm import Session
 
+from dockyard.core.quota import Admission, Candidate, OwnerUsage, Quota, admit
 from dockyard.core.resources import Resources
-from dockyard.core.states import DesiredState, Reason, TaskState
+from dockyard.core.states import PLACED_STATES, DesiredState, Reason, TaskState
 from dockyard.scheduler.placement import NodeView, TaskRequest, place
 from dockyard.server import nodes as node_ops
+from dockyard.server.accounting import consumed_cpu_seconds
 from dockyard.server.events import EventKind, record
 from dockyard.server.jobs import bump_generation, request_stop
+from dockyard.server.metrics import ServerMetrics
 from dockyard.store.db import Database
-from dockyard.store.tables import Node, Task
+from dockyard.store.tables import Node, Task, User
 
 log = logging.getLogger(__name__)
 
@@ -69,17 +74,32 @@ class SchedulerLoop(Loop):
 
     name = "scheduler"
 
-    def __init__(self, db: Database, push: Callable[[set[str]], None], interval: float = 0.25):
+    def __init__(
+        self,
+        db: Database,
+        push: Callable[[set[str]], None],
+        interval: float = 0.25,
+        metrics: ServerMetrics | None = None,
+    ):
         super().__init__(interval)
         self._db = db
         self._push = push
+        self._metrics = metrics
+
+    def _observe_placement(self, task: Task, now: float) -> None:
+        """Scheduling latency: from when the task could first be placed to its placement."""
+        if self._metrics is not None:
+            since = max(task.created_at, task.not_before or 0.0)
+            self._metrics.placements.inc()
+            self._metrics.scheduling_latency.observe(max(0.0, now - since))
 
     def step(self) -> None:
         now = time.time()
+        started = time.perf_counter()
         with self._db.read() as session:
             pending = list(
                 session.execute(
-                    select(Task.id, Task.cpu_millis, Task.memory_bytes, Task.message)
+                    select(Task.id, Task.cpu_millis, Task.memory_bytes, Task.message, Task.owner_id)
                     .where(
                         Task.state == TaskState.PENDING,
                         Task.desired_state == DesiredState.RUN,
@@ -91,6 +111,7 @@ class SchedulerLoop(Loop):
             )
             if not pending:
                 return
+            admission = quota_admission(session, pending, now)
             allocated = node_ops.allocations(session)
             views = [
                 NodeView(
@@ -102,10 +123,14 @@ class SchedulerLoop(Loop):
                 )
                 for n in session.scalars(select(Node).order_by(Node.id))
             ]
+        admitted = set(admission.admitted)
         requests = [
-            TaskRequest(row.id, Resources(row.cpu_millis, row.memory_bytes)) for row in pending
+            TaskRequest(row.id, Resources(row.cpu_millis, row.memory_bytes))
+            for row in pending
+            if row.id in admitted
         ]
         plan = place(requests, views)
+        plan.pending_reasons.update(admission.held)
         messages = {row.id: row.message for row in pending}
         touched: set[str] = set()
         with self._db.write() as session:
@@ -139,18 +164,49 @@ class SchedulerLoop(Loop):
                             f"placed on {node_id}",
                             task=task,
                         )
+                        self._observe_placement(task, now)
                     touched.add(node_id)
             for node_id in touched:
                 bump_generation(session, node_id)
             for task_id, why in plan.pending_reasons.items():
                 if messages.get(task_id) != why:
+                    reason = "quota" if task_id in admission.held else Reason.UNSCHEDULABLE
                     session.execute(
                         update(Task)
                         .where(Task.id == task_id, Task.state == TaskState.PENDING)
-                        .values(reason=Reason.UNSCHEDULABLE, message=why)
+                        .values(reason=reason, message=why)
                     )
+        if self._metrics is not None:
+            self._metrics.scheduler_step.observe(time.perf_counter() - started)
         if touched:
             self._push(touched)
+
+
+def quota_admission(session: Session, pending: list[Any], now: float) -> Admission:
+    """Which pending tasks their owners' quotas let through now (the rest say why)."""
+    owners = {row.owner_id for row in pending}
+    quotas = {
+        u.id: Quota.from_dict(u.quota)
+        for u in session.scalars(select(User).where(User.id.in_(owners)))
+        if u.quota
+    }
+    if not quotas:
+        return Admission([row.id for row in pending], {})
+    usage: dict[str, OwnerUsage] = {}
+    placed = [s.value for s in PLACED_STATES]
+    for owner_id, cpu, mem, count in session.execute(
+        select(Task.owner_id, func.sum(Task.cpu_millis), func.sum(Task.memory_bytes), func.count())
+        .where(Task.owner_id.in_(list(quotas)), Task.state.in_(placed))
+        .group_by(Task.owner_id)
+    ).all():
+        usage[str(owner_id)] = OwnerUsage(int(cpu or 0), int(mem or 0), int(count or 0))
+    for owner_id, quota in quotas.items():
+        if quota.cpu_hours is not None:
+            usage.setdefault(owner_id, OwnerUsage()).cpu_seconds_consumed = consumed_cpu_seconds(
+                session, owner_id, quota.period_s, now
+            )
+    candidates = [Candidate(r.id, r.owner_id, r.cpu_millis, r.memory_bytes) for r in pending]
+    return admit(candidates, usage, quotas)
 
 
 class ReaperLoop(Loop):

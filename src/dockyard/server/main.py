@@ -11,9 +11,12 @@ import uvicorn
 
 from dockyard import config
 from dockyard.server import auth
-from dockyard.server.api import ServerContext, create_app
+from dockyard.server.api import create_app
+from dockyard.server.deps import ServerContext
 from dockyard.server.gateway import Gateway
 from dockyard.server.loops import NodeMonitor, ReaperLoop, SchedulerLoop
+from dockyard.server.metrics import ServerMetrics
+from dockyard.server.stream import EventHub
 from dockyard.store.db import Database, sqlite_url
 
 log = logging.getLogger(__name__)
@@ -45,8 +48,13 @@ class Server:
             token = auth.bootstrap_admin(session, cfg.data_dir)
         if token:
             log.warning("created admin token in %s", cfg.data_dir / auth.ADMIN_TOKEN_FILE)
-        self.scheduler = SchedulerLoop(self.db, push=self._push)
-        self.gateway = Gateway(self.db, cfg.gateway, cfg.heartbeat_interval, self._changed)
+        self.metrics = ServerMetrics()
+        self.events = EventHub(self.db, self.metrics)
+        self.scheduler = SchedulerLoop(self.db, push=self._push, metrics=self.metrics)
+        self.gateway = Gateway(
+            self.db, cfg.gateway, cfg.heartbeat_interval, self._changed, metrics=self.metrics
+        )
+        self.metrics.attach_store(self.db, self.gateway.last_seen)
         self.monitor = NodeMonitor(
             self.db,
             self.gateway.last_seen,
@@ -63,6 +71,8 @@ class Server:
                 wake_scheduler=self.scheduler.wake,
                 push=self._push,
                 max_runtime_cap_s=cfg.max_runtime_cap_s,
+                metrics=self.metrics,
+                event_hub=self.events,
             )
         )
         self._http: uvicorn.Server | None = None
@@ -109,6 +119,7 @@ class Server:
         self._http_thread.start()
 
     def stop(self) -> None:
+        self.events.stop()  # ends live streams, so the HTTP server can stop at once
         if self._http is not None:
             self._http.should_exit = True
         if self._http_thread is not None:

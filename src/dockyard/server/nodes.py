@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from dockyard.core.specs import JobSpec
 from dockyard.core.states import PLACED_STATES, Reason, TaskState
+from dockyard.server.accounting import charge
 from dockyard.server.events import EventKind, record
 from dockyard.server.jobs import placed_tasks
 from dockyard.server.lifecycle import follow_up
@@ -88,6 +89,7 @@ def mark_down(session: Session, node: Node, silence_s: float) -> list[Task]:
         task.message = f"node {node.name} stopped sending heartbeats"
         task.finished_at = now
         record(session, EventKind.TASK, Reason.NODE_LOST, task.message, task=task)
+        charge(session, task)  # the lost run is charged once, up to node-down
         follow_up(session, task)
     node.generation += 1
     return lost

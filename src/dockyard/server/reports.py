@@ -10,6 +10,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from dockyard.core.states import Reason, TaskState, can_transition
+from dockyard.server.accounting import charge, take_final_usage
 from dockyard.server.events import EventKind, record
 from dockyard.server.jobs import bump_generation
 from dockyard.server.lifecycle import follow_up
@@ -54,6 +55,8 @@ def apply_status(session: Session, node_id: str, update: dict[str, Any]) -> bool
         task.finished_at = now
         total = update.get("log_lines_total")
         task.log_lines_total = int(total) if total is not None else None
+        take_final_usage(task, update)
+        charge(session, task)
         bump_generation(session, node_id)
     message = task.message or f"{current} -> {new}"
     if new.terminal and task.exit_code is not None:
@@ -95,5 +98,6 @@ def store_logs(session: Session, node_id: str, lines: list[Any], dialect: str) -
         return 0
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     statement = insert(LogLine).values(rows).on_conflict_do_nothing()
-    session.execute(statement)
-    return len(rows)
+    result = session.execute(statement)
+    inserted = getattr(result, "rowcount", -1)  # rows really inserted (duplicates skipped)
+    return int(inserted) if isinstance(inserted, int) and inserted >= 0 else len(rows)

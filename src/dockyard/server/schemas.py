@@ -101,6 +101,8 @@ class TaskOut(BaseModel):
     stop_reason: str = Field(description="why a stop was requested: killed, ...")
     previous_task_id: str | None = Field(description="the attempt this one replaces")
     max_runtime_s: float | None
+    cpu_seconds: float = Field(description="CPU time used so far (cgroup samples)")
+    max_memory_bytes: int = Field(description="peak memory so far")
 
     @classmethod
     def build(cls, task: Task, owner: str, node: str | None) -> TaskOut:
@@ -134,6 +136,8 @@ class TaskOut(BaseModel):
             stop_reason=task.stop_reason,
             previous_task_id=task.previous_task_id,
             max_runtime_s=task.max_runtime_s,
+            cpu_seconds=task.cpu_seconds,
+            max_memory_bytes=task.max_memory_bytes,
         )
 
 
@@ -145,6 +149,9 @@ class EventOut(BaseModel):
     message: str
     task_id: str | None
     node_id: str | None
+    task_name: str | None = Field(default=None, description="name of the task it concerns")
+    task_state: str | None = Field(default=None, description="that task's state now")
+    node_name: str | None = Field(default=None, description="name of the node it concerns")
 
     @classmethod
     def build(cls, event: Event) -> EventOut:
@@ -236,6 +243,9 @@ class UserUpdate(BaseModel):
     policy: dict[str, Any] | None = Field(
         default=None, description="container policy overrides (docs/security.md)"
     )
+    quota: dict[str, Any] | None = Field(
+        default=None, description="max_cpu, max_memory, max_tasks, cpu_hours, period_s"
+    )
 
 
 class UserOut(BaseModel):
@@ -245,6 +255,7 @@ class UserOut(BaseModel):
     created_at: float
     home: str
     policy: dict[str, Any]
+    quota: dict[str, Any]
 
     @classmethod
     def build(cls, user: User) -> UserOut:
@@ -255,6 +266,7 @@ class UserOut(BaseModel):
             created_at=user.created_at,
             home=user.home or f"/home/{user.name}",
             policy=dict(user.policy or {}),
+            quota=dict(user.quota or {}),
         )
 
 
@@ -279,3 +291,56 @@ class WhoAmIOut(BaseModel):
     id: str
     name: str
     admin: bool
+
+
+class AccountingOut(BaseModel):
+    seq: int
+    task_id: str
+    workload_id: str
+    job_name: str
+    owner: str
+    node: str
+    image: str
+    attempt: int
+    state: str
+    reason: str
+    exit_code: int | None
+    submitted_at: float
+    started_at: float | None
+    ended_at: float
+    wall_s: float
+    cpu_s: float
+    max_memory_bytes: int
+    memory_gib_s: float
+    gpu_s: float
+    cpu_limit: float
+    memory_limit_bytes: int
+    quota: dict[str, Any]
+
+
+class UserStatsOut(BaseModel):
+    name: str
+    running: int
+    queued: int
+    finished: int
+    cpu_seconds: float = Field(description="charged in the quota period (default 30 days)")
+    memory_gib_s: float
+    quota: dict[str, Any]
+    quota_cpu_hours_used: float
+
+
+class GcRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    retention_s: float = Field(default=7 * 86400, ge=0, description="keep finished work this long")
+    accounting_retention_s: float | None = Field(
+        default=None, ge=0, description="also drop accounting records older than this"
+    )
+
+
+class GcOut(BaseModel):
+    tasks: int
+    workloads: int
+    events: int
+    log_lines: int
+    accounting: int

@@ -34,6 +34,8 @@ class User(Base):
     home: Mapped[str] = mapped_column(String(1024), default="")
     #: Per-user container policy overrides an admin set (see core/security.py).
     policy: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    #: Admin-set quotas (see core/quota.py); empty: unlimited.
+    quota: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
 
 class Token(Base):
@@ -116,6 +118,11 @@ class Task(Base):
     #: The task this one replaces (restart or reschedule), if any.
     previous_task_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
     max_runtime_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # Usage from the node's samples (cgroup, via Docker stats): totals so far.
+    cpu_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    max_memory_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    memory_gib_s: Mapped[float] = mapped_column(Float, default=0.0)
+    last_sample_at: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class Event(Base):
@@ -141,3 +148,33 @@ class LogLine(Base):
     seq: Mapped[int] = mapped_column(Integer)
     ts: Mapped[str] = mapped_column(String(40), default="")
     line: Mapped[str] = mapped_column(Text)
+
+
+class Accounting(Base):
+    """One record per finished task (unique), charged once even if reported twice."""
+
+    __tablename__ = "accounting"
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    task_id: Mapped[str] = mapped_column(String(32), unique=True)
+    workload_id: Mapped[str] = mapped_column(String(32))
+    job_name: Mapped[str] = mapped_column(String(64))
+    owner_id: Mapped[str] = mapped_column(String(32), index=True)
+    owner: Mapped[str] = mapped_column(String(64))
+    node: Mapped[str] = mapped_column(String(255))
+    image: Mapped[str] = mapped_column(String(255))
+    attempt: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(String(64))
+    exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    submitted_at: Mapped[float] = mapped_column(Float)
+    started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    ended_at: Mapped[float] = mapped_column(Float, index=True)
+    wall_s: Mapped[float] = mapped_column(Float)
+    cpu_s: Mapped[float] = mapped_column(Float)
+    max_memory_bytes: Mapped[int] = mapped_column(BigInteger)
+    memory_gib_s: Mapped[float] = mapped_column(Float)
+    gpu_s: Mapped[float] = mapped_column(Float, default=0.0)
+    cpu_limit: Mapped[float] = mapped_column(Float)
+    memory_limit_bytes: Mapped[int] = mapped_column(BigInteger)
+    quota: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

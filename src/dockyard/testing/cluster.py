@@ -51,9 +51,11 @@ class ProcessCluster:
         api_host: str = "127.0.0.1",
         gateway_host: str = "127.0.0.1",
         server_prefix: list[str] | None = None,
+        agent_args: list[str] | None = None,
     ) -> None:
         """``server_prefix`` runs the server under a wrapper (``ip netns exec NS``)."""
         self.server_args = list(server_args or [])
+        self.agent_args = list(agent_args or [])
         self.api_host = api_host
         self.server_prefix = list(server_prefix or [])
         self.root = root or Path(tempfile.mkdtemp(prefix="dockyard-test-"))
@@ -138,6 +140,7 @@ class ProcessCluster:
                 self.driver,
                 "--heartbeat",
                 str(self.heartbeat),
+                *self.agent_args,
             ],
             f"agent-{name}.log",
             prefix,

@@ -1,0 +1,126 @@
+"""Usage samples, accounting records and consumed-quota enforcement."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from dockyard.core.quota import Quota
+from dockyard.core.states import TaskState
+from dockyard.server.jobs import request_stop
+from dockyard.store.tables import Accounting, Node, Task, User
+
+QUOTA_EXCEEDED = "quota_exceeded"
+
+
+def apply_usage(session: Session, node_id: str, samples: list[Any]) -> set[str]:
+    """Store the latest totals of running tasks on ``node_id``; return their owners."""
+    owners: set[str] = set()
+    now = time.time()
+    for sample in samples:
+        task_id, cpu_s, max_mem, mem_gib_s = sample[0], sample[1], sample[2], sample[3]
+        task = session.get(Task, str(task_id))
+        if task is None or task.node_id != node_id or TaskState(task.state).terminal:
+            continue
+        task.cpu_seconds = max(task.cpu_seconds, float(cpu_s))
+        task.max_memory_bytes = max(task.max_memory_bytes, int(max_mem))
+        task.memory_gib_s = max(task.memory_gib_s, float(mem_gib_s))
+        task.last_sample_at = now
+        owners.add(task.owner_id)
+    return owners
+
+
+def take_final_usage(task: Task, update: dict[str, Any]) -> None:
+    usage = update.get("usage") or {}
+    task.cpu_seconds = max(task.cpu_seconds, float(usage.get("cpu_s", 0.0)))
+    task.max_memory_bytes = max(task.max_memory_bytes, int(usage.get("max_memory_bytes", 0)))
+    task.memory_gib_s = max(task.memory_gib_s, float(usage.get("memory_gib_s", 0.0)))
+
+
+def charge(session: Session, task: Task) -> None:
+    """Write the task's accounting record, once (the task id is unique)."""
+    if task.node_id is None or task.finished_at is None:
+        return
+    if session.scalar(select(Accounting.seq).where(Accounting.task_id == task.id)) is not None:
+        return
+    owner = session.get(User, task.owner_id)
+    node = session.get(Node, task.node_id)
+    started = task.started_at
+    session.add(
+        Accounting(
+            task_id=task.id,
+            workload_id=task.workload_id,
+            job_name=task.name,
+            owner_id=task.owner_id,
+            owner=owner.name if owner else "?",
+            node=node.name if node else task.node_id,
+            image=task.image,
+            attempt=task.attempt,
+            state=task.state,
+            reason=task.reason,
+            exit_code=task.exit_code,
+            submitted_at=task.created_at,
+            started_at=started,
+            ended_at=task.finished_at,
+            wall_s=max(0.0, task.finished_at - started) if started else 0.0,
+            cpu_s=task.cpu_seconds,
+            max_memory_bytes=task.max_memory_bytes,
+            memory_gib_s=task.memory_gib_s,
+            gpu_s=0.0,
+            cpu_limit=task.cpu_millis / 1000,
+            memory_limit_bytes=task.memory_bytes,
+            quota=dict(owner.quota or {}) if owner else {},
+        )
+    )
+
+
+def consumed_cpu_seconds(session: Session, owner_id: str, period_s: float, now: float) -> float:
+    """CPU seconds charged in the period plus what running tasks used so far."""
+    finished = session.scalar(
+        select(func.coalesce(func.sum(Accounting.cpu_s), 0.0)).where(
+            Accounting.owner_id == owner_id, Accounting.ended_at >= now - period_s
+        )
+    )
+    running = session.scalar(
+        select(func.coalesce(func.sum(Task.cpu_seconds), 0.0)).where(
+            Task.owner_id == owner_id,
+            Task.state.in_([s.value for s in TaskState if not s.terminal]),
+        )
+    )
+    return float(finished or 0.0) + float(running or 0.0)
+
+
+def enforce_consumed(session: Session, owner_ids: set[str]) -> set[str]:
+    """Stop the running tasks of owners past their CPU-hours quota; return touched nodes."""
+    now = time.time()
+    touched: set[str] = set()
+    for owner_id in owner_ids:
+        user = session.get(User, owner_id)
+        if user is None or not user.quota:
+            continue
+        quota = Quota.from_dict(user.quota)
+        if quota.cpu_hours is None:
+            continue
+        used = consumed_cpu_seconds(session, owner_id, quota.period_s, now)
+        if used <= quota.cpu_hours * 3600:
+            continue
+        for task in session.scalars(
+            select(Task).where(
+                Task.owner_id == owner_id,
+                Task.state.in_([s.value for s in TaskState if not s.terminal]),
+                Task.node_id.is_not(None),
+                Task.desired_state == "run",
+            )
+        ):
+            request_stop(
+                session,
+                task,
+                QUOTA_EXCEEDED,
+                f"{user.name} used {used / 3600:.4f} of {quota.cpu_hours:g} CPU-hours",
+            )
+            touched.add(task.node_id or "")
+    touched.discard("")
+    return touched

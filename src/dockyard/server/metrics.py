@@ -1,0 +1,231 @@
+"""Prometheus metrics of the control plane, served at ``/metrics``.
+
+Each server gets its own :class:`ServerMetrics` (its own registry), so several
+servers can live in one process (tests). Counters and histograms are updated
+where things happen (scheduler, gateway, HTTP middleware); gauges about the
+cluster (nodes and tasks by state, queue depth, capacity) are read from the
+store at scrape time by :class:`StoreCollector`, so they are always the truth.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from sqlalchemy import func, select
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from dockyard import __version__
+from dockyard.core.states import PLACED_STATES, DesiredState, TaskState
+from dockyard.store.db import Database
+from dockyard.store.tables import Node, Task
+
+log = logging.getLogger(__name__)
+
+NODE_STATES = ("ready", "suspect", "draining", "down")
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+SCHEDULING_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
+HEARTBEAT_BUCKETS = (0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0)
+
+
+class ServerMetrics:
+    """Every metric the server exports, in one registry of its own."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.http_latency = Histogram(
+            "dockyard_http_request_duration_seconds",
+            "Time to the response's first byte, by route template",
+            ["method", "route", "status"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.scheduler_step = Histogram(
+            "dockyard_scheduler_step_duration_seconds",
+            "Duration of scheduler passes that had pending tasks",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.scheduling_latency = Histogram(
+            "dockyard_scheduling_latency_seconds",
+            "From a task becoming schedulable (submission or back-off end) to its placement",
+            buckets=SCHEDULING_BUCKETS,
+            registry=r,
+        )
+        self.placements = Counter(
+            "dockyard_placements", "Tasks placed on nodes by the scheduler", registry=r
+        )
+        self.heartbeats = Counter(
+            "dockyard_gateway_heartbeats", "Heartbeats received from agents", registry=r
+        )
+        self.heartbeat_interval = Histogram(
+            "dockyard_heartbeat_interval_seconds",
+            "Time between consecutive heartbeats of a node, on the server's clock (lag)",
+            buckets=HEARTBEAT_BUCKETS,
+            registry=r,
+        )
+        self.gateway_messages = Counter(
+            "dockyard_gateway_messages", "Messages received from agents", ["type"], registry=r
+        )
+        self.log_lines_received = Counter(
+            "dockyard_log_lines_received", "Log lines shipped by agents to the server", registry=r
+        )
+        self.log_lines_stored = Counter(
+            "dockyard_log_lines_stored",
+            "Log lines stored (duplicates from re-sends are not counted)",
+            registry=r,
+        )
+        self.stream_clients = Gauge(
+            "dockyard_event_stream_clients", "Open live event streams", registry=r
+        )
+        self.events_streamed = Counter(
+            "dockyard_events_streamed", "Events read once and fanned out to streams", registry=r
+        )
+        build = Gauge("dockyard_build_info", "dockyard version", ["version"], registry=r)
+        build.labels(version=__version__).set(1)
+
+    def attach_store(
+        self, db: Database, last_seen: Callable[[], dict[str, float]] | None = None
+    ) -> None:
+        """Export cluster state read from ``db`` (and the gateway's heartbeat clock)."""
+        self.registry.register(StoreCollector(db, last_seen))
+
+
+class StoreCollector(Collector):
+    """Gauges computed from the store when Prometheus scrapes."""
+
+    def __init__(self, db: Database, last_seen: Callable[[], dict[str, float]] | None) -> None:
+        self._db = db
+        self._last_seen = last_seen
+
+    def describe(self) -> Iterable[Any]:
+        return []  # collected lazily: no store reads at registration
+
+    def collect(self) -> Iterable[Any]:
+        up = GaugeMetricFamily("dockyard_store_up", "1 if the store answered this scrape")
+        try:
+            families = list(self._collect())
+        except SQLAlchemyError as exc:
+            log.warning("metrics: store read failed: %s", exc)
+            up.add_metric([], 0)
+            return [up]
+        up.add_metric([], 1)
+        return [up, *families]
+
+    def _collect(self) -> Iterable[GaugeMetricFamily]:
+        with self._db.read() as session:
+            node_rows = session.execute(
+                select(Node.id, Node.state, Node.draining, Node.cpu_millis, Node.memory_bytes)
+            ).all()
+            task_rows = session.execute(select(Task.state, func.count()).group_by(Task.state)).all()
+            queue = (
+                session.scalar(
+                    select(func.count()).where(
+                        Task.state == TaskState.PENDING, Task.desired_state == DesiredState.RUN
+                    )
+                )
+                or 0
+            )
+            allocated = session.execute(
+                select(func.sum(Task.cpu_millis), func.sum(Task.memory_bytes)).where(
+                    Task.state.in_([s.value for s in PLACED_STATES])
+                )
+            ).one()
+        nodes = GaugeMetricFamily("dockyard_nodes", "Nodes by state", labels=["state"])
+        by_state = dict.fromkeys(NODE_STATES, 0)
+        cpu = mem = 0
+        live: list[str] = []
+        for node_id, state, draining, cpu_millis, memory in node_rows:
+            shown = "draining" if draining and state == "ready" else str(state)
+            by_state[shown] = by_state.get(shown, 0) + 1
+            if state != "down":
+                cpu += int(cpu_millis)
+                mem += int(memory)
+            if state in ("ready", "suspect"):
+                live.append(str(node_id))
+        for state, count in by_state.items():
+            nodes.add_metric([state], count)
+        yield nodes
+
+        tasks = GaugeMetricFamily("dockyard_tasks", "Tasks by state", labels=["state"])
+        counts = {str(state): int(count) for state, count in task_rows}
+        for state in TaskState:
+            tasks.add_metric([state.value], counts.get(state.value, 0))
+        yield tasks
+        yield GaugeMetricFamily(
+            "dockyard_queue_depth", "Pending tasks waiting for placement", value=queue
+        )
+        cores = GaugeMetricFamily(
+            "dockyard_cluster_cpu_cores", "CPU of live nodes", labels=["kind"]
+        )
+        cores.add_metric(["capacity"], cpu / 1000)
+        cores.add_metric(["allocated"], int(allocated[0] or 0) / 1000)
+        yield cores
+        memory_family = GaugeMetricFamily(
+            "dockyard_cluster_memory_bytes", "Memory of live nodes", labels=["kind"]
+        )
+        memory_family.add_metric(["capacity"], mem)
+        memory_family.add_metric(["allocated"], int(allocated[1] or 0))
+        yield memory_family
+        if self._last_seen is not None:
+            seen = self._last_seen()
+            now = time.monotonic()
+            silences = [now - seen[n] for n in live if n in seen]
+            yield GaugeMetricFamily(
+                "dockyard_heartbeat_max_silence_seconds",
+                "Longest time since the last heartbeat among live nodes (server clock)",
+                value=max(silences, default=0.0),
+            )
+
+
+class RequestMetricsMiddleware:
+    """Observes HTTP latency labelled by the matched route template, never the raw path."""
+
+    def __init__(self, app: ASGIApp, metrics: ServerMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        observed = False
+
+        def observe(status: int) -> None:
+            nonlocal observed
+            observed = True
+            self.metrics.http_latency.labels(
+                method=str(scope.get("method", "")),
+                route=route_label(scope),
+                status=str(status),
+            ).observe(time.perf_counter() - start)
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start" and not observed:
+                observe(int(message["status"]))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            if not observed:
+                observe(500)
+
+
+def route_label(scope: Scope) -> str:
+    """The route template (``/api/v1/tasks/{ref}``) a request matched, bounded in cardinality."""
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    if isinstance(path, str):
+        return path
+    if str(scope.get("path", "")).startswith("/ui/"):
+        return "/ui/{file}"
+    return "unmatched"

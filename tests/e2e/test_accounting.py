@@ -1,0 +1,130 @@
+"""Accounting and quotas on a real Docker Engine (the batch layer's cgroup accounting)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import docker
+import pytest
+
+from dockyard.client import Client
+from dockyard.core.accounting import parse_sge_line
+from dockyard.drivers.base import LABEL_NODE
+from dockyard.testing.cluster import ProcessCluster
+from dockyard.testing.wait import wait_for
+
+pytestmark = pytest.mark.docker
+
+TERMINAL = {"succeeded", "failed", "killed", "lost", "expired"}
+BURN = "i=0; while [ $i -lt {n} ]; do i=$((i+1)); done"
+
+
+@pytest.fixture(scope="module")
+def sampled(image: str) -> Iterator[ProcessCluster]:
+    cl = ProcessCluster(heartbeat=0.5, agent_args=["--sample-interval", "0.2"])
+    try:
+        cl.start(agents=1)
+        yield cl
+    except BaseException:
+        print(cl.logs())
+        raise
+    finally:
+        node_id = cl.node_id("node-1")
+        cl.close()
+        for c in docker.from_env().containers.list(
+            all=True, filters={"label": f"{LABEL_NODE}={node_id}"}
+        ):
+            c.remove(force=True)
+
+
+def finish(api: Client, task_id: str, timeout: float = 120) -> dict[str, Any]:
+    return wait_for(
+        lambda: t if (t := api.task(task_id))["state"] in TERMINAL else None, timeout=timeout
+    )
+
+
+def record_of(api: Client, task_id: str) -> dict[str, Any]:
+    return wait_for(
+        lambda: next((r for r in api.accounting() if r["task_id"] == task_id), None), timeout=10
+    )
+
+
+def test_cpu_seconds_match_what_the_job_burned(sampled: ProcessCluster, image: str) -> None:
+    with sampled.client() as api:
+        script = f"time sh -c '{BURN.format(n=2_000_000)}'"
+        task = api.run_job("burn", image, ["sh", "-c", script], cpu=1)
+        done = finish(api, task["id"])
+        assert done["state"] == "succeeded"
+        report = "\n".join(line["line"] for line in api.logs(task["id"])["lines"])
+        user = re.search(r"user\s+(\d+)m\s*([\d.]+)s", report)
+        sys_ = re.search(r"sys\s+(\d+)m\s*([\d.]+)s", report)
+        assert user and sys_, report
+        burned = sum(int(m.group(1)) * 60 + float(m.group(2)) for m in (user, sys_))
+        assert burned > 1.0, "the job should burn a measurable amount of CPU"
+        rec = record_of(api, task["id"])
+        assert abs(rec["cpu_s"] - burned) <= 0.2 * burned, (rec["cpu_s"], burned)
+        assert rec["wall_s"] > 0 and rec["max_memory_bytes"] > 0
+        assert rec["owner"] == "admin" and rec["state"] == "succeeded" and rec["exit_code"] == 0
+
+
+def test_cpu_hours_quota_kills_with_quota_exceeded(sampled: ProcessCluster, image: str) -> None:
+    with sampled.client() as admin:
+        token = admin.add_user("burner")["token"]
+        admin.update_user("burner", quota={"cpu_hours": 1.5 / 3600})
+        with sampled.client(token) as api:
+            task = api.run_job(
+                "spin", image, ["sh", "-c", "while :; do :; done"], cpu=1, kill_grace_s=1
+            )
+            done = finish(api, task["id"], timeout=60)
+            assert (done["state"], done["reason"]) == ("killed", "quota_exceeded")
+            rec = record_of(api, task["id"])
+            assert 1.5 <= rec["cpu_s"] <= 4.0
+            assert rec["quota"] == {"cpu_hours": 1.5 / 3600}
+            later = api.run_job("later", image, ["true"])
+            waiting = wait_for(
+                lambda: t if (t := api.task(later["id"]))["reason"] == "quota" else None,
+                timeout=20,
+            )
+            assert waiting["state"] == "pending" and "CPU-hours" in waiting["message"]
+            stats = next(s for s in api.user_stats() if s["name"] == "burner")
+            assert stats["quota_cpu_hours_used"] * 3600 >= 1.5
+            api.kill(later["id"])
+
+
+def test_oom_job_is_accounted_with_its_peak_memory(sampled: ProcessCluster, image: str) -> None:
+    with sampled.client() as api:
+        grow = "x=; while :; do x=\"$x$(head -c 1000000 /dev/zero | tr '\\0' a)\"; sleep 0.05; done"
+        task = api.run_job("grow", image, ["sh", "-c", grow], memory="32m")
+        done = finish(api, task["id"])
+        assert (done["state"], done["reason"]) == ("failed", "oom_killed")
+        rec = record_of(api, task["id"])
+        assert rec["reason"] == "oom_killed"
+        assert 8 * 1024**2 <= rec["max_memory_bytes"] <= 40 * 1024**2
+        assert rec["memory_gib_s"] > 0
+
+
+def test_sge_export_parses_back_field_by_field(sampled: ProcessCluster) -> None:
+    with sampled.client() as api:
+        records = {r["seq"]: r for r in api.accounting()}
+        lines = [line for line in api.export_accounting("sge").splitlines() if line]
+        assert len(lines) == len(records) >= 3
+        for line in lines:
+            fields = parse_sge_line(line)
+            rec = records[int(fields["job_number"])]
+            assert fields["qname"] == "dockyard"
+            assert fields["owner"] == rec["owner"] and fields["hostname"] == rec["node"]
+            assert fields["job_name"] == rec["job_name"]
+            assert fields["project"] == rec["task_id"]
+            assert int(fields["submission_time"]) == int(rec["submitted_at"])
+            assert int(fields["end_time"]) == int(rec["ended_at"])
+            assert int(fields["exit_status"]) == (rec["exit_code"] or 0)
+            assert float(fields["ru_wallclock"]) == pytest.approx(rec["wall_s"], abs=1e-3)
+            assert float(fields["cpu"]) == pytest.approx(rec["cpu_s"], abs=1e-3)
+            assert int(fields["maxvmem"]) == rec["max_memory_bytes"]
+            assert int(fields["task_number"]) == rec["attempt"]
+            assert fields["category"].endswith(f"reason={rec['reason']}")
+        csv_text = api.export_accounting("csv")
+        assert csv_text.splitlines()[0].startswith("seq,task_id,")
+        assert len(csv_text.splitlines()) == len(records) + 1
