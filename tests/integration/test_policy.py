@@ -150,3 +150,18 @@ def test_users_cannot_change_policies(alice: Client) -> None:
     with pytest.raises(ClientError) as err:
         alice.update_user("alice", policy={"allow_privileged": True})
     assert err.value.status == 403
+
+
+def test_cluster_wide_policy_from_config_and_per_user_override(tmp_path: Path) -> None:
+    """The config file's ``[server] policy`` relaxes every user; a user's own policy wins."""
+    local = LocalCluster(tmp_path, policy={"allow_cap_add": ["NET_ADMIN"]}).start()
+    try:
+        with local.client() as admin:
+            token = admin.add_user("bob")["token"]
+            with Client(url=local.url, token=token) as bob:
+                assert bob.run_job("netadm", "busybox", ["true"], cap_add=["NET_ADMIN"])["id"]
+                refuse(local, bob, {"cap_add": ["SYS_ADMIN"]})
+                admin.update_user("bob", policy={"allow_cap_add": []})
+                refuse(local, bob, {"cap_add": ["NET_ADMIN"]})
+    finally:
+        local.close()

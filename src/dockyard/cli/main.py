@@ -58,76 +58,105 @@ def _setup_logging(level: str) -> None:
 
 
 # -- daemons ---------------------------------------------------------------
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        help="TOML config file (default: $DOCKYARD_CONFIG or config.toml in the user config dir).",
+        show_default=False,
+    ),
+]
+
+
+def _load_config(cls: type[Any], section: str, path: Path | None, **flags: Any) -> Any:
+    """Defaults < config file < DOCKYARD_<SECTION>_* env < flags given on the command line."""
+    from dockyard.settings import ConfigError, config_path, load
+
+    try:
+        return load(cls, section, config_path(path), overrides=flags)
+    except ConfigError as exc:
+        fail(str(exc), code=2)
+
+
 @app.command()
 def server(
+    config_file: ConfigOpt = None,
     data_dir: Annotated[Path | None, typer.Option(help="State directory.")] = None,
     db: Annotated[
         str | None, typer.Option(help="Database URL (default: SQLite in data dir).")
     ] = None,
-    host: str = config.DEFAULT_API_HOST,
-    port: int = config.DEFAULT_API_PORT,
-    gateway: Annotated[str, typer.Option(help="ZeroMQ endpoint agents connect to.")] = (
-        f"tcp://127.0.0.1:{config.DEFAULT_GATEWAY_PORT}"
-    ),
-    heartbeat: float = config.DEFAULT_HEARTBEAT_S,
-    node_grace: Annotated[float, typer.Option(help="Seconds without heartbeat before down.")] = (
-        config.DEFAULT_NODE_GRACE_S
-    ),
+    store: Annotated[str | None, typer.Option(help="Store backend: sqlite or postgresql.")] = None,
+    host: Annotated[str | None, typer.Option(help="API address [127.0.0.1].")] = None,
+    port: Annotated[int | None, typer.Option(help=f"API port [{config.DEFAULT_API_PORT}].")] = None,
+    gateway: Annotated[str | None, typer.Option(help="ZeroMQ endpoint agents connect to.")] = None,
+    heartbeat: Annotated[float | None, typer.Option(help="Agents' heartbeat interval, s.")] = None,
+    node_grace: Annotated[
+        float | None, typer.Option(help="Seconds without heartbeat before down [3].")
+    ] = None,
     max_runtime_cap: Annotated[
         float | None, typer.Option(help="Cluster-wide cap on any task's run time, seconds.")
     ] = None,
-    log_level: str = "info",
+    log_level: Annotated[str | None, typer.Option(help="Log level [warning].")] = None,
 ) -> None:
     """Run the control plane: API, agent gateway, scheduler, node monitor."""
     from dockyard.server.main import Server, ServerConfig
 
-    _setup_logging(log_level)
-    srv = Server(
-        ServerConfig(
-            data_dir=data_dir or config.default_data_dir(),
-            db_url=db,
-            host=host,
-            port=port,
-            gateway=gateway,
-            heartbeat_interval=heartbeat,
-            node_grace=node_grace,
-            max_runtime_cap_s=max_runtime_cap,
-        )
+    cfg: ServerConfig = _load_config(
+        ServerConfig,
+        "server",
+        config_file,
+        data_dir=data_dir,
+        db_url=db,
+        store=store,
+        host=host,
+        port=port,
+        gateway=gateway,
+        heartbeat_interval=heartbeat,
+        node_grace=node_grace,
+        max_runtime_cap_s=max_runtime_cap,
+        log_level=log_level,
     )
+    _setup_logging(log_level or "info")
+    srv = Server(cfg)
     srv.start_background()
     srv.serve_forever()
 
 
+def _agent_config(config_file: Path | None, **flags: Any) -> Any:
+    from dockyard.agent.main import AgentConfig
+
+    return _load_config(AgentConfig, "agent", config_file, **flags)
+
+
 @app.command()
 def agent(
-    server: Annotated[str, typer.Option(help="Server gateway endpoint.")] = (
-        f"tcp://127.0.0.1:{config.DEFAULT_GATEWAY_PORT}"
-    ),
+    config_file: ConfigOpt = None,
+    server: Annotated[str | None, typer.Option(help="Server gateway endpoint.")] = None,
     data_dir: Annotated[Path | None, typer.Option(help="Agent state directory.")] = None,
     name: Annotated[str | None, typer.Option(help="Node name (default: hostname).")] = None,
-    driver: Annotated[str, typer.Option(help="Runtime driver: docker or sim.")] = "docker",
-    heartbeat: float = config.DEFAULT_HEARTBEAT_S,
+    driver: Annotated[str | None, typer.Option(help="Runtime driver: docker or sim.")] = None,
+    heartbeat: Annotated[float | None, typer.Option(help="Heartbeat interval, s [1].")] = None,
     sample_interval: Annotated[
-        float, typer.Option(help="Seconds between resource samples of running tasks.")
-    ] = 1.0,
+        float | None, typer.Option(help="Seconds between resource samples of running tasks [1].")
+    ] = None,
     log_level: str = "info",
 ) -> None:
     """Run a node agent that executes tasks on this machine's Docker Engine."""
     import signal
 
-    from dockyard.agent.main import Agent, AgentConfig
+    from dockyard.agent.main import Agent
     from dockyard.drivers.errors import DriverError
 
     _setup_logging(log_level)
-    cfg = AgentConfig(
+    cfg = _agent_config(
+        config_file,
         server=server,
-        data_dir=data_dir or config.default_data_dir() / "agent",
+        data_dir=data_dir,
+        name=name,
         driver=driver,
         heartbeat_interval=heartbeat,
         sample_interval=sample_interval,
     )
-    if name:
-        cfg.name = name
     try:
         node = Agent(cfg)
     except DriverError as exc:
@@ -140,35 +169,61 @@ def agent(
 
 @app.command()
 def up(
+    config_file: ConfigOpt = None,
     data_dir: Annotated[Path | None, typer.Option(help="State directory.")] = None,
-    port: int = config.DEFAULT_API_PORT,
+    port: Annotated[int | None, typer.Option(help=f"API port [{config.DEFAULT_API_PORT}].")] = None,
     gateway_port: int = config.DEFAULT_GATEWAY_PORT,
-    driver: str = "docker",
+    driver: Annotated[str | None, typer.Option(help="Runtime driver: docker or sim.")] = None,
     log_level: str = "warning",
 ) -> None:
     """Start a server and a local agent in one process (SQLite, API/UI on 127.0.0.1)."""
-    from dockyard.agent.main import Agent, AgentConfig
+    from dockyard.agent.main import Agent
     from dockyard.drivers.errors import DriverError
     from dockyard.server.main import Server, ServerConfig
 
     _setup_logging(log_level)
-    data_dir = data_dir or config.default_data_dir()
     endpoint = f"tcp://127.0.0.1:{gateway_port}"
-    srv = Server(ServerConfig(data_dir=data_dir, port=port, gateway=endpoint))
+    cfg: ServerConfig = _load_config(
+        ServerConfig, "server", config_file, data_dir=data_dir, port=port, gateway=endpoint
+    )
+    agent_cfg = _agent_config(
+        config_file, server=endpoint, data_dir=cfg.data_dir / "agent", driver=driver
+    )
+    srv = Server(cfg)
     try:
-        node = Agent(AgentConfig(server=endpoint, data_dir=data_dir / "agent", driver=driver))
+        node = Agent(agent_cfg)
     except DriverError as exc:
         fail(str(exc))
     srv.start_background()
     node.start()
     render.console.print(
-        f"dockyard {__version__} up: API and UI on http://127.0.0.1:{port}  "
-        f"(admin token in {data_dir / 'admin.token'})"
+        f"dockyard {__version__} up: API and UI on http://127.0.0.1:{cfg.port}  "
+        f"(admin token in {cfg.data_dir / 'admin.token'})"
     )
     try:
         srv.serve_forever()
     finally:
         node.stop()
+
+
+@app.command("config")
+def show_config(
+    config_file: ConfigOpt = None,
+    section: Annotated[str, typer.Option(help="server, agent or all.")] = "all",
+) -> None:
+    """Print the effective configuration (defaults < file < env) as JSON."""
+    from dockyard.agent.main import AgentConfig
+    from dockyard.server.main import ServerConfig
+    from dockyard.settings import effective
+
+    if section not in ("server", "agent", "all"):
+        fail("--section must be server, agent or all", code=2)
+    out: dict[str, Any] = {}
+    if section in ("server", "all"):
+        out["server"] = effective(_load_config(ServerConfig, "server", config_file))
+    if section in ("agent", "all"):
+        out["agent"] = effective(_load_config(AgentConfig, "agent", config_file))
+    render.print_json(out)
 
 
 # -- jobs ------------------------------------------------------------------

@@ -21,6 +21,8 @@ from dockyard.store.tables import Token, User
 TOKEN_PREFIX = "dy_"
 ADMIN_NAME = "admin"
 ADMIN_TOKEN_FILE = "admin.token"
+#: Auth backends selectable by name in the config file (``server.auth``).
+BACKENDS = ("token",)
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,10 +6,13 @@ import logging
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 
 from dockyard import config
+from dockyard.core.errors import ValidationError
+from dockyard.core.security import ContainerPolicy
 from dockyard.server import auth
 from dockyard.server.api import create_app
 from dockyard.server.deps import ServerContext
@@ -17,7 +20,10 @@ from dockyard.server.gateway import Gateway
 from dockyard.server.loops import NodeMonitor, ReaperLoop, SchedulerLoop
 from dockyard.server.metrics import ServerMetrics
 from dockyard.server.stream import EventHub
+from dockyard.settings import ConfigError
 from dockyard.store.db import Database, sqlite_url
+
+STORES = ("sqlite", "postgresql")
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +40,28 @@ class ServerConfig:
     #: Cluster-wide cap on any task's run time (the CTF engine's 1 h); None: no cap.
     max_runtime_cap_s: float | None = None
     log_level: str = "warning"
+    #: Store backend by name: ``sqlite`` (embedded, in data_dir) or ``postgresql`` (db_url).
+    store: str = "sqlite"
+    #: Auth backend by name: ``token`` (bearer tokens, stored hashed).
+    auth: str = "token"
+    #: Cluster-wide container policy relaxations (keys of ContainerPolicy); per-user
+    #: overrides set by an admin win.
+    policy: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.store not in STORES:
+            raise ConfigError("server.store", f"unknown store {self.store!r} (known: {STORES})")
+        if self.store == "postgresql" and not (self.db_url or "").startswith("postgresql"):
+            raise ConfigError("server.db_url", "store postgresql needs a postgresql:// URL")
+        if self.auth not in auth.BACKENDS:
+            raise ConfigError("server.auth", f"unknown auth {self.auth!r} (known: {auth.BACKENDS})")
+        try:
+            ContainerPolicy.from_dict(self.policy)
+        except ValidationError as exc:
+            raise ConfigError("server.policy", str(exc)) from exc
+
+    def database_url(self) -> str:
+        return self.db_url or sqlite_url(self.data_dir)
 
 
 class Server:
@@ -42,7 +70,7 @@ class Server:
     def __init__(self, cfg: ServerConfig) -> None:
         self.cfg = cfg
         cfg.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.db = Database(cfg.db_url or sqlite_url(cfg.data_dir))
+        self.db = Database(cfg.database_url())
         self.db.migrate()
         with self.db.write() as session:
             token = auth.bootstrap_admin(session, cfg.data_dir)
@@ -71,6 +99,7 @@ class Server:
                 wake_scheduler=self.scheduler.wake,
                 push=self._push,
                 max_runtime_cap_s=cfg.max_runtime_cap_s,
+                cluster_policy=dict(cfg.policy),
                 metrics=self.metrics,
                 event_hub=self.events,
             )

@@ -195,7 +195,9 @@ class ProcessCluster:
 class LocalCluster:
     """A server (HTTP on a thread) and agents in this process."""
 
-    def __init__(self, root: Path | None = None, node_grace: float = 3.0) -> None:
+    def __init__(
+        self, root: Path | None = None, node_grace: float = 3.0, **server_options: Any
+    ) -> None:
         self.root = root or Path(tempfile.mkdtemp(prefix="dockyard-local-"))
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -206,6 +208,7 @@ class LocalCluster:
                 port=self.port,
                 gateway=self.gateway,
                 node_grace=node_grace,
+                **server_options,
             )
         )
         self.agents: list[Agent] = []
