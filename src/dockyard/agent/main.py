@@ -14,6 +14,7 @@ import psutil
 from dockyard import __version__, config
 from dockyard.agent.connection import Connection
 from dockyard.agent.logship import LogShipper
+from dockyard.agent.metrics import AgentMetrics
 from dockyard.agent.reconciler import Reconciler
 from dockyard.agent.sampler import DEFAULT_INTERVAL_S as DEFAULT_SAMPLE_INTERVAL_S
 from dockyard.agent.sampler import UsageSampler
@@ -36,6 +37,9 @@ class AgentConfig:
     labels: dict[str, str] = field(default_factory=dict)
     node_id: str | None = None
     sample_interval: float = DEFAULT_SAMPLE_INTERVAL_S
+    #: Serve Prometheus metrics on 127.0.0.1:PORT (0: any free port); None: off.
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
 
 
 def load_node_id(data_dir: Path) -> str:
@@ -73,15 +77,28 @@ class Agent:
             interval=cfg.sample_interval,
         )
         self.reconciler.final_usage = self.sampler.final
+        self.metrics = AgentMetrics(self.node_id, cfg.name)
+        self.metrics.watch(
+            running=self.reconciler.running_count,
+            reconcile_passes=lambda: self.reconciler.passes,
+            unacked=self.connection.unacked,
+            generation=lambda: self.reconciler.generation,
+        )
+        #: The port /metrics is served on once started (None: not served).
+        self.metrics_port: int | None = None
         self._stopped = threading.Event()
 
     def _ship_usage(self, samples: list[list[Any]]) -> None:
+        self.metrics.usage_samples.inc(len(samples))
         self.connection.send_reliable(MsgType.USAGE, {"samples": samples})
 
     def _ship_logs(self, lines: list[list[Any]]) -> None:
+        self.metrics.log_lines.inc(len(lines))
+        self.metrics.log_batches.inc()
         self.connection.send_reliable(MsgType.LOGS, {"lines": lines})
 
     def _report(self, update: dict[str, Any]) -> None:
+        self.metrics.status_reports.labels(state=str(update.get("state", "unknown"))).inc()
         self.connection.send_reliable(MsgType.STATUS, {"updates": [update]})
 
     def _hello(self) -> dict[str, Any]:
@@ -99,6 +116,7 @@ class Agent:
         }
 
     def _heartbeat(self) -> dict[str, Any]:
+        self.metrics.heartbeats.inc()
         return {
             "generation": self.reconciler.generation,
             "usage": {
@@ -114,6 +132,10 @@ class Agent:
             self.reconciler.set_desired(msg.body)
 
     def start(self) -> None:
+        if self.cfg.metrics_port is not None:
+            self.metrics_port = self.metrics.serve(self.cfg.metrics_port, self.cfg.metrics_host)
+            host, port = self.cfg.metrics_host, self.metrics_port
+            log.info("agent metrics on http://%s:%d/metrics", host, port)
         self.shipper.start()
         self.reconciler.start()
         self.sampler.start()
@@ -125,6 +147,7 @@ class Agent:
         self.reconciler.stop()
         self.shipper.stop()
         self.connection.stop()
+        self.metrics.stop()
 
     def wait(self) -> None:
         self._stopped.wait()

@@ -89,6 +89,7 @@ class Reconciler:
         self._desired: dict[str, DesiredTask] = {}
         self._received = False
         self.generation = 0
+        self.passes = 0  # reconcile passes done (agent metrics)
         self._busy: set[str] = set()  # a start or stop worker is acting on the task
         self._watched: set[str] = set()  # a watcher waits for the container's exit
         self._finished: set[str] = set()  # terminal state reported by this process
@@ -149,6 +150,7 @@ class Reconciler:
             if not self._received:
                 return
             desired = dict(self._desired)
+        self.passes += 1
         actual = {c.task_id: c for c in self._driver.list(self._node_id)}
         for task_id, task in desired.items():
             self._converge(task, actual.get(task_id))

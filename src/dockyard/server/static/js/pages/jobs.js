@@ -1,0 +1,146 @@
+// Jobs: running, queued (position and why pending) and history (exit code and
+// reason), paginated with the API's limit/offset and X-Total-Count.
+
+import { api, get } from "../api.js";
+import { badge, fmtBytes, fmtCpu, fmtDuration, fmtInt, fmtTime, h, table, taskLink, throttle } from "../dom.js";
+
+const PAGE = 50;
+export const TABS = {
+  running: { label: "Running", states: ["assigned", "pulling", "starting", "running"], order: "newest" },
+  queued: { label: "Queued", states: ["pending"], order: "oldest" },
+  history: { label: "History", states: ["succeeded", "failed", "killed", "lost", "expired"], order: "newest" },
+};
+
+export function mount(root, app, { params }) {
+  let tab = TABS[params.get("tab")] ? params.get("tab") : "running";
+  let page = Math.max(0, Number(params.get("page") || 0) | 0);
+  let q = params.get("q") || "";
+  let alive = true;
+
+  const tabs = h("div", { class: "tabs", role: "tablist" });
+  const search = h("input", { class: "search", type: "search", placeholder: "Name or id prefix", value: q, "aria-label": "Filter tasks" });
+  const box = h("div", { id: "jobs-table" });
+  const pager = h("div", { class: "pager", id: "jobs-pager" });
+  root.append(
+    h("div", { class: "section-head" }, h("h1", {}, "Jobs"), h("span", { class: "spacer" }), search),
+    tabs, box, pager,
+  );
+
+  function setUrl() {
+    const qs = new URLSearchParams({ tab });
+    if (page) qs.set("page", String(page));
+    if (q) qs.set("q", q);
+    history.replaceState(null, "", `#/jobs?${qs}`);
+  }
+
+  function renderTabs(counts) {
+    tabs.replaceChildren(...Object.entries(TABS).map(([key, t]) => {
+      const n = counts ? t.states.reduce((acc, s) => acc + (counts[s] || 0), 0) : null;
+      return h("button", {
+        class: `tab${key === tab ? " active" : ""}`, role: "tab", "aria-selected": key === tab ? "true" : "false",
+        dataset: { tab: key },
+        onclick: () => { tab = key; page = 0; setUrl(); refresh(); },
+      }, t.label, n === null ? null : h("span", { class: "count" }, fmtInt(n)));
+    }));
+  }
+
+  function killButton(t) {
+    if (t.desired_state === "stop") return h("span", { class: "muted" }, "stopping…");
+    return h("button", {
+      class: "btn small", dataset: { action: "kill", task: t.name },
+      onclick: async () => {
+        if (!(await app.confirm(`Kill ${t.name} (${t.id})?`, "Kill"))) return;
+        try {
+          await api("POST", `/api/v1/tasks/${encodeURIComponent(t.id)}/kill`);
+          app.toast(`Kill requested for ${t.name}`);
+          refresh();
+        } catch (exc) {
+          app.toast(`Kill failed: ${exc.message}`, true);
+        }
+      },
+    }, "Kill");
+  }
+
+  function nameCell(t) {
+    return h("td", {}, taskLink(t.id, t.name), h("div", { class: "muted mono" }, t.id));
+  }
+
+  function row(t, i) {
+    const attrs = { dataset: { task: t.name, taskId: t.id, state: t.state } };
+    if (tab === "queued") {
+      return h("tr", attrs,
+        h("td", { class: "num" }, String(page * PAGE + i + 1)),
+        nameCell(t), h("td", {}, t.owner),
+        h("td", { class: "num" }, fmtCpu(t.cpu)), h("td", { class: "num" }, fmtBytes(t.memory_bytes)),
+        h("td", { class: "num uptime", dataset: { since: String(t.created_at) } }, fmtDuration(Date.now() / 1000 - t.created_at)),
+        h("td", { class: "wrap why" }, t.message || t.reason || "waiting for the scheduler"),
+        h("td", {}, killButton(t)));
+    }
+    if (tab === "running") {
+      return h("tr", attrs,
+        nameCell(t), h("td", {}, t.owner), h("td", {}, badge(t.state)), h("td", {}, t.node || "–"),
+        h("td", { class: "num" }, fmtCpu(t.cpu)), h("td", { class: "num" }, fmtBytes(t.memory_bytes)),
+        h("td", { class: "num uptime", dataset: { since: String(t.started_at || "") } }, t.started_at ? fmtDuration(t.uptime_s) : "–"),
+        h("td", { class: "mono" }, t.image),
+        h("td", {}, killButton(t)));
+    }
+    return h("tr", attrs,
+      nameCell(t), h("td", {}, t.owner), h("td", {}, badge(t.state)),
+      h("td", { class: "num exit" }, t.exit_code === null ? "–" : String(t.exit_code)),
+      h("td", { class: "wrap" }, t.reason || "–", t.message ? h("div", { class: "muted" }, t.message) : null),
+      h("td", {}, t.node || "–"),
+      h("td", { class: "mono" }, fmtTime(t.finished_at)),
+      h("td", { class: "num" }, t.uptime_s === null ? "–" : fmtDuration(t.uptime_s)));
+  }
+
+  const HEADERS = {
+    queued: [["#", "num"], "Name", "Owner", ["CPU", "num"], ["Memory", "num"], ["Waiting", "num"], "Why pending", ""],
+    running: ["Name", "Owner", "State", "Node", ["CPU", "num"], ["Memory", "num"], ["Uptime", "num"], "Image", ""],
+    history: ["Name", "Owner", "State", ["Exit", "num"], "Reason", "Node", "Finished", ["Ran", "num"]],
+  };
+
+  async function load() {
+    if (!alive) return;
+    const t = TABS[tab];
+    try {
+      const [res, summary] = await Promise.all([
+        api("GET", "/api/v1/tasks", { query: { state: t.states, order: t.order, limit: PAGE, offset: page * PAGE, q: q || undefined } }),
+        get("/api/v1/summary"),
+      ]);
+      if (!alive) return;
+      renderTabs(summary.tasks_by_state);
+      const total = res.total ?? res.data.length;
+      if (page > 0 && page * PAGE >= total) { page = Math.max(0, Math.ceil(total / PAGE) - 1); setUrl(); return load(); }
+      box.replaceChildren(table(HEADERS[tab], res.data.map(row), {
+        empty: q ? "No task matches." : { running: "Nothing running.", queued: "The queue is empty.", history: "No finished tasks yet." }[tab],
+      }));
+      const end = page * PAGE + res.data.length;
+      pager.replaceChildren(
+        h("span", { id: "jobs-range" }, total ? `${fmtInt(page * PAGE + 1)}–${fmtInt(end)} of ${fmtInt(total)}` : "0 tasks"),
+        h("button", { class: "btn small", disabled: page === 0, dataset: { page: "prev" }, onclick: () => { page -= 1; setUrl(); refresh(); } }, "‹ Prev"),
+        h("button", { class: "btn small", disabled: end >= total, dataset: { page: "next" }, onclick: () => { page += 1; setUrl(); refresh(); } }, "Next ›"),
+      );
+    } catch (exc) {
+      if (alive) app.toast(`Jobs: ${exc.message}`, true);
+    }
+  }
+
+  const refresh = throttle(load, 1000);
+  search.addEventListener("input", throttle(() => { q = search.value.trim(); page = 0; setUrl(); return load(); }, 300));
+  const tick = setInterval(() => {
+    const now = Date.now() / 1000;
+    for (const cell of box.querySelectorAll("td.uptime")) {
+      const since = Number(cell.dataset.since);
+      if (since) cell.textContent = fmtDuration(now - since);
+    }
+  }, 1000);
+
+  renderTabs(null);
+  load();
+
+  return {
+    onEvents(rows) { if (rows.some((e) => e.task_id)) refresh(); },
+    reload() { refresh(); },
+    unmount() { alive = false; refresh.cancel(); clearInterval(tick); },
+  };
+}
