@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
 import docker
+import docker.errors
 import pytest
 
-from dockyard.client import Client
+from dockyard.client import Client, ClientError
 from dockyard.core.accounting import parse_sge_line
-from dockyard.drivers.base import LABEL_NODE
+from dockyard.drivers.base import LABEL_NODE, LABEL_TASK
 from dockyard.testing.cluster import ProcessCluster
 from dockyard.testing.wait import wait_for
 
@@ -128,3 +132,65 @@ def test_sge_export_parses_back_field_by_field(sampled: ProcessCluster) -> None:
         csv_text = api.export_accounting("csv")
         assert csv_text.splitlines()[0].startswith("seq,task_id,")
         assert len(csv_text.splitlines()) == len(records) + 1
+
+
+def test_users_cannot_run_maintenance_or_read_others_records(sampled: ProcessCluster) -> None:
+    with sampled.client() as admin:
+        token = admin.add_user("carol")["token"]
+        with sampled.client(token) as carol:
+            with pytest.raises(ClientError) as err:
+                carol.gc(0)
+            assert err.value.status == 403
+            assert admin.accounting()  # the admin has records; none of them are hers:
+            assert carol.accounting() == [] and carol.export_accounting("sge") == ""
+        env = {**os.environ, "DOCKYARD_URL": sampled.url, "DOCKYARD_TOKEN": token}
+        for args in (["admin", "export-accounting"], ["admin", "gc"]):
+            res = subprocess.run(
+                [sys.executable, "-m", "dockyard", *args],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert res.returncode != 0 and "admin" in res.stderr.lower(), res
+
+
+def test_gc_removes_dead_containers_and_old_records(sampled: ProcessCluster, image: str) -> None:
+    """``admin gc``: finished work past the retention goes, and each node removes dead
+    dockyard containers it does not own (here: one left by an earlier node identity)."""
+    engine = docker.from_env()
+    orphan = engine.containers.create(
+        image,
+        ["true"],
+        labels={LABEL_TASK: "t-orphan", LABEL_NODE: "n-gone"},
+    )
+    try:
+        orphan.start()
+        wait_for(lambda: engine.containers.get(orphan.id).status == "exited", timeout=30)
+        with sampled.client() as api:
+            done = finish(api, api.run_job("old", image, ["true"])["id"])
+            assert done["state"] == "succeeded"
+            records_before = len(api.accounting())
+            result = api.gc(0)
+            assert result["nodes_pruned"] == 1 and result["tasks"] >= 1
+            node_id = sampled.node_id("node-1")
+            wait_for(
+                lambda: any(e["reason"] == "containers_pruned" for e in api.events(node=node_id)),
+                timeout=15,
+            )
+
+            def gone() -> bool:
+                try:
+                    engine.containers.get(orphan.id)
+                except docker.errors.NotFound:
+                    return True
+                return False
+
+            wait_for(gone, timeout=15)
+            assert all(t["id"] != done["id"] for t in api.tasks())
+            assert len(api.accounting()) == records_before  # accounting outlives task records
+    finally:
+        try:
+            orphan.remove(force=True)
+        except docker.errors.NotFound:
+            pass

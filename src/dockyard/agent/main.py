@@ -19,9 +19,11 @@ from dockyard.agent.reconciler import Reconciler
 from dockyard.agent.sampler import DEFAULT_INTERVAL_S as DEFAULT_SAMPLE_INTERVAL_S
 from dockyard.agent.sampler import UsageSampler
 from dockyard.core.ids import new_id
-from dockyard.drivers import make_driver
+from dockyard.drivers import DRIVERS, make_driver
 from dockyard.drivers.base import Driver
+from dockyard.drivers.errors import DriverError
 from dockyard.protocol.messages import Message, MsgType
+from dockyard.settings import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +42,10 @@ class AgentConfig:
     #: Serve Prometheus metrics on 127.0.0.1:PORT (0: any free port); None: off.
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
+
+    def __post_init__(self) -> None:
+        if self.driver not in DRIVERS:
+            raise ConfigError("agent.driver", f"unknown driver {self.driver!r} (known: {DRIVERS})")
 
 
 def load_node_id(data_dir: Path) -> str:
@@ -130,6 +136,16 @@ class Agent:
     def _on_message(self, msg: Message) -> None:
         if msg.type == MsgType.DESIRED:
             self.reconciler.set_desired(msg.body)
+        elif msg.type == MsgType.PRUNE:
+            threading.Thread(target=self._prune, name="prune", daemon=True).start()
+
+    def _prune(self) -> None:
+        try:
+            removed = self.driver.prune(self.node_id)
+        except DriverError as exc:
+            log.warning("prune failed: %s", exc)
+            return
+        self.connection.send_reliable(MsgType.PRUNED, {"removed": removed})
 
     def start(self) -> None:
         if self.cfg.metrics_port is not None:

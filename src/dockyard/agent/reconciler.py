@@ -255,7 +255,7 @@ class Reconciler:
                             "message": f"pulling {task.image}",
                         }
                     )
-                self._driver.ensure_image(task.image)
+                    self._driver.ensure_image(task.image)
             except DriverError as exc:
                 self._finish(
                     tid, {"state": TaskState.FAILED, "reason": exc.reason, "message": str(exc)}
@@ -296,7 +296,6 @@ class Reconciler:
         tid = task.task_id
         try:
             self._driver.start(container_id)
-            status = self._driver.inspect(container_id)
         except DriverError as exc:
             self._finish(
                 tid,
@@ -314,7 +313,6 @@ class Reconciler:
                 "state": TaskState.RUNNING,
                 "reason": "started",
                 "container_id": container_id,
-                "started_at": status.started_at,
             }
         )
         self._begin_watch(task, container_id, adopted=False)

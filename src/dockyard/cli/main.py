@@ -781,7 +781,8 @@ def admin_gc(
     url: UrlOpt = None,
     token: TokenOpt = None,
 ) -> None:
-    """Remove finished tasks, their logs and events past the retention."""
+    """Remove finished tasks, their logs and events past the retention, and have every
+    connected node remove dead dockyard containers (reported as node events)."""
     with client(url, token) as api:
         result = call(
             api.gc,

@@ -129,6 +129,11 @@ class Driver(Protocol):
 
     def remove(self, container_id: str) -> None: ...
 
+    def prune(self, node_id: str) -> int:
+        """Remove dead dockyard containers this node's reconciler does not own: exited
+        or dead task containers labelled with another (earlier) node id. Returns how many."""
+        ...
+
     def logs(self, container_id: str, stream: str, follow: bool) -> Iterator[LogLine]:
         """Lines of one stream from the container's start; with ``follow`` until exit."""
         ...

@@ -159,13 +159,43 @@ class DockerDriver:
             raise StartFailed(f"start failed: {exc.explanation or exc}") from exc
 
     def list(self, node_id: str) -> list[ContainerStatus]:
+        """The node's containers from one summary call (no inspect per container:
+        that made a reconcile pass cost one Docker round trip per container).
+        Exit details are read by ``inspect`` when a watcher sees the container end."""
+
         def fetch() -> list[Any]:
             return list(
-                self._client.containers.list(all=True, filters={"label": f"{LABEL_NODE}={node_id}"})
+                self._client.api.containers(all=True, filters={"label": f"{LABEL_NODE}={node_id}"})
             )
 
-        containers = self._call(fetch)
-        return [_status(c.attrs) for c in containers if LABEL_TASK in (c.labels or {})]
+        return [
+            ContainerStatus(
+                container_id=str(c["Id"]),
+                task_id=str((c.get("Labels") or {})[LABEL_TASK]),
+                status=str(c.get("State") or "unknown"),
+            )
+            for c in self._call(fetch)
+            if LABEL_TASK in (c.get("Labels") or {})
+        ]
+
+    def prune(self, node_id: str) -> int:
+        def fetch() -> list[Any]:
+            return list(
+                self._client.api.containers(
+                    all=True, filters={"label": LABEL_TASK, "status": ["exited", "dead"]}
+                )
+            )
+
+        removed = 0
+        for c in self._call(fetch):
+            if (c.get("Labels") or {}).get(LABEL_NODE) == node_id:
+                continue  # this node's own: the reconciler removes them with their tasks
+            try:
+                self.remove(str(c["Id"]))
+                removed += 1
+            except DriverError as exc:
+                log.warning("prune: cannot remove %s: %s", c["Id"], exc)
+        return removed
 
     def inspect(self, container_id: str) -> ContainerStatus:
         try:

@@ -142,6 +142,17 @@ class SimDriver:
             container.exit_code = _SIGNAL_EXIT.get(signal, 137)
             self._lock.notify_all()
 
+    def prune(self, node_id: str) -> int:
+        with self._lock:
+            dead = [
+                cid
+                for cid, c in self._containers.items()
+                if c.spec.node_id != node_id and self._snapshot(c).exited
+            ]
+            for cid in dead:
+                del self._containers[cid]
+        return len(dead)
+
     def remove(self, container_id: str) -> None:
         with self._lock:
             container = self._containers.pop(container_id, None)

@@ -36,6 +36,8 @@ class MsgType(StrEnum):
     DESIRED = "desired"
     ACK = "ack"
     REHELLO = "rehello"
+    PRUNE = "prune"  # server -> agent: remove dead containers (admin gc)
+    PRUNED = "pruned"  # agent -> server: how many it removed
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,6 +29,8 @@ class ServerContext:
     wake_scheduler: Callable[[], None]
     push: Callable[[set[str]], None]
     max_runtime_cap_s: float | None = None
+    #: Ask every connected agent to remove dead containers; returns nodes asked.
+    prune_nodes: Callable[[], int] = lambda: 0
     cluster_policy: dict[str, Any] = field(default_factory=dict)
     #: Prometheus metrics of this server (``create_app`` makes one if absent).
     metrics: ServerMetrics | None = None

@@ -19,6 +19,7 @@ from sqlalchemy import select, update
 from dockyard.protocol.messages import Message, MsgType, ProtocolError, decode, encode
 from dockyard.server import nodes as node_ops
 from dockyard.server.accounting import apply_usage, enforce_consumed
+from dockyard.server.events import EventKind, record
 from dockyard.server.metrics import ServerMetrics
 from dockyard.server.reports import apply_status, store_logs
 from dockyard.store.db import Database
@@ -44,6 +45,7 @@ class Gateway:
         self._db = db
         self._metrics = metrics
         self._last_beat: dict[str, float] = {}  # gateway thread: previous heartbeat per node
+        self._to_prune = False
         self._bind = bind
         self._heartbeat_interval = heartbeat_interval
         self._on_change = on_change
@@ -83,6 +85,20 @@ class Gateway:
         with self._lock:
             self._to_push.update(node_ids)
         self._poke()
+
+    def prune_all(self) -> int:
+        """Ask every connected agent to remove its dead containers (admin gc).
+
+        Returns how many live nodes (heard from within three heartbeats) were asked;
+        each answers with a ``pruned`` message, recorded as an event on the node."""
+        now = time.monotonic()
+        with self._lock:
+            self._to_prune = True
+            count = sum(
+                1 for t in self._last_seen.values() if now - t < 3 * self._heartbeat_interval
+            )
+        self._poke()
+        return count
 
     def last_seen(self) -> dict[str, float]:
         """Monotonic time of the last message from each node, on this server's clock."""
@@ -150,6 +166,10 @@ class Gateway:
         with self._lock:
             pending, self._to_push = self._to_push, set()
             forget, self._forget = self._forget, set()
+            prune, self._to_prune = self._to_prune, False
+        if prune:
+            for node_id in list(self._routes):
+                self._send(node_id, Message(MsgType.PRUNE, {}))
         for node_id in forget:
             self._known.pop(node_id, None)
         for node_id in pending:
@@ -304,6 +324,18 @@ class Gateway:
         if touched:
             self.push(touched)
 
+    def _on_pruned(self, node_id: str, msg: Message) -> None:
+        removed = int(msg.body.get("removed") or 0)
+        with self._db.write() as session:
+            record(
+                session,
+                EventKind.NODE,
+                "containers_pruned",
+                f"removed {removed} dead containers",
+                node_id=node_id,
+            )
+        self._ack(node_id, msg)
+
     def _ack(self, node_id: str, msg: Message) -> None:
         if msg.msg_id:
             self._send(node_id, Message(MsgType.ACK, {"ids": [msg.msg_id]}))
@@ -315,4 +347,5 @@ _HANDLERS: dict[MsgType, Callable[[Gateway, str, Message], None]] = {
     MsgType.STATUS: Gateway._on_status,
     MsgType.LOGS: Gateway._on_logs,
     MsgType.USAGE: Gateway._on_usage,
+    MsgType.PRUNED: Gateway._on_pruned,
 }

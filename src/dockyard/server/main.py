@@ -100,6 +100,7 @@ class Server:
                 push=self._push,
                 max_runtime_cap_s=cfg.max_runtime_cap_s,
                 cluster_policy=dict(cfg.policy),
+                prune_nodes=self.gateway.prune_all,
                 metrics=self.metrics,
                 event_hub=self.events,
             )

@@ -191,4 +191,12 @@ def gc(request: Request, body: GcRequest, who: AdminUser) -> GcOut:
             "gc",
             f"gc by {who.name}: {tasks} tasks, {lines} log lines, {acct} accounting records",
         )
-    return GcOut(tasks=tasks, workloads=workloads, events=events, log_lines=lines, accounting=acct)
+    asked = _ctx(request).prune_nodes()
+    return GcOut(
+        nodes_pruned=asked,
+        tasks=tasks,
+        workloads=workloads,
+        events=events,
+        log_lines=lines,
+        accounting=acct,
+    )

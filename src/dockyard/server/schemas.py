@@ -339,6 +339,9 @@ class GcRequest(BaseModel):
 
 
 class GcOut(BaseModel):
+    #: Connected nodes asked to remove dead containers (each reports a
+    #: ``containers_pruned`` event with the count).
+    nodes_pruned: int = 0
     tasks: int
     workloads: int
     events: int
