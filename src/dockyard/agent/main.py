@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -124,6 +125,7 @@ class Agent:
     def _heartbeat(self) -> dict[str, Any]:
         self.metrics.heartbeats.inc()
         return {
+            "sent_at": time.time(),  # lets the server measure heartbeat lag
             "generation": self.reconciler.generation,
             "usage": {
                 "cpu_percent": psutil.cpu_percent(None),

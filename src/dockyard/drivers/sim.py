@@ -126,10 +126,20 @@ class SimDriver:
                 self._tick(container)
                 if container.status == "exited":
                     return True
-                remaining = None if deadline is None else deadline - time.monotonic()
+                now = time.monotonic()
+                remaining = None if deadline is None else deadline - now
                 if remaining is not None and remaining <= 0:
                     return False
-                self._lock.wait(0.05 if remaining is None else min(remaining, 0.05))
+                # Sleep until the deadline or the container's own end, whichever is first;
+                # signals and removals notify. (Polling here made thousands of hollow-node
+                # threads wake 20 times a second.)
+                until_exit = (
+                    None
+                    if container.run_for is None or container.status != "running"
+                    else max(0.0, container.started + container.run_for - now) + 0.001
+                )
+                waits = [w for w in (remaining, until_exit) if w is not None]
+                self._lock.wait(min(waits) if waits else None)
 
     def signal(self, container_id: str, signal: str) -> None:
         with self._lock:
@@ -158,6 +168,7 @@ class SimDriver:
             container = self._containers.pop(container_id, None)
             if container is not None:
                 self._names.pop(container.spec.container_name, None)
+            self._lock.notify_all()
 
     def logs(self, container_id: str, stream: str, follow: bool) -> Iterator[LogLine]:
         with self._lock:

@@ -219,6 +219,9 @@ class Gateway:
             self._last_beat[node_id] = now
             if previous is not None:
                 metrics.heartbeat_interval.observe(now - previous)
+            sent_at = msg.body.get("sent_at")
+            if isinstance(sent_at, float):
+                metrics.heartbeat_lag.observe(max(0.0, time.time() - sent_at))
         elif msg.type == MsgType.LOGS:
             metrics.log_lines_received.inc(len(msg.body.get("lines") or []))
 

@@ -71,6 +71,13 @@ class ServerMetrics:
             buckets=HEARTBEAT_BUCKETS,
             registry=r,
         )
+        self.heartbeat_lag = Histogram(
+            "dockyard_heartbeat_lag_seconds",
+            "From the agent sending a heartbeat to the gateway handling it (agent and server "
+            "clocks; meaningful where they are synchronised)",
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+            registry=r,
+        )
         self.gateway_messages = Counter(
             "dockyard_gateway_messages", "Messages received from agents", ["type"], registry=r
         )
