@@ -99,7 +99,7 @@ export function fmtBytes(n) {
   let v = Number(n);
   let i = 0;
   while (Math.abs(v) >= 1024 && i < units.length - 1) { v /= 1024; i += 1; }
-  return `${v >= 100 || i === 0 ? v.toFixed(0) : v.toFixed(1)} ${units[i]}`;
+  return `${v >= 100 || i === 0 ? v.toFixed(0) : v.toFixed(1).replace(/\.0$/, "")} ${units[i]}`;
 }
 
 export function fmtCpu(c) {
