@@ -197,8 +197,11 @@ class Client:
         home: str | None = None,
         policy: dict[str, Any] | None = None,
         quota: dict[str, Any] | None = None,
+        share: float | None = None,
     ) -> dict[str, Any]:
         body: dict[str, Any] = {}
+        if share is not None:
+            body["share"] = share
         if quota is not None:
             body["quota"] = quota
         if home is not None:
@@ -209,6 +212,26 @@ class Client:
 
     def users(self) -> list[Any]:
         return list(self._request("GET", "/api/v1/users"))
+
+    # -- queue and scheduler ----------------------------------------------
+    def queue(self, limit: int = 1000) -> dict[str, Any]:
+        """Queued tasks in scheduling order, and whether the queue is locked."""
+        return dict(self._request("GET", "/api/v1/queue", params={"limit": limit}))
+
+    def lock_queue(self) -> dict[str, Any]:
+        return dict(self._request("POST", "/api/v1/queue/lock"))
+
+    def unlock_queue(self) -> dict[str, Any]:
+        return dict(self._request("POST", "/api/v1/queue/unlock"))
+
+    def delete_queued(self, ref: str) -> dict[str, Any]:
+        return dict(self._request("DELETE", f"/api/v1/queue/{_quote(ref)}"))
+
+    def plan(self, name: str, image: str, **spec: Any) -> dict[str, Any]:
+        """Dry run of a job (same fields as :meth:`run_job`): where it would go now, or why not."""
+        body: dict[str, Any] = {"name": name, "image": image}
+        body.update({k: v for k, v in spec.items() if v not in (None, [], {}, "")})
+        return dict(self._request("POST", "/api/v1/plan", json=body))
 
     def create_token(self, user: str | None = None, description: str = "") -> dict[str, Any]:
         body: dict[str, Any] = {"description": description}

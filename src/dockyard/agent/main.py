@@ -14,6 +14,7 @@ import psutil
 
 from dockyard import __version__, config
 from dockyard.agent.connection import Connection
+from dockyard.agent.gpus import detect_gpus
 from dockyard.agent.logship import LogShipper
 from dockyard.agent.metrics import AgentMetrics
 from dockyard.agent.reconciler import Reconciler
@@ -43,6 +44,8 @@ class AgentConfig:
     #: Serve Prometheus metrics on 127.0.0.1:PORT (0: any free port); None: off.
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
+    #: GPU device indices this node offers; None: ask NVML (nvidia-ml-py) if present.
+    gpus: list[int] | None = None
 
     def __post_init__(self) -> None:
         if self.driver not in DRIVERS:
@@ -94,6 +97,7 @@ class Agent:
         #: The port /metrics is served on once started (None: not served).
         self.metrics_port: int | None = None
         self._stopped = threading.Event()
+        self.gpus = list(cfg.gpus) if cfg.gpus is not None else detect_gpus()
 
     def _ship_usage(self, samples: list[list[Any]]) -> None:
         self.metrics.usage_samples.inc(len(samples))
@@ -119,6 +123,7 @@ class Agent:
             "capacity": {
                 "cpu_millis": capacity.cpu_millis,
                 "memory_bytes": capacity.memory_bytes,
+                "gpus": self.gpus,
             },
         }
 

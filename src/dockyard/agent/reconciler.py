@@ -48,6 +48,8 @@ class DesiredTask:
     mounts: tuple[Mount, ...] = ()
     security: SecurityOptions = field(default_factory=SecurityOptions)
     policy: ContainerPolicy | None = None
+    gpus: tuple[int, ...] = ()
+    ports: tuple[int, ...] = ()
 
     @classmethod
     def from_wire(cls, data: dict[str, Any]) -> DesiredTask:
@@ -67,6 +69,8 @@ class DesiredTask:
             policy=(
                 None if data.get("policy") is None else ContainerPolicy.from_dict(data["policy"])
             ),
+            gpus=tuple(int(g) for g in data.get("gpus") or ()),
+            ports=tuple(int(p) for p in data.get("ports") or ()),
         )
 
 
@@ -240,6 +244,8 @@ class Reconciler:
             resources=task.resources,
             mounts=mounts,
             security=task.security,
+            gpus=task.gpus,
+            ports=task.ports,
         )
 
     def _start_task(self, task: DesiredTask) -> None:

@@ -139,15 +139,39 @@ def agent(
     sample_interval: Annotated[
         float | None, typer.Option(help="Seconds between resource samples of running tasks [1].")
     ] = None,
+    label: Annotated[list[str] | None, typer.Option(help="Node label KEY=VALUE.")] = None,
+    gpus: Annotated[
+        str | None, typer.Option(help="GPUs: a count (4) or indices (0,2); default: NVML.")
+    ] = None,
+    nodes: Annotated[int, typer.Option(help="Hollow nodes to run (--driver sim).")] = 1,
+    cpu: Annotated[str | None, typer.Option(help="Hollow node CPU cores (sim).")] = None,
+    memory: Annotated[str | None, typer.Option(help="Hollow node memory, e.g. 8g (sim).")] = None,
     log_level: str = "info",
 ) -> None:
-    """Run a node agent that executes tasks on this machine's Docker Engine."""
+    """Run a node agent that executes tasks on this machine's Docker Engine
+    (or, with ``--driver sim --nodes N``, N hollow nodes in this process)."""
     import signal
 
+    from dockyard.agent.gpus import declared
     from dockyard.agent.main import Agent
+    from dockyard.core.errors import ValidationError
+    from dockyard.core.resources import parse_cpu, parse_memory
     from dockyard.drivers.errors import DriverError
+    from dockyard.scheduler.constraints import parse_label
 
     _setup_logging(log_level)
+    try:
+        labels = dict(parse_label(item, "--label") for item in label or [])
+        gpu_list = declared(gpus)
+        cpu_millis = parse_cpu(cpu, "--cpu") if cpu else 4000
+        memory_bytes = parse_memory(memory, "--memory") if memory else 8 * 1024**3
+    except (ValidationError, ValueError) as exc:
+        fail(str(exc))
+    extra: dict[str, Any] = {}
+    if labels:
+        extra["labels"] = labels
+    if gpu_list is not None:
+        extra["gpus"] = gpu_list
     cfg = _agent_config(
         config_file,
         server=server,
@@ -156,15 +180,30 @@ def agent(
         driver=driver,
         heartbeat_interval=heartbeat,
         sample_interval=sample_interval,
+        **extra,
     )
-    try:
-        node = Agent(cfg)
-    except DriverError as exc:
-        fail(str(exc))
-    signal.signal(signal.SIGTERM, lambda *_: node.stop())
-    signal.signal(signal.SIGINT, lambda *_: node.stop())
-    node.start()
-    node.wait()
+    if nodes > 1 or cfg.driver == "sim":
+        if cfg.driver != "sim":
+            fail("--nodes needs --driver sim")
+        from dockyard.agent.hollow import hollow_agents
+
+        fleet = hollow_agents(cfg, nodes, cpu_millis, memory_bytes)
+    else:
+        try:
+            fleet = [Agent(cfg)]
+        except DriverError as exc:
+            fail(str(exc))
+
+    def stop(*_: Any) -> None:
+        for node in fleet:
+            node.stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    for node in fleet:
+        node.start()
+    for node in fleet:
+        node.wait()
 
 
 @app.command()
@@ -256,6 +295,16 @@ def run(
     device: Annotated[list[str] | None, typer.Option(help="Host device to add.")] = None,
     security_opt: Annotated[list[str] | None, typer.Option(help="Docker security option.")] = None,
     user: Annotated[str | None, typer.Option(help="User[:group] inside the container.")] = None,
+    priority: Annotated[int, typer.Option(help="Queue priority, higher first (-1000..1000).")] = 0,
+    constraint: Annotated[
+        list[str] | None,
+        typer.Option(help="Node label constraint: zone=a, zone!=a, 'zone in a,b'."),
+    ] = None,
+    gpus: Annotated[int, typer.Option(help="Whole GPUs, exclusive.")] = 0,
+    port: Annotated[list[int] | None, typer.Option(help="Host port the task needs.")] = None,
+    spread: Annotated[
+        bool, typer.Option(help="Spread across nodes instead of bin-packing.")
+    ] = False,
     json_out: JsonOpt = False,
     url: UrlOpt = None,
     token: TokenOpt = None,
@@ -292,6 +341,11 @@ def run(
             devices=list(device or []),
             security_opt=list(security_opt or []),
             user=user,
+            priority=priority,
+            constraints=list(constraint or []),
+            gpus=gpus,
+            ports=list(port or []),
+            algorithm="spread" if spread else None,
         )
     if json_out:
         render.print_json(task)
@@ -427,6 +481,12 @@ def inspect(
         ("Command", escape(" ".join(task["command"]) or "(image default)")),
         ("CPU", f"{task['cpu']:g}"),
         ("Memory", render.size(task["memory_bytes"])),
+        ("Priority", str(task.get("priority", 0))),
+        ("GPUs", ",".join(map(str, task.get("gpu_indices") or [])) or str(task.get("gpus", 0))),
+        (
+            "Placement",
+            escape(" ".join([task.get("algorithm", "binpack"), *task.get("constraints", [])])),
+        ),
         ("Container", task["container_id"][:12] or "-"),
         ("Created", render.timestamp(task["created_at"])),
         ("Started", render.timestamp(task["started_at"])),
@@ -616,15 +676,16 @@ def user_set(
     quota: Annotated[
         str | None, typer.Option(help='Quota JSON, e.g. {"max_cpu": 2, "cpu_hours": 10}')
     ] = None,
+    share: Annotated[float | None, typer.Option(help="Fair-share weight (default 1).")] = None,
     json_out: JsonOpt = False,
     url: UrlOpt = None,
     token: TokenOpt = None,
 ) -> None:
-    """Change a user's home or container policy (admin)."""
+    """Change a user's home, container policy, quota or fair share (admin)."""
     parsed = _json_object("--policy", policy)
     parsed_quota = _json_object("--quota", quota)
     with client(url, token) as api:
-        result = call(api.update_user, name, home, parsed, parsed_quota)
+        result = call(api.update_user, name, home, parsed, parsed_quota, share)
     if json_out:
         render.print_json(result)
     else:
@@ -752,7 +813,7 @@ def users(json_out: JsonOpt = False, url: UrlOpt = None, token: TokenOpt = None)
         render.print_json(stats)
         return
     render.table(
-        ["USER", "RUNNING", "QUEUED", "FINISHED", "CPU-HOURS", "QUOTA"],
+        ["USER", "RUNNING", "QUEUED", "FINISHED", "CPU-HOURS", "SHARE", "FACTOR", "QUOTA"],
         [
             [
                 escape(s["name"]),
@@ -760,6 +821,8 @@ def users(json_out: JsonOpt = False, url: UrlOpt = None, token: TokenOpt = None)
                 str(s["queued"]),
                 str(s["finished"]),
                 f"{s['quota_cpu_hours_used']:.3f}",
+                f"{s.get('share', 1.0):g}",
+                f"{s.get('factor', 1.0):.3f}",
                 escape(json.dumps(s["quota"]) if s["quota"] else "-"),
             ]
             for s in stats
@@ -815,6 +878,11 @@ def admin_export_accounting(
 def version() -> None:
     """Print the version."""
     print(__version__)
+
+
+from dockyard.cli import scheduling as _scheduling  # noqa: E402  (registers queue, plan)
+
+_ = _scheduling
 
 
 def main() -> None:

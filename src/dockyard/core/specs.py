@@ -22,6 +22,9 @@ DEFAULT_KILL_GRACE_S = 10.0
 MAX_KILL_GRACE_S = 3600.0
 MAX_COMMAND_ARGS = 4096
 MAX_RUNTIME_LIMIT_S = 365 * 86400.0
+MAX_PRIORITY = 1000
+MAX_GPUS = 64
+SCHEDULING_ALGORITHMS = ("binpack", "spread")
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +41,13 @@ class JobSpec:
     max_runtime_s: float | None = None
     mounts: tuple[Mount, ...] = ()
     security: SecurityOptions = field(default_factory=SecurityOptions)
+    # Scheduling: queue priority, label constraints (checked by scheduler.constraints),
+    # host ports, whole GPUs, placement algorithm (binpack or spread).
+    priority: int = 0
+    constraints: tuple[str, ...] = ()
+    ports: tuple[int, ...] = ()
+    gpus: int = 0
+    algorithm: str = "binpack"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -52,6 +62,11 @@ class JobSpec:
             "max_runtime_s": self.max_runtime_s,
             "mounts": [m.to_dict() for m in self.mounts],
             "security": self.security.to_dict(),
+            "priority": self.priority,
+            "constraints": list(self.constraints),
+            "ports": list(self.ports),
+            "gpus": self.gpus,
+            "algorithm": self.algorithm,
         }
 
     @classmethod
@@ -70,6 +85,11 @@ class JobSpec:
             ),
             mounts=tuple(Mount.from_dict(m) for m in data.get("mounts") or ()),
             security=SecurityOptions.from_dict(data.get("security")),
+            priority=int(data.get("priority") or 0),
+            constraints=tuple(str(c) for c in data.get("constraints") or ()),
+            ports=tuple(int(p) for p in data.get("ports") or ()),
+            gpus=int(data.get("gpus") or 0),
+            algorithm=str(data.get("algorithm") or "binpack"),
         )
 
 
@@ -96,6 +116,11 @@ def build_job_spec(
     max_runtime_s: float | None = None,
     mounts: Sequence[str | Mapping[str, Any]] | None = None,
     security: Mapping[str, Any] | None = None,
+    priority: int | None = None,
+    constraints: Sequence[str] | None = None,
+    ports: Sequence[int] | None = None,
+    gpus: int | None = None,
+    algorithm: str | None = None,
 ) -> JobSpec:
     """Validate raw user input and build a :class:`JobSpec`.
 
@@ -132,6 +157,29 @@ def build_job_spec(
         policy = RestartPolicy.from_dict(restart)
     if max_runtime_s is not None and not 0 < float(max_runtime_s) <= MAX_RUNTIME_LIMIT_S:
         raise ValidationError("max_runtime_s", "must be more than 0 and at most a year")
+    prio = 0 if priority is None else priority
+    if isinstance(prio, bool) or not isinstance(prio, int) or abs(prio) > MAX_PRIORITY:
+        raise ValidationError(
+            "priority", f"must be an integer from -{MAX_PRIORITY} to {MAX_PRIORITY}"
+        )
+    gpu_count = 0 if gpus is None else gpus
+    if isinstance(gpu_count, bool) or not isinstance(gpu_count, int):
+        raise ValidationError("gpus", "must be a whole number of GPUs")
+    if not 0 <= gpu_count <= MAX_GPUS:
+        raise ValidationError("gpus", f"must be between 0 and {MAX_GPUS}")
+    host_ports = list(ports or ())
+    for index, port in enumerate(host_ports):
+        if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+            raise ValidationError(f"ports[{index}]", "must be a port number from 1 to 65535")
+    if len(set(host_ports)) != len(host_ports):
+        raise ValidationError("ports", "lists a port twice")
+    algo = algorithm or "binpack"
+    if algo not in SCHEDULING_ALGORITHMS:
+        raise ValidationError("algorithm", f"must be one of {', '.join(SCHEDULING_ALGORITHMS)}")
+    wanted = list(constraints or ())
+    for index, text in enumerate(wanted):
+        if not isinstance(text, str) or not text.strip():
+            raise ValidationError(f"constraints[{index}]", "must be a constraint such as zone=a")
     return JobSpec(
         name=name,
         image=image,
@@ -146,6 +194,11 @@ def build_job_spec(
             for m in mounts or ()
         ),
         security=SecurityOptions.from_dict(security),
+        priority=prio,
+        constraints=tuple(c.strip() for c in wanted),
+        ports=tuple(host_ports),
+        gpus=gpu_count,
+        algorithm=algo,
     )
 
 

@@ -34,6 +34,16 @@ class ContainerSpec:
     pids_limit: int = DEFAULT_PIDS_LIMIT
     mounts: tuple[Mount, ...] = ()
     security: SecurityOptions = field(default_factory=SecurityOptions)
+    #: GPU device indices given to the task (exclusive), and host ports it publishes.
+    gpus: tuple[int, ...] = ()
+    ports: tuple[int, ...] = ()
+
+    def gpu_env(self) -> dict[str, str]:
+        """NVIDIA_VISIBLE_DEVICES / CUDA_VISIBLE_DEVICES naming the task's GPUs."""
+        if not self.gpus:
+            return {}
+        devices = ",".join(str(g) for g in self.gpus)
+        return {"NVIDIA_VISIBLE_DEVICES": devices, "CUDA_VISIBLE_DEVICES": devices}
 
     @property
     def container_name(self) -> str:

@@ -119,7 +119,9 @@ class DockerDriver:
                 command=list(spec.command) or None,
                 name=spec.container_name,
                 labels=spec.labels(),
-                environment=dict(spec.env),
+                environment={**spec.env, **spec.gpu_env()},
+                device_requests=_gpu_requests(spec),
+                ports={f"{p}/tcp": p for p in spec.ports} or None,
                 nano_cpus=spec.resources.cpu_millis * 1_000_000,
                 mem_limit=spec.resources.memory_bytes,
                 memswap_limit=spec.resources.memory_bytes,
@@ -277,6 +279,17 @@ class DockerDriver:
             return fn()
         except (requests.exceptions.RequestException, docker.errors.DockerException) as exc:
             raise RuntimeUnavailable(f"Docker Engine error: {exc}") from exc
+
+
+def _gpu_requests(spec: ContainerSpec) -> list[docker.types.DeviceRequest] | None:
+    """The task's GPUs, by index, as a Docker device request (NVIDIA runtime)."""
+    if not spec.gpus:
+        return None
+    return [
+        docker.types.DeviceRequest(
+            driver="nvidia", device_ids=[str(g) for g in spec.gpus], capabilities=[["gpu"]]
+        )
+    ]
 
 
 def _volumes(spec: ContainerSpec) -> dict[str, dict[str, str]] | None:

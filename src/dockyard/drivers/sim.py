@@ -3,7 +3,9 @@
 A simulated container understands a tiny command language so tests can make it
 behave: ``sleep SECONDS`` runs that long then exits 0, ``exit CODE`` exits at once
 with CODE, ``oom`` exits as if the kernel killed it for memory; anything else runs
-until signalled. Images whose name contains ``missing`` do not exist.
+until signalled. The task's environment can say the same for any command:
+``DOCKYARD_SIM_RUN_FOR=2s`` (or ``500ms``, ``0``) and ``DOCKYARD_SIM_EXIT_CODE=1``.
+Images whose name contains ``missing`` do not exist.
 """
 
 from __future__ import annotations
@@ -32,6 +34,15 @@ class _SimContainer:
     ignores_sigterm: bool = False
     run_for: float | None = None
     lines: list[LogLine] = field(default_factory=list)
+
+
+def _duration(text: str) -> float:
+    """``2s``, ``500ms``, ``1m`` or plain seconds."""
+    text = text.strip().lower()
+    for suffix, factor in (("ms", 0.001), ("s", 1.0), ("m", 60.0), ("h", 3600.0)):
+        if text.endswith(suffix):
+            return max(0.0, float(text[: -len(suffix)]) * factor)
+    return max(0.0, float(text))
 
 
 def _now() -> str:
@@ -76,6 +87,14 @@ class SimDriver:
                 container.exit_code = 137
             elif cmd[:1] == ["ignore-sigterm"]:
                 container.ignores_sigterm = True
+            run_for = spec.env.get("DOCKYARD_SIM_RUN_FOR")
+            if run_for is not None:
+                container.run_for = _duration(run_for)
+            exit_code = spec.env.get("DOCKYARD_SIM_EXIT_CODE")
+            if exit_code is not None:
+                container.exit_code = int(exit_code)
+                if container.run_for is None:
+                    container.run_for = 0.0
             self._containers[container.container_id] = container
             self._names[spec.container_name] = container.container_id
             return container.container_id

@@ -29,6 +29,7 @@ from dockyard.server.jobs import find_task, kill_task, submit_job, visible_tasks
 from dockyard.server.nodes import allocations
 from dockyard.server.policy import enforce, policy_for
 from dockyard.server.routes_accounting import router as accounting_router
+from dockyard.server.routes_queue import router as queue_router
 from dockyard.server.schemas import (
     DrainRequest,
     ErrorOut,
@@ -71,6 +72,7 @@ def create_app(ctx: ServerContext) -> FastAPI:
     )
     app.state.ctx = ctx
     app.include_router(accounting_router)
+    app.include_router(queue_router)
     install_dashboard(app, ctx)  # /, /ui, /metrics, /api/v1/summary, /api/v1/events/stream
 
     @app.exception_handler(PolicyViolation)
@@ -130,6 +132,7 @@ def create_app(ctx: ServerContext) -> FastAPI:
             max_runtime_s=body.max_runtime_s,
             mounts=body.mounts,
             security=body.security(),
+            **body.scheduling(),
         )
         with ctx.db.write() as session:
             user = session.get(User, who.user_id)
@@ -176,22 +179,20 @@ def create_app(ctx: ServerContext) -> FastAPI:
             total = session.scalar(select(func.count()).select_from(query.subquery()))
             response.headers["X-Total-Count"] = str(total or 0)
             tasks = list(session.scalars(ordered.offset(offset).limit(limit)))
-            users = dict(
-                session.execute(
+            users = {
+                str(k): str(v)
+                for k, v in session.execute(
                     select(User.id, User.name).where(User.id.in_({t.owner_id for t in tasks}))
                 )
-                .tuples()
-                .all()
-            )
-            nodes = dict(
-                session.execute(
+            }
+            nodes = {
+                str(k): str(v)
+                for k, v in session.execute(
                     select(Node.id, Node.name).where(
                         Node.id.in_({t.node_id for t in tasks if t.node_id})
                     )
                 )
-                .tuples()
-                .all()
-            )
+            }
             return [
                 TaskOut.build(t, users.get(t.owner_id, "?"), nodes.get(t.node_id or ""))
                 for t in tasks
@@ -468,6 +469,8 @@ def create_app(ctx: ServerContext) -> FastAPI:
                 except (TypeError, AttributeError) as exc:
                     raise ValidationError("policy", f"malformed policy: {exc}") from None
                 user.policy = dict(body.policy)
+            if body.share is not None:
+                user.share = body.share
             record(session, EventKind.USER, "user_updated", f"{name} updated by {who.name}")
             return UserOut.build(user)
 

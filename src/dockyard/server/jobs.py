@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from dockyard.core.ids import new_id
 from dockyard.core.specs import JobSpec
 from dockyard.core.states import PLACED_STATES, DesiredState, Reason, TaskState
+from dockyard.scheduler.constraints import parse_constraints
 from dockyard.server.auth import Principal
 from dockyard.server.errors import Conflict
 from dockyard.server.events import EventKind, record
@@ -33,6 +34,7 @@ def submit_job(
     policy: dict[str, Any] | None = None,
 ) -> Task:
     """Store a job and its first task (pending) in one transaction."""
+    parse_constraints(spec.constraints)  # 422 naming the constraint; nothing written yet
     now = time.time()
     workload = Workload(
         id=new_id(),
@@ -58,6 +60,7 @@ def submit_job(
         created_at=now,
         max_runtime_s=effective_max_runtime(spec, max_runtime_cap_s),
         stop_reason="",
+        **scheduling_fields(spec),
     )
     session.add(workload)
     session.flush()  # no ORM relationships: insert the parent row first
@@ -65,6 +68,17 @@ def submit_job(
     session.flush()
     record(session, EventKind.TASK, Reason.SUBMITTED, f"job {spec.name} submitted", task=task)
     return task
+
+
+def scheduling_fields(spec: JobSpec) -> dict[str, Any]:
+    """The task columns the scheduler reads, from a job's spec."""
+    return {
+        "priority": spec.priority,
+        "constraints": list(spec.constraints),
+        "ports": ",".join(str(p) for p in spec.ports),
+        "gpus": spec.gpus,
+        "algorithm": spec.algorithm,
+    }
 
 
 def visible_tasks(principal: Principal) -> Sequence[ColumnElement[bool]]:

@@ -63,6 +63,11 @@ def follow_up(session: Session, task: Task) -> Task | None:
         previous_task_id=task.id,
         max_runtime_s=task.max_runtime_s,
         stop_reason="",
+        priority=task.priority,
+        constraints=list(task.constraints or []),
+        ports=task.ports,
+        gpus=task.gpus,
+        algorithm=task.algorithm,
     )
     session.add(replacement)
     session.flush()

@@ -12,18 +12,19 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from dockyard.core.quota import Admission, Candidate, OwnerUsage, Quota, admit
-from dockyard.core.resources import Resources
 from dockyard.core.states import PLACED_STATES, DesiredState, Reason, TaskState
-from dockyard.scheduler.placement import NodeView, TaskRequest, place
+from dockyard.scheduler.fairshare import FairShareConfig
 from dockyard.server import nodes as node_ops
+from dockyard.server import scheduling
 from dockyard.server.accounting import consumed_cpu_seconds
 from dockyard.server.events import EventKind, record
-from dockyard.server.jobs import bump_generation, request_stop
+from dockyard.server.jobs import request_stop
 from dockyard.server.metrics import ServerMetrics
+from dockyard.server.scheduling import FairShareState
 from dockyard.store.db import Database
 from dockyard.store.tables import Node, Task, User
 
@@ -70,7 +71,14 @@ class Loop:
 
 
 class SchedulerLoop(Loop):
-    """Places pending tasks on ready nodes with enough free CPU and memory."""
+    """Places pending tasks in queue order (priority, fair share, age) on ready nodes.
+
+    Each pass reads a snapshot, lets the pure scheduler order the queue
+    (scheduler/queue.py) and place tasks (scheduler/placement.py), then writes
+    the plan in one transaction, guarded so a task that stopped being pending or
+    a node that stopped being ready in between is left alone. While an admin holds
+    the queue locked, nothing new is placed and pending tasks say so.
+    """
 
     name = "scheduler"
 
@@ -80,102 +88,50 @@ class SchedulerLoop(Loop):
         push: Callable[[set[str]], None],
         interval: float = 0.25,
         metrics: ServerMetrics | None = None,
+        fair_share: FairShareConfig | None = None,
     ):
         super().__init__(interval)
         self._db = db
         self._push = push
         self._metrics = metrics
+        self.fair = FairShareState(fair_share or scheduling.fair_share_config())
+        #: Tasks placed by the last pass (benchmarks read it).
+        self.last_placed = 0
 
-    def _observe_placement(self, task: Task, now: float) -> None:
+    def _observe_placement(self, row: Any, now: float) -> None:
         """Scheduling latency: from when the task could first be placed to its placement."""
         if self._metrics is not None:
-            since = max(task.created_at, task.not_before or 0.0)
+            since = max(row.created_at, row.not_before or 0.0)
             self._metrics.placements.inc()
             self._metrics.scheduling_latency.observe(max(0.0, now - since))
 
     def step(self) -> None:
         now = time.time()
         started = time.perf_counter()
+        self.last_placed = 0
         with self._db.read() as session:
-            pending = list(
-                session.execute(
-                    select(Task.id, Task.cpu_millis, Task.memory_bytes, Task.message, Task.owner_id)
-                    .where(
-                        Task.state == TaskState.PENDING,
-                        Task.desired_state == DesiredState.RUN,
-                        or_(Task.not_before.is_(None), Task.not_before <= now),
+            lock = scheduling.queue_lock(session)
+            if lock is not None:
+                rows = scheduling.pending_rows(session, now)
+                decision = None
+            else:
+                decision = scheduling.decide(session, now, self.fair, quota_admission)
+        if lock is not None:
+            if rows:
+                with self._db.write() as session:
+                    scheduling.hold_all(
+                        session, rows, f"queue locked by {lock['by']}: nothing new starts"
                     )
-                    .order_by(Task.created_at)
-                    .limit(PENDING_BATCH)
-                ).all()
-            )
-            if not pending:
-                return
-            admission = quota_admission(session, pending, now)
-            allocated = node_ops.allocations(session)
-            views = [
-                NodeView(
-                    node_id=n.id,
-                    name=n.name,
-                    state="draining" if n.draining and n.state == "ready" else n.state,
-                    capacity=Resources(n.cpu_millis, n.memory_bytes),
-                    allocated=Resources(*allocated.get(n.id, (0, 0))),
-                )
-                for n in session.scalars(select(Node).order_by(Node.id))
-            ]
-        admitted = set(admission.admitted)
-        requests = [
-            TaskRequest(row.id, Resources(row.cpu_millis, row.memory_bytes))
-            for row in pending
-            if row.id in admitted
-        ]
-        plan = place(requests, views)
-        plan.pending_reasons.update(admission.held)
-        messages = {row.id: row.message for row in pending}
-        touched: set[str] = set()
+            return
+        if decision is None:
+            return
         with self._db.write() as session:
-            ready = {
-                n.id
-                for n in session.scalars(
-                    select(Node).where(Node.state == "ready", Node.draining.is_(False))
-                )
-            }
-            for task_id, node_id in plan.assignments.items():
-                if node_id not in ready:
-                    continue
-                result = session.execute(
-                    update(Task)
-                    .where(Task.id == task_id, Task.state == TaskState.PENDING)
-                    .values(
-                        state=TaskState.ASSIGNED,
-                        node_id=node_id,
-                        assigned_at=now,
-                        reason=Reason.PLACED,
-                        message="",
-                    )
-                )
-                if result.rowcount:  # type: ignore[attr-defined]
-                    task = session.get(Task, task_id)
-                    if task is not None:
-                        record(
-                            session,
-                            EventKind.TASK,
-                            Reason.PLACED,
-                            f"placed on {node_id}",
-                            task=task,
-                        )
-                        self._observe_placement(task, now)
-                    touched.add(node_id)
-            for node_id in touched:
-                bump_generation(session, node_id)
-            for task_id, why in plan.pending_reasons.items():
-                if messages.get(task_id) != why:
-                    reason = "quota" if task_id in admission.held else Reason.UNSCHEDULABLE
-                    session.execute(
-                        update(Task)
-                        .where(Task.id == task_id, Task.state == TaskState.PENDING)
-                        .values(reason=reason, message=why)
-                    )
+            touched = scheduling.commit_plan(
+                session, decision, now, lambda row: self._observe_placement(row, now)
+            )
+        self.last_placed = sum(
+            1 for tid in decision.plan.assignments if decision.plan.assignments[tid] in touched
+        )
         if self._metrics is not None:
             self._metrics.scheduler_step.observe(time.perf_counter() - started)
         if touched:

@@ -52,6 +52,7 @@ def register(session: Session, body: dict[str, Any]) -> Node:
     node.labels = dict(body.get("labels") or {})
     node.cpu_millis = int(capacity.get("cpu_millis", node.cpu_millis))
     node.memory_bytes = int(capacity.get("memory_bytes", node.memory_bytes))
+    node.gpus = ",".join(str(int(i)) for i in capacity.get("gpus") or [])[:512]
     node.state = NodeState.READY
     node.last_heartbeat_at = now
     session.flush()
@@ -130,6 +131,8 @@ def desired_for(session: Session, node: Node) -> dict[str, Any]:
                 "mounts": [m.to_dict() for m in spec.mounts],
                 "security": spec.security.to_dict(),
                 "policy": raw.get("policy"),
+                "gpus": [int(g) for g in (task.gpu_indices or "").split(",") if g],
+                "ports": [int(p) for p in (task.ports or "").split(",") if p],
                 "desired": task.desired_state,
                 "log_offsets": {
                     "stdout": offsets.get((task.id, "stdout"), 0),

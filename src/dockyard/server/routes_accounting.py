@@ -16,6 +16,7 @@ from dockyard.server.accounting import consumed_cpu_seconds
 from dockyard.server.deps import AdminUser, CurrentUser, ServerContext
 from dockyard.server.errors import Forbidden
 from dockyard.server.events import EventKind, record
+from dockyard.server.scheduling import fair_share_now
 from dockyard.server.schemas import AccountingOut, ErrorOut, GcOut, GcRequest, UserStatsOut
 from dockyard.store.errors import NotFound
 from dockyard.store.tables import Accounting, Event, LogLine, Task, User, Workload
@@ -126,6 +127,7 @@ def user_stats(request: Request, who: CurrentUser) -> list[UserStatsOut]:
     terminal = [s.value for s in TERMINAL_STATES]
     with _ctx(request).db.read() as session:
         users = list(session.scalars(select(User).order_by(User.name)))
+        fair = fair_share_now(session, now)
         if not who.is_admin:
             users = [u for u in users if u.id == who.user_id]
         out = []
@@ -156,6 +158,9 @@ def user_stats(request: Request, who: CurrentUser) -> list[UserStatsOut]:
                     memory_gib_s=float(charged[1]),
                     quota=dict(user.quota or {}),
                     quota_cpu_hours_used=consumed_cpu_seconds(session, user.id, period, now) / 3600,
+                    share=user.share,
+                    usage=fair.usage.get(user.id, 0.0),
+                    factor=fair.factors.get(user.id, 1.0),
                 )
             )
         return out

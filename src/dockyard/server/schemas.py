@@ -48,6 +48,18 @@ class JobCreate(BaseModel):
     security_opt: list[str] = Field(default_factory=list, max_length=64)
     sysctls: dict[str, str] = Field(default_factory=dict)
     user: str = Field(default="", max_length=64, description="user[:group] inside the container")
+    priority: int = Field(default=0, description="queue priority (higher first), -1000..1000")
+    constraints: list[str] = Field(
+        default_factory=list,
+        max_length=32,
+        description="node label constraints: zone=a, k!=v, k in a,b",
+    )
+    ports: list[int] = Field(default_factory=list, max_length=64, description="host ports it needs")
+    gpus: int = Field(default=0, description="whole GPUs, exclusive")
+    algorithm: str = Field(default="binpack", description="binpack or spread")
+
+    def scheduling(self) -> dict[str, Any]:
+        return self.model_dump(include={"priority", "constraints", "ports", "gpus", "algorithm"})
 
     def security(self) -> dict[str, Any]:
         return self.model_dump(
@@ -103,6 +115,17 @@ class TaskOut(BaseModel):
     max_runtime_s: float | None
     cpu_seconds: float = Field(description="CPU time used so far (cgroup samples)")
     max_memory_bytes: int = Field(description="peak memory so far")
+    priority: int = 0
+    gpus: int = Field(default=0, description="whole GPUs asked for")
+    gpu_indices: list[int] = Field(
+        default_factory=list, description="GPU devices given on its node"
+    )
+    constraints: list[str] = Field(default_factory=list)
+    ports: list[int] = Field(default_factory=list)
+    algorithm: str = "binpack"
+    pending_detail: dict[str, Any] | None = Field(
+        default=None, description='why pending: {"total": n, "fit": 0, "reasons": {why: count}}'
+    )
 
     @classmethod
     def build(cls, task: Task, owner: str, node: str | None) -> TaskOut:
@@ -138,6 +161,13 @@ class TaskOut(BaseModel):
             max_runtime_s=task.max_runtime_s,
             cpu_seconds=task.cpu_seconds,
             max_memory_bytes=task.max_memory_bytes,
+            priority=task.priority or 0,
+            gpus=task.gpus or 0,
+            gpu_indices=[int(i) for i in (task.gpu_indices or "").split(",") if i],
+            constraints=list(task.constraints or []),
+            ports=[int(p) for p in (task.ports or "").split(",") if p],
+            algorithm=task.algorithm or "binpack",
+            pending_detail=task.pending_detail if task.state == "pending" else None,
         )
 
 
@@ -191,6 +221,7 @@ class NodeOut(BaseModel):
     last_heartbeat_at: float
     heartbeat_age_s: float
     labels: dict[str, str]
+    gpus: list[int] = Field(default_factory=list, description="GPU device indices")
 
     @classmethod
     def build(cls, node: Node, allocated: tuple[int, int], tasks: int) -> NodeOut:
@@ -211,6 +242,7 @@ class NodeOut(BaseModel):
             last_heartbeat_at=node.last_heartbeat_at,
             heartbeat_age_s=max(0.0, time.time() - node.last_heartbeat_at),
             labels={str(k): str(v) for k, v in (node.labels or {}).items()},
+            gpus=[int(i) for i in (node.gpus or "").split(",") if i],
         )
 
 
@@ -246,6 +278,9 @@ class UserUpdate(BaseModel):
     quota: dict[str, Any] | None = Field(
         default=None, description="max_cpu, max_memory, max_tasks, cpu_hours, period_s"
     )
+    share: float | None = Field(
+        default=None, ge=0, le=1_000_000, description="fair-share weight (default 1)"
+    )
 
 
 class UserOut(BaseModel):
@@ -257,6 +292,8 @@ class UserOut(BaseModel):
     policy: dict[str, Any]
     quota: dict[str, Any]
 
+    share: float = 1.0
+
     @classmethod
     def build(cls, user: User) -> UserOut:
         return cls(
@@ -267,6 +304,7 @@ class UserOut(BaseModel):
             home=user.home or f"/home/{user.name}",
             policy=dict(user.policy or {}),
             quota=dict(user.quota or {}),
+            share=user.share if user.share is not None else 1.0,
         )
 
 
@@ -327,6 +365,9 @@ class UserStatsOut(BaseModel):
     memory_gib_s: float
     quota: dict[str, Any]
     quota_cpu_hours_used: float
+    share: float = Field(default=1.0, description="fair-share weight an admin set")
+    usage: float = Field(default=0.0, description="decayed billed usage (docs/scheduler.md)")
+    factor: float = Field(default=1.0, description="fair-share factor 2^(-U/S), 0..1")
 
 
 class GcRequest(BaseModel):

@@ -36,6 +36,8 @@ class User(Base):
     policy: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     #: Admin-set quotas (see core/quota.py); empty: unlimited.
     quota: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    #: Fair-share weight an admin gave the user (scheduler/fairshare.py); default 1.
+    share: Mapped[float] = mapped_column(Float, default=1.0)
 
 
 class Token(Base):
@@ -68,6 +70,8 @@ class Node(Base):
     agent_version: Mapped[str] = mapped_column(String(32), default="")
     draining: Mapped[bool] = mapped_column(Boolean, default=False)
     drain_deadline: Mapped[float | None] = mapped_column(Float, nullable=True)
+    #: GPU device indices the agent reported, comma-separated ("0,1,2,3"); "" for none.
+    gpus: Mapped[str] = mapped_column(String(512), default="")
 
 
 class Workload(Base):
@@ -87,6 +91,7 @@ class Task(Base):
         Index("ix_tasks_state", "state"),
         Index("ix_tasks_node_state", "node_id", "state"),
         Index("ix_tasks_owner_name", "owner_id", "name"),
+        Index("ix_tasks_state_priority", "state", "priority", "created_at"),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
@@ -123,6 +128,27 @@ class Task(Base):
     max_memory_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     memory_gib_s: Mapped[float] = mapped_column(Float, default=0.0)
     last_sample_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # Scheduling (scheduler/): queue priority, placement constraints ("zone=a"), host
+    # ports ("80,443"), whole GPUs asked for and the device indices given, algorithm.
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    constraints: Mapped[list[str]] = mapped_column(JSON, default=list)
+    ports: Mapped[str] = mapped_column(String(512), default="")
+    gpus: Mapped[int] = mapped_column(Integer, default=0)
+    gpu_indices: Mapped[str] = mapped_column(String(256), default="")
+    algorithm: Mapped[str] = mapped_column(String(16), default="binpack")
+    #: Why it is pending, machine-readable: {"total": n, "fit": 0, "reasons": {...}}.
+    pending_detail: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+
+
+class SchedulerSetting(Base):
+    """Cluster-wide scheduler switches an admin sets, e.g. ``queue_locked``."""
+
+    __tablename__ = "scheduler_settings"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[Any] = mapped_column(JSON)
+    updated_at: Mapped[float] = mapped_column(Float)
+    updated_by: Mapped[str] = mapped_column(String(64), default="")
 
 
 class Event(Base):
