@@ -19,6 +19,7 @@ command -v dockerd >/dev/null 2>&1 || need_pkgs+=(docker.io)
 command -v ip >/dev/null 2>&1 || need_pkgs+=(iproute2)
 command -v file >/dev/null 2>&1 || need_pkgs+=(file)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_pkgs+=(python3-venv)
+[ -x /usr/bin/chromium ] || need_pkgs+=(chromium)  # browser tests (Playwright, no download)
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
   log "installing Debian packages: ${need_pkgs[*]}"
   $SUDO apt-get update -qq
@@ -46,6 +47,19 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ] || ! .venv/bin/python -
   .venv/bin/pip install -q --upgrade pip >/dev/null 2>&1 || true
   .venv/bin/pip install -q -e ".[dev]"
   echo "$want" > "$stamp"
+fi
+
+# promtool for `promtool check metrics` in tests: only the binary, taken from
+# Debian's prometheus package (no Prometheus service is installed or started).
+if [ ! -x .venv/bin/promtool ] && ! command -v promtool >/dev/null 2>&1; then
+  tmp="$(mktemp -d)"
+  if (cd "$tmp" && apt-get download prometheus >/dev/null 2>&1); then
+    dpkg-deb --fsys-tarfile "$tmp"/prometheus_*.deb | tar -x -C "$tmp" ./usr/bin/promtool
+    install -m 0755 "$tmp/usr/bin/promtool" .venv/bin/promtool
+  else
+    log "promtool not available (apt-get download prometheus failed); its test will skip"
+  fi
+  rm -rf "$tmp"
 fi
 
 .venv/bin/python -m dockyard.testing.images >/dev/null
