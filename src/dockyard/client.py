@@ -129,11 +129,23 @@ class Client:
             body["kill_grace_s"] = kill_grace_s
         return dict(self._request("POST", "/api/v1/jobs", json=body))
 
-    def tasks(self, *, active: bool = False, states: list[str] | None = None) -> list[Any]:
-        params: dict[str, Any] = {"active": active}
+    def tasks(
+        self, *, active: bool = False, states: list[str] | None = None, page_size: int = 2000
+    ) -> list[Any]:
+        """Every task you may see, newest first (fetched page by page)."""
+        params: dict[str, Any] = {"active": active, "limit": page_size}
         if states:
             params["state"] = states
-        return list(self._request("GET", "/api/v1/tasks", params=params))
+        out: list[Any] = []
+        seen: set[str] = set()
+        offset = 0
+        while True:
+            batch = list(self._request("GET", "/api/v1/tasks", params={**params, "offset": offset}))
+            out.extend(t for t in batch if t["id"] not in seen)
+            seen.update(t["id"] for t in batch)
+            if len(batch) < page_size:
+                return out
+            offset += page_size
 
     def task(self, ref: str) -> dict[str, Any]:
         return dict(self._request("GET", f"/api/v1/tasks/{_quote(ref)}"))
