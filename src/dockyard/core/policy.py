@@ -9,8 +9,13 @@ Two situations, as in Nomad:
   lasted ``reset_after_s`` or longer resets the count). ``max_attempts`` bounds
   restarts (``None``: unbounded).
 * **Reschedule** — the task was lost with its node or moved off a draining node.
-  A replacement is placed at once (the task did nothing wrong), at most
-  ``reschedule_attempts`` times per job.
+  At most ``reschedule_attempts`` replacements within ``reschedule_interval_s``
+  (Nomad's ``attempts``/``interval``). The k-th replacement in that window waits
+  ``reschedule_delay_s * 2^(k-1)`` capped at ``reschedule_max_delay_s`` (Nomad's
+  exponential ``delay``/``max_delay``). Unlike Nomad (batch: 1 attempt per 24 h,
+  5 s delay; service: unlimited, 30 s doubling to 1 h), the defaults are
+  3 attempts per hour with **no delay**: a task lost with its node did nothing
+  wrong, and replacing it at once is the point (see ``bench/failover.py``).
 
 A task killed by its owner, or expired at its max runtime, is never replaced.
 """
@@ -36,6 +41,9 @@ DEFAULT_INITIAL_DELAY_S = 1.0
 DEFAULT_MAX_DELAY_S = 60.0
 DEFAULT_RESET_AFTER_S = 60.0
 DEFAULT_RESCHEDULE_ATTEMPTS = 3
+DEFAULT_RESCHEDULE_INTERVAL_S = 3600.0
+DEFAULT_RESCHEDULE_DELAY_S = 0.0
+DEFAULT_RESCHEDULE_MAX_DELAY_S = 300.0
 
 #: Stop reasons (why the server asked a task to stop) that call for a replacement.
 RESCHEDULE_STOP_REASONS = frozenset({"node_drained"})
@@ -49,6 +57,9 @@ class RestartPolicy:
     max_delay_s: float = DEFAULT_MAX_DELAY_S
     reset_after_s: float = DEFAULT_RESET_AFTER_S
     reschedule_attempts: int = DEFAULT_RESCHEDULE_ATTEMPTS
+    reschedule_interval_s: float = DEFAULT_RESCHEDULE_INTERVAL_S
+    reschedule_delay_s: float = DEFAULT_RESCHEDULE_DELAY_S
+    reschedule_max_delay_s: float = DEFAULT_RESCHEDULE_MAX_DELAY_S
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -58,6 +69,9 @@ class RestartPolicy:
             "max_delay_s": self.max_delay_s,
             "reset_after_s": self.reset_after_s,
             "reschedule_attempts": self.reschedule_attempts,
+            "reschedule_interval_s": self.reschedule_interval_s,
+            "reschedule_delay_s": self.reschedule_delay_s,
+            "reschedule_max_delay_s": self.reschedule_max_delay_s,
         }
 
     @classmethod
@@ -77,6 +91,13 @@ class RestartPolicy:
             max_delay_s=float(data.get("max_delay_s", DEFAULT_MAX_DELAY_S)),
             reset_after_s=float(data.get("reset_after_s", DEFAULT_RESET_AFTER_S)),
             reschedule_attempts=int(data.get("reschedule_attempts", DEFAULT_RESCHEDULE_ATTEMPTS)),
+            reschedule_interval_s=float(
+                data.get("reschedule_interval_s", DEFAULT_RESCHEDULE_INTERVAL_S)
+            ),
+            reschedule_delay_s=float(data.get("reschedule_delay_s", DEFAULT_RESCHEDULE_DELAY_S)),
+            reschedule_max_delay_s=float(
+                data.get("reschedule_max_delay_s", DEFAULT_RESCHEDULE_MAX_DELAY_S)
+            ),
         )
         policy.validate()
         return policy
@@ -92,6 +113,13 @@ class RestartPolicy:
             raise ValidationError("restart.reset_after_s", "must be 0 or more")
         if not 0 <= self.reschedule_attempts <= 1000:
             raise ValidationError("restart.reschedule_attempts", "must be between 0 and 1000")
+        if self.reschedule_interval_s <= 0:
+            raise ValidationError("restart.reschedule_interval_s", "must be more than 0")
+        if not 0 <= self.reschedule_delay_s <= self.reschedule_max_delay_s <= 86400:
+            raise ValidationError(
+                "restart.reschedule_delay_s",
+                "need 0 <= reschedule_delay_s <= reschedule_max_delay_s <= 86400",
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +130,7 @@ class Attempt:
     reason: str
     ran_for_s: float
     stop_reason: str = ""
+    ended_at: float = 0.0  # epoch seconds; counts reschedules inside the interval
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,11 +156,17 @@ def decide(policy: RestartPolicy, history: Sequence[Attempt]) -> Decision:
         return Decision(False, why="no attempt")
     last = history[-1]
     if _is_reschedule(last):
-        used = sum(1 for a in history if _is_reschedule(a))
+        since = last.ended_at - policy.reschedule_interval_s
+        used = sum(1 for a in history if _is_reschedule(a) and a.ended_at >= since)
         if used > policy.reschedule_attempts:
-            return Decision(False, why=f"reschedule attempts ({policy.reschedule_attempts}) used")
+            return Decision(
+                False,
+                why=f"reschedule attempts ({policy.reschedule_attempts} per "
+                f"{policy.reschedule_interval_s:g}s) used",
+            )
+        delay = min(policy.reschedule_delay_s * 2 ** (used - 1), policy.reschedule_max_delay_s)
         return Decision(
-            True, 0.0, f"replacing task lost with its node ({last.reason})", "reschedule"
+            True, delay, f"replacing task lost with its node ({last.reason})", "reschedule"
         )
     if last.state in (TaskState.KILLED, TaskState.EXPIRED):
         return Decision(False, why=f"task {last.state}")

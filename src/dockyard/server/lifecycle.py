@@ -36,6 +36,7 @@ def follow_up(session: Session, task: Task) -> Task | None:
             reason=t.reason,
             ran_for_s=(t.finished_at or 0.0) - t.started_at if t.started_at else 0.0,
             stop_reason=t.stop_reason,
+            ended_at=t.finished_at or 0.0,
         )
         for t in session.scalars(
             select(Task).where(Task.workload_id == task.workload_id).order_by(Task.attempt)
