@@ -15,7 +15,12 @@ from dockyard.drivers.sim import SimDriver
 
 
 def hollow_configs(base: AgentConfig, nodes: int) -> list[AgentConfig]:
-    """``nodes`` configs named ``NAME-0000``... with data dirs under ``base.data_dir``."""
+    """``nodes`` configs named ``NAME-0000``... with data dirs under ``base.data_dir``.
+
+    One node keeps the base config as it is (its name, data dir and node id), so a
+    single sim agent behaves like a single docker agent."""
+    if nodes == 1:
+        return [base]
     width = max(4, len(str(nodes - 1)))
     return [
         dataclasses.replace(
