@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -284,6 +286,55 @@ class Client:
         if accounting_retention_s is not None:
             body["accounting_retention_s"] = accounting_retention_s
         return dict(self._request("POST", "/api/v1/admin/gc", json=body))
+
+    # -- builds -------------------------------------------------------------
+    def build(
+        self, context: Path, tag: str | None = None, dockerfile: str = "Dockerfile"
+    ) -> dict[str, Any]:
+        """Upload a build context (a directory, .zip, .tar or .tar.gz); the build starts."""
+        params: dict[str, str] = {"dockerfile": dockerfile, "filename": context.name}
+        if tag:
+            params["tag"] = tag
+        data = context_archive(context)
+        headers = {"Content-Type": "application/octet-stream"}
+        return dict(
+            self._request("POST", "/api/v1/builds", params=params, content=data, headers=headers)
+        )
+
+    def build_status(self, build_id: str, since: int = 0) -> dict[str, Any]:
+        return dict(self._request("GET", f"/api/v1/builds/{_quote(build_id)}?since={since}"))
+
+    def builds(self) -> list[Any]:
+        return list(self._request("GET", "/api/v1/builds"))
+
+    # -- node join tokens (admin) ----------------------------------------------
+    def create_join_token(
+        self, description: str = "", ttl_s: float | None = None
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"description": description, "ttl_s": ttl_s}
+        return dict(self._request("POST", "/api/v1/nodes/join-tokens", json=body))
+
+    def join_tokens(self) -> list[Any]:
+        return list(self._request("GET", "/api/v1/nodes/join-tokens"))
+
+    def revoke_join_token(self, token_id: str) -> dict[str, Any]:
+        return dict(self._request("DELETE", f"/api/v1/nodes/join-tokens/{_quote(token_id)}"))
+
+
+def context_archive(path: Path) -> bytes:
+    """A build context as bytes to upload: a directory is tarred (gzip), a file sent as is."""
+    if not path.exists():
+        raise ClientError(f"{path} does not exist")
+    if path.is_file():
+        return path.read_bytes()
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for root, dirs, names in os.walk(path):  # symlinks are stored as links, never followed
+            dirs.sort()
+            for name in [*dirs, *sorted(names)]:
+                full = Path(root) / name
+                tar.add(str(full), arcname=full.relative_to(path).as_posix(), recursive=False)
+    return buffer.getvalue()
 
 
 def _quote(ref: str) -> str:

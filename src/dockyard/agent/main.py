@@ -13,6 +13,7 @@ from typing import Any
 import psutil
 
 from dockyard import __version__, config
+from dockyard.agent.builder import Builder
 from dockyard.agent.connection import Connection
 from dockyard.agent.gpus import detect_gpus
 from dockyard.agent.logship import LogShipper
@@ -78,7 +79,9 @@ class Agent:
             heartbeat_body=self._heartbeat,
             heartbeat_interval=cfg.heartbeat_interval,
         )
+        self.builder = Builder(self.driver, self.connection.send_reliable)
         self.shipper = LogShipper(self._ship_logs)
+
         self.reconciler = Reconciler(self.driver, self.node_id, self._report, self.shipper)
         self.sampler = UsageSampler(
             self.driver,
@@ -145,6 +148,8 @@ class Agent:
             self.reconciler.set_desired(msg.body)
         elif msg.type == MsgType.PRUNE:
             threading.Thread(target=self._prune, name="prune", daemon=True).start()
+        elif msg.type == MsgType.BUILD:
+            self.builder.handle(msg.body)
 
     def _prune(self) -> None:
         try:

@@ -305,11 +305,16 @@ def run(
     spread: Annotated[
         bool, typer.Option(help="Spread across nodes instead of bin-packing.")
     ] = False,
+    build: Annotated[
+        Path | None,
+        typer.Option("--build", help="Build IMAGE (as <you>/IMAGE) from this context first."),
+    ] = None,
     json_out: JsonOpt = False,
     url: UrlOpt = None,
     token: TokenOpt = None,
 ) -> None:
     """Submit a batch job: run IMAGE [-- COMMAND...] once."""
+
     args = list(command or [])
     if args[:1] == ["--"]:
         args = args[1:]
@@ -321,6 +326,10 @@ def run(
         environment[key] = value
     job_name = name or image.rsplit("/", 1)[-1].split(":")[0].split("@")[0] or "job"
     with client(url, token) as api:
+        if build is not None:
+            from dockyard.cli.build import build_image
+
+            image = build_image(api, build, image, quiet=json_out)
         task = call(
             api.run_job,
             job_name,
@@ -883,6 +892,8 @@ def version() -> None:
 from dockyard.cli import scheduling as _scheduling  # noqa: E402  (registers queue, plan)
 
 _ = _scheduling
+
+from dockyard.cli import build as _build  # noqa: E402, F401  (registers build)
 
 
 def main() -> None:

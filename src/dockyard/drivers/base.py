@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -115,6 +115,18 @@ class Driver(Protocol):
 
     def ensure_image(self, image: str) -> None:
         """Make ``image`` available locally; raise ImageNotFound/ImagePullFailed."""
+        ...
+
+    def build(
+        self,
+        context: bytes,
+        tag: str,
+        on_line: Callable[[str], None],
+        dockerfile: str = "Dockerfile",
+        labels: Mapping[str, str] | None = None,
+    ) -> str:
+        """Build ``tag`` from a tar of the context, calling ``on_line`` with each output
+        line; return the image id. BuildFailed on a build error."""
         ...
 
     def create(self, spec: ContainerSpec) -> str:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import docker
@@ -29,6 +30,7 @@ from dockyard.drivers.base import (
     Usage,
 )
 from dockyard.drivers.errors import (
+    BuildFailed,
     ContainerExists,
     ContainerNotFound,
     CreateFailed,
@@ -42,6 +44,8 @@ from dockyard.drivers.errors import (
 log = logging.getLogger(__name__)
 
 PULL_ATTEMPTS = 3
+BUILD_ATTEMPTS = 3
+
 _NOT_FOUND_HINTS = ("not found", "manifest unknown", "pull access denied", "does not exist")
 
 
@@ -111,8 +115,68 @@ class DockerDriver:
                 f"pulling {image} failed after {self._pull_attempts} attempts: {last}"
             ) from exc
 
+    def build(
+        self,
+        context: bytes,
+        tag: str,
+        on_line: Callable[[str], None],
+        dockerfile: str = "Dockerfile",
+        labels: Mapping[str, str] | None = None,
+    ) -> str:
+        """``docker build`` from a context tar, streaming its output; transient Engine
+        errors (connection, 5xx before any output) are retried with back-off."""
+
+        @retry(
+            stop=stop_after_attempt(BUILD_ATTEMPTS),
+            wait=wait_exponential(multiplier=0.5, max=8),
+            retry=retry_if_exception_type(_TransientPullError),
+            reraise=False,
+        )
+        def attempt() -> str:
+            image_id = ""
+            started = False
+            try:
+                stream = self._client.api.build(
+                    fileobj=io.BytesIO(context),
+                    custom_context=True,
+                    tag=tag,
+                    dockerfile=dockerfile,
+                    labels=dict(labels or {}),
+                    rm=True,
+                    forcerm=True,
+                    pull=False,
+                    decode=True,
+                )
+                for chunk in stream:
+                    started = True
+                    if "error" in chunk:
+                        raise BuildFailed(str(chunk["error"]).strip())
+                    text = str(chunk.get("stream") or chunk.get("status") or "")
+                    for line in text.splitlines():
+                        if line.strip():
+                            on_line(line.rstrip())
+                    aux = chunk.get("aux")
+                    if isinstance(aux, dict) and aux.get("ID"):
+                        image_id = str(aux["ID"])
+            except docker.errors.APIError as exc:
+                if started or (exc.status_code or 500) < 500:
+                    raise BuildFailed(f"build failed: {exc.explanation or exc}") from exc
+                raise _TransientPullError(str(exc)) from exc
+            except (requests.exceptions.RequestException, docker.errors.DockerException) as exc:
+                if started:
+                    raise BuildFailed(f"build interrupted: {exc}") from exc
+                raise _TransientPullError(str(exc)) from exc
+            return image_id or str(self._call(lambda: self._client.images.get(tag).id))
+
+        try:
+            return attempt()
+        except RetryError as exc:
+            last = exc.last_attempt.exception()
+            raise BuildFailed(f"build failed after {BUILD_ATTEMPTS} attempts: {last}") from exc
+
     # -- containers -------------------------------------------------------
     def create(self, spec: ContainerSpec) -> str:
+
         try:
             container = self._client.containers.create(
                 spec.image,

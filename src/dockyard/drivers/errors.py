@@ -35,5 +35,11 @@ class StartFailed(DriverError):
     reason = "start_failed"
 
 
+class BuildFailed(DriverError):
+    """The image build failed (the Dockerfile or its context)."""
+
+    reason = "build_failed"
+
+
 class RuntimeUnavailable(DriverError):
     reason = "runtime_unavailable"

@@ -10,15 +10,22 @@ Images whose name contains ``missing`` do not exist.
 
 from __future__ import annotations
 
+import io
+import tarfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from dockyard.core.ids import new_id
 from dockyard.core.resources import Resources
 from dockyard.drivers.base import ContainerSpec, ContainerStatus, LogLine, Usage
-from dockyard.drivers.errors import ContainerExists, ContainerNotFound, ImageNotFound
+from dockyard.drivers.errors import (
+    BuildFailed,
+    ContainerExists,
+    ContainerNotFound,
+    ImageNotFound,
+)
 
 _SIGNAL_EXIT = {"SIGTERM": 143, "SIGKILL": 137, "SIGINT": 130}
 
@@ -69,6 +76,29 @@ class SimDriver:
     def ensure_image(self, image: str) -> None:
         if "missing" in image:
             raise ImageNotFound(f"image {image} not found")
+
+    def build(
+        self,
+        context: bytes,
+        tag: str,
+        on_line: Callable[[str], None],
+        dockerfile: str = "Dockerfile",
+        labels: Mapping[str, str] | None = None,
+    ) -> str:
+        """Echo each Dockerfile instruction as a step; ``RUN false`` fails the build."""
+        try:
+            with tarfile.open(fileobj=io.BytesIO(context)) as tar:
+                member = tar.extractfile(dockerfile)
+                text = member.read().decode() if member is not None else ""
+        except (tarfile.TarError, KeyError) as exc:
+            raise BuildFailed(f"cannot read {dockerfile}: {exc}") from exc
+        steps = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
+        for number, step in enumerate(steps, 1):
+            on_line(f"Step {number}/{len(steps)} : {step}")
+            if step.upper().startswith("RUN") and step.split()[1:2] == ["false"]:
+                raise BuildFailed(f"The command '{step[4:]}' returned a non-zero code: 1")
+        on_line(f"Successfully tagged {tag}")
+        return "sha256:" + new_id()
 
     def create(self, spec: ContainerSpec) -> str:
         with self._lock:

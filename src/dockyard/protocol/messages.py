@@ -38,6 +38,10 @@ class MsgType(StrEnum):
     REHELLO = "rehello"
     PRUNE = "prune"  # server -> agent: remove dead containers (admin gc)
     PRUNED = "pruned"  # agent -> server: how many it removed
+    BUILD = "build"  # server -> agent: build an image from a context tar
+    BUILD_OUTPUT = "build_output"  # agent -> server: build output lines (reliable)
+    BUILD_DONE = "build_done"  # agent -> server: build result (reliable)
+    REFUSED = "refused"  # server -> agent: not admitted (no valid join token)
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,6 +29,7 @@ from dockyard.server.jobs import find_task, kill_task, submit_job, visible_tasks
 from dockyard.server.nodes import allocations
 from dockyard.server.policy import enforce, policy_for
 from dockyard.server.routes_accounting import router as accounting_router
+from dockyard.server.routes_builds import router as builds_router
 from dockyard.server.routes_queue import router as queue_router
 from dockyard.server.schemas import (
     DrainRequest,
@@ -72,6 +73,8 @@ def create_app(ctx: ServerContext) -> FastAPI:
     )
     app.state.ctx = ctx
     app.include_router(accounting_router)
+    app.include_router(builds_router)
+
     app.include_router(queue_router)
     install_dashboard(app, ctx)  # /, /ui, /metrics, /api/v1/summary, /api/v1/events/stream
 

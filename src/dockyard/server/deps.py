@@ -16,6 +16,7 @@ from dockyard.server.errors import Forbidden, Unauthorized
 from dockyard.store.db import Database
 
 if TYPE_CHECKING:
+    from dockyard.server.builds import BuildService
     from dockyard.server.metrics import ServerMetrics
     from dockyard.server.stream import EventHub
 
@@ -36,6 +37,8 @@ class ServerContext:
     metrics: ServerMetrics | None = None
     #: The live event stream's poller (``create_app`` makes one if absent).
     event_hub: EventHub | None = None
+    #: Image builds (None: builds are not available).
+    builds: BuildService | None = None
 
 
 _bearer = HTTPBearer(auto_error=False)

@@ -52,6 +52,11 @@ class Gateway:
         self._lock = threading.Lock()
         self._to_push: set[str] = set()
         self._forget: set[str] = set()
+        self._outgoing: list[tuple[str, Message]] = []
+        #: Handlers of further message types (builds, ...), called on the gateway
+        #: thread; a message with an id is acked after its handler returns.
+        self.handlers: dict[MsgType, Callable[[str, Message], None]] = {}
+
         # Gateway-thread state: buffered heartbeats and each node's (generation, state).
         self._beats: dict[str, tuple[float, float, int]] = {}
         self._known: dict[str, tuple[int, str]] = {}
@@ -99,6 +104,12 @@ class Gateway:
             )
         self._poke()
         return count
+
+    def send(self, node_id: str, msg: Message) -> None:
+        """Send one message to a node soon (from any thread); dropped if it is not connected."""
+        with self._lock:
+            self._outgoing.append((node_id, msg))
+        self._poke()
 
     def last_seen(self) -> dict[str, float]:
         """Monotonic time of the last message from each node, on this server's clock."""
@@ -167,6 +178,10 @@ class Gateway:
             pending, self._to_push = self._to_push, set()
             forget, self._forget = self._forget, set()
             prune, self._to_prune = self._to_prune, False
+            outgoing, self._outgoing = self._outgoing, []
+        for target, message in outgoing:
+            self._send(target, message)
+
         if prune:
             for node_id in list(self._routes):
                 self._send(node_id, Message(MsgType.PRUNE, {}))
@@ -205,6 +220,10 @@ class Gateway:
             handler = _HANDLERS.get(msg.type)
             if handler is not None:
                 handler(self, node_id, msg)
+            elif msg.type in self.handlers:
+                self.handlers[msg.type](node_id, msg)
+                self._ack(node_id, msg)
+
         except Exception:
             log.exception("handling %s from %s failed", msg.type, node_id)
 

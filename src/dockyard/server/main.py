@@ -13,8 +13,10 @@ import uvicorn
 from dockyard import config
 from dockyard.core.errors import ValidationError
 from dockyard.core.security import ContainerPolicy
+from dockyard.protocol.messages import MsgType
 from dockyard.server import auth
 from dockyard.server.api import create_app
+from dockyard.server.builds import BuildService
 from dockyard.server.deps import ServerContext
 from dockyard.server.gateway import Gateway
 from dockyard.server.loops import NodeMonitor, ReaperLoop, SchedulerLoop
@@ -40,8 +42,9 @@ class ServerConfig:
     #: Cluster-wide cap on any task's run time (the CTF engine's 1 h); None: no cap.
     max_runtime_cap_s: float | None = None
     log_level: str = "warning"
-    #: Store backend by name: ``sqlite`` (embedded, in data_dir) or ``postgresql`` (db_url).
-    store: str = "sqlite"
+    #: Store backend by name: ``sqlite`` (embedded, in data_dir) or ``postgresql``
+    #: (db_url); default: from db_url's scheme.
+    store: str | None = None
     #: Auth backend by name: ``token`` (bearer tokens, stored hashed).
     auth: str = "token"
     #: Cluster-wide container policy relaxations (keys of ContainerPolicy); per-user
@@ -49,10 +52,14 @@ class ServerConfig:
     policy: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if self.store is None:
+            self.store = "postgresql" if (self.db_url or "").startswith("postgresql") else "sqlite"
         if self.store not in STORES:
             raise ConfigError("server.store", f"unknown store {self.store!r} (known: {STORES})")
         if self.store == "postgresql" and not (self.db_url or "").startswith("postgresql"):
             raise ConfigError("server.db_url", "store postgresql needs a postgresql:// URL")
+        if self.store == "sqlite" and self.db_url and not self.db_url.startswith("sqlite"):
+            raise ConfigError("server.db_url", "store sqlite needs a sqlite:/// URL (or none)")
         if self.auth not in auth.BACKENDS:
             raise ConfigError("server.auth", f"unknown auth {self.auth!r} (known: {auth.BACKENDS})")
         try:
@@ -83,6 +90,10 @@ class Server:
             self.db, cfg.gateway, cfg.heartbeat_interval, self._changed, metrics=self.metrics
         )
         self.metrics.attach_store(self.db, self.gateway.last_seen)
+        self.builds = BuildService(self.db, self.gateway.send)
+        self.gateway.handlers[MsgType.BUILD_OUTPUT] = self.builds.on_output
+        self.gateway.handlers[MsgType.BUILD_DONE] = self.builds.on_done
+
         self.monitor = NodeMonitor(
             self.db,
             self.gateway.last_seen,
@@ -103,8 +114,10 @@ class Server:
                 prune_nodes=self.gateway.prune_all,
                 metrics=self.metrics,
                 event_hub=self.events,
+                builds=self.builds,
             )
         )
+
         self._http: uvicorn.Server | None = None
         self._http_thread: threading.Thread | None = None
 
@@ -120,6 +133,7 @@ class Server:
         self.scheduler.start()
         self.monitor.start()
         self.reaper.start()
+        self.builds.start()
         self.scheduler.wake()
 
     def _uvicorn(self) -> uvicorn.Server:
@@ -156,6 +170,8 @@ class Server:
             self._http_thread.join(5)
         self.monitor.stop()
         self.reaper.stop()
+        self.builds.stop()
         self.scheduler.stop()
+
         self.gateway.stop()
         self.db.dispose()
