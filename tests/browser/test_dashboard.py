@@ -6,6 +6,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+import httpx
 import pytest
 from browser_helpers import PageWatch, login, shot
 from playwright.sync_api import expect
@@ -171,7 +172,20 @@ def test_queue_paginates_with_total_and_says_why_pending(
         expect(page.locator("#jobs-table tbody tr")).to_have_count(5)
         expect(page.locator("#jobs-table tbody tr").last).to_have_attribute("data-task", "big-54")
         expect(page.locator("button[data-tab='queued'] .count")).to_have_text("55")
+        expect(page.locator("#jobs-table tbody tr").last.locator("td.position")).to_have_text("55")
+
+        page.click("button[data-action='lock']")
+        page.click("#confirm-yes")
+        expect(page.locator("#queue-locked")).to_be_visible()
+        shot(page, "08b-queue-locked")
+        page.click("button[data-action='unlock']")
+        page.click("#confirm-yes")
+        expect(page.locator("#queue-locked")).to_have_count(0)
     finally:
+        httpx.post(
+            cluster.url + "/api/v1/queue/unlock",
+            headers={"Authorization": f"Bearer {cluster.admin_token}"},
+        )
         with cluster.client() as api:
             for task_id in ids:
                 api.kill(task_id)
@@ -195,8 +209,6 @@ def test_admin_drains_and_undrains_the_node(page: Any, cluster: ProcessCluster) 
 
 def test_static_assets_are_offline_and_csp_clean(cluster: ProcessCluster) -> None:
     """No external URLs, no inline script/style, no HTML-string sinks in the app code."""
-    import httpx
-
     from dockyard.server.dashboard import STATIC
 
     index = httpx.get(cluster.url + "/")

@@ -20,10 +20,11 @@ export function mount(root, app, { params }) {
   const tabs = h("div", { class: "tabs", role: "tablist" });
   const search = h("input", { class: "search", type: "search", placeholder: "Name or id prefix", value: q, "aria-label": "Filter tasks" });
   const box = h("div", { id: "jobs-table" });
+  const queueBar = h("div", { class: "section-head queue-bar", id: "queue-bar", hidden: true });
   const pager = h("div", { class: "pager", id: "jobs-pager" });
   root.append(
     h("div", { class: "section-head" }, h("h1", {}, "Jobs"), h("span", { class: "spacer" }), search),
-    tabs, box, pager,
+    tabs, queueBar, box, pager,
   );
 
   function setUrl() {
@@ -68,11 +69,14 @@ export function mount(root, app, { params }) {
   function row(t, i) {
     const attrs = { dataset: { task: t.name, taskId: t.id, state: t.state } };
     if (tab === "queued") {
-      return h("tr", attrs,
-        h("td", { class: "num" }, String(page * PAGE + i + 1)),
+      const since = t.submitted_at ?? t.created_at;
+      return h("tr", { dataset: { task: t.name, taskId: t.id, state: "pending" } },
+        h("td", { class: "num position" }, t.position ? String(t.position) : "–"),
         nameCell(t), h("td", {}, t.owner),
+        h("td", { class: "num" }, String(t.priority ?? 0)),
         h("td", { class: "num" }, fmtCpu(t.cpu)), h("td", { class: "num" }, fmtBytes(t.memory_bytes)),
-        h("td", { class: "num uptime", dataset: { since: String(t.created_at) } }, fmtDuration(Date.now() / 1000 - t.created_at)),
+        h("td", { class: "num" }, t.gpus ? String(t.gpus) : "–"),
+        h("td", { class: "num uptime", dataset: { since: String(since) } }, fmtDuration(Date.now() / 1000 - since)),
         h("td", { class: "wrap why" }, t.message || t.reason || "waiting for the scheduler"),
         h("td", {}, killButton(t)));
     }
@@ -94,19 +98,47 @@ export function mount(root, app, { params }) {
   }
 
   const HEADERS = {
-    queued: [["#", "num"], "Name", "Owner", ["CPU", "num"], ["Memory", "num"], ["Waiting", "num"], "Why pending", ""],
+    queued: [["#", "num"], "Name", "Owner", ["Prio", "num"], ["CPU", "num"], ["Memory", "num"], ["GPU", "num"], ["Waiting", "num"], "Why pending", ""],
     running: ["Name", "Owner", "State", "Node", ["CPU", "num"], ["Memory", "num"], ["Uptime", "num"], "Image", ""],
     history: ["Name", "Owner", "State", ["Exit", "num"], "Reason", "Node", "Finished", ["Ran", "num"]],
   };
+
+  /** The queue in the scheduler's order (priority, fair share, age) with real positions. */
+  async function loadQueue() {
+    const res = await get("/api/v1/queue", { limit: (page + 1) * PAGE });
+    renderLock(res.locked, res.locked_by);
+    return { data: res.entries.slice(page * PAGE), total: res.total };
+  }
+
+  function renderLock(locked, by) {
+    const parts = [];
+    if (locked) parts.push(h("span", { class: "badge pending", id: "queue-locked" }, "queue locked"), ` by ${by || "an admin"}: queued jobs are not started.`);
+    else parts.push(h("span", { class: "muted" }, "Queue order: priority, then fair share, then age."));
+    if (app.me.admin) {
+      parts.push(h("span", { class: "spacer" }), h("button", {
+        class: "btn small", dataset: { action: locked ? "unlock" : "lock" },
+        onclick: async () => {
+          if (!(await app.confirm(locked ? "Unlock the queue? Queued jobs start again." : "Lock the queue? Nothing new starts until it is unlocked.", locked ? "Unlock" : "Lock"))) return;
+          try {
+            await api("POST", `/api/v1/queue/${locked ? "unlock" : "lock"}`);
+            refresh();
+          } catch (exc) { app.toast(`Queue: ${exc.message}`, true); }
+        },
+      }, locked ? "Unlock queue" : "Lock queue"));
+    }
+    queueBar.replaceChildren(...parts);
+    queueBar.hidden = false;
+  }
 
   async function load() {
     if (!alive) return;
     const t = TABS[tab];
     try {
-      const [res, summary] = await Promise.all([
-        api("GET", "/api/v1/tasks", { query: { state: t.states, order: t.order, limit: PAGE, offset: page * PAGE, q: q || undefined } }),
-        get("/api/v1/summary"),
-      ]);
+      const listing = tab === "queued" && !q
+        ? loadQueue()
+        : api("GET", "/api/v1/tasks", { query: { state: t.states, order: t.order, limit: PAGE, offset: page * PAGE, q: q || undefined } });
+      if (tab !== "queued" || q) queueBar.hidden = true;
+      const [res, summary] = await Promise.all([listing, get("/api/v1/summary")]);
       if (!alive) return;
       renderTabs(summary.tasks_by_state);
       const total = res.total ?? res.data.length;

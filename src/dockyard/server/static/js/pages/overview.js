@@ -80,9 +80,12 @@ export function mount(root, app) {
         : h("button", { class: "btn small", dataset: { action: "drain" }, onclick: () => drainAction(node, true) }, "Drain");
       actions.appendChild(drain);
     }
-    const hasGpu = typeof node.gpus === "number" && node.gpus > 0;
+    const gpus = Array.isArray(node.gpus) ? node.gpus : [];
     return h("tr", { dataset: { node: node.name, nodeId: node.id } },
-      h("td", {}, h("div", { class: "node-name" }, node.name), h("div", { class: "muted mono" }, node.id)),
+      h("td", {}, h("div", { class: "node-name" }, node.name), h("div", { class: "muted mono" }, node.id),
+        Object.keys(node.labels || {}).length
+          ? h("div", { class: "labels" }, Object.entries(node.labels).map(([k, v]) => h("span", { class: "label" }, `${k}=${v}`)))
+          : null),
       h("td", {}, badge(node.state)),
       h("td", { class: "usage cpu" },
         usageBar({ used: cpuUsed, allocated: node.allocated_cpu, total: node.cpu, text: `${node.used_cpu_percent.toFixed(0)}% used` }),
@@ -90,8 +93,10 @@ export function mount(root, app) {
       h("td", { class: "usage memory" },
         usageBar({ used: node.used_memory_bytes, allocated: node.allocated_memory_bytes, total: node.memory_bytes, text: `${fmtBytes(node.used_memory_bytes)} used` }),
         h("div", { class: "bar-sub" }, `${fmtBytes(node.allocated_memory_bytes)} / ${fmtBytes(node.memory_bytes)} allocated`)),
-      h("td", { class: "usage gpu" }, hasGpu
-        ? [usageBar({ allocated: node.allocated_gpus || 0, total: node.gpus, text: `${node.allocated_gpus || 0} / ${node.gpus}` }), h("div", { class: "bar-sub" }, "GPUs allocated")]
+      h("td", { class: "usage gpu" }, gpus.length
+        ? (typeof node.allocated_gpus === "number"
+          ? [usageBar({ allocated: node.allocated_gpus, total: gpus.length, text: `${node.allocated_gpus} / ${gpus.length}` }), h("div", { class: "bar-sub" }, "GPUs allocated")]
+          : [h("div", {}, `${gpus.length} GPU${gpus.length === 1 ? "" : "s"}`), h("div", { class: "bar-sub" }, `devices ${gpus.join(", ")}`)])
         : h("span", { class: "muted" }, "–")),
       h("td", { class: "num" }, String(node.tasks)),
       hbCell(node),

@@ -7,6 +7,11 @@ import { tabFor } from "./overview.js";
 const MAX_LINES = 5000; // lines kept on screen; older ones are dropped (the API keeps them all)
 const TERMINAL = new Set(["succeeded", "failed", "killed", "lost", "expired"]);
 
+function pendingText(d) {
+  const reasons = Object.entries(d.reasons || {}).map(([why, n]) => `${n} ${why}`).join(", ");
+  return `${d.fit ?? 0}/${d.total ?? "?"} nodes fit${reasons ? `: ${reasons}` : ""}`;
+}
+
 function restartText(r) {
   if (!r || !r.mode) return "never";
   if (r.mode === "never") return "never";
@@ -77,6 +82,7 @@ export function mount(root, app, { args }) {
       ["State", badge(t.state)],
       ["Reason", t.reason || "–"],
       ["Message", t.message || "–"],
+      ...(t.pending_detail && t.state === "pending" ? [["Why pending", pendingText(t.pending_detail)]] : []),
       ["Exit code", t.exit_code === null ? "–" : String(t.exit_code)],
       ["Owner", t.owner],
       ["Node", t.node || "–"],
@@ -95,6 +101,10 @@ export function mount(root, app, { args }) {
       ["Command", t.command.length ? h("span", { class: "mono", id: "task-command" }, JSON.stringify(t.command)) : "image default"],
       ["CPU", `${fmtCpu(t.cpu)} cores`],
       ["Memory", fmtBytes(t.memory_bytes)],
+      ["GPUs", t.gpus ? `${t.gpus}${t.gpu_indices && t.gpu_indices.length ? ` (devices ${t.gpu_indices.join(", ")})` : ""}` : "–"],
+      ["Priority", String(t.priority ?? 0)],
+      ["Constraints", t.constraints && t.constraints.length ? t.constraints.join(", ") : "–"],
+      ["Ports", t.ports && t.ports.length ? t.ports.join(", ") : "–"],
       ["Restart", restartText(t.restart)],
       ["Kill grace", `${t.kill_grace_s} s`],
       ["Max runtime", t.max_runtime_s ? fmtDuration(t.max_runtime_s) : "–"],
