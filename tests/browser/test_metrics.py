@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from dockyard.agent.main import Agent, AgentConfig
 from dockyard.drivers.sim import SimDriver
-from dockyard.testing.cluster import LocalCluster
+from dockyard.testing.cluster import LocalCluster, ProcessCluster, free_port
 from dockyard.testing.wait import wait_for
 
 
@@ -152,3 +152,24 @@ def test_promtool_accepts_server_and_agent_metrics(
             [str(PROMTOOL), "check", "metrics"], input=text, capture_output=True, text=True
         )
         assert out.returncode == 0, f"{name}: {out.stdout}{out.stderr}"
+
+
+def test_agent_cli_metrics_port() -> None:
+    """``dockyard agent --metrics-port N`` serves the agent's metrics (real processes)."""
+    port = free_port()
+    cluster = ProcessCluster(driver="sim", agent_args=["--metrics-port", str(port)])
+    try:
+        cluster.start(agents=1)
+
+        def beats() -> float | None:
+            try:
+                text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+            except httpx.HTTPError:
+                return None
+            fams = families(text)
+            value = samples(fams["dockyard_agent_heartbeats_sent"], "_total")[0].value
+            return value if value >= 1 else None
+
+        assert wait_for(beats, 30, message="agent metrics over HTTP") >= 1
+    finally:
+        cluster.close()

@@ -146,6 +146,10 @@ def agent(
     nodes: Annotated[int, typer.Option(help="Hollow nodes to run (--driver sim).")] = 1,
     cpu: Annotated[str | None, typer.Option(help="Hollow node CPU cores (sim).")] = None,
     memory: Annotated[str | None, typer.Option(help="Hollow node memory, e.g. 8g (sim).")] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(help="Serve Prometheus metrics on 127.0.0.1:PORT/metrics (0: any port)."),
+    ] = None,
     log_level: str = "info",
 ) -> None:
     """Run a node agent that executes tasks on this machine's Docker Engine
@@ -172,6 +176,8 @@ def agent(
         extra["labels"] = labels
     if gpu_list is not None:
         extra["gpus"] = gpu_list
+    if metrics_port is not None:
+        extra["metrics_port"] = metrics_port
     cfg = _agent_config(
         config_file,
         server=server,
