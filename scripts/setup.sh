@@ -20,6 +20,7 @@ command -v ip >/dev/null 2>&1 || need_pkgs+=(iproute2)
 command -v file >/dev/null 2>&1 || need_pkgs+=(file)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_pkgs+=(python3-venv)
 [ -x /usr/bin/chromium ] || need_pkgs+=(chromium)  # browser tests (Playwright, no download)
+command -v pg_ctlcluster >/dev/null 2>&1 || need_pkgs+=(postgresql)  # store/HA tests
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
   log "installing Debian packages: ${need_pkgs[*]}"
   $SUDO apt-get update -qq
@@ -34,6 +35,27 @@ if ! docker info >/dev/null 2>&1; then
     sleep 0.5
   done
   docker info >/dev/null 2>&1 || { log "dockerd did not start; see /var/log/dockerd.log"; exit 1; }
+fi
+
+# PostgreSQL: the store tests run on both backends and the HA tests need it. A
+# local cluster on 127.0.0.1:5432 and a login role the tests use (they create
+# and drop their own databases).
+if command -v pg_lsclusters >/dev/null 2>&1; then
+  read -r pg_ver pg_name pg_port pg_status _ < <(pg_lsclusters -h | head -1) || true
+  if [ -z "${pg_ver:-}" ]; then
+    pg_ver="$(ls /usr/lib/postgresql | sort -V | tail -1)"
+    log "creating PostgreSQL cluster $pg_ver/main"
+    $SUDO pg_createcluster "$pg_ver" main >/dev/null
+    read -r pg_ver pg_name pg_port pg_status _ < <(pg_lsclusters -h | head -1)
+  fi
+  if [ "$pg_status" != "online" ]; then
+    log "starting PostgreSQL $pg_ver/$pg_name on port $pg_port"
+    $SUDO pg_ctlcluster "$pg_ver" "$pg_name" start
+  fi
+  as_pg() { if [ "$(id -u)" = 0 ]; then su postgres -c "$1"; else sudo -u postgres sh -c "$1"; fi; }
+  if ! as_pg "psql -p $pg_port -tAc \"SELECT 1 FROM pg_roles WHERE rolname='dockyard'\"" | grep -q 1; then
+    as_pg "psql -q -p $pg_port -c \"CREATE ROLE dockyard LOGIN SUPERUSER PASSWORD 'dockyard'\""
+  fi
 fi
 
 if [ ! -x .venv/bin/python ]; then

@@ -1,19 +1,36 @@
 from __future__ import annotations
 
+import contextlib
+import os
 from collections.abc import Iterator
 
 import pytest
 
 from dockyard.drivers.sim import SimDriver
+from dockyard.testing import postgres
 from dockyard.testing.cluster import LocalCluster
 from dockyard.testing.wait import wait_for
 
 
-@pytest.fixture(scope="module")
-def local() -> Iterator[LocalCluster]:
-    cluster = LocalCluster().start()
-    cluster.add_agent("sim-1", SimDriver(cpu_millis=2000, memory_bytes=2 * 1024**3))
-    with cluster.client() as api:
-        wait_for(lambda: [n for n in api.nodes() if n["state"] == "ready"], timeout=20)
-    yield cluster
-    cluster.close()
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def local(request: pytest.FixtureRequest) -> Iterator[LocalCluster]:
+    """A server and a hollow node in this process, on each store backend in turn."""
+    with _database(str(request.param)) as db_url:
+        cluster = LocalCluster(db_url=db_url).start()
+        try:
+            cluster.add_agent("sim-1", SimDriver(cpu_millis=2000, memory_bytes=2 * 1024**3))
+            with cluster.client() as api:
+                wait_for(lambda: [n for n in api.nodes() if n["state"] == "ready"], timeout=20)
+            yield cluster
+        finally:
+            cluster.close()
+
+
+def _database(backend: str) -> contextlib.AbstractContextManager[str | None]:
+    if backend == "sqlite":
+        return contextlib.nullcontext(None)
+    if not postgres.available():
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL not reachable at {postgres.admin_url()} (scripts/setup.sh)")
+        pytest.skip("PostgreSQL not reachable here (scripts/setup.sh starts one)")
+    return postgres.fresh_database("dy_it")

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-import sqlite3
 import stat
 from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import text
 
 from dockyard.client import Client, ClientError
 from dockyard.testing.cluster import LocalCluster
@@ -22,14 +22,11 @@ def wait_state(api: Client, ref: str, states: set[str]) -> dict[str, Any]:
 
 
 def counts(local: LocalCluster) -> tuple[int, int, int]:
-    db = sqlite3.connect(local.root / "server" / "dockyard.db")
-    try:
+    with local.server.db.read() as session:
         return tuple(  # type: ignore[return-value]
-            db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+            session.scalar(text(f"SELECT count(*) FROM {table}"))
             for table in ("workloads", "tasks", "events")
         )
-    finally:
-        db.close()
 
 
 ROUTES = [
@@ -68,11 +65,10 @@ def test_admin_token_file_is_private_and_hashed_in_store(local: LocalCluster) ->
     path = local.root / "server" / "admin.token"
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     token = path.read_text().strip()
-    raw = (local.root / "server" / "dockyard.db").read_bytes()
-    assert token.encode() not in raw
-    db = sqlite3.connect(local.root / "server" / "dockyard.db")
-    hashes = [row[0] for row in db.execute("SELECT token_hash FROM tokens")]
-    db.close()
+    if local.server.db.is_sqlite:
+        assert token.encode() not in (local.root / "server" / "dockyard.db").read_bytes()
+    with local.server.db.read() as session:
+        hashes = list(session.scalars(text("SELECT token_hash FROM tokens")))
     assert token not in hashes and all(len(h) == 64 for h in hashes)
 
 

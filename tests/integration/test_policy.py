@@ -2,27 +2,24 @@
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import text
 
 from dockyard.client import Client, ClientError
 from dockyard.testing.cluster import LocalCluster
 
 
 def counts(local: LocalCluster) -> tuple[int, ...]:
-    db = sqlite3.connect(local.root / "server" / "dockyard.db")
-    try:
+    with local.server.db.read() as session:
         return tuple(
-            db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+            int(session.scalar(text(f"SELECT count(*) FROM {table}")) or 0)
             for table in ("workloads", "tasks")
         )
-    finally:
-        db.close()
 
 
 @pytest.fixture(scope="module")

@@ -51,6 +51,8 @@ class Database:
     """Engines and session factories for one store."""
 
     def __init__(self, url: str) -> None:
+        if url.startswith(("postgresql://", "postgres://")):  # the driver we ship: psycopg 3
+            url = "postgresql+psycopg://" + url.split("://", 1)[1]
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         if self.is_sqlite:
