@@ -97,8 +97,13 @@ def server(
         float | None, typer.Option(help="Cluster-wide cap on any task's run time, seconds.")
     ] = None,
     log_level: Annotated[str | None, typer.Option(help="Log level [warning].")] = None,
+    watch_dir: Annotated[
+        Path | None,
+        typer.Option(help="Drop folder: build and queue archives dropped here."),
+    ] = None,
 ) -> None:
     """Run the control plane: API, agent gateway, scheduler, node monitor."""
+
     from dockyard.server.main import Server, ServerConfig
 
     cfg: ServerConfig = _load_config(
@@ -115,7 +120,9 @@ def server(
         node_grace=node_grace,
         max_runtime_cap_s=max_runtime_cap,
         log_level=log_level,
+        watch_dir=watch_dir,
     )
+
     _setup_logging(log_level or "info")
     srv = Server(cfg)
     srv.start_background()

@@ -17,6 +17,8 @@ from dockyard.protocol.messages import MsgType
 from dockyard.server import auth
 from dockyard.server.api import create_app
 from dockyard.server.builds import BuildService
+from dockyard.server.dropfolder import DropFolder
+
 from dockyard.server.deps import ServerContext
 from dockyard.server.gateway import Gateway
 from dockyard.server.loops import NodeMonitor, ReaperLoop, SchedulerLoop
@@ -50,6 +52,10 @@ class ServerConfig:
     #: Cluster-wide container policy relaxations (keys of ContainerPolicy); per-user
     #: overrides set by an admin win.
     policy: dict[str, Any] = field(default_factory=dict)
+    #: Drop folder: archives with a dockyard.yml dropped here are built and queued.
+    watch_dir: Path | None = None
+    #: A dropped file is taken once unchanged over two scans and at least this old.
+    watch_settle_s: float = 2.0
 
     def __post_init__(self) -> None:
         if self.store is None:
@@ -118,6 +124,17 @@ class Server:
             )
         )
 
+        self.dropfolder: DropFolder | None = None
+        if cfg.watch_dir is not None:
+            self.dropfolder = DropFolder(
+                cfg.watch_dir,
+                self.db,
+                self.builds,
+                self.scheduler.wake,
+                cluster_policy=dict(cfg.policy),
+                max_runtime_cap_s=cfg.max_runtime_cap_s,
+                settle_s=cfg.watch_settle_s,
+            )
         self._http: uvicorn.Server | None = None
         self._http_thread: threading.Thread | None = None
 
@@ -134,6 +151,8 @@ class Server:
         self.monitor.start()
         self.reaper.start()
         self.builds.start()
+        if self.dropfolder is not None:
+            self.dropfolder.start()
         self.scheduler.wake()
 
     def _uvicorn(self) -> uvicorn.Server:
@@ -170,7 +189,10 @@ class Server:
             self._http_thread.join(5)
         self.monitor.stop()
         self.reaper.stop()
+        if self.dropfolder is not None:
+            self.dropfolder.stop()
         self.builds.stop()
+
         self.scheduler.stop()
 
         self.gateway.stop()
