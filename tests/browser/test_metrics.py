@@ -173,3 +173,25 @@ def test_agent_cli_metrics_port() -> None:
         assert wait_for(beats, 30, message="agent metrics over HTTP") >= 1
     finally:
         cluster.close()
+
+
+def test_grafana_dashboard_uses_only_exported_metrics(local: tuple[LocalCluster, Agent]) -> None:
+    import json
+    import re
+
+    cluster, agent = local
+    exported = set(families(scrape_server(cluster)))
+    exported |= set(families(httpx.get(f"http://127.0.0.1:{agent.metrics_port}/metrics").text))
+    dashboard = json.loads(
+        (Path(__file__).parents[2] / "docs" / "grafana-dashboard.json").read_text()
+    )
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    assert exprs
+    used = {
+        re.sub(r"_(bucket|count|sum|total)$", "", name)
+        for expr in exprs
+        for name in re.findall(r"dockyard_[a-z_]+", expr)
+    }
+    assert used - exported == set(), (
+        f"dashboard refers to metrics nobody exports: {used - exported}"
+    )
