@@ -58,7 +58,7 @@ def _outcome(watch: Path, name: str) -> tuple[str, dict[str, Any]]:
 
 def test_round_trip_to_done(drop: tuple[LocalCluster, Path]) -> None:
     cluster, watch = drop
-    manifest = "owner: carol\nname: train\ntag: v2\ncommand: [exit, \"0\"]\ncpu: 0.5\npriority: 5\n"
+    manifest = 'owner: carol\nname: train\ntag: v2\ncommand: [exit, "0"]\ncpu: 0.5\npriority: 5\n'
     _tar_gz(watch / "train.tar.gz", {"Dockerfile": "FROM scratch\n", "dockyard.yml": manifest})
     outcome, result = _outcome(watch, "train.tar.gz")
     assert outcome == "done", result
