@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from dockyard.core.quota import Quota
@@ -17,20 +17,39 @@ QUOTA_EXCEEDED = "quota_exceeded"
 
 
 def apply_usage(session: Session, node_id: str, samples: list[Any]) -> set[str]:
-    """Store the latest totals of running tasks on ``node_id``; return their owners."""
-    owners: set[str] = set()
-    now = time.time()
+    """Store the latest totals of running tasks on ``node_id``; return their owners.
+
+    One SELECT for the whole batch and one bulk UPDATE by primary key: the gateway
+    thread handles these for every node every sample interval, so it must stay cheap.
+    """
+    latest: dict[str, tuple[float, int, float]] = {}
     for sample in samples:
-        task_id, cpu_s, max_mem, mem_gib_s = sample[0], sample[1], sample[2], sample[3]
-        task = session.get(Task, str(task_id))
-        if task is None or task.node_id != node_id or TaskState(task.state).terminal:
-            continue
-        task.cpu_seconds = max(task.cpu_seconds, float(cpu_s))
-        task.max_memory_bytes = max(task.max_memory_bytes, int(max_mem))
-        task.memory_gib_s = max(task.memory_gib_s, float(mem_gib_s))
-        task.last_sample_at = now
-        owners.add(task.owner_id)
-    return owners
+        latest[str(sample[0])] = (float(sample[1]), int(sample[2]), float(sample[3]))
+    if not latest:
+        return set()
+    live = [s.value for s in TaskState if not s.terminal]
+    rows = session.execute(
+        select(
+            Task.id, Task.owner_id, Task.cpu_seconds, Task.max_memory_bytes, Task.memory_gib_s
+        ).where(Task.id.in_(list(latest)), Task.node_id == node_id, Task.state.in_(live))
+    ).all()
+    if not rows:
+        return set()
+    now = time.time()
+    session.execute(
+        update(Task),
+        [
+            {
+                "id": row.id,
+                "cpu_seconds": max(row.cpu_seconds, latest[row.id][0]),
+                "max_memory_bytes": max(row.max_memory_bytes, latest[row.id][1]),
+                "memory_gib_s": max(row.memory_gib_s, latest[row.id][2]),
+                "last_sample_at": now,
+            }
+            for row in rows
+        ],
+    )
+    return {str(row.owner_id) for row in rows}
 
 
 def take_final_usage(task: Task, update: dict[str, Any]) -> None:

@@ -14,9 +14,12 @@ from collections.abc import Callable
 from typing import Any
 
 import zmq
+import zmq.auth
 from sqlalchemy import select, update
+from zmq.auth.thread import ThreadAuthenticator
 
 from dockyard.protocol.messages import Message, MsgType, ProtocolError, decode, encode
+from dockyard.server import join
 from dockyard.server import nodes as node_ops
 from dockyard.server.accounting import apply_usage, enforce_consumed
 from dockyard.server.events import EventKind, record
@@ -27,8 +30,13 @@ from dockyard.store.tables import Node
 
 log = logging.getLogger(__name__)
 
+#: How often one owner's consumed CPU-hours are compared with their quota.
+QUOTA_CHECK_S = 1.0
+
 #: How often buffered heartbeats are written and cached node states re-read.
 FLUSH_INTERVAL_S = 2.0
+#: A refused agent retries its hello; log and record it at most this often.
+REFUSAL_LOG_S = 60.0
 
 
 class Gateway:
@@ -46,6 +54,7 @@ class Gateway:
         self._metrics = metrics
         self._last_beat: dict[str, float] = {}  # gateway thread: previous heartbeat per node
         self._to_prune = False
+        self._quota_checked: dict[str, float] = {}  # gateway thread: owner -> last check
         self._bind = bind
         self._heartbeat_interval = heartbeat_interval
         self._on_change = on_change
@@ -53,6 +62,11 @@ class Gateway:
         self._to_push: set[str] = set()
         self._forget: set[str] = set()
         self._outgoing: list[tuple[str, Message]] = []
+        #: The server's CURVE key pair (z85 public, secret); set before start(). None:
+        #: plaintext and every agent admitted (``insecure_open_join``).
+        self.curve_keys: tuple[bytes, bytes] | None = None
+        self._admitted: dict[str, str] = {}  # gateway thread: node id -> joined public key
+        self._refused: dict[str, float] = {}
         #: Handlers of further message types (builds, ...), called on the gateway
         #: thread; a message with an id is acked after its handler returns.
         self.handlers: dict[MsgType, Callable[[str, Message], None]] = {}
@@ -124,7 +138,30 @@ class Gateway:
 
     # -- gateway thread ---------------------------------------------------
     def _run(self) -> None:
+        authenticator = None
+        if self.curve_keys is not None:
+            # An own context: its ZAP handler must not clash with another server's.
+            self._ctx = zmq.Context()
+            authenticator = ThreadAuthenticator(self._ctx)
+            authenticator.start()
+            # Any client key may do the handshake (traffic is encrypted); admission
+            # is decided per message from the key and the join token (see _admit).
+            authenticator.configure_curve(domain="*", location=zmq.auth.CURVE_ALLOW_ANY)
+            with self._db.read() as session:
+                self._admitted = join.admitted_keys(session)
+        try:
+            self._serve()
+        finally:
+            if authenticator is not None:
+                authenticator.stop()
+                self._ctx.term()
+
+    def _serve(self) -> None:
         sock = self._ctx.socket(zmq.ROUTER)
+        if self.curve_keys is not None:
+            sock.curve_publickey, sock.curve_secretkey = self.curve_keys
+            sock.curve_server = True
+            sock.zap_domain = b"dockyard"
         sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         sock.setsockopt(zmq.LINGER, 0)
@@ -148,12 +185,14 @@ class Gateway:
                 if sock in events:
                     for _ in range(1000):
                         try:
-                            identity, frame = sock.recv_multipart(zmq.NOBLOCK)
+                            frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
                         except zmq.Again:
                             break
-                        except ValueError:
+                        if len(frames) != 2:
                             continue
-                        self._handle(identity, frame)
+                        # With CURVE, the ZAP handler names the peer's public key.
+                        peer = frames[1].get("User-Id") if self.curve_keys else ""
+                        self._handle(frames[0].bytes, frames[1].bytes, str(peer or ""))
                 if self._wake_r.fileno() in events:
                     try:
                         while self._wake_r.recv(4096):
@@ -201,7 +240,7 @@ class Gateway:
             self._known[node_id] = (node.generation, node.state)
         self._send(node_id, Message(MsgType.DESIRED, body))
 
-    def _handle(self, identity: bytes, frame: bytes) -> None:
+    def _handle(self, identity: bytes, frame: bytes, peer_key: str = "") -> None:
         try:
             msg = decode(frame)
         except ProtocolError as exc:
@@ -209,6 +248,8 @@ class Gateway:
             return
         node_id = str(msg.body.get("node_id") or "")
         if not node_id:
+            return
+        if self.curve_keys is not None and not self._admit(identity, node_id, peer_key, msg):
             return
         self._routes[node_id] = identity
         now = time.monotonic()
@@ -226,6 +267,53 @@ class Gateway:
 
         except Exception:
             log.exception("handling %s from %s failed", msg.type, node_id)
+
+    def _admit(self, identity: bytes, node_id: str, peer_key: str, msg: Message) -> bool:
+        """Is this message from the key ``node_id`` joined with? A ``hello`` with a valid
+        join token admits (or re-keys) the node; anything else is refused and logged."""
+        if peer_key and self._admitted.get(node_id) == peer_key:
+            return True
+        reason = "no valid join token"
+        if msg.type == MsgType.HELLO and peer_key:
+            with self._db.write() as session:
+                token = join.check_token(session, str(msg.body.get("join_token") or ""))
+                if token is not None:
+                    join.admit(session, node_id, peer_key, token)
+                    record(
+                        session,
+                        EventKind.NODE,
+                        "node_joined",
+                        f"{msg.body.get('name') or node_id} joined with token {token.id}",
+                        node_id=node_id,
+                    )
+                    self._admitted[node_id] = peer_key
+                    log.info("node %s joined with token %s", node_id, token.id)
+                    return True
+            if node_id in self._admitted:
+                reason = "node id bound to another key and no valid join token"
+        elif node_id in self._admitted:
+            reason = "message from a key the node did not join with"
+        now = time.monotonic()
+        if now - self._refused.get(node_id, -3600.0) >= REFUSAL_LOG_S:
+            self._refused[node_id] = now
+            log.warning("refused agent %s (key %s): %s", node_id, peer_key[:12] or "?", reason)
+            try:
+                with self._db.write() as session:
+                    record(
+                        session,
+                        EventKind.NODE,
+                        "node_refused",
+                        f"agent {str(msg.body.get('name') or '')[:64]!r} "
+                        f"(node id {node_id[:64]!r}): {reason}",
+                    )
+            except Exception:
+                log.exception("recording a refusal failed")
+        try:
+            refusal = encode(Message(MsgType.REFUSED, {"reason": reason}))
+            self._sock.send_multipart([identity, refusal], zmq.NOBLOCK)
+        except zmq.ZMQError:
+            pass
+        return False
 
     def _observe(self, node_id: str, msg: Message, now: float) -> None:
         metrics = self._metrics
@@ -339,9 +427,14 @@ class Gateway:
 
     def _on_usage(self, node_id: str, msg: Message) -> None:
         samples = list(msg.body.get("samples") or [])
+        now = time.monotonic()
         with self._db.write() as session:
             owners = apply_usage(session, node_id, samples)
-            touched = enforce_consumed(session, owners) if owners else set()
+            # Consumed quotas are re-checked per owner at most every QUOTA_CHECK_S, not
+            # for every node's every sample batch.
+            due = {o for o in owners if now - self._quota_checked.get(o, 0.0) >= QUOTA_CHECK_S}
+            touched = enforce_consumed(session, due) if due else set()
+        self._quota_checked.update(dict.fromkeys(due, now))
         self._ack(node_id, msg)
         if touched:
             self.push(touched)
