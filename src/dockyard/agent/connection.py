@@ -37,7 +37,12 @@ class Connection:
         hello_body: Callable[[], dict[str, Any]],
         heartbeat_body: Callable[[], dict[str, Any]],
         heartbeat_interval: float,
+        curve: tuple[bytes, bytes, bytes] | None = None,
     ) -> None:
+        #: (server public key, own public key, own secret key), z85; None: plaintext.
+        self._curve = curve
+        #: Why the server refused this agent (empty while not refused).
+        self.refused = ""
         self._endpoint = endpoint
         self._node_id = node_id
         self._on_message = on_message
@@ -100,6 +105,8 @@ class Connection:
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
         sock.setsockopt(zmq.SNDHWM, 100_000)
         sock.setsockopt(zmq.RCVHWM, 100_000)
+        if self._curve is not None:
+            sock.curve_serverkey, sock.curve_publickey, sock.curve_secretkey = self._curve
         sock.connect(self._endpoint)
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)
@@ -181,6 +188,12 @@ class Connection:
                     self.heartbeat_interval = float(interval)
                 self.welcomed.set()
             elif msg.type == MsgType.REHELLO:
+                self.welcomed.clear()
+            elif msg.type == MsgType.REFUSED:
+                reason = str(msg.body.get("reason") or "refused")
+                if reason != self.refused:
+                    log.error("the server refused this agent: %s (need --join-token)", reason)
+                self.refused = reason
                 self.welcomed.clear()
             else:
                 try:

@@ -25,6 +25,7 @@ from dockyard.core.ids import new_id
 from dockyard.drivers import DRIVERS, make_driver
 from dockyard.drivers.base import Driver
 from dockyard.drivers.errors import DriverError
+from dockyard.protocol import curve as keys
 from dockyard.protocol.messages import Message, MsgType
 from dockyard.settings import ConfigError
 
@@ -47,10 +48,23 @@ class AgentConfig:
     metrics_host: str = "127.0.0.1"
     #: GPU device indices this node offers; None: ask NVML (nvidia-ml-py) if present.
     gpus: list[int] | None = None
+    #: Join token from ``dockyard node token create``; it pins the server's CURVE key.
+    join_token: str | None = None
+    #: The server's CURVE public key (hex or z85), if not taken from a join token;
+    #: remembered in data_dir after the first join. None and no token: plaintext.
+    server_key: str | None = None
 
     def __post_init__(self) -> None:
         if self.driver not in DRIVERS:
             raise ConfigError("agent.driver", f"unknown driver {self.driver!r} (known: {DRIVERS})")
+        try:
+            if self.join_token:
+                keys.parse_token(self.join_token)
+            if self.server_key:
+                keys.key_from_text(self.server_key)
+        except ValueError as exc:
+            key = "agent.join_token" if self.join_token else "agent.server_key"
+            raise ConfigError(key, str(exc)) from exc
 
 
 def load_node_id(data_dir: Path) -> str:
@@ -66,6 +80,34 @@ def load_node_id(data_dir: Path) -> str:
     return value
 
 
+SERVER_KEY_FILE = "server.pub"
+
+
+def curve_for(cfg: AgentConfig) -> tuple[bytes, bytes, bytes] | None:
+    """(server key, own public, own secret) for a CURVE connection, or None (plaintext).
+
+    The server key comes from the join token, else ``server_key``, else the one
+    remembered from an earlier join; the agent's own key pair lives in its data dir."""
+    server_key: bytes | None = None
+    try:
+        if cfg.join_token:
+            server_key = keys.parse_token(cfg.join_token)[1]
+        elif cfg.server_key:
+            server_key = keys.key_from_text(cfg.server_key)
+    except ValueError as exc:
+        raise ConfigError("agent.join_token", str(exc)) from exc
+    remembered = cfg.data_dir / SERVER_KEY_FILE
+    if server_key is None and remembered.exists():
+        server_key = remembered.read_text().strip().encode()
+    if server_key is None:
+        log.warning("no join token or server key: connecting in plaintext (open-join servers)")
+        return None
+    cfg.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    remembered.write_text(server_key.decode() + "\n")
+    own = keys.load_or_create_keys(cfg.data_dir)
+    return server_key, own.public, own.secret
+
+
 class Agent:
     def __init__(self, cfg: AgentConfig, driver: Driver | None = None) -> None:
         self.cfg = cfg
@@ -78,6 +120,7 @@ class Agent:
             hello_body=self._hello,
             heartbeat_body=self._heartbeat,
             heartbeat_interval=cfg.heartbeat_interval,
+            curve=curve_for(cfg),
         )
         self.builder = Builder(self.driver, self.connection.send_reliable)
         self.shipper = LogShipper(self._ship_logs)
@@ -118,6 +161,7 @@ class Agent:
     def _hello(self) -> dict[str, Any]:
         capacity = self.driver.capacity()
         return {
+            "join_token": self.cfg.join_token or "",
             "name": self.cfg.name,
             "address": self.cfg.address,
             "driver": self.driver.name,

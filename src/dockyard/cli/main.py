@@ -101,6 +101,13 @@ def server(
         Path | None,
         typer.Option(help="Drop folder: build and queue archives dropped here."),
     ] = None,
+    insecure_open_join: Annotated[
+        bool | None,
+        typer.Option(
+            "--insecure-open-join",
+            help="Development only: agents join without a token, plaintext gateway.",
+        ),
+    ] = None,
 ) -> None:
     """Run the control plane: API, agent gateway, scheduler, node monitor."""
 
@@ -121,6 +128,7 @@ def server(
         max_runtime_cap_s=max_runtime_cap,
         log_level=log_level,
         watch_dir=watch_dir,
+        insecure_open_join=insecure_open_join,
     )
 
     _setup_logging(log_level or "info")
@@ -149,6 +157,12 @@ def agent(
     label: Annotated[list[str] | None, typer.Option(help="Node label KEY=VALUE.")] = None,
     gpus: Annotated[
         str | None, typer.Option(help="GPUs: a count (4) or indices (0,2); default: NVML.")
+    ] = None,
+    join_token: Annotated[
+        str | None, typer.Option(help="Join token (dockyard node token create).")
+    ] = None,
+    server_key: Annotated[
+        str | None, typer.Option(help="Server CURVE public key, if not from a join token.")
     ] = None,
     nodes: Annotated[int, typer.Option(help="Hollow nodes to run (--driver sim).")] = 1,
     cpu: Annotated[str | None, typer.Option(help="Hollow node CPU cores (sim).")] = None,
@@ -193,6 +207,8 @@ def agent(
         driver=driver,
         heartbeat_interval=heartbeat,
         sample_interval=sample_interval,
+        join_token=join_token,
+        server_key=server_key,
         **extra,
     )
     if nodes > 1 or cfg.driver == "sim":
@@ -242,6 +258,8 @@ def up(
         config_file, server=endpoint, data_dir=cfg.data_dir / "agent", driver=driver
     )
     srv = Server(cfg)
+    if not cfg.insecure_open_join and not agent_cfg.join_token:
+        agent_cfg.join_token = srv.create_join_token("dockyard up local agent", ttl_s=600)
     try:
         node = Agent(agent_cfg)
     except DriverError as exc:
@@ -907,6 +925,7 @@ from dockyard.cli import scheduling as _scheduling  # noqa: E402  (registers que
 _ = _scheduling
 
 from dockyard.cli import build as _build  # noqa: E402, F401  (registers build)
+from dockyard.cli import nodes_join as _nodes_join  # noqa: E402, F401  (registers node token)
 
 
 def main() -> None:

@@ -13,13 +13,13 @@ import uvicorn
 from dockyard import config
 from dockyard.core.errors import ValidationError
 from dockyard.core.security import ContainerPolicy
+from dockyard.protocol import curve
 from dockyard.protocol.messages import MsgType
-from dockyard.server import auth
+from dockyard.server import auth, join
 from dockyard.server.api import create_app
 from dockyard.server.builds import BuildService
-from dockyard.server.dropfolder import DropFolder
-
 from dockyard.server.deps import ServerContext
+from dockyard.server.dropfolder import DropFolder
 from dockyard.server.gateway import Gateway
 from dockyard.server.loops import NodeMonitor, ReaperLoop, SchedulerLoop
 from dockyard.server.metrics import ServerMetrics
@@ -56,6 +56,8 @@ class ServerConfig:
     watch_dir: Path | None = None
     #: A dropped file is taken once unchanged over two scans and at least this old.
     watch_settle_s: float = 2.0
+    #: Development only: agents join without a token, the gateway is plaintext.
+    insecure_open_join: bool = False
 
     def __post_init__(self) -> None:
         if self.store is None:
@@ -96,6 +98,11 @@ class Server:
             self.db, cfg.gateway, cfg.heartbeat_interval, self._changed, metrics=self.metrics
         )
         self.metrics.attach_store(self.db, self.gateway.last_seen)
+        if cfg.insecure_open_join:
+            log.warning("insecure_open_join: any agent may join, agent traffic is plaintext")
+        else:
+            keys = curve.load_or_create_keys(cfg.data_dir)
+            self.gateway.curve_keys = (keys.public, keys.secret)
         self.builds = BuildService(self.db, self.gateway.send)
         self.gateway.handlers[MsgType.BUILD_OUTPUT] = self.builds.on_output
         self.gateway.handlers[MsgType.BUILD_DONE] = self.builds.on_done
@@ -137,6 +144,12 @@ class Server:
             )
         self._http: uvicorn.Server | None = None
         self._http_thread: threading.Thread | None = None
+
+    def create_join_token(self, description: str = "", ttl_s: float | None = None) -> str:
+        """A join token (for an agent started alongside, e.g. by ``dockyard up``)."""
+        keys = curve.load_or_create_keys(self.cfg.data_dir)
+        with self.db.write() as session:
+            return join.create_token(session, keys.public, None, description, ttl_s)[1]
 
     def _push(self, node_ids: set[str]) -> None:
         self.gateway.push(node_ids)

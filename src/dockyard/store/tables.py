@@ -204,3 +204,61 @@ class Accounting(Base):
     cpu_limit: Mapped[float] = mapped_column(Float)
     memory_limit_bytes: Mapped[int] = mapped_column(BigInteger)
     quota: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class JoinToken(Base):
+    """A node join token an admin created; only its SHA-256 is stored."""
+
+    __tablename__ = "join_tokens"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    description: Mapped[str] = mapped_column(String(255), default="")
+    created_by: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    created_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    revoked_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    last_used_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    uses: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class NodeKey(Base):
+    """The CURVE public key an admitted node joined with; its messages must come from it."""
+
+    __tablename__ = "node_keys"
+
+    node_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    public_key: Mapped[str] = mapped_column(String(64))
+    join_token_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    joined_at: Mapped[float] = mapped_column(Float)
+
+
+class LeaderLease(Base):
+    """The control-plane lease: one row (id 1). ``term`` only ever grows.
+
+    The instance holding it with an unexpired lease is the leader; every
+    leader-only write checks ``(holder, term)`` in its own transaction (fencing).
+    """
+
+    __tablename__ = "leader_lease"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    holder: Mapped[str] = mapped_column(String(64))
+    term: Mapped[int] = mapped_column(BigInteger)
+    #: Database clock (epoch seconds) of the last renewal.
+    renewed_at: Mapped[float] = mapped_column(Float)
+    lease_s: Mapped[float] = mapped_column(Float)
+
+
+class ServerInstance(Base):
+    """A running server instance, for ``dockyard status``."""
+
+    __tablename__ = "server_instances"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    api_url: Mapped[str] = mapped_column(String(255), default="")
+    gateway: Mapped[str] = mapped_column(String(255), default="")
+    started_at: Mapped[float] = mapped_column(Float)
+    #: Database clock of its last lease attempt.
+    seen_at: Mapped[float] = mapped_column(Float)
+    term: Mapped[int | None] = mapped_column(BigInteger, nullable=True)

@@ -71,6 +71,9 @@ class ProcessCluster:
         self.driver = driver
         self.server_proc: subprocess.Popen[bytes] | None = None
         self.agents: dict[str, subprocess.Popen[bytes]] = {}
+        #: Created through the API once the server is up (unless open join) and
+        #: given to every agent started with ``join=True``.
+        self.join_token: str | None = None
 
     @property
     def data_dir(self) -> Path:
@@ -115,6 +118,9 @@ class ProcessCluster:
             self.server_prefix,
         )
         wait_for(lambda: _healthy(self.url), timeout=30, message="server health")
+        if self.join_token is None and "--insecure-open-join" not in self.server_args:
+            with self.client() as api:
+                self.join_token = str(api.create_join_token("test cluster")["token"])
 
     def stop_server(self, sig: int = signal.SIGTERM) -> None:
         if self.server_proc is not None:
@@ -123,10 +129,16 @@ class ProcessCluster:
             self.server_proc = None
 
     def start_agent(
-        self, name: str = "node-1", prefix: list[str] | None = None, server: str | None = None
+        self,
+        name: str = "node-1",
+        prefix: list[str] | None = None,
+        server: str | None = None,
+        join: bool = True,
+        extra_args: list[str] | None = None,
     ) -> None:
         """Start an agent; ``prefix`` wraps it (``ip netns exec NS``), ``server`` overrides
-        the gateway endpoint it connects to."""
+        the gateway endpoint it connects to; ``join`` passes the cluster's join token."""
+        token = ["--join-token", self.join_token] if join and self.join_token else []
         self.agents[name] = self._spawn(
             [
                 "agent",
@@ -140,7 +152,9 @@ class ProcessCluster:
                 self.driver,
                 "--heartbeat",
                 str(self.heartbeat),
+                *token,
                 *self.agent_args,
+                *(extra_args or []),
             ],
             f"agent-{name}.log",
             prefix,
@@ -202,6 +216,9 @@ class LocalCluster:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.gateway = f"tcp://127.0.0.1:{free_port()}"
+        # In-process clusters default to open join (tests build Agents themselves);
+        # pass insecure_open_join=False to use join tokens and CURVE.
+        server_options.setdefault("insecure_open_join", True)
         self.server = Server(
             ServerConfig(
                 data_dir=self.root / "server",
@@ -223,9 +240,18 @@ class LocalCluster:
         wait_for(lambda: _healthy(self.url), timeout=30, message="server health")
         return self
 
-    def add_agent(self, name: str, driver: Driver) -> Agent:
+    def add_agent(self, name: str, driver: Driver, join_token: str | None = None) -> Agent:
+        """Start an in-process agent; on a secure cluster it joins with a new token
+        unless ``join_token`` is given ("" for none)."""
+        if join_token is None and not self.server.cfg.insecure_open_join:
+            join_token = self.server.create_join_token(f"local agent {name}")
         agent = Agent(
-            AgentConfig(server=self.gateway, data_dir=self.root / f"agent-{name}", name=name),
+            AgentConfig(
+                server=self.gateway,
+                data_dir=self.root / f"agent-{name}",
+                name=name,
+                join_token=join_token or None,
+            ),
             driver=driver,
         )
         agent.start()
