@@ -211,12 +211,16 @@ def agent(
         server_key=server_key,
         **extra,
     )
-    if nodes > 1 or cfg.driver == "sim":
+    if nodes > 1:
         if cfg.driver != "sim":
             fail("--nodes needs --driver sim")
         from dockyard.agent.hollow import hollow_agents
 
         fleet = hollow_agents(cfg, nodes, cpu_millis, memory_bytes)
+    elif cfg.driver == "sim":
+        from dockyard.drivers.sim import SimDriver
+
+        fleet = [Agent(cfg, driver=SimDriver(cpu_millis=cpu_millis, memory_bytes=memory_bytes))]
     else:
         try:
             fleet = [Agent(cfg)]

@@ -95,8 +95,9 @@ class SchedulerLoop(Loop):
         self._push = push
         self._metrics = metrics
         self.fair = FairShareState(fair_share or scheduling.fair_share_config())
-        #: Tasks placed by the last pass (benchmarks read it).
+        #: Tasks placed by the last pass, and where its time went (benchmarks read them).
         self.last_placed = 0
+        self.last_timing: dict[str, float] = {}
 
     def _observe_placement(self, row: Any, now: float) -> None:
         """Scheduling latency: from when the task could first be placed to its placement."""
@@ -125,10 +126,16 @@ class SchedulerLoop(Loop):
             return
         if decision is None:
             return
+        writing = time.perf_counter()
         with self._db.write() as session:
             touched = scheduling.commit_plan(
                 session, decision, now, lambda row: self._observe_placement(row, now)
             )
+        self.last_timing = {
+            "read_s": decision.read_s,
+            "place_s": decision.place_s,
+            "write_s": time.perf_counter() - writing,
+        }
         self.last_placed = sum(
             1 for tid in decision.plan.assignments if decision.plan.assignments[tid] in touched
         )

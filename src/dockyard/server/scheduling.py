@@ -34,9 +34,10 @@ TASKS = cast(Table, Task.__table__)
 EVENTS = cast(Table, Event.__table__)
 QUEUE_LOCKED = "queue_locked"
 QUEUE_LOCKED_REASON = "queue_locked"
-#: Pending tasks considered per owner in one pass (the rest wait for the next).
-PER_OWNER_BATCH = 5000
-MAX_BATCH = 20000
+#: Pending tasks considered per owner in one pass (the rest wait for the next), and
+#: at most in all: bounds a pass's latency under a burst of submissions.
+PER_OWNER_BATCH = 2000
+MAX_BATCH = 10000
 #: Fair-share usage changes slowly: recompute it at most this often.
 USAGE_TTL_S = 5.0
 
@@ -338,6 +339,9 @@ class Pass:
     ranked: list[Ranked]
     admission: Admission
     plan: Plan
+    #: Seconds spent reading the snapshot and ordering, and in placement.
+    read_s: float = 0.0
+    place_s: float = 0.0
 
 
 def decide(
@@ -348,6 +352,7 @@ def decide(
     per_owner: int | None = PER_OWNER_BATCH,
 ) -> Pass | None:
     """Read the snapshot and decide (pure scheduler calls); None when nothing is pending."""
+    started = time.perf_counter()
     rows = pending_rows(session, now, per_owner)
     if not rows:
         return None
@@ -361,9 +366,11 @@ def decide(
     build = Requests()
     requests = [build.build(row) for row in in_order if row.id in admitted]
     views = node_views(session)
+    placing = time.perf_counter()
     plan = place(requests, views, running=LazyRunning(session), now=now)
     plan.pending_reasons.update(admission.held)
-    return Pass(by_id, ranked, admission, plan)
+    done = time.perf_counter()
+    return Pass(by_id, ranked, admission, plan, placing - started, done - placing)
 
 
 class LazyRunning(Sequence[Running]):

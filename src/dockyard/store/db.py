@@ -8,6 +8,7 @@ failing on a lock upgrade. PostgreSQL URLs are used as they are.
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,9 @@ class Database:
             self.read_engine = self.write_engine = create_engine(url, pool_pre_ping=True)
         self._read = sessionmaker(self.read_engine, expire_on_commit=False)
         self._write = sessionmaker(self.write_engine, expire_on_commit=False)
+        self._write_lock: contextlib.AbstractContextManager[Any] = (
+            threading.Lock() if self.is_sqlite else contextlib.nullcontext()
+        )
 
     def migrate(self) -> None:
         """Bring the schema to the newest Alembic revision."""
@@ -83,8 +87,12 @@ class Database:
 
     @contextlib.contextmanager
     def write(self) -> Iterator[Session]:
-        """A transaction for writes: committed on success, rolled back on error."""
-        with self._write() as session, session.begin():
+        """A transaction for writes: committed on success, rolled back on error.
+
+        On SQLite, this process's writers queue on a lock first: SQLite's own busy
+        handler sleeps up to 100 ms between retries, which under many concurrent
+        writers (API, gateway, loops) costs far more than the writes themselves."""
+        with self._write_lock, self._write() as session, session.begin():
             yield session
 
     def dispose(self) -> None:

@@ -1,0 +1,137 @@
+"""Task lifecycle throughput: no-op tasks from submit to done on 100 hollow nodes.
+
+A real ``dockyard server`` process and one ``dockyard agent --driver sim
+--nodes 100`` process (100 hollow nodes, each its own ZeroMQ identity with
+heartbeats) run on this machine. The benchmark submits ``--tasks`` no-op jobs
+(``DOCKYARD_SIM_RUN_FOR=0``) through the REST API from ``--submitters``
+threads, then waits until every task has succeeded. Each task goes the whole
+way: API -> store -> scheduler pass -> desired set over ZeroMQ -> hollow
+container start -> status reports (running, succeeded) -> store.
+
+Reported: tasks/s end to end (first submit to last task done), the submit rate
+alone, and the drain rate after the last submit. JSON goes to
+``bench/results/lifecycle.json``.
+
+Run: ``.venv/bin/python bench/lifecycle.py`` (``--tasks``, ``--nodes``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+
+from dockyard.testing.cluster import ProcessCluster
+from dockyard.testing.wait import wait_for
+
+DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "lifecycle.json"
+TARGET_PER_S = 1000
+
+
+def count(http: httpx.Client, state: str) -> int:
+    response = http.get("/api/v1/tasks", params={"state": state, "limit": 1})
+    response.raise_for_status()
+    return int(response.headers["X-Total-Count"])
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else "")
+    parser.add_argument("--tasks", type=int, default=5000)
+    parser.add_argument("--nodes", type=int, default=100)
+    parser.add_argument("--submitters", type=int, default=8)
+    parser.add_argument("--timeout", type=float, default=600.0)
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    cluster = ProcessCluster(
+        driver="sim",
+        agent_args=["--nodes", str(args.nodes), "--cpu", "16", "--memory", "64g"],
+        heartbeat=1.0,
+        node_grace=10.0,
+    )
+    cluster.start_server()
+    try:
+        cluster.start_agent("hollow")
+        cluster.wait_ready_nodes(args.nodes, timeout=120)
+        print(f"{args.nodes} hollow nodes ready ({cluster.root})")
+        headers = {"Authorization": f"Bearer {cluster.admin_token}"}
+        local = threading.local()
+
+        def submit(index: int) -> None:
+            http = getattr(local, "http", None)
+            if http is None:
+                http = local.http = httpx.Client(base_url=cluster.url, headers=headers, timeout=60)
+            body = {
+                "name": f"noop-{index}",
+                "image": "busybox",
+                "command": ["true"],
+                "cpu": "100m",
+                "memory": "16m",
+                "env": {"DOCKYARD_SIM_RUN_FOR": "0"},
+            }
+            http.post("/api/v1/jobs", json=body).raise_for_status()
+
+        started = time.perf_counter()
+        with ThreadPoolExecutor(args.submitters) as pool:
+            list(pool.map(submit, range(args.tasks)))
+        submitted = time.perf_counter()
+        print(f"submitted {args.tasks} in {submitted - started:.1f}s")
+        with httpx.Client(base_url=cluster.url, headers=headers, timeout=60) as http:
+            wait_for(
+                lambda: count(http, "succeeded") >= args.tasks,
+                timeout=args.timeout,
+                interval=0.2,
+                message="all tasks succeeded",
+            )
+            done = time.perf_counter()
+            failed = sum(count(http, s) for s in ("failed", "lost", "killed"))
+        total = done - started
+        rate = args.tasks / total
+        result = {
+            "benchmark": "lifecycle",
+            "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "machine": {"python": platform.python_version(), "cpus": _cpus()},
+            "shape": {
+                "tasks": args.tasks,
+                "hollow_nodes": args.nodes,
+                "agent_processes": 1,
+                "submitters": args.submitters,
+                "store": "sqlite (WAL)",
+            },
+            "tasks_per_s": rate,
+            "target_per_s": TARGET_PER_S,
+            "meets_target": rate >= TARGET_PER_S,
+            "submit_per_s": args.tasks / (submitted - started),
+            "drain_after_submit_s": done - submitted,
+            "total_s": total,
+            "not_succeeded": failed,
+            "load_average_1m_at_end": os.getloadavg()[0],
+        }
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+        print(json.dumps(result, indent=2))
+        print(f"\nwrote {args.out}")
+        return 0 if failed == 0 else 1
+    finally:
+        cluster.close()
+
+
+def _cpus() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
