@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import ssl
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -58,7 +59,14 @@ class Client:
         self.url = (url or default_url()).rstrip("/")
         self.token = token if token is not None else find_token()
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+        # An https API with a private CA: $DOCKYARD_CA_CERT names the CA bundle.
+        ca_cert = os.environ.get("DOCKYARD_CA_CERT")
+        verify: ssl.SSLContext | bool = (
+            ssl.create_default_context(cafile=ca_cert) if ca_cert else True
+        )
+        self._http = httpx.Client(
+            base_url=self.url, headers=headers, timeout=timeout, verify=verify
+        )
 
     def close(self) -> None:
         self._http.close()

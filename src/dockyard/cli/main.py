@@ -108,6 +108,10 @@ def server(
             help="Development only: agents join without a token, plaintext gateway.",
         ),
     ] = None,
+    tls_cert: Annotated[
+        Path | None, typer.Option(help="Serve the API over TLS: certificate (PEM).")
+    ] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="TLS private key (PEM).")] = None,
 ) -> None:
     """Run the control plane: API, agent gateway, scheduler, node monitor."""
 
@@ -129,6 +133,8 @@ def server(
         log_level=log_level,
         watch_dir=watch_dir,
         insecure_open_join=insecure_open_join,
+        tls_certfile=tls_cert,
+        tls_keyfile=tls_key,
     )
 
     _setup_logging(log_level or "info")

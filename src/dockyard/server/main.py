@@ -58,8 +58,19 @@ class ServerConfig:
     watch_settle_s: float = 2.0
     #: Development only: agents join without a token, the gateway is plaintext.
     insecure_open_join: bool = False
+    #: Serve the HTTP API over TLS with this certificate chain and private key (PEM).
+    tls_certfile: Path | None = None
+    tls_keyfile: Path | None = None
 
     def __post_init__(self) -> None:
+        if (self.tls_certfile is None) != (self.tls_keyfile is None):
+            raise ConfigError("server.tls_certfile", "TLS needs both tls_certfile and tls_keyfile")
+        for key, tls_path in (
+            ("tls_certfile", self.tls_certfile),
+            ("tls_keyfile", self.tls_keyfile),
+        ):
+            if tls_path is not None and not tls_path.is_file():
+                raise ConfigError(f"server.{key}", f"{tls_path} does not exist")
         if self.store is None:
             self.store = "postgresql" if (self.db_url or "").startswith("postgresql") else "sqlite"
         if self.store not in STORES:
@@ -177,6 +188,8 @@ class Server:
                 log_level=self.cfg.log_level,
                 access_log=False,
                 timeout_graceful_shutdown=2,
+                ssl_certfile=str(self.cfg.tls_certfile) if self.cfg.tls_certfile else None,
+                ssl_keyfile=str(self.cfg.tls_keyfile) if self.cfg.tls_keyfile else None,
             )
         )
 
