@@ -73,6 +73,19 @@ def test_good_tar_round_trip(tmp_path: Path, mode: str) -> None:
     assert (tmp_path / "out" / "sub" / "hello").read_bytes() == b"hi"
 
 
+def test_zip_keeps_executable_bit_per_member(tmp_path: Path) -> None:
+    tool = tmp_path / "tool"
+    tool.write_text("#!/bin/sh\n")
+    tool.chmod(0o755)
+    src = tmp_path / "ctx.zip"
+    with zipfile.ZipFile(src, "w") as z:
+        z.write(tool, "tool")
+        z.writestr("data.txt", "plain")  # last member not executable
+    extract(src, tmp_path / "out")
+    assert (tmp_path / "out" / "tool").stat().st_mode & 0o111
+    assert not (tmp_path / "out" / "data.txt").stat().st_mode & 0o111
+
+
 def test_good_zip_and_dir(tmp_path: Path) -> None:
     src = tmp_path / "ctx.zip"
     with zipfile.ZipFile(src, "w", zipfile.ZIP_DEFLATED) as z:

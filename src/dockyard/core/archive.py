@@ -195,7 +195,7 @@ def extract_zip(source: Path, dest: Path, limits: Limits = Limits()) -> Extracte
                 with archive.open(info) as src, open(target, "xb") as dst:
                     budget = min(info.file_size, limits.max_total_bytes - written)
                     written += _copy_limited(src, dst, budget)
-                if info.create_system == 3 and mode & 0o111:
+                if info.create_system == 3 and (info.external_attr >> 16) & 0o111:
                     target.chmod(0o755)
     except zipfile.BadZipFile as exc:
         raise UnsafeArchive(f"bad zip archive: {exc}") from exc
