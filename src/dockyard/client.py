@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -314,6 +315,59 @@ class Client:
 
     def builds(self) -> list[Any]:
         return list(self._request("GET", "/api/v1/builds"))
+
+    # -- exec -------------------------------------------------------------------
+    def exec(self, ref: str, command: list[str], timeout_s: float = 60.0) -> dict[str, Any]:
+        """Run ``command`` in a running task; waits for it: exit code and output."""
+        body = {"command": command, "timeout_s": timeout_s}
+        return dict(
+            self._request(
+                "POST",
+                f"/api/v1/tasks/{_quote(ref)}/exec",
+                json=body,
+                timeout=timeout_s + 30,
+            )
+        )
+
+    @contextlib.contextmanager
+    def exec_socket(
+        self, ref: str, command: list[str], tty: bool = True, cols: int = 80, rows: int = 24
+    ) -> Iterator[Any]:
+        """An interactive exec: ``with api.exec_socket(...) as ws`` gives a connected
+        WebSocket (``websockets`` sync client). Send bytes for stdin, text
+        ``{"resize": [c, r]}`` / ``{"eof": true}``; receive output bytes, then text
+        ``{"exit": code, "error": ...}``."""
+        from urllib.parse import urlencode
+
+        from websockets.exceptions import InvalidStatus, WebSocketException
+        from websockets.sync.client import connect
+
+        query = urlencode(
+            [("command", arg) for arg in command]
+            + [("tty", "true" if tty else "false"), ("cols", cols), ("rows", rows)]
+        )
+        base = "ws" + self.url[len("http") :]
+        ca_cert = os.environ.get("DOCKYARD_CA_CERT")
+        kwargs: dict[str, Any] = {}
+        if base.startswith("wss") and ca_cert:
+            kwargs["ssl"] = ssl.create_default_context(cafile=ca_cert)
+        try:
+            connection = connect(
+                f"{base}/api/v1/tasks/{_quote(ref)}/exec/ws?{query}",
+                additional_headers={"Authorization": f"Bearer {self.token}"},
+                max_size=None,
+                proxy=None,
+                **kwargs,
+            )
+            ws = connection.__enter__()
+        except InvalidStatus as exc:
+            raise ClientError(f"exec refused: {exc}", exc.response.status_code) from exc
+        except (WebSocketException, OSError) as exc:
+            raise ClientError(f"exec refused: {exc}") from exc
+        try:
+            yield ws
+        finally:
+            connection.__exit__(None, None, None)
 
     # -- node join tokens (admin) ----------------------------------------------
     def create_join_token(

@@ -15,6 +15,7 @@ import psutil
 from dockyard import __version__, config
 from dockyard.agent.builder import Builder
 from dockyard.agent.connection import Connection
+from dockyard.agent.execs import ExecManager
 from dockyard.agent.gpus import detect_gpus
 from dockyard.agent.logship import LogShipper
 from dockyard.agent.metrics import AgentMetrics
@@ -81,6 +82,7 @@ def load_node_id(data_dir: Path) -> str:
 
 
 SERVER_KEY_FILE = "server.pub"
+EXEC_MESSAGES = (MsgType.EXEC_START, MsgType.EXEC_INPUT, MsgType.EXEC_RESIZE, MsgType.EXEC_CLOSE)
 
 
 def curve_for(cfg: AgentConfig) -> tuple[bytes, bytes, bytes] | None:
@@ -133,6 +135,9 @@ class Agent:
             interval=cfg.sample_interval,
         )
         self.reconciler.final_usage = self.sampler.final
+        self.execs = ExecManager(
+            self.driver, self.reconciler.running_containers, self.connection.send_reliable
+        )
         self.metrics = AgentMetrics(self.node_id, cfg.name)
         self.metrics.watch(
             running=self.reconciler.running_count,
@@ -194,6 +199,8 @@ class Agent:
             threading.Thread(target=self._prune, name="prune", daemon=True).start()
         elif msg.type == MsgType.BUILD:
             self.builder.handle(msg.body)
+        elif msg.type in EXEC_MESSAGES:
+            self.execs.handle(msg.type, msg.body)
 
     def _prune(self) -> None:
         try:

@@ -935,6 +935,7 @@ from dockyard.cli import scheduling as _scheduling  # noqa: E402  (registers que
 _ = _scheduling
 
 from dockyard.cli import build as _build  # noqa: E402, F401  (registers build)
+from dockyard.cli import exec as _exec  # noqa: E402, F401  (registers exec)
 from dockyard.cli import nodes_join as _nodes_join  # noqa: E402, F401  (registers node token)
 
 

@@ -100,6 +100,24 @@ class Usage:
     max_memory_bytes: int = 0
 
 
+class ExecHandle(Protocol):
+    """A command running in a container (``docker exec``)."""
+
+    def output(self) -> Iterator[tuple[str, bytes]]:
+        """(stream, bytes) chunks until the command's output ends; ``stdout`` only with a tty."""
+        ...
+
+    def write(self, data: bytes) -> None: ...
+
+    def resize(self, cols: int, rows: int) -> None: ...
+
+    def close(self) -> None:
+        """Hang up (close stdin and the stream)."""
+        ...
+
+    def exit_code(self) -> int | None: ...
+
+
 class Driver(Protocol):
     """A container runtime. Implementations: Docker (real) and sim (hollow nodes)."""
 
@@ -127,6 +145,18 @@ class Driver(Protocol):
     ) -> str:
         """Build ``tag`` from a tar of the context, calling ``on_line`` with each output
         line; return the image id. BuildFailed on a build error."""
+        ...
+
+    def exec(
+        self,
+        container_id: str,
+        command: list[str],
+        tty: bool = False,
+        stdin: bool = False,
+        cols: int = 80,
+        rows: int = 24,
+    ) -> ExecHandle:
+        """Start ``command`` in the running container; ContainerNotFound if it is gone."""
         ...
 
     def create(self, spec: ContainerSpec) -> str:

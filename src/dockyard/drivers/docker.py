@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import io
 import logging
+import socket
+import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import docker
 import docker.errors
+import docker.utils.socket as docker_socket
 import requests.exceptions
 from docker.types import LogConfig
 from tenacity import (
@@ -173,6 +176,32 @@ class DockerDriver:
         except RetryError as exc:
             last = exc.last_attempt.exception()
             raise BuildFailed(f"build failed after {BUILD_ATTEMPTS} attempts: {last}") from exc
+
+    def exec(
+        self,
+        container_id: str,
+        command: list[str],
+        tty: bool = False,
+        stdin: bool = False,
+        cols: int = 80,
+        rows: int = 24,
+    ) -> DockerExec:
+        try:
+            created = self._client.api.exec_create(
+                container_id, command, stdin=stdin, tty=tty, stdout=True, stderr=True
+            )
+            exec_id = str(created["Id"])
+            stream = self._client.api.exec_start(exec_id, tty=tty, socket=True)
+        except docker.errors.NotFound as exc:
+            raise ContainerNotFound(f"container {container_id} not found") from exc
+        except docker.errors.APIError as exc:
+            raise DriverError(f"exec failed: {exc.explanation or exc}") from exc
+        except (requests.exceptions.RequestException, docker.errors.DockerException) as exc:
+            raise RuntimeUnavailable(f"Docker Engine error: {exc}") from exc
+        handle = DockerExec(self._client, exec_id, stream, tty)
+        if tty:
+            handle.resize(cols, rows)
+        return handle
 
     # -- containers -------------------------------------------------------
     def create(self, spec: ContainerSpec) -> str:
@@ -392,3 +421,51 @@ def _log_line(stream: str, raw: bytes) -> LogLine:
     text = raw.decode("utf-8", errors="replace")
     timestamp, _, rest = text.partition(" ")
     return LogLine(stream=stream, timestamp=timestamp, text=rest)
+
+
+class DockerExec:
+    """One ``docker exec`` over the Engine's hijacked HTTP stream."""
+
+    def __init__(self, client: Any, exec_id: str, stream: Any, tty: bool) -> None:
+        self._client = client
+        self._id = exec_id
+        self._stream = stream
+        self._raw = getattr(stream, "_sock", stream)
+        self._tty = tty
+
+    def output(self) -> Iterator[tuple[str, bytes]]:
+        names = {docker_socket.STDOUT: "stdout", docker_socket.STDERR: "stderr"}
+        try:
+            for stream, data in docker_socket.frames_iter(self._stream, self._tty):
+                if data:
+                    yield names.get(stream, "stdout"), bytes(data)
+        except OSError:
+            return
+
+    def write(self, data: bytes) -> None:
+        try:
+            self._raw.sendall(data)
+        except OSError as exc:
+            raise DriverError(f"exec input failed: {exc}") from exc
+
+    def resize(self, cols: int, rows: int) -> None:
+        try:
+            self._client.api.exec_resize(self._id, height=rows, width=cols)
+        except (requests.exceptions.RequestException, docker.errors.DockerException):
+            pass
+
+    def close(self) -> None:
+        for action in (lambda: self._raw.shutdown(socket.SHUT_RDWR), self._stream.close):
+            try:
+                action()
+            except OSError:
+                pass
+
+    def exit_code(self) -> int | None:
+        for _ in range(50):  # the stream can end a moment before the Engine records the exit
+            info = self._client.api.exec_inspect(self._id)
+            if not info.get("Running"):
+                code = info.get("ExitCode")
+                return int(code) if code is not None else None
+            time.sleep(0.05)
+        return None

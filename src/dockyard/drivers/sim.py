@@ -11,6 +11,7 @@ Images whose name contains ``missing`` do not exist.
 from __future__ import annotations
 
 import io
+import queue
 import tarfile
 import threading
 import time
@@ -99,6 +100,21 @@ class SimDriver:
                 raise BuildFailed(f"The command '{step[4:]}' returned a non-zero code: 1")
         on_line(f"Successfully tagged {tag}")
         return "sha256:" + new_id()
+
+    def exec(
+        self,
+        container_id: str,
+        command: list[str],
+        tty: bool = False,
+        stdin: bool = False,
+        cols: int = 80,
+        rows: int = 24,
+    ) -> SimExec:
+        with self._lock:
+            container = self._get(container_id)
+            if container.status != "running":
+                raise ContainerNotFound(f"container {container_id} is not running")
+        return SimExec(list(command))
 
     def create(self, spec: ContainerSpec) -> str:
         with self._lock:
@@ -238,3 +254,44 @@ class SimDriver:
             return self._containers[container_id]
         except KeyError:
             raise ContainerNotFound(container_id) from None
+
+
+class SimExec:
+    """A simulated exec: ``echo ARGS`` prints them, ``exit N`` exits N, ``cat`` echoes
+    its input until hung up; anything else prints what it would run and exits 0."""
+
+    def __init__(self, command: list[str]) -> None:
+        self._chunks: queue.Queue[bytes | None] = queue.Queue()
+        self._code: int | None = None
+        self._echo = command[:1] == ["cat"]
+        head = command[:1]
+        if head == ["echo"]:
+            self._finish(" ".join(command[1:]).encode() + b"\n", 0)
+        elif head == ["exit"] and len(command) == 2 and command[1].isdigit():
+            self._finish(b"", int(command[1]))
+        elif not self._echo:
+            self._finish(f"sim exec: {' '.join(command)}\n".encode(), 0)
+
+    def _finish(self, data: bytes, code: int) -> None:
+        if data:
+            self._chunks.put(data)
+        self._code = code
+        self._chunks.put(None)
+
+    def output(self) -> Iterator[tuple[str, bytes]]:
+        while (chunk := self._chunks.get()) is not None:
+            yield "stdout", chunk
+
+    def write(self, data: bytes) -> None:
+        if self._echo and self._code is None:
+            self._chunks.put(data)
+
+    def resize(self, cols: int, rows: int) -> None:
+        return None
+
+    def close(self) -> None:
+        if self._code is None:
+            self._finish(b"", 0)
+
+    def exit_code(self) -> int | None:
+        return self._code

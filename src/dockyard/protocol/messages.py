@@ -42,6 +42,12 @@ class MsgType(StrEnum):
     BUILD_OUTPUT = "build_output"  # agent -> server: build output lines (reliable)
     BUILD_DONE = "build_done"  # agent -> server: build result (reliable)
     REFUSED = "refused"  # server -> agent: not admitted (no valid join token)
+    EXEC_START = "exec_start"  # server -> agent: run a command in a task's container
+    EXEC_INPUT = "exec_input"  # server -> agent: stdin bytes (interactive)
+    EXEC_RESIZE = "exec_resize"  # server -> agent: terminal size
+    EXEC_CLOSE = "exec_close"  # server -> agent: the client went away
+    EXEC_OUTPUT = "exec_output"  # agent -> server: output chunk (reliable, seq)
+    EXEC_EXIT = "exec_exit"  # agent -> server: exit code (reliable)
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,6 +30,7 @@ from dockyard.server.nodes import allocations
 from dockyard.server.policy import enforce, policy_for
 from dockyard.server.routes_accounting import router as accounting_router
 from dockyard.server.routes_builds import router as builds_router
+from dockyard.server.routes_exec import router as exec_router
 from dockyard.server.routes_join import router as join_router
 from dockyard.server.routes_queue import router as queue_router
 from dockyard.server.schemas import (
@@ -76,6 +77,7 @@ def create_app(ctx: ServerContext) -> FastAPI:
     app.include_router(accounting_router)
     app.include_router(builds_router)
     app.include_router(join_router)
+    app.include_router(exec_router)
 
     app.include_router(queue_router)
     install_dashboard(app, ctx)  # /, /ui, /metrics, /api/v1/summary, /api/v1/events/stream

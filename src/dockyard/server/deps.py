@@ -17,6 +17,7 @@ from dockyard.store.db import Database
 
 if TYPE_CHECKING:
     from dockyard.server.builds import BuildService
+    from dockyard.server.execs import ExecService
     from dockyard.server.metrics import ServerMetrics
     from dockyard.server.stream import EventHub
 
@@ -39,6 +40,8 @@ class ServerContext:
     event_hub: EventHub | None = None
     #: Image builds (None: builds are not available).
     builds: BuildService | None = None
+    #: Exec sessions in running tasks (None: exec is not available).
+    execs: ExecService | None = None
 
 
 _bearer = HTTPBearer(auto_error=False)

@@ -20,6 +20,7 @@ from dockyard.server.api import create_app
 from dockyard.server.builds import BuildService
 from dockyard.server.deps import ServerContext
 from dockyard.server.dropfolder import DropFolder
+from dockyard.server.execs import ExecService
 from dockyard.server.gateway import Gateway
 from dockyard.server.loops import NodeMonitor, ReaperLoop, SchedulerLoop
 from dockyard.server.metrics import ServerMetrics
@@ -117,6 +118,9 @@ class Server:
         self.builds = BuildService(self.db, self.gateway.send)
         self.gateway.handlers[MsgType.BUILD_OUTPUT] = self.builds.on_output
         self.gateway.handlers[MsgType.BUILD_DONE] = self.builds.on_done
+        self.execs = ExecService(self.gateway.send)
+        self.gateway.handlers[MsgType.EXEC_OUTPUT] = self.execs.on_output
+        self.gateway.handlers[MsgType.EXEC_EXIT] = self.execs.on_exit
 
         self.monitor = NodeMonitor(
             self.db,
@@ -139,6 +143,7 @@ class Server:
                 metrics=self.metrics,
                 event_hub=self.events,
                 builds=self.builds,
+                execs=self.execs,
             )
         )
 

@@ -231,4 +231,3 @@ class NodeKey(Base):
     public_key: Mapped[str] = mapped_column(String(64))
     join_token_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
     joined_at: Mapped[float] = mapped_column(Float)
-

@@ -1,0 +1,92 @@
+"""exec on a real Docker Engine: CLI exit codes, an interactive tty, refusal, audit."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from dockyard.client import Client
+from dockyard.testing.cluster import ProcessCluster
+from dockyard.testing.wait import wait_for
+
+DOCKYARD = str(Path(sys.executable).parent / "dockyard")
+
+
+def _cli(cluster: ProcessCluster, token: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "DOCKYARD_URL": cluster.url, "DOCKYARD_TOKEN": token}
+    return subprocess.run(
+        [DOCKYARD, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def _running(api: Client, image: str, name: str) -> dict[str, Any]:
+    task = api.run_job(name, image, ["sleep", "300"])
+    return wait_for(
+        lambda: t if (t := api.task(task["id"]))["state"] == "running" else None,
+        timeout=60,
+        message=f"{name} running",
+    )
+
+
+def test_exec_exit_code_output_and_refusal(cluster: ProcessCluster, image: str) -> None:
+    with cluster.client() as api:
+        task = _running(api, image, "exec-e2e")
+        token = api.add_user("oscar-exec")["token"]
+    proc = _cli(
+        cluster,
+        cluster.admin_token,
+        "exec",
+        task["id"],
+        "--",
+        "sh",
+        "-c",
+        "echo out; echo err >&2; exit 4",
+    )
+    assert proc.returncode == 4, proc.stderr
+    assert proc.stdout == "out\n" and "err" in proc.stderr
+    ok = _cli(cluster, cluster.admin_token, "exec", "exec-e2e", "--", "cat", "/proc/1/cmdline")
+    assert ok.returncode == 0 and "sleep" in ok.stdout
+    refused = _cli(cluster, token, "exec", task["id"], "--", "echo", "pwned")
+    assert refused.returncode != 0 and "pwned" not in refused.stdout
+    assert "not found" in refused.stderr
+    with cluster.client() as api:
+        events = [e for e in api.task(task["id"])["events"] if e["reason"].startswith("exec")]
+        assert [e["reason"] for e in events] == ["exec", "exec_ended", "exec", "exec_ended"]
+        assert "admin" in events[0]["message"] and "exit 4" in events[1]["message"]
+        api.kill(task["id"])
+
+
+def test_interactive_tty(cluster: ProcessCluster, image: str) -> None:
+    with cluster.client() as api:
+        task = _running(api, image, "exec-tty")
+        output = b""
+        with api.exec_socket(task["id"], ["sh"], tty=True, cols=100, rows=30) as ws:
+            ws.send(b"stty size; echo sum-$((40+2))\n")
+            deadline = time.monotonic() + 20
+            while b"sum-42" not in output and time.monotonic() < deadline:
+                message = ws.recv(timeout=20)
+                assert isinstance(message, bytes), message
+                output += message
+            assert b"sum-42" in output and b"30 100" in output
+            ws.send(json.dumps({"resize": [132, 50]}))
+            ws.send(b"stty size; exit 5\n")
+            end: dict[str, Any] = {}
+            while not end:
+                message = ws.recv(timeout=20)
+                if isinstance(message, str):
+                    end = json.loads(message)
+                else:
+                    output += message
+        assert end["exit"] == 5
+        assert b"50 132" in output
+        api.kill(task["id"])
