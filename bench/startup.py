@@ -187,6 +187,8 @@ class Stack:
 
         wait_until(healthy, 60, "server health")
         token = (server_dir / "admin.token").read_text().strip()
+        with Client(url=self.url, token=token) as admin:  # agents join with a token (CURVE)
+            join_token = str(admin.create_join_token("bench")["token"])
         agent_dir = self.root / "agent"
         self._spawn(
             [
@@ -197,6 +199,8 @@ class Stack:
                 str(agent_dir),
                 "--name",
                 "bench",
+                "--join-token",
+                join_token,
                 "--heartbeat",
                 str(self.heartbeat),
                 "--log-level",
