@@ -100,6 +100,10 @@ class Client:
             )
         return response.json()
 
+    def status(self) -> dict[str, Any]:
+        """The control plane: server instances, leader, term, lease age."""
+        return dict(self._request("GET", "/api/v1/status"))
+
     # -- identity ---------------------------------------------------------
     def whoami(self) -> dict[str, Any]:
         return dict(self._request("GET", "/api/v1/whoami"))

@@ -24,6 +24,9 @@ from dockyard.protocol.messages import Message, MsgType, ProtocolError, decode, 
 log = logging.getLogger(__name__)
 
 RESEND_AFTER_S = 2.0
+UNSENT = -1.0  # outbox mark: could not be sent yet (no server connected)
+HEARTBEAT_IVL_MS = 300
+HEARTBEAT_TIMEOUT_MS = 1000
 HELLO_RETRY_S = 2.0
 MAX_RESEND_PER_ROUND = 200
 
@@ -59,6 +62,7 @@ class Connection:
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self.welcomed = threading.Event()
+        self._has_unsent = False
         self._thread = threading.Thread(target=self._run, name="agent-conn", daemon=True)
 
     def start(self) -> None:
@@ -90,11 +94,13 @@ class Connection:
         except OSError:  # a wake-up is already pending, or we are stopped
             pass
 
-    def _send(self, sock: zmq.Socket[bytes], msg: Message) -> None:
+    def _send(self, sock: zmq.Socket[bytes], msg: Message) -> bool:
         try:
             sock.send(encode(msg), zmq.NOBLOCK)
-        except zmq.Again:
-            log.debug("send queue full; %s will be re-sent", msg.type)
+            return True
+        except zmq.Again:  # no server connected (or queue full): re-sent later, in order
+            log.debug("cannot send %s now; it stays queued", msg.type)
+            return False
 
     def _run(self) -> None:
         ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
@@ -107,7 +113,17 @@ class Connection:
         sock.setsockopt(zmq.RCVHWM, 100_000)
         if self._curve is not None:
             sock.curve_serverkey, sock.curve_publickey, sock.curve_secretkey = self._curve
-        sock.connect(self._endpoint)
+        # HA: every server endpoint at once. Only the leader binds its gateway, so
+        # only its connection completes; ZMTP heartbeats drop a paused or dead peer
+        # within HEARTBEAT_TIMEOUT_MS, and the DEALER then sends only to the live one.
+        # Queue only to completed connections: otherwise the DEALER round-robins into
+        # pipes of endpoints that never answer (followers do not listen).
+        sock.setsockopt(zmq.IMMEDIATE, 1)
+        sock.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
+        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
+        sock.setsockopt(zmq.HEARTBEAT_TTL, HEARTBEAT_TIMEOUT_MS)
+        for endpoint in endpoints(self._endpoint):
+            sock.connect(endpoint)
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)
         poller.register(self._wake_r.fileno(), zmq.POLLIN)
@@ -145,22 +161,47 @@ class Connection:
         return Message(msg_type, {"node_id": self._node_id, **body})
 
     def _drain_outgoing(self, sock: zmq.Socket[bytes]) -> None:
-        now = time.monotonic()
+        """Send new messages. Reliable ones that cannot go now are marked UNSENT and go
+        first, in their original order, once a server is connected again (so a final
+        status never overtakes the log batches queued before it)."""
+        self._flush_unsent(sock)
         while True:
             with self._lock:
                 if not self._outgoing:
                     return
                 msg = self._outgoing.popleft()
+                reliable = msg.msg_id in self._outbox
+                blocked = self._has_unsent
+            if reliable and blocked:
+                with self._lock:
+                    self._outbox[msg.msg_id] = (msg, UNSENT)
+                continue
+            sent = self._send(sock, msg)
+            if reliable:
+                with self._lock:
+                    self._outbox[msg.msg_id] = (msg, time.monotonic() if sent else UNSENT)
+                    self._has_unsent = self._has_unsent or not sent
+
+    def _flush_unsent(self, sock: zmq.Socket[bytes]) -> None:
+        with self._lock:
+            if not self._has_unsent:
+                return
+            waiting = [msg for msg, sent in self._outbox.values() if sent == UNSENT]
+        for msg in waiting:
+            if not self._send(sock, msg):
+                return
+            with self._lock:
                 if msg.msg_id in self._outbox:
-                    self._outbox[msg.msg_id] = (msg, now)
-            self._send(sock, msg)
+                    self._outbox[msg.msg_id] = (msg, time.monotonic())
+        with self._lock:
+            self._has_unsent = any(sent == UNSENT for _, sent in self._outbox.values())
 
     def _resend(self, sock: zmq.Socket[bytes], now: float) -> None:
         with self._lock:
             due = [
                 msg
                 for msg, sent in list(self._outbox.values())[:MAX_RESEND_PER_ROUND]
-                if sent and now - sent >= RESEND_AFTER_S
+                if sent > 0 and now - sent >= RESEND_AFTER_S
             ]
             for msg in due:
                 self._outbox[msg.msg_id] = (msg, now)
@@ -200,3 +241,8 @@ class Connection:
                     self._on_message(msg)
                 except Exception:
                     log.exception("handling %s failed", msg.type)
+
+
+def endpoints(spec: str) -> list[str]:
+    """``tcp://a:8701,tcp://b:8701`` -> the server endpoints, in order."""
+    return [part.strip() for part in spec.split(",") if part.strip()]

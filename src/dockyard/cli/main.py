@@ -925,6 +925,34 @@ def admin_export_accounting(
 
 
 @app.command()
+def status(json_out: JsonOpt = False, url: UrlOpt = None, token: TokenOpt = None) -> None:
+    """The control plane: server instances, who leads, the term and the lease age."""
+    with client(url, token) as api:
+        data = call(api.status)
+    if json_out:
+        render.print_json(data)
+        return
+    lease = data.get("lease_age_s")
+    render.console.print(
+        f"leader {data.get('leader') or '(none)'}  term {data.get('term')}  "
+        f"lease age {'-' if lease is None else f'{lease:.2f}s'} of {data.get('lease_s')}s"
+    )
+    render.table(
+        ["instance", "role", "api", "gateway", "seen"],
+        [
+            [
+                i["id"] + (" (this)" if i["this"] else ""),
+                "leader" if i["leader"] else "follower",
+                i["api_url"],
+                i["gateway"],
+                f"{i['seen_age_s']:.1f}s ago",
+            ]
+            for i in data.get("instances") or []
+        ],
+    )
+
+
+@app.command()
 def version() -> None:
     """Print the version."""
     print(__version__)

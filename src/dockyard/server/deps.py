@@ -42,6 +42,8 @@ class ServerContext:
     builds: BuildService | None = None
     #: Exec sessions in running tasks (None: exec is not available).
     execs: ExecService | None = None
+    #: This server instance's id (HA: several instances share one store).
+    instance_id: str = ""
 
 
 _bearer = HTTPBearer(auto_error=False)

@@ -12,17 +12,19 @@ import uvicorn
 
 from dockyard import config
 from dockyard.core.errors import ValidationError
+from dockyard.core.ids import new_id
 from dockyard.core.security import ContainerPolicy
 from dockyard.protocol import curve
 from dockyard.protocol.messages import MsgType
 from dockyard.server import auth, join
 from dockyard.server.api import create_app
 from dockyard.server.builds import BuildService
+from dockyard.server.control import ControlPlane
 from dockyard.server.deps import ServerContext
 from dockyard.server.dropfolder import DropFolder
 from dockyard.server.execs import ExecService
 from dockyard.server.gateway import Gateway
-from dockyard.server.loops import NodeMonitor, ReaperLoop, SchedulerLoop
+from dockyard.server.leader import DEFAULT_LEASE_S, FencedDatabase, LeaderElector, NotLeader
 from dockyard.server.metrics import ServerMetrics
 from dockyard.server.stream import EventHub
 from dockyard.settings import ConfigError
@@ -62,6 +64,9 @@ class ServerConfig:
     #: Serve the HTTP API over TLS with this certificate chain and private key (PEM).
     tls_certfile: Path | None = None
     tls_keyfile: Path | None = None
+    #: Leader lease (HA on PostgreSQL): renewed every third of it; a new leader takes
+    #: over when it expires, so failover takes at most about 1.3 x lease_s.
+    lease_s: float = DEFAULT_LEASE_S
 
     def __post_init__(self) -> None:
         if (self.tls_certfile is None) != (self.tls_keyfile is None):
@@ -96,6 +101,7 @@ class Server:
 
     def __init__(self, cfg: ServerConfig) -> None:
         self.cfg = cfg
+        self.instance_id = "s-" + new_id()
         cfg.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.db = Database(cfg.database_url())
         self.db.migrate()
@@ -105,45 +111,43 @@ class Server:
             log.warning("created admin token in %s", cfg.data_dir / auth.ADMIN_TOKEN_FILE)
         self.metrics = ServerMetrics()
         self.events = EventHub(self.db, self.metrics)
-        self.scheduler = SchedulerLoop(self.db, push=self._push, metrics=self.metrics)
-        self.gateway = Gateway(
-            self.db, cfg.gateway, cfg.heartbeat_interval, self._changed, metrics=self.metrics
-        )
-        self.metrics.attach_store(self.db, self.gateway.last_seen)
+        self.metrics.attach_store(self.db, self._last_seen)
         if cfg.insecure_open_join:
             log.warning("insecure_open_join: any agent may join, agent traffic is plaintext")
+            self._curve_keys: tuple[bytes, bytes] | None = None
         else:
             keys = curve.load_or_create_keys(cfg.data_dir)
-            self.gateway.curve_keys = (keys.public, keys.secret)
-        self.builds = BuildService(self.db, self.gateway.send)
-        self.gateway.handlers[MsgType.BUILD_OUTPUT] = self.builds.on_output
-        self.gateway.handlers[MsgType.BUILD_DONE] = self.builds.on_done
-        self.execs = ExecService(self.gateway.send)
-        self.gateway.handlers[MsgType.EXEC_OUTPUT] = self.execs.on_output
-        self.gateway.handlers[MsgType.EXEC_EXIT] = self.execs.on_exit
-
-        self.monitor = NodeMonitor(
+            self._curve_keys = (keys.public, keys.secret)
+        self.builds = BuildService(self.db, self._send)
+        self.execs = ExecService(self._send)
+        # The gateway and control loops run only while this instance leads (HA):
+        # one ControlPlane per term, writing through the term's fence.
+        self.elector = LeaderElector(
             self.db,
-            self.gateway.last_seen,
-            cfg.node_grace,
-            on_change=self._changed,
-            suspect_after=min(max(2 * cfg.heartbeat_interval, cfg.node_grace / 2), cfg.node_grace),
-            forget=self.gateway.forget,
+            self.instance_id,
+            on_elected=self._elected,
+            on_deposed=self._deposed,
+            lease_s=cfg.lease_s,
+            api_url=f"http://{cfg.host}:{cfg.port}",
+            gateway=cfg.gateway,
         )
-        self.reaper = ReaperLoop(self.db, push=self._push)
+        self.fenced_db = FencedDatabase(self.db, self.elector)
+        self.control: ControlPlane | None = None
+        self._control_lock = threading.Lock()
         self.app = create_app(
             ServerContext(
                 db=self.db,
                 data_dir=cfg.data_dir,
-                wake_scheduler=self.scheduler.wake,
+                wake_scheduler=self._changed,
                 push=self._push,
                 max_runtime_cap_s=cfg.max_runtime_cap_s,
                 cluster_policy=dict(cfg.policy),
-                prune_nodes=self.gateway.prune_all,
+                prune_nodes=self._prune_nodes,
                 metrics=self.metrics,
                 event_hub=self.events,
                 builds=self.builds,
                 execs=self.execs,
+                instance_id=self.instance_id,
             )
         )
 
@@ -153,7 +157,7 @@ class Server:
                 cfg.watch_dir,
                 self.db,
                 self.builds,
-                self.scheduler.wake,
+                self._changed,
                 cluster_policy=dict(cfg.policy),
                 max_runtime_cap_s=cfg.max_runtime_cap_s,
                 settle_s=cfg.watch_settle_s,
@@ -167,22 +171,70 @@ class Server:
         with self.db.write() as session:
             return join.create_token(session, keys.public, None, description, ttl_s)[1]
 
+    # -- leadership ---------------------------------------------------------
+    def _wire_gateway(self, gateway: Gateway) -> None:
+        gateway.curve_keys = self._curve_keys
+        gateway.handlers[MsgType.BUILD_OUTPUT] = self.builds.on_output
+        gateway.handlers[MsgType.BUILD_DONE] = self.builds.on_done
+        gateway.handlers[MsgType.EXEC_OUTPUT] = self.execs.on_output
+        gateway.handlers[MsgType.EXEC_EXIT] = self.execs.on_exit
+
+    def _elected(self, term: int) -> None:
+        with self._control_lock:
+            if self.control is not None:
+                self.control.stop()
+            self.control = ControlPlane(
+                self.fenced_db, self.cfg, term, self.metrics, self._wire_gateway
+            )
+            self.control.start()
+
+    def _deposed(self) -> None:
+        # May be called from a control-loop thread (a fenced write): stop elsewhere.
+        threading.Thread(target=self._stop_control, name="step-down", daemon=True).start()
+
+    def _stop_control(self) -> None:
+        with self._control_lock:
+            control, self.control = self.control, None
+            if control is not None and self.elector.term != control.term:
+                control.stop()
+            elif control is not None:  # re-elected meanwhile: keep it
+                self.control = control
+
+    @property
+    def gateway(self) -> Gateway | None:
+        control = self.control
+        return control.gateway if control is not None else None
+
     def _push(self, node_ids: set[str]) -> None:
-        self.gateway.push(node_ids)
+        control = self.control
+        if control is not None:
+            control.push(node_ids)
+
+    def _send(self, *args: Any, **kwargs: Any) -> Any:
+        gateway = self.gateway
+        if gateway is None:
+            raise NotLeader("this instance is not the leader; agents talk to the leader")
+        return gateway.send(*args, **kwargs)
+
+    def _last_seen(self) -> dict[str, float]:
+        gateway = self.gateway
+        return gateway.last_seen() if gateway is not None else {}
+
+    def _prune_nodes(self) -> int:
+        gateway = self.gateway
+        return gateway.prune_all() if gateway is not None else 0
 
     def _changed(self) -> None:
-        self.scheduler.wake()
+        control = self.control
+        if control is not None:
+            control.scheduler.wake()
 
     def start_background(self) -> None:
-        """Start the gateway and the control loops (not the HTTP API)."""
-        self.gateway.start()
-        self.scheduler.start()
-        self.monitor.start()
-        self.reaper.start()
+        """Join the leader election (the leader runs the gateway and control loops)."""
+        self.elector.start()
         self.builds.start()
         if self.dropfolder is not None:
             self.dropfolder.start()
-        self.scheduler.wake()
 
     def _uvicorn(self) -> uvicorn.Server:
         return uvicorn.Server(
@@ -218,13 +270,12 @@ class Server:
             self._http.should_exit = True
         if self._http_thread is not None:
             self._http_thread.join(5)
-        self.monitor.stop()
-        self.reaper.stop()
         if self.dropfolder is not None:
             self.dropfolder.stop()
         self.builds.stop()
-
-        self.scheduler.stop()
-
-        self.gateway.stop()
+        self.elector.stop()  # steps down and releases the lease
+        with self._control_lock:
+            control, self.control = self.control, None
+        if control is not None:
+            control.stop()
         self.db.dispose()

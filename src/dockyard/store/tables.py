@@ -231,3 +231,34 @@ class NodeKey(Base):
     public_key: Mapped[str] = mapped_column(String(64))
     join_token_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
     joined_at: Mapped[float] = mapped_column(Float)
+
+
+class LeaderLease(Base):
+    """The control-plane lease: one row (id 1). ``term`` only ever grows.
+
+    The instance holding it with an unexpired lease is the leader; every
+    leader-only write checks ``(holder, term)`` in its own transaction (fencing).
+    """
+
+    __tablename__ = "leader_lease"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    holder: Mapped[str] = mapped_column(String(64))
+    term: Mapped[int] = mapped_column(BigInteger)
+    #: Database clock (epoch seconds) of the last renewal.
+    renewed_at: Mapped[float] = mapped_column(Float)
+    lease_s: Mapped[float] = mapped_column(Float)
+
+
+class ServerInstance(Base):
+    """A running server instance, for ``dockyard status``."""
+
+    __tablename__ = "server_instances"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    api_url: Mapped[str] = mapped_column(String(255), default="")
+    gateway: Mapped[str] = mapped_column(String(255), default="")
+    started_at: Mapped[float] = mapped_column(Float)
+    #: Database clock of its last lease attempt.
+    seen_at: Mapped[float] = mapped_column(Float)
+    term: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
