@@ -18,7 +18,7 @@ from dockyard import __version__
 from dockyard.core.errors import ValidationError
 from dockyard.core.quota import Quota
 from dockyard.core.security import ContainerPolicy, PolicyViolation
-from dockyard.core.specs import JobSpec, build_job_spec
+from dockyard.core.specs import JobSpec
 from dockyard.core.states import PLACED_STATES, TaskState
 from dockyard.server import auth
 from dockyard.server.dashboard import install as install_dashboard
@@ -129,20 +129,7 @@ def create_app(ctx: ServerContext) -> FastAPI:
 
     @app.post("/api/v1/jobs", response_model=TaskOut, status_code=201)
     def create_job(body: JobCreate, who: CurrentUser) -> TaskOut:
-        spec = build_job_spec(
-            name=body.name,
-            image=body.image,
-            command=body.command,
-            env=body.env,
-            cpu=body.cpu,
-            memory=body.memory,
-            kill_grace_s=body.kill_grace_s,
-            restart=body.restart,
-            max_runtime_s=body.max_runtime_s,
-            mounts=body.mounts,
-            security=body.security(),
-            **body.scheduling(),
-        )
+        spec = body.to_spec()
         with ctx.db.write() as session:
             user = session.get(User, who.user_id)
             if user is None:

@@ -18,6 +18,7 @@ import zmq.auth
 from sqlalchemy import select, update
 from zmq.auth.thread import ThreadAuthenticator
 
+from dockyard.core.states import TaskState
 from dockyard.protocol.messages import Message, MsgType, ProtocolError, decode, encode
 from dockyard.server import join
 from dockyard.server import nodes as node_ops
@@ -183,6 +184,7 @@ class Gateway:
                     next_flush = time.monotonic() + FLUSH_INTERVAL_S
                 events = dict(poller.poll(500))
                 if sock in events:
+                    batch: list[tuple[str, Message]] = []
                     for _ in range(1000):
                         try:
                             frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
@@ -192,7 +194,11 @@ class Gateway:
                             continue
                         # With CURVE, the ZAP handler names the peer's public key.
                         peer = frames[1].get("User-Id") if self.curve_keys else ""
-                        self._handle(frames[0].bytes, frames[1].bytes, str(peer or ""))
+                        item = self._handle(frames[0].bytes, frames[1].bytes, str(peer or ""))
+                        if item is not None:
+                            batch.append(item)
+                    if batch:
+                        self._apply_batch(batch)
                 if self._wake_r.fileno() in events:
                     try:
                         while self._wake_r.recv(4096):
@@ -240,23 +246,29 @@ class Gateway:
             self._known[node_id] = (node.generation, node.state)
         self._send(node_id, Message(MsgType.DESIRED, body))
 
-    def _handle(self, identity: bytes, frame: bytes, peer_key: str = "") -> None:
+    def _handle(
+        self, identity: bytes, frame: bytes, peer_key: str = ""
+    ) -> tuple[str, Message] | None:
+        """Admit and route one message. Status, logs and usage are returned to be
+        applied with the rest of the batch in one transaction; others are handled."""
         try:
             msg = decode(frame)
         except ProtocolError as exc:
             log.warning("dropping bad frame from %r: %s", identity[:64], exc)
-            return
+            return None
         node_id = str(msg.body.get("node_id") or "")
         if not node_id:
-            return
+            return None
         if self.curve_keys is not None and not self._admit(identity, node_id, peer_key, msg):
-            return
+            return None
         self._routes[node_id] = identity
         now = time.monotonic()
         with self._lock:
             self._last_seen[node_id] = now
         if self._metrics is not None:
             self._observe(node_id, msg, now)
+        if msg.type in _BATCHED:
+            return node_id, msg
         try:
             handler = _HANDLERS.get(msg.type)
             if handler is not None:
@@ -267,6 +279,7 @@ class Gateway:
 
         except Exception:
             log.exception("handling %s from %s failed", msg.type, node_id)
+        return None
 
     def _admit(self, identity: bytes, node_id: str, peer_key: str, msg: Message) -> bool:
         """Is this message from the key ``node_id`` joined with? A ``hello`` with a valid
@@ -406,38 +419,62 @@ class Gateway:
                 ).all()
             }
 
-    def _on_status(self, node_id: str, msg: Message) -> None:
-        updates: list[dict[str, Any]] = list(msg.body.get("updates") or [])
-        changed = False
-        with self._db.write() as session:
-            for update in updates:
-                changed = apply_status(session, node_id, update) or changed
-        self._ack(node_id, msg)
-        if changed:
-            self._send_desired(node_id)
-            self._on_change()
+    def _apply_batch(self, batch: list[tuple[str, Message]]) -> None:
+        """Apply status reports, log batches and usage samples in one transaction.
 
-    def _on_logs(self, node_id: str, msg: Message) -> None:
-        lines = list(msg.body.get("lines") or [])
-        with self._db.write() as session:
-            stored = store_logs(session, node_id, lines, self._db.write_engine.dialect.name)
-        if self._metrics is not None:
-            self._metrics.log_lines_stored.inc(stored)
-        self._ack(node_id, msg)
+        One commit per poll instead of one per message: under load (hundreds of
+        tasks starting, every node shipping logs and samples) per-message commits
+        put the gateway behind, and a backlog also delays liveness. Acks go out
+        after the commit, one per node. If the batch fails as a whole, each message
+        is retried alone so one bad report cannot hold back the others.
+        """
+        try:
+            self._apply(batch)
+        except Exception:
+            if len(batch) == 1:
+                log.exception("handling %s from %s failed", batch[0][1].type, batch[0][0])
+                return
+            log.exception("a batch of %d messages failed; applying one by one", len(batch))
+            for item in batch:
+                self._apply_batch([item])
 
-    def _on_usage(self, node_id: str, msg: Message) -> None:
-        samples = list(msg.body.get("samples") or [])
+    def _apply(self, batch: list[tuple[str, Message]]) -> None:
         now = time.monotonic()
+        ended: set[str] = set()  # nodes whose desired set lost a task
+        changed = False
+        stored = 0
+        owners: set[str] = set()
+        dialect = self._db.write_engine.dialect.name
         with self._db.write() as session:
-            owners = apply_usage(session, node_id, samples)
-            # Consumed quotas are re-checked per owner at most every QUOTA_CHECK_S, not
-            # for every node's every sample batch.
+            for node_id, msg in batch:
+                if msg.type == MsgType.STATUS:
+                    for update in list(msg.body.get("updates") or []):
+                        if apply_status(session, node_id, update):
+                            changed = True
+                            if _is_terminal(update.get("state")):
+                                ended.add(node_id)
+                elif msg.type == MsgType.LOGS:
+                    lines = list(msg.body.get("lines") or [])
+                    stored += store_logs(session, node_id, lines, dialect)
+                elif msg.type == MsgType.USAGE:
+                    samples = list(msg.body.get("samples") or [])
+                    owners |= apply_usage(session, node_id, samples)
+            # Consumed quotas: per owner at most every QUOTA_CHECK_S.
             due = {o for o in owners if now - self._quota_checked.get(o, 0.0) >= QUOTA_CHECK_S}
             touched = enforce_consumed(session, due) if due else set()
         self._quota_checked.update(dict.fromkeys(due, now))
-        self._ack(node_id, msg)
-        if touched:
-            self.push(touched)
+        if self._metrics is not None and stored:
+            self._metrics.log_lines_stored.inc(stored)
+        acks: dict[str, list[str]] = {}
+        for node_id, msg in batch:
+            if msg.msg_id:
+                acks.setdefault(node_id, []).append(msg.msg_id)
+        for node_id, ids in acks.items():
+            self._send(node_id, Message(MsgType.ACK, {"ids": ids}))
+        if ended or touched:
+            self.push(ended | touched)  # coalesced: one desired set per node per poll
+        if changed:
+            self._on_change()
 
     def _on_pruned(self, node_id: str, msg: Message) -> None:
         removed = int(msg.body.get("removed") or 0)
@@ -459,8 +496,15 @@ class Gateway:
 _HANDLERS: dict[MsgType, Callable[[Gateway, str, Message], None]] = {
     MsgType.HELLO: Gateway._on_hello,
     MsgType.HEARTBEAT: Gateway._on_heartbeat,
-    MsgType.STATUS: Gateway._on_status,
-    MsgType.LOGS: Gateway._on_logs,
-    MsgType.USAGE: Gateway._on_usage,
     MsgType.PRUNED: Gateway._on_pruned,
 }
+
+#: Messages applied together, one transaction per received batch.
+_BATCHED = frozenset({MsgType.STATUS, MsgType.LOGS, MsgType.USAGE})
+
+
+def _is_terminal(state: Any) -> bool:
+    try:
+        return TaskState(str(state)).terminal
+    except ValueError:
+        return False

@@ -9,7 +9,6 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
-from dockyard.core.specs import build_job_spec
 from dockyard.core.states import DesiredState, Reason, TaskState
 from dockyard.scheduler.placement import place
 from dockyard.scheduler.queue import QueuedTask, order
@@ -204,20 +203,7 @@ def delete_queued(request: Request, ref: str, who: CurrentUser) -> QueueEntryOut
 def plan(request: Request, body: JobCreate, who: CurrentUser) -> PlanOut:
     """Dry run: where this job would go if submitted now, or why not. Writes nothing."""
     ctx = _ctx(request)
-    spec = build_job_spec(
-        name=body.name,
-        image=body.image,
-        command=body.command,
-        env=body.env,
-        cpu=body.cpu,
-        memory=body.memory,
-        kill_grace_s=body.kill_grace_s,
-        restart=body.restart,
-        max_runtime_s=body.max_runtime_s,
-        mounts=body.mounts,
-        security=body.security(),
-        **body.scheduling(),
-    )
+    spec = body.to_spec()
     now = time.time()
     with ctx.db.read() as session:
         user = session.get(User, who.user_id)

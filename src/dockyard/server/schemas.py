@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from dockyard.core.specs import JobSpec, build_job_spec
 from dockyard.store.tables import Event, Node, Task, User
 
 
@@ -57,6 +58,23 @@ class JobCreate(BaseModel):
     ports: list[int] = Field(default_factory=list, max_length=64, description="host ports it needs")
     gpus: int = Field(default=0, description="whole GPUs, exclusive")
     algorithm: str = Field(default="binpack", description="binpack or spread")
+
+    def to_spec(self) -> JobSpec:
+        """The validated job spec (raises ValidationError naming the field)."""
+        return build_job_spec(
+            name=self.name,
+            image=self.image,
+            command=self.command,
+            env=self.env,
+            cpu=self.cpu,
+            memory=self.memory,
+            kill_grace_s=self.kill_grace_s,
+            restart=self.restart,
+            max_runtime_s=self.max_runtime_s,
+            mounts=self.mounts,
+            security=self.security(),
+            **self.scheduling(),
+        )
 
     def scheduling(self) -> dict[str, Any]:
         return self.model_dump(include={"priority", "constraints", "ports", "gpus", "algorithm"})
