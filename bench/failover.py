@@ -177,7 +177,8 @@ def run_round(
     victim_id = node_ids[victim]
     before = api.tasks()
     on_victim = {t["id"] for t in before if t["node_id"] == victim_id and t["state"] in PLACED}
-    known_ids = {t["id"] for t in before}
+    # tasks live at the start of the round (earlier rounds' lost tasks are not "other")
+    known_ids = {t["id"] for t in before if t["state"] in PLACED}
     cursor = max((int(e["id"]) for e in api.events()), default=0)
 
     kill_wall = time.time()
