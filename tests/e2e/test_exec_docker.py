@@ -10,9 +10,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from dockyard.client import Client
 from dockyard.testing.cluster import ProcessCluster
 from dockyard.testing.wait import wait_for
+
+pytestmark = pytest.mark.docker
 
 DOCKYARD = str(Path(sys.executable).parent / "dockyard")
 
