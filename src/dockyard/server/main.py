@@ -273,9 +273,9 @@ class Server:
         if self.dropfolder is not None:
             self.dropfolder.stop()
         self.builds.stop()
-        self.elector.stop()  # steps down and releases the lease
         with self._control_lock:
             control, self.control = self.control, None
         if control is not None:
             control.stop()
+        self.elector.stop()  # steps down and releases the lease
         self.db.dispose()
