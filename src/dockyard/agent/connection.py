@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from dockyard.core.ids import new_id
 from dockyard.protocol.messages import Message, MsgType, ProtocolError, decode, encode
@@ -124,8 +125,13 @@ class Connection:
         sock.setsockopt(zmq.HEARTBEAT_TTL, HEARTBEAT_TIMEOUT_MS)
         for endpoint in endpoints(self._endpoint):
             sock.connect(endpoint)
+        # Connection events: when a connection drops, whatever was written into it
+        # and not acknowledged may be lost; it is re-sent first, in its original order,
+        # as soon as a server completes a handshake (not 2 s later, after newer reports).
+        monitor = sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED)
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)
+        poller.register(monitor, zmq.POLLIN)
         poller.register(self._wake_r.fileno(), zmq.POLLIN)
         last_hello = 0.0
         next_heartbeat = 0.0
@@ -151,11 +157,27 @@ class Connection:
                             pass
                     except BlockingIOError:
                         pass
+                if monitor in events:
+                    self._on_monitor(monitor)
                 if sock in events:
                     self._receive(sock)
                 self._drain_outgoing(sock)
         finally:
+            sock.disable_monitor()
+            monitor.close(0)
             sock.close(0)
+
+    def _on_monitor(self, monitor: zmq.Socket[bytes]) -> None:
+        while True:
+            try:
+                event = recv_monitor_message(monitor, zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if event["event"] in (zmq.EVENT_DISCONNECTED, zmq.EVENT_HANDSHAKE_SUCCEEDED):
+                with self._lock:  # everything unacknowledged goes again, in order
+                    for msg_id, (msg, _) in list(self._outbox.items()):
+                        self._outbox[msg_id] = (msg, UNSENT)
+                    self._has_unsent = bool(self._outbox)
 
     def _message(self, msg_type: MsgType, body: dict[str, Any]) -> Message:
         return Message(msg_type, {"node_id": self._node_id, **body})
