@@ -50,6 +50,7 @@ def big(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
                         "registered_at": now,
                         "last_heartbeat_at": now,
                         "labels": {"zone": f"z{i % 3}"},
+                        "gpus": "0,1",
                     }
                     for i in range(NODES)
                 ],
@@ -83,6 +84,8 @@ def big(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
                 if i < RUNNING:
                     row |= {"state": "running", "node_id": f"n-scale{i % NODES:05d}"}
                     row |= {"started_at": now - 60}
+                    if i < NODES:  # one GPU held on every node
+                        row |= {"gpus": 1, "gpu_indices": "0"}
                 elif i < RUNNING + QUEUED:  # more memory than any node has: stays queued
                     row |= {"state": "pending", "memory_bytes": 1 << 40}
                 else:
@@ -117,6 +120,7 @@ def test_thousand_nodes_ten_thousand_tasks(page: Any, watch: PageWatch, big: Loc
     body = page.inner_text("body")
     assert "1000" in body.replace(",", "") or "1,000" in body
     assert _rows(page, "table tbody tr") <= 120  # one page of nodes + recent events
+    assert "GPUs allocated (0)" in body  # the GPU usage bar: 1 of 2 devices held
     shot(page, "scale-overview")
 
     # Jobs: running tab paginated out of 3,000; history out of 6,500+.

@@ -85,6 +85,8 @@ def test_gpus_are_exclusive_and_freed(cluster: LocalCluster) -> None:
         assert sorted(one["gpu_indices"] + two["gpu_indices"]) == [0, 1]
         waiting = wait_task(api, third["id"], lambda t: "insufficient gpus" in t["message"])
         assert waiting["state"] == "pending"
+        g1 = next(n for n in api.nodes() if n["name"] == "g1")
+        assert g1["gpus_allocated"] == [0, 1]  # what the dashboard's GPU bar shows
         api.kill(first["id"])
         got = wait_task(api, third["id"], lambda t: t["state"] == "running")
         assert got["gpu_indices"] == one["gpu_indices"]

@@ -300,7 +300,19 @@ def create_app(ctx: ServerContext) -> FastAPI:
                 .group_by(Task.node_id)
             ).all()
         }
-        return [NodeOut.build(n, alloc.get(n.id, (0, 0)), int(counts.get(n.id, 0))) for n in nodes]
+        held: dict[str, list[int]] = {}
+        for node_id, indices in session.execute(
+            select(Task.node_id, Task.gpu_indices).where(
+                Task.state.in_([s.value for s in PLACED_STATES]),
+                Task.node_id.in_([n.id for n in nodes]),
+                Task.gpu_indices != "",
+            )
+        ).all():
+            held.setdefault(str(node_id), []).extend(int(i) for i in indices.split(",") if i)
+        return [
+            NodeOut.build(n, alloc.get(n.id, (0, 0)), int(counts.get(n.id, 0)), held.get(n.id, []))
+            for n in nodes
+        ]
 
     def node_out(node_id: str) -> NodeOut:
         with ctx.db.read() as session:

@@ -129,8 +129,11 @@ class DropFolder:
         scan_interval: float = 1.0,
         settle_s: float = 1.0,
         build_timeout_s: float = 3600.0,
+        active: Callable[[], bool] = lambda: True,
     ) -> None:
         self.root = root
+        #: Scan only while this returns True (HA: only the leader takes drops).
+        self._active = active
         self._db = db
         self._builds = builds
         self._wake = wake_scheduler
@@ -155,6 +158,8 @@ class DropFolder:
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
+            if not self._active():
+                continue
             try:
                 for path in self.scan():
                     self.process(path)

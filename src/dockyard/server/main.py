@@ -161,6 +161,7 @@ class Server:
                 cluster_policy=dict(cfg.policy),
                 max_runtime_cap_s=cfg.max_runtime_cap_s,
                 settle_s=cfg.watch_settle_s,
+                active=lambda: self.elector.is_leader,
             )
         self._http: uvicorn.Server | None = None
         self._http_thread: threading.Thread | None = None

@@ -240,9 +240,18 @@ class NodeOut(BaseModel):
     heartbeat_age_s: float
     labels: dict[str, str]
     gpus: list[int] = Field(default_factory=list, description="GPU device indices")
+    gpus_allocated: list[int] = Field(
+        default_factory=list, description="GPU device indices held by placed tasks"
+    )
 
     @classmethod
-    def build(cls, node: Node, allocated: tuple[int, int], tasks: int) -> NodeOut:
+    def build(
+        cls,
+        node: Node,
+        allocated: tuple[int, int],
+        tasks: int,
+        gpus_allocated: list[int] | None = None,
+    ) -> NodeOut:
         return cls(
             id=node.id,
             name=node.name,
@@ -261,6 +270,7 @@ class NodeOut(BaseModel):
             heartbeat_age_s=max(0.0, time.time() - node.last_heartbeat_at),
             labels={str(k): str(v) for k, v in (node.labels or {}).items()},
             gpus=[int(i) for i in (node.gpus or "").split(",") if i],
+            gpus_allocated=sorted(gpus_allocated or []),
         )
 
 

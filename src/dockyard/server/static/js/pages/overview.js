@@ -94,8 +94,9 @@ export function mount(root, app) {
         usageBar({ used: node.used_memory_bytes, allocated: node.allocated_memory_bytes, total: node.memory_bytes, text: `${fmtBytes(node.used_memory_bytes)} used` }),
         h("div", { class: "bar-sub" }, `${fmtBytes(node.allocated_memory_bytes)} / ${fmtBytes(node.memory_bytes)} allocated`)),
       h("td", { class: "usage gpu" }, gpus.length
-        ? (typeof node.allocated_gpus === "number"
-          ? [usageBar({ allocated: node.allocated_gpus, total: gpus.length, text: `${node.allocated_gpus} / ${gpus.length}` }), h("div", { class: "bar-sub" }, "GPUs allocated")]
+        ? (Array.isArray(node.gpus_allocated)
+          ? [usageBar({ allocated: node.gpus_allocated.length, total: gpus.length, text: `${node.gpus_allocated.length} / ${gpus.length}` }),
+             h("div", { class: "bar-sub" }, `GPUs allocated${node.gpus_allocated.length ? ` (${node.gpus_allocated.join(", ")})` : ""}`)]
           : [h("div", {}, `${gpus.length} GPU${gpus.length === 1 ? "" : "s"}`), h("div", { class: "bar-sub" }, `devices ${gpus.join(", ")}`)])
         : h("span", { class: "muted" }, "–")),
       h("td", { class: "num" }, String(node.tasks)),
