@@ -32,6 +32,9 @@ from dockyard.settings import ConfigError
 
 log = logging.getLogger(__name__)
 
+#: How often the agent looks at which images it has (reported when they change).
+IMAGES_EVERY_S = 10.0
+
 
 @dataclass
 class AgentConfig:
@@ -148,6 +151,8 @@ class Agent:
         #: The port /metrics is served on once started (None: not served).
         self.metrics_port: int | None = None
         self._stopped = threading.Event()
+        self._images_checked = -IMAGES_EVERY_S  # monotonic time of the last lookup
+        self._images_sent: list[str] = []
         self.gpus = list(cfg.gpus) if cfg.gpus is not None else detect_gpus()
 
     def _ship_usage(self, samples: list[list[Any]]) -> None:
@@ -172,6 +177,7 @@ class Agent:
             "driver": self.driver.name,
             "version": __version__,
             "labels": self.cfg.labels,
+            "images": self._images_sent,
             "capacity": {
                 "cpu_millis": capacity.cpu_millis,
                 "memory_bytes": capacity.memory_bytes,
@@ -179,8 +185,31 @@ class Agent:
             },
         }
 
+    def _images_update(self) -> list[str] | None:
+        """The node's images when they changed (looked up every IMAGES_EVERY_S), else None."""
+        now = time.monotonic()
+        if now - self._images_checked < IMAGES_EVERY_S:
+            return None
+        self._images_checked = now
+        try:
+            images = list(self.driver.images())
+        except DriverError as exc:
+            log.debug("listing images failed: %s", exc)
+            return None
+        if images == self._images_sent:
+            return None
+        self._images_sent = images
+        return images
+
     def _heartbeat(self) -> dict[str, Any]:
         self.metrics.heartbeats.inc()
+        body = self._heartbeat_body()
+        images = self._images_update()
+        if images is not None:
+            body["images"] = images
+        return body
+
+    def _heartbeat_body(self) -> dict[str, Any]:
         return {
             "sent_at": time.time(),  # lets the server measure heartbeat lag
             "generation": self.reconciler.generation,

@@ -36,3 +36,11 @@ def validate_image(reference: str, field: str = "image") -> str:
     if digest and digest.startswith("sha256:") and len(digest) != len("sha256:") + 64:
         raise ValidationError(field, "sha256 digest must have 64 hex digits")
     return reference
+
+
+def tagged(reference: str) -> str:
+    """``name`` -> ``name:latest`` (as Docker lists images); tagged or digest refs as is."""
+    if not reference:
+        return ""
+    last = reference.rsplit("/", 1)[-1]
+    return reference if (":" in last or "@" in reference) else reference + ":latest"

@@ -181,6 +181,10 @@ class Driver(Protocol):
 
     def remove(self, container_id: str) -> None: ...
 
+    def images(self) -> tuple[str, ...]:
+        """The images present on this node, as ``name:tag`` (reported for image locality)."""
+        ...
+
     def prune(self, node_id: str) -> int:
         """Remove dead dockyard containers this node's reconciler does not own: exited
         or dead task containers labelled with another (earlier) node id. Returns how many."""

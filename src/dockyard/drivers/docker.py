@@ -273,6 +273,13 @@ class DockerDriver:
             if LABEL_TASK in (c.get("Labels") or {})
         ]
 
+    def images(self) -> tuple[str, ...]:
+        def fetch() -> list[Any]:
+            return list(self._client.api.images())
+
+        tags = {str(t) for image in self._call(fetch) for t in image.get("RepoTags") or ()}
+        return tuple(sorted(tags - {"<none>:<none>"}))
+
     def prune(self, node_id: str) -> int:
         def fetch() -> list[Any]:
             return list(

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from dockyard.core.ids import new_id
+from dockyard.core.image_ref import tagged
 from dockyard.core.resources import Resources
 from dockyard.drivers.base import ContainerSpec, ContainerStatus, LogLine, Usage
 from dockyard.drivers.errors import (
@@ -67,6 +68,8 @@ class SimDriver:
         self._containers: dict[str, _SimContainer] = {}
         self._names: dict[str, str] = {}
         self._lock = threading.Condition()
+        #: Images this hollow node reports having besides those its containers used.
+        self.extra_images: set[str] = set()
 
     def capacity(self) -> Resources:
         return self._capacity
@@ -216,6 +219,12 @@ class SimDriver:
             container.status = "exited"
             container.exit_code = _SIGNAL_EXIT.get(signal, 137)
             self._lock.notify_all()
+
+    def images(self) -> tuple[str, ...]:
+        """A hollow node "has" the images its containers used (and any it was given)."""
+        with self._lock:
+            used = {tagged(c.spec.image) for c in self._containers.values()}
+            return tuple(sorted(self.extra_images | used))
 
     def prune(self, node_id: str) -> int:
         with self._lock:

@@ -38,6 +38,8 @@ from dockyard.core.resources import Resources
 from dockyard.scheduler.constraints import Constraint, first_violated
 
 BINPACK = "binpack"
+#: At most this many nodes that have a task's image are looked at (image locality).
+IMAGE_LOOKAHEAD = 64
 SPREAD = "spread"
 ALGORITHMS = (BINPACK, SPREAD)
 INF = math.inf
@@ -57,6 +59,8 @@ class NodeView:
     gpus: tuple[int, ...] = ()
     gpus_used: frozenset[int] = frozenset()
     ports_used: frozenset[int] = frozenset()
+    #: Images the node already has (it reports them): placement prefers these nodes.
+    images: frozenset[str] = frozenset()
 
     @property
     def free(self) -> Resources:
@@ -75,6 +79,8 @@ class TaskRequest:
     algorithm: str = BINPACK
     #: Declared max runtime: lets backfill know when it will end.
     max_runtime_s: float | None = None
+    #: The task's image: among fitting nodes, those that have it are preferred.
+    image: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,6 +260,10 @@ def place(
     eligible: dict[tuple[tuple[Constraint, ...], str, bool], list[int]] = {}
     shapes: dict[tuple[object, ...], _Shape] = {}
     plan = Plan()
+    by_image: dict[str, list[_Node]] = {}
+    for n in state:
+        for image in n.view.images:
+            by_image.setdefault(image, []).append(n)
     backfill: _Backfill | None = None
     placed: list[tuple[TaskRequest, _Node]] = []
 
@@ -300,7 +310,7 @@ def place(
         shape = shapes.get(key)
         if shape is None:
             shape = shapes[key] = _Shape(candidates(task))
-        chosen = _choose(task, shape, state, backfill, now, binpack_limit, spread_limit)
+        chosen = _choose(task, shape, state, backfill, now, binpack_limit, spread_limit, by_image)
         if chosen is None:
             if backfill is None and running is not None:
                 backfill = _reserve(task, state, running, placed, now)
@@ -332,6 +342,7 @@ def _choose(
     now: float,
     binpack_limit: int,
     spread_limit: int,
+    by_image: Mapping[str, list[_Node]],
 ) -> _Node | None:
     cands = shape.candidates
     spread = task.algorithm == SPREAD
@@ -352,10 +363,25 @@ def _choose(
         if backfill is not None and node is backfill.node and not backfill.allows(task, now):
             continue
         found.append(node)
+    if task.image and found and not any(task.image in n.view.images for n in found):
+        # Image locality: the nodes that have the image are indexed; take the best
+        # of (at most IMAGE_LOOKAHEAD) fitting ones.
+        local = [
+            n
+            for n in by_image.get(task.image, ())[:IMAGE_LOOKAHEAD]
+            if n.view.state == "ready"
+            and first_violated(task.constraints, n.view.labels) is None
+            and _fits(n, task)
+            and (backfill is None or n is not backfill.node or backfill.allows(task, now))
+        ]
+        if local:
+            found.append(min(local, key=lambda n: _score(n, task)))
     shape.cursor = i
     if not found:
         return None
-    return min(found, key=lambda n: _score(n, task))
+    return min(
+        found, key=lambda n: (bool(task.image) and task.image not in n.view.images, _score(n, task))
+    )
 
 
 def _reserve(

@@ -55,6 +55,7 @@ class Gateway:
         self._metrics = metrics
         self._last_beat: dict[str, float] = {}  # gateway thread: previous heartbeat per node
         self._to_prune = False
+        self._images: dict[str, list[str]] = {}  # gateway thread: reported, not yet stored
         self._quota_checked: dict[str, float] = {}  # gateway thread: owner -> last check
         self._bind = bind
         self._heartbeat_interval = heartbeat_interval
@@ -365,6 +366,9 @@ class Gateway:
         desired set again).
         """
         usage = msg.body.get("usage") or {}
+        images = msg.body.get("images")
+        if isinstance(images, list):  # sent when they change: stored with the next flush
+            self._images[node_id] = [str(i)[:255] for i in images[: node_ops.MAX_IMAGES]]
         self._beats[node_id] = (
             time.time(),
             float(usage.get("cpu_percent", 0.0)),
@@ -394,6 +398,15 @@ class Gateway:
     def _refresh_and_flush(self) -> None:
         """Write buffered heartbeats in one statement; re-read every node's generation and state."""
         beats, self._beats = self._beats, {}
+        images, self._images = self._images, {}
+        if images:
+            try:
+                with self._db.write() as session:
+                    session.execute(
+                        update(Node), [{"id": n, "images": i} for n, i in images.items()]
+                    )
+            except Exception:
+                log.exception("storing node images failed")
         if beats:
             try:
                 with self._db.write() as session:

@@ -22,6 +22,10 @@ class NodeState:
     DOWN = "down"
 
 
+#: Images kept per node for image-locality placement.
+MAX_IMAGES = 2000
+
+
 def register(session: Session, body: dict[str, Any]) -> Node:
     """Create or refresh a node from an agent's ``hello``."""
     now = time.time()
@@ -50,6 +54,8 @@ def register(session: Session, body: dict[str, Any]) -> Node:
     node.driver = str(body.get("driver") or "docker")[:32]
     node.agent_version = str(body.get("version") or "")[:32]
     node.labels = dict(body.get("labels") or {})
+    if isinstance(body.get("images"), list) and body["images"]:
+        node.images = [str(i)[:255] for i in body["images"][:MAX_IMAGES]]
     node.cpu_millis = int(capacity.get("cpu_millis", node.cpu_millis))
     node.memory_bytes = int(capacity.get("memory_bytes", node.memory_bytes))
     node.gpus = ",".join(str(int(i)) for i in capacity.get("gpus") or [])[:512]

@@ -221,6 +221,7 @@ def plan(request: Request, body: JobCreate, who: CurrentUser) -> PlanOut:
                 constraints=list(spec.constraints),
                 algorithm=spec.algorithm,
                 max_runtime_s=spec.max_runtime_s,
+                image=spec.image,
             )
         )
         lock = scheduling.queue_lock(session)

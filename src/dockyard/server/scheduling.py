@@ -15,6 +15,7 @@ from typing import Any, cast
 from sqlalchemy import Table, bindparam, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
+from dockyard.core.image_ref import tagged
 from dockyard.core.quota import Admission
 from dockyard.core.resources import Resources
 from dockyard.core.states import PLACED_STATES, DesiredState, Reason, TaskState
@@ -76,6 +77,7 @@ PENDING_COLUMNS = (
     Task.algorithm,
     Task.max_runtime_s,
     Task.message,
+    Task.image,
 )
 
 
@@ -133,6 +135,7 @@ def node_views(session: Session) -> list[NodeView]:
             Node.memory_bytes,
             Node.labels,
             Node.gpus,
+            Node.images,
         ).order_by(Node.id)
     ).all():
         views.append(
@@ -146,6 +149,7 @@ def node_views(session: Session) -> list[NodeView]:
                 gpus=_int_list(n.gpus),
                 gpus_used=frozenset(gpus_used.get(n.id, ())),
                 ports_used=frozenset(ports_used.get(n.id, ())),
+                images=frozenset(str(i) for i in (n.images or ())),
             )
         )
     return views
@@ -328,6 +332,7 @@ class Requests:
             self.constraints(row.constraints),
             row.algorithm or "binpack",
             row.max_runtime_s,
+            tagged(row.image or ""),
         )
 
 

@@ -243,6 +243,9 @@ class NodeOut(BaseModel):
     gpus_allocated: list[int] = Field(
         default_factory=list, description="GPU device indices held by placed tasks"
     )
+    images: list[str] = Field(
+        default_factory=list, description="images the node reported having (name:tag)"
+    )
 
     @classmethod
     def build(
@@ -271,6 +274,7 @@ class NodeOut(BaseModel):
             labels={str(k): str(v) for k, v in (node.labels or {}).items()},
             gpus=[int(i) for i in (node.gpus or "").split(",") if i],
             gpus_allocated=sorted(gpus_allocated or []),
+            images=[str(i) for i in (node.images or [])],
         )
 
 
