@@ -114,13 +114,22 @@ def test_kill_of_finished_task_is_a_conflict(cluster: ProcessCluster, image: str
         assert err.value.status == 409
 
 
-def test_missing_image_fails_with_reason(cluster: ProcessCluster) -> None:
+def test_unpullable_image_retries_with_progress_then_fails(cluster: ProcessCluster) -> None:
+    """A registry on loopback that refuses connections (no traffic leaves the host):
+    the pull is retried with back-off, each retry shows in the task's message, and
+    after the last attempt the task fails with ``image_pull_failed``."""
     with cluster.client() as api:
-        task = api.run_job("ghost", "dockyard/does-not-exist:1", ["true"])
+        task = api.run_job("ghost", "127.0.0.1:9/dockyard/does-not-exist:1", ["true"])
+        retrying = wait_for(
+            lambda: t if "retrying" in (t := api.task(task["id"]))["message"] else None,
+            timeout=60,
+            message="a retry notice while pulling",
+        )
+        assert retrying["state"] == "pulling" and "attempt 1/" in retrying["message"]
         done = wait_state(api, task["id"], TERMINAL, timeout=120)
         assert done["state"] == "failed"
-        assert done["reason"] in {"image_not_found", "image_pull_failed"}
-        assert done["message"]
+        assert done["reason"] == "image_pull_failed"
+        assert "attempts" in done["message"]
 
 
 def _counter_job(api: Client, image: str, name: str, count: int, every: float) -> str:

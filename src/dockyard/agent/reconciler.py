@@ -261,7 +261,7 @@ class Reconciler:
                             "message": f"pulling {task.image}",
                         }
                     )
-                    self._driver.ensure_image(task.image)
+                    self._driver.ensure_image(task.image, self._pull_progress(tid))
             except DriverError as exc:
                 self._finish(
                     tid, {"state": TaskState.FAILED, "reason": exc.reason, "message": str(exc)}
@@ -291,6 +291,16 @@ class Reconciler:
         finally:
             self._release(tid)
             self._wake.set()
+
+    def _pull_progress(self, tid: str) -> Callable[[str], None]:
+        """Report pull progress and retries as ``pulling`` status messages."""
+
+        def report(text: str) -> None:
+            self._report(
+                {"task_id": tid, "state": TaskState.PULLING, "reason": "pulling", "message": text}
+            )
+
+        return report
 
     def _start_existing(self, task: DesiredTask, container_id: str) -> None:
         try:

@@ -131,8 +131,10 @@ class Driver(Protocol):
         """True when ``image`` is present locally (no pull needed)."""
         ...
 
-    def ensure_image(self, image: str) -> None:
-        """Make ``image`` available locally; raise ImageNotFound/ImagePullFailed."""
+    def ensure_image(self, image: str, progress: Callable[[str], None] | None = None) -> None:
+        """Make ``image`` available locally; raise ImageNotFound/ImagePullFailed.
+
+        ``progress`` gets human-readable pull progress and retry notices."""
         ...
 
     def build(

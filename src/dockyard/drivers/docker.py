@@ -15,6 +15,7 @@ import docker.utils.socket as docker_socket
 import requests.exceptions
 from docker.types import LogConfig
 from tenacity import (
+    RetryCallState,
     RetryError,
     retry,
     retry_if_exception_type,
@@ -84,7 +85,7 @@ class DockerDriver:
         except (requests.exceptions.RequestException, docker.errors.DockerException):
             return False
 
-    def ensure_image(self, image: str) -> None:
+    def ensure_image(self, image: str, progress: Callable[[str], None] | None = None) -> None:
         try:
             self._client.images.get(image)
             return
@@ -93,15 +94,27 @@ class DockerDriver:
         except docker.errors.APIError as exc:
             raise ImagePullFailed(f"cannot look up image {image}: {exc}") from exc
 
+        say = progress or (lambda _: None)
+        attempts = self._pull_attempts
+
+        def retrying(state: RetryCallState) -> None:
+            wait = state.next_action.sleep if state.next_action else 0.0
+            failure = state.outcome.exception() if state.outcome else None
+            say(
+                f"pull attempt {state.attempt_number}/{attempts} failed ({failure}); "
+                f"retrying in {wait:.1f}s"
+            )
+
         @retry(
-            stop=stop_after_attempt(self._pull_attempts),
+            stop=stop_after_attempt(attempts),
             wait=wait_exponential(multiplier=0.5, max=8),
             retry=retry_if_exception_type(_TransientPullError),
+            before_sleep=retrying,
             reraise=False,
         )
         def pull() -> None:
             try:
-                self._client.images.pull(image)
+                self._pull_with_progress(image, say)
             except docker.errors.APIError as exc:
                 text = str(exc).lower()
                 if exc.status_code == 404 or any(h in text for h in _NOT_FOUND_HINTS):
@@ -117,6 +130,26 @@ class DockerDriver:
             raise ImagePullFailed(
                 f"pulling {image} failed after {self._pull_attempts} attempts: {last}"
             ) from exc
+
+    def _pull_with_progress(self, image: str, say: Callable[[str], None]) -> None:
+        """Pull, reporting the bytes of all layers at most once a second."""
+        repo, tag = image, "latest"
+        if ":" in image.rsplit("/", 1)[-1]:
+            repo, tag = image.rsplit(":", 1)
+        layers: dict[str, tuple[int, int]] = {}
+        last = 0.0
+        for event in self._client.api.pull(repo, tag=tag, stream=True, decode=True):
+            if "error" in event:
+                raise docker.errors.APIError(str(event["error"]))
+            detail = event.get("progressDetail") or {}
+            if event.get("id") and detail.get("total"):
+                layers[str(event["id"])] = (int(detail.get("current", 0)), int(detail["total"]))
+            now = time.monotonic()
+            if layers and now - last >= 1.0:
+                last = now
+                done = sum(c for c, _ in layers.values())
+                total = sum(t for _, t in layers.values())
+                say(f"pulling {image}: {100 * done // max(total, 1)}% of {total >> 20} MiB")
 
     def build(
         self,

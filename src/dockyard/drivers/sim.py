@@ -77,7 +77,7 @@ class SimDriver:
     def has_image(self, image: str) -> bool:
         return "missing" not in image
 
-    def ensure_image(self, image: str) -> None:
+    def ensure_image(self, image: str, progress: Callable[[str], None] | None = None) -> None:
         if "missing" in image:
             raise ImageNotFound(f"image {image} not found")
 

@@ -33,6 +33,9 @@ def apply_status(session: Session, node_id: str, update: dict[str, Any]) -> bool
     except ValueError:
         return False
     current = TaskState(task.state)
+    if new == current == TaskState.PULLING:  # progress of a pull: the message moves on
+        task.message = str(update.get("message") or "")[:4000]
+        return False
     if not can_transition(current, new):
         return False
     # Times are this server's receive times: an agent's clock may be off.
