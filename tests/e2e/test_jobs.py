@@ -144,7 +144,10 @@ def _assert_complete_counter(api: Client, task_id: str, count: int) -> None:
 
 def _containers_of(task_id: str) -> list[Any]:
     return list(
-        docker.from_env().containers.list(all=True, filters={"label": f"{LABEL_TASK}={task_id}"})
+        # sparse: no inspect per container (the reconciler may remove one meanwhile)
+        docker.from_env().containers.list(
+            all=True, sparse=True, filters={"label": f"{LABEL_TASK}={task_id}"}
+        )
     )
 
 

@@ -17,7 +17,7 @@ from dockyard.server.deps import AdminUser, CurrentUser, ServerContext
 from dockyard.server.errors import Forbidden
 from dockyard.server.events import EventKind, record
 from dockyard.server.scheduling import fair_share_now
-from dockyard.server.schemas import AccountingOut, ErrorOut, GcOut, GcRequest, UserStatsOut
+from dockyard.server.schemas import ErrorOut, GcOut, GcRequest, UserStatsOut
 from dockyard.store.errors import NotFound
 from dockyard.store.tables import Accounting, Event, LogLine, Task, User, Workload
 
@@ -85,7 +85,7 @@ Limit = Annotated[int, Query(ge=1, le=100_000)]
 
 @router.get(
     "/api/v1/accounting",
-    response_model=list[AccountingOut],
+    response_model=list[AccountingRecord],
     responses={403: {"model": ErrorOut}, 404: {"model": ErrorOut}},
 )
 def accounting(
@@ -94,10 +94,9 @@ def accounting(
     user: str | None = None,
     since: Annotated[float | None, Query(description="epoch seconds")] = None,
     limit: Limit = 10_000,
-) -> list[AccountingOut]:
+) -> list[AccountingRecord]:
     """Accounting records of finished tasks (your own; admins: anyone's)."""
-    records = _records(request, who.user_id, who.is_admin, user, since, limit)
-    return [AccountingOut(**r.to_dict()) for r in records]
+    return _records(request, who.user_id, who.is_admin, user, since, limit)
 
 
 @router.get(

@@ -363,31 +363,6 @@ class WhoAmIOut(BaseModel):
     admin: bool
 
 
-class AccountingOut(BaseModel):
-    seq: int
-    task_id: str
-    workload_id: str
-    job_name: str
-    owner: str
-    node: str
-    image: str
-    attempt: int
-    state: str
-    reason: str
-    exit_code: int | None
-    submitted_at: float
-    started_at: float | None
-    ended_at: float
-    wall_s: float
-    cpu_s: float
-    max_memory_bytes: int
-    memory_gib_s: float
-    gpu_s: float
-    cpu_limit: float
-    memory_limit_bytes: int
-    quota: dict[str, Any]
-
-
 class UserStatsOut(BaseModel):
     name: str
     running: int
