@@ -7,6 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from dockyard.core.errors import ValidationError
+from dockyard.core.services import ServiceSpec, build_service_spec
 from dockyard.core.specs import JobSpec, build_job_spec
 from dockyard.store.tables import Event, Node, Task, User
 
@@ -94,6 +96,58 @@ class JobCreate(BaseModel):
                 "sysctls",
                 "user",
             }
+        )
+
+
+class ServiceCreate(JobCreate):
+    """A service: ``replicas`` copies of the container below (restart always).
+
+    ``ports`` here are container ports, each published on a host port the
+    scheduler allocates; ``restart``, ``max_runtime_s`` and ``algorithm`` do not
+    apply (replicas always restart and are spread)."""
+
+    replicas: int = Field(default=1, description="copies to keep running, 0..1000")
+    ports: list[int] = Field(
+        default_factory=list, max_length=16, description="container ports to publish"
+    )
+    health: dict[str, Any] | None = Field(
+        default=None,
+        description="{kind: http|tcp|cmd, path, command, interval_s, timeout_s, retries, "
+        "start_period_s}",
+    )
+    update: dict[str, Any] | None = Field(
+        default=None,
+        description="{max_parallel, order: start-first|stop-first, deadline_s, auto_revert}",
+    )
+    labels: dict[str, str] = Field(default_factory=dict)
+
+    def to_service_spec(self) -> ServiceSpec:
+        """The validated service spec (raises ValidationError naming the field)."""
+        for name in ("restart", "max_runtime_s"):
+            if getattr(self, name) is not None:
+                raise ValidationError(name, "does not apply to services")
+        task = build_job_spec(
+            name=self.name,
+            image=self.image,
+            command=self.command,
+            env=self.env,
+            cpu=self.cpu,
+            memory=self.memory,
+            kill_grace_s=self.kill_grace_s,
+            mounts=self.mounts,
+            security=self.security(),
+            priority=self.priority,
+            constraints=self.constraints,
+            gpus=self.gpus,
+            algorithm="spread",
+        )
+        return build_service_spec(
+            task,
+            replicas=self.replicas,
+            ports=self.ports,
+            health=self.health,
+            update=self.update,
+            labels=self.labels,
         )
 
 

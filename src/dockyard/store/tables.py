@@ -78,6 +78,7 @@ class Node(Base):
 
 class Workload(Base):
     __tablename__ = "workloads"
+    __table_args__ = (Index("ix_workloads_kind_name", "kind", "name"),)
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     owner_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
@@ -85,6 +86,15 @@ class Workload(Base):
     kind: Mapped[str] = mapped_column(String(16), default="job")
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[float] = mapped_column(Float)
+    # Services (kind "service"): the spec's version (tasks carry theirs), the spec
+    # it replaced (for revert), the rollout's state (core/rollout.py), when it was
+    # removed, and for template instances the template and expiry.
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    previous_spec: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    rollout: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    deleted_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    template: Mapped[str] = mapped_column(String(64), default="")
+    expires_at: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class Task(Base):
@@ -140,6 +150,27 @@ class Task(Base):
     algorithm: Mapped[str] = mapped_column(String(16), default="binpack")
     #: Why it is pending, machine-readable: {"total": n, "fit": 0, "reasons": {...}}.
     pending_detail: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # Service replicas: the spec version it runs, its health (core/services.Health)
+    # and when that was last reported, and its published ports as
+    # [[container_port, host_port], ...] (host ports allocated at placement).
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    health: Mapped[str] = mapped_column(String(16), default="")
+    health_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    port_map: Mapped[list[list[int]]] = mapped_column(JSON, default=list)
+
+
+class Template(Base):
+    """A service an admin registered for users to launch instances of (CTF-style)."""
+
+    __tablename__ = "templates"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    lifetime_s: Mapped[float] = mapped_column(Float)
+    max_per_user: Mapped[int] = mapped_column(Integer)
+    created_by: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[float] = mapped_column(Float)
 
 
 class SchedulerSetting(Base):
