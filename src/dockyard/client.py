@@ -386,6 +386,56 @@ class Client:
     def revoke_join_token(self, token_id: str) -> dict[str, Any]:
         return dict(self._request("DELETE", f"/api/v1/nodes/join-tokens/{_quote(token_id)}"))
 
+    # -- services (docs/services.md) ------------------------------------------
+    def create_service(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """Create a service from a ServiceCreate body; 409 if the name is taken."""
+        return dict(self._request("POST", "/api/v1/services", json=spec))
+
+    def update_service(self, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+        """Replace the service's spec: a rolling update, or a scale if only replicas changed."""
+        return dict(self._request("PUT", f"/api/v1/services/{_quote(name)}", json=spec))
+
+    def apply_service(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """Create the service, or update it when one of that name exists (``apply -f``)."""
+        try:
+            return self.update_service(str(spec.get("name", "")), spec)
+        except ClientError as exc:
+            if exc.status != 404:
+                raise
+        return self.create_service(spec)
+
+    def services(self) -> list[Any]:
+        return list(self._request("GET", "/api/v1/services"))
+
+    def service(self, name: str) -> dict[str, Any]:
+        return dict(self._request("GET", f"/api/v1/services/{_quote(name)}"))
+
+    def scale_service(self, name: str, replicas: int) -> dict[str, Any]:
+        return dict(
+            self._request(
+                "POST", f"/api/v1/services/{_quote(name)}/scale", json={"replicas": replicas}
+            )
+        )
+
+    def remove_service(self, name: str) -> dict[str, Any]:
+        return dict(self._request("DELETE", f"/api/v1/services/{_quote(name)}"))
+
+    # -- templates and instances (CTF-style) ------------------------------------
+    def create_template(self, body: dict[str, Any]) -> dict[str, Any]:
+        return dict(self._request("POST", "/api/v1/templates", json=body))
+
+    def templates(self) -> list[Any]:
+        return list(self._request("GET", "/api/v1/templates"))
+
+    def remove_template(self, name: str) -> dict[str, Any]:
+        return dict(self._request("DELETE", f"/api/v1/templates/{_quote(name)}"))
+
+    def launch(self, template: str) -> dict[str, Any]:
+        return dict(self._request("POST", f"/api/v1/templates/{_quote(template)}/launch"))
+
+    def instances(self) -> list[Any]:
+        return list(self._request("GET", "/api/v1/instances"))
+
 
 def context_archive(path: Path) -> bytes:
     """A build context as bytes to upload: a directory is tarred (gzip), a file sent as is."""
