@@ -95,6 +95,32 @@ class ServerMetrics:
         self.events_streamed = Counter(
             "dockyard_events_streamed", "Events read once and fanned out to streams", registry=r
         )
+        # Routing to services (server/ingress.py); "service" is "" for unknown names.
+        self.proxy_requests = Counter(
+            "dockyard_proxy_requests",
+            "Requests routed to services, by service and response status class",
+            ["service", "status"],
+            registry=r,
+        )
+        self.proxy_upstream_errors = Counter(
+            "dockyard_proxy_upstream_errors",
+            "Failed attempts to reach a replica (connection or transfer errors)",
+            ["service"],
+            registry=r,
+        )
+        self.proxy_retries = Counter(
+            "dockyard_proxy_retries",
+            "Requests sent to another replica after a failed attempt",
+            ["service"],
+            registry=r,
+        )
+        self.proxy_latency = Histogram(
+            "dockyard_proxy_request_duration_seconds",
+            "Time from a routed request's arrival to its response's start, by service",
+            ["service"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         build = Gauge("dockyard_build_info", "dockyard version", ["version"], registry=r)
         build.labels(version=__version__).set(1)
 
