@@ -116,7 +116,9 @@ def test_thousand_nodes_ten_thousand_tasks(page: Any, watch: PageWatch, big: Loc
     timings["login_to_live"] = round(time.perf_counter() - start, 3)
 
     # Overview: one page of nodes out of 1,001 (the seed's local node has none here).
-    page.wait_for_function("document.body.innerText.includes('node-0000')", timeout=UI_TIMEOUT_MS)
+    # A locator, not wait_for_function: the dashboard's CSP forbids eval, which that
+    # polls with once the predicate is not already true.
+    page.get_by_text("node-0000", exact=True).first.wait_for(timeout=UI_TIMEOUT_MS)
     body = page.inner_text("body")
     assert "1000" in body.replace(",", "") or "1,000" in body
     assert _rows(page, "table tbody tr") <= 120  # one page of nodes + recent events
