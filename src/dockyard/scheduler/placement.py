@@ -30,6 +30,7 @@ even while still running, so backfill never delays the head.
 from __future__ import annotations
 
 import math
+import zlib
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -41,6 +42,9 @@ BINPACK = "binpack"
 #: At most this many nodes that have a task's image are looked at (image locality).
 IMAGE_LOOKAHEAD = 64
 SPREAD = "spread"
+#: The host port range services' published ports are allocated from (like Nomad's
+#: dynamic port range; below Linux's default ephemeral range, 32768-60999).
+DYNAMIC_PORTS = (20000, 32000)
 ALGORITHMS = (BINPACK, SPREAD)
 INF = math.inf
 
@@ -81,6 +85,8 @@ class TaskRequest:
     max_runtime_s: float | None = None
     #: The task's image: among fitting nodes, those that have it are preferred.
     image: str = ""
+    #: Host ports to allocate on the chosen node (a service replica's published ports).
+    dynamic_ports: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +119,8 @@ class Plan:
     #: Machine-readable: per pending task, ``{"total": n, "fit": 0, "reasons": {why: count}}``.
     pending_detail: dict[str, dict[str, object]] = field(default_factory=dict)
     reservation: Reservation | None = None
+    #: Host ports allocated to tasks that asked for ``dynamic_ports``, in order.
+    host_ports: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
 
 def explain(misfits: Mapping[str, int], total: int) -> str:
@@ -327,11 +335,35 @@ def place(
         taken = tuple(chosen.free_gpus[: task.gpus])
         del chosen.free_gpus[: task.gpus]
         chosen.ports.update(task.ports)
+        if task.dynamic_ports:
+            allocated = allocate_ports(chosen.ports, task.dynamic_ports, task.task_id)
+            chosen.ports.update(allocated)
+            plan.host_ports[task.task_id] = allocated
         plan.assignments[task.task_id] = chosen.view.node_id
         if taken:
             plan.gpus[task.task_id] = taken
         placed.append((task, chosen))
     return plan
+
+
+def allocate_ports(used: set[int], count: int, seed: str) -> tuple[int, ...]:
+    """``count`` free host ports of :data:`DYNAMIC_PORTS` on a node using ``used``.
+
+    The search starts at a point derived from ``seed`` (the task id) rather than
+    at the lowest port, so a replacement after a port clash with a process
+    outside dockyard most likely gets another port.
+    """
+    low, high = DYNAMIC_PORTS
+    span = high - low + 1
+    start = zlib.crc32(seed.encode()) % span
+    found: list[int] = []
+    for offset in range(span):
+        port = low + (start + offset) % span
+        if port not in used:
+            found.append(port)
+            if len(found) == count:
+                return tuple(found)
+    raise ValueError(f"no {count} free host ports in {low}-{high}")
 
 
 def _choose(

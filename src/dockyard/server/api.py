@@ -33,6 +33,7 @@ from dockyard.server.routes_builds import router as builds_router
 from dockyard.server.routes_exec import router as exec_router
 from dockyard.server.routes_join import router as join_router
 from dockyard.server.routes_queue import router as queue_router
+from dockyard.server.routes_services import router as services_router
 from dockyard.server.routes_status import router as status_router
 from dockyard.server.schemas import (
     DrainRequest,
@@ -77,6 +78,7 @@ def create_app(ctx: ServerContext) -> FastAPI:
     app.state.ctx = ctx
     app.include_router(accounting_router)
     app.include_router(status_router)
+    app.include_router(services_router)
     app.include_router(builds_router)
     app.include_router(join_router)
     app.include_router(exec_router)

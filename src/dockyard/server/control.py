@@ -1,4 +1,4 @@
-"""The leader's control plane: agent gateway, scheduler, node monitor, reaper.
+"""The leader's control plane: agent gateway, scheduler, node monitor, reaper, services.
 
 One :class:`ControlPlane` exists per leadership term. It is built when this
 instance is elected and stopped when it is deposed, so a follower neither
@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from dockyard.server.gateway import Gateway
 from dockyard.server.loops import NodeMonitor, ReaperLoop, SchedulerLoop
 from dockyard.server.metrics import ServerMetrics
+from dockyard.server.services import ServiceController
 from dockyard.store.db import Database
 
 if TYPE_CHECKING:
@@ -50,6 +51,7 @@ class ControlPlane:
             forget=self.gateway.forget,
         )
         self.reaper = ReaperLoop(db, push=self.push)
+        self.services = ServiceController(db, push=self.push, wake_scheduler=self.scheduler.wake)
 
     def push(self, node_ids: set[str]) -> None:
         self.gateway.push(node_ids)
@@ -59,9 +61,11 @@ class ControlPlane:
         self.scheduler.start()
         self.monitor.start()
         self.reaper.start()
+        self.services.start()
         self.scheduler.wake()
 
     def stop(self) -> None:
+        self.services.stop()
         self.monitor.stop()
         self.reaper.stop()
         self.scheduler.stop()

@@ -23,3 +23,8 @@ class Forbidden(ServerError):
 class Conflict(ServerError):
     status_code = 409
     code = "conflict"
+
+    def __init__(self, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code

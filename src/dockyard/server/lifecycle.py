@@ -27,8 +27,8 @@ def follow_up(session: Session, task: Task) -> Task | None:
     if newest != task.attempt:
         return None
     workload = session.get(Workload, task.workload_id)
-    if workload is None:
-        return None
+    if workload is None or workload.kind != "job":
+        return None  # service replicas are replaced by the service controller
     spec = JobSpec.from_dict(workload.spec)
     history = [
         Attempt(

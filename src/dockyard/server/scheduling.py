@@ -78,6 +78,7 @@ PENDING_COLUMNS = (
     Task.max_runtime_s,
     Task.message,
     Task.image,
+    Task.port_map,
 )
 
 
@@ -333,6 +334,7 @@ class Requests:
             row.algorithm or "binpack",
             row.max_runtime_s,
             tagged(row.image or ""),
+            sum(1 for _, host in row.port_map or () if not host),
         )
 
 
@@ -437,6 +439,7 @@ def commit_plan(
                 "tid": tid,
                 "node": nid,
                 "gpu_indices": ",".join(str(g) for g in gpus),
+                **published(rows[tid], plan.host_ports.get(tid, ())),
             }
         )
         gpu_note = f" with GPUs {','.join(str(g) for g in gpus)}" if gpus else ""
@@ -465,6 +468,8 @@ def commit_plan(
                 message="",
                 pending_detail=None,
                 gpu_indices=bindparam("gpu_indices"),
+                ports=bindparam("host_ports"),
+                port_map=bindparam("port_map"),
             ),
             params,
         )
@@ -499,6 +504,17 @@ def commit_plan(
             changes,
         )
     return touched
+
+
+def published(row: Any, allocated: tuple[int, ...]) -> dict[str, Any]:
+    """The ``ports``/``port_map`` columns of a placed task: allocated host ports fill
+    the port map's empty host sides in order; other tasks keep theirs."""
+    if not allocated:
+        return {"host_ports": row.ports or "", "port_map": list(row.port_map or [])}
+    given = iter(allocated)
+    port_map = [[c, h or next(given)] for c, h in row.port_map]
+    hosts = [int(p) for p in (row.ports or "").split(",") if p] + [h for _, h in port_map]
+    return {"host_ports": ",".join(str(p) for p in hosts), "port_map": port_map}
 
 
 def hold_all(session: Session, rows: Sequence[Any], why: str) -> None:
