@@ -17,6 +17,7 @@ from dockyard.agent.builder import Builder
 from dockyard.agent.connection import Connection
 from dockyard.agent.execs import ExecManager
 from dockyard.agent.gpus import detect_gpus
+from dockyard.agent.health import HealthMonitor
 from dockyard.agent.logship import LogShipper
 from dockyard.agent.metrics import AgentMetrics
 from dockyard.agent.reconciler import Reconciler
@@ -42,6 +43,8 @@ class AgentConfig:
     data_dir: Path = field(default_factory=lambda: config.default_data_dir() / "agent")
     name: str = field(default_factory=socket.gethostname)
     driver: str = "docker"
+    #: The node's advertised address (services are reached there); published
+    #: container ports bind on this address only.
     address: str = "127.0.0.1"
     heartbeat_interval: float = config.DEFAULT_HEARTBEAT_S
     labels: dict[str, str] = field(default_factory=dict)
@@ -130,7 +133,11 @@ class Agent:
         self.builder = Builder(self.driver, self.connection.send_reliable)
         self.shipper = LogShipper(self._ship_logs)
 
-        self.reconciler = Reconciler(self.driver, self.node_id, self._report, self.shipper)
+        self.reconciler = Reconciler(
+            self.driver, self.node_id, self._report, self.shipper, bind_address=cfg.address
+        )
+        self.health = HealthMonitor(self.driver, self._report_health, bind_address=cfg.address)
+        self.reconciler.health = self.health
         self.sampler = UsageSampler(
             self.driver,
             self.reconciler.running_containers,
@@ -167,6 +174,9 @@ class Agent:
     def _report(self, update: dict[str, Any]) -> None:
         self.metrics.status_reports.labels(state=str(update.get("state", "unknown"))).inc()
         self.connection.send_reliable(MsgType.STATUS, {"updates": [update]})
+
+    def _report_health(self, body: dict[str, Any]) -> None:
+        self.connection.send_reliable(MsgType.HEALTH, body)
 
     def _hello(self) -> dict[str, Any]:
         capacity = self.driver.capacity()
@@ -253,6 +263,7 @@ class Agent:
         self._stopped.set()
         self.sampler.stop()
         self.reconciler.stop()
+        self.health.stop()
         self.shipper.stop()
         self.connection.stop()
         self.metrics.stop()

@@ -17,9 +17,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from dockyard.agent.health import HealthMonitor
 from dockyard.agent.logship import LogShipper
+from dockyard.core.errors import ValidationError
 from dockyard.core.resources import Resources
 from dockyard.core.security import ContainerPolicy, Mount, PolicyViolation, SecurityOptions, check
+from dockyard.core.services import HealthCheck
 from dockyard.core.states import DesiredState, Reason, TaskState, outcome
 from dockyard.drivers.base import ContainerSpec, ContainerStatus, Driver
 from dockyard.drivers.errors import ContainerExists, ContainerNotFound, DriverError
@@ -50,6 +53,9 @@ class DesiredTask:
     policy: ContainerPolicy | None = None
     gpus: tuple[int, ...] = ()
     ports: tuple[int, ...] = ()
+    #: Service replicas: (container port, host port) pairs and the health check.
+    port_map: tuple[tuple[int, int], ...] = ()
+    health: HealthCheck | None = None
 
     @classmethod
     def from_wire(cls, data: dict[str, Any]) -> DesiredTask:
@@ -71,7 +77,19 @@ class DesiredTask:
             ),
             gpus=tuple(int(g) for g in data.get("gpus") or ()),
             ports=tuple(int(p) for p in data.get("ports") or ()),
+            port_map=tuple((int(c), int(h)) for c, h in data.get("port_map") or ()),
+            health=_health_from_wire(data),
         )
+
+
+def _health_from_wire(data: dict[str, Any]) -> HealthCheck | None:
+    """The task's health check; one the server should not have accepted is dropped
+    (logged) rather than failing the whole desired set."""
+    try:
+        return HealthCheck.from_dict(data.get("health"))
+    except ValidationError as exc:
+        log.warning("task %s: ignoring its health check: %s", data.get("task_id"), exc)
+        return None
 
 
 class Reconciler:
@@ -82,8 +100,12 @@ class Reconciler:
         report: Callable[[dict[str, Any]], None],
         shipper: LogShipper,
         workers: int = 64,
+        bind_address: str = "127.0.0.1",
     ) -> None:
         self._driver = driver
+        self._bind_address = bind_address
+        #: Runs the health checks of service replicas (set by the agent).
+        self.health: HealthMonitor | None = None
         self._node_id = node_id
         self._report = report
         self._shipper = shipper
@@ -192,7 +214,9 @@ class Reconciler:
             self._pool.submit(self._start_existing, task, container.container_id)
             return
         if not watched and not finished:
-            self._begin_watch(task, container.container_id, adopted=container.running)
+            self._begin_watch(
+                task, container.container_id, adopted=container.running, running=container.running
+            )
         if container.running and task.desired == DesiredState.STOP:
             self._pool.submit(
                 self._stop_container, tid, container.container_id, task.kill_grace_s, False
@@ -246,6 +270,8 @@ class Reconciler:
             security=task.security,
             gpus=task.gpus,
             ports=task.ports,
+            port_map=task.port_map,
+            bind_address=self._bind_address,
         )
 
     def _start_task(self, task: DesiredTask) -> None:
@@ -334,6 +360,7 @@ class Reconciler:
         self._begin_watch(task, container_id, adopted=False)
 
     def _stop_container(self, tid: str, container_id: str, grace: float, remove: bool) -> None:
+        self._unwatch_health(tid)  # a stopping replica is not failing its checks
         try:
             with self._lock:
                 self._stopping.add(tid)
@@ -356,13 +383,19 @@ class Reconciler:
         finally:
             self._release(tid)
 
-    def _begin_watch(self, task: DesiredTask, container_id: str, adopted: bool) -> None:
+    def _begin_watch(
+        self, task: DesiredTask, container_id: str, adopted: bool, running: bool = True
+    ) -> None:
         with self._lock:
             if task.task_id in self._watched:
                 return
             self._watched.add(task.task_id)
             self._containers[task.task_id] = container_id
             self._log_counts[task.task_id] = {"stdout": 0, "stderr": 0}
+        if running and task.health is not None and self.health is not None:
+            self.health.watch(
+                task.task_id, container_id, task.health, task.port_map, announce=not adopted
+            )
         if adopted:
             self._report(
                 {
@@ -378,6 +411,10 @@ class Reconciler:
             name=f"watch-{task.task_id}",
             daemon=True,
         ).start()
+
+    def _unwatch_health(self, tid: str) -> None:
+        if self.health is not None:
+            self.health.unwatch(tid)
 
     def _follow_logs(self, tid: str, container_id: str, stream: str, offset: int) -> None:
         seq = 0
@@ -410,10 +447,12 @@ class Reconciler:
             while not self._driver.wait(container_id, timeout=WAIT_SLICE_S):
                 if self._stop.is_set():
                     return
+            self._unwatch_health(tid)
             for follower in followers:
                 follower.join(LOG_JOIN_S)
             status = self._driver.inspect(container_id)
         except DriverError as exc:
+            self._unwatch_health(tid)
             with self._lock:
                 self._watched.discard(tid)
                 self._containers.pop(tid, None)

@@ -37,6 +37,17 @@ class ContainerSpec:
     #: GPU device indices given to the task (exclusive), and host ports it publishes.
     gpus: tuple[int, ...] = ()
     ports: tuple[int, ...] = ()
+    #: Service ports: (container port, host port) pairs, host ports allocated at placement.
+    port_map: tuple[tuple[int, int], ...] = ()
+    #: The host address every published port binds to (the node's advertised address).
+    bind_address: str = "127.0.0.1"
+
+    def published(self) -> dict[str, tuple[str, int]]:
+        """Docker's ``ports`` argument: job ports as themselves, service ports as mapped,
+        all bound on ``bind_address`` only (never on every interface by default)."""
+        out = {f"{p}/tcp": (self.bind_address, p) for p in self.ports}
+        out.update({f"{c}/tcp": (self.bind_address, h) for c, h in self.port_map})
+        return out
 
     def gpu_env(self) -> dict[str, str]:
         """NVIDIA_VISIBLE_DEVICES / CUDA_VISIBLE_DEVICES naming the task's GPUs."""

@@ -247,7 +247,7 @@ class DockerDriver:
                 labels=spec.labels(),
                 environment={**spec.env, **spec.gpu_env()},
                 device_requests=_gpu_requests(spec),
-                ports={f"{p}/tcp": p for p in spec.ports} or None,
+                ports=spec.published() or None,
                 nano_cpus=spec.resources.cpu_millis * 1_000_000,
                 mem_limit=spec.resources.memory_bytes,
                 memswap_limit=spec.resources.memory_bytes,

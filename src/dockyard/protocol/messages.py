@@ -5,7 +5,7 @@ Messages that change state (``status``, ``logs``) carry an ``id`` and are
 re-sent by the agent until the server ``ack``s that id; the server applies them
 idempotently, so a resend never duplicates anything.
 
-Agent -> server: ``hello``, ``heartbeat``, ``status``, ``logs``, ``usage``.
+Agent -> server: ``hello``, ``heartbeat``, ``status``, ``logs``, ``usage``, ``health``.
 Server -> agent: ``welcome``, ``desired``, ``ack``, ``rehello``.
 """
 
@@ -48,6 +48,7 @@ class MsgType(StrEnum):
     EXEC_CLOSE = "exec_close"  # server -> agent: the client went away
     EXEC_OUTPUT = "exec_output"  # agent -> server: output chunk (reliable, seq)
     EXEC_EXIT = "exec_exit"  # agent -> server: exit code (reliable)
+    HEALTH = "health"  # agent -> server: a replica's health changed (reliable)
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,7 @@ from dockyard.server import join
 from dockyard.server import nodes as node_ops
 from dockyard.server.accounting import apply_usage, enforce_consumed
 from dockyard.server.events import EventKind, record
+from dockyard.server.health import apply_health
 from dockyard.server.metrics import ServerMetrics
 from dockyard.server.reports import apply_status, store_logs
 from dockyard.store.db import Database
@@ -472,6 +473,8 @@ class Gateway:
                 elif msg.type == MsgType.USAGE:
                     samples = list(msg.body.get("samples") or [])
                     owners |= apply_usage(session, node_id, samples)
+                elif msg.type == MsgType.HEALTH:
+                    changed = apply_health(session, node_id, msg.body) or changed
             # Consumed quotas: per owner at most every QUOTA_CHECK_S.
             due = {o for o in owners if now - self._quota_checked.get(o, 0.0) >= QUOTA_CHECK_S}
             touched = enforce_consumed(session, due) if due else set()
@@ -513,7 +516,7 @@ _HANDLERS: dict[MsgType, Callable[[Gateway, str, Message], None]] = {
 }
 
 #: Messages applied together, one transaction per received batch.
-_BATCHED = frozenset({MsgType.STATUS, MsgType.LOGS, MsgType.USAGE})
+_BATCHED = frozenset({MsgType.STATUS, MsgType.LOGS, MsgType.USAGE, MsgType.HEALTH})
 
 
 def _is_terminal(state: Any) -> bool:

@@ -139,6 +139,8 @@ def desired_for(session: Session, node: Node) -> dict[str, Any]:
                 "policy": raw.get("policy"),
                 "gpus": [int(g) for g in (task.gpu_indices or "").split(",") if g],
                 "ports": [int(p) for p in (task.ports or "").split(",") if p],
+                "port_map": [[int(c), int(h)] for c, h in task.port_map or []],
+                "health": raw.get("health"),
                 "desired": task.desired_state,
                 "log_offsets": {
                     "stdout": offsets.get((task.id, "stdout"), 0),

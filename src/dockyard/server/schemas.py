@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.orm import object_session
 
 from dockyard.core.errors import ValidationError
 from dockyard.core.services import ServiceSpec, build_service_spec
@@ -159,6 +160,12 @@ class DrainRequest(BaseModel):
     )
 
 
+class EndpointOut(BaseModel):
+    container: int = Field(description="the port inside the container")
+    host: int = Field(description="the host port it is published on")
+    address: str = Field(description="the node's address the host port is bound to")
+
+
 class TaskOut(BaseModel):
     id: str
     name: str
@@ -198,9 +205,19 @@ class TaskOut(BaseModel):
     pending_detail: dict[str, Any] | None = Field(
         default=None, description='why pending: {"total": n, "fit": 0, "reasons": {why: count}}'
     )
+    health: str = Field(
+        default="", description='service replicas: "", starting, healthy or unhealthy'
+    )
+    health_at: float | None = Field(
+        default=None, description="when the node saw the last health change (node's clock)"
+    )
+    endpoints: list[EndpointOut] = Field(
+        default_factory=list, description="published service ports (address:host -> container)"
+    )
 
     @classmethod
-    def build(cls, task: Task, owner: str, node: str | None) -> TaskOut:
+    def build(cls, task: Task, owner: str, node: str | None, address: str | None = None) -> TaskOut:
+        """``address``: the node's address, for ``endpoints`` (looked up if not given)."""
         uptime = None
         if task.started_at is not None:
             end = task.finished_at if task.finished_at is not None else time.time()
@@ -240,7 +257,20 @@ class TaskOut(BaseModel):
             ports=[int(p) for p in (task.ports or "").split(",") if p],
             algorithm=task.algorithm or "binpack",
             pending_detail=task.pending_detail if task.state == "pending" else None,
+            health=task.health or "",
+            health_at=task.health_at,
+            endpoints=_endpoints(task, address),
         )
+
+
+def _endpoints(task: Task, address: str | None) -> list[EndpointOut]:
+    if not task.port_map:
+        return []
+    if address is None:
+        session = object_session(task)
+        node = session.get(Node, task.node_id) if session and task.node_id else None
+        address = node.address if node is not None else ""
+    return [EndpointOut(container=int(c), host=int(h), address=address) for c, h in task.port_map]
 
 
 class EventOut(BaseModel):
