@@ -491,13 +491,22 @@ def _all_logs(api: Client, ref: str) -> list[dict[str, Any]]:
 
 @app.command()
 def kill(
-    ref: Annotated[str, typer.Argument(help="Task id or name.")],
+    ref: Annotated[str, typer.Argument(help="Task id or name, or an instance you launched.")],
     json_out: JsonOpt = False,
     url: UrlOpt = None,
     token: TokenOpt = None,
 ) -> None:
-    """Stop a task: SIGTERM, then SIGKILL after its grace period."""
+    """Stop a task (SIGTERM, then SIGKILL after its grace period), or remove an instance."""
+    from dockyard.cli.services import kill_instance
+
     with client(url, token) as api:
+        removed = kill_instance(api, ref)
+        if removed is not None:
+            if json_out:
+                render.print_json(removed)
+            else:
+                print(f"instance {removed['name']} removed")
+            return
         task = call(api.kill, ref)
     if json_out:
         render.print_json(task)
@@ -965,6 +974,7 @@ _ = _scheduling
 from dockyard.cli import build as _build  # noqa: E402, F401  (registers build)
 from dockyard.cli import exec as _exec  # noqa: E402, F401  (registers exec)
 from dockyard.cli import nodes_join as _nodes_join  # noqa: E402, F401  (registers node token)
+from dockyard.cli import services as _services  # noqa: E402, F401  (service, template, launch)
 
 
 def main() -> None:

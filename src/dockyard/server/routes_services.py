@@ -80,6 +80,7 @@ class ServiceOut(BaseModel):
     expires_at: float | None = None
     url: str = Field(description="where the router serves it")
     replicas_detail: list[ReplicaOut]
+    spec: dict[str, Any] = Field(description="the service body that recreates it (for PUT)")
     change: Literal["created", "unchanged", "scaled", "rolling", "removed", ""] = ""
 
 
@@ -169,8 +170,33 @@ def service_out(
         expires_at=workload.expires_at,
         url=f"{base_url.rstrip('/')}/svc/{workload.name}/",
         replicas_detail=detail,
+        spec=service_body(spec),
         change=change,  # type: ignore[arg-type]
     )
+
+
+def service_body(spec: ServiceSpec) -> dict[str, Any]:
+    """The ``ServiceCreate`` body of a stored spec: what ``service update`` edits."""
+    task = spec.task
+    return {
+        "name": task.name,
+        "image": task.image,
+        "command": list(task.command),
+        "env": dict(task.env),
+        "cpu": task.resources.cpu_millis / 1000,
+        "memory": task.resources.memory_bytes,
+        "kill_grace_s": task.kill_grace_s,
+        "mounts": [m.to_dict() for m in task.mounts],
+        **task.security.to_dict(),
+        "priority": task.priority,
+        "constraints": list(task.constraints),
+        "gpus": task.gpus,
+        "replicas": spec.replicas,
+        "ports": list(spec.ports),
+        "health": None if spec.health is None else spec.health.to_dict(),
+        "update": spec.update.to_dict(),
+        "labels": dict(spec.labels),
+    }
 
 
 def _checked_spec(

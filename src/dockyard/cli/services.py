@@ -1,0 +1,533 @@
+"""``dockyard service ...``, ``template ...``, ``launch`` and ``instances``."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+
+from dockyard.cli import render
+from dockyard.cli.main import JsonOpt, TokenOpt, UrlOpt, app, call, client, fail
+from dockyard.client import Client, ClientError
+
+service_app = typer.Typer(help="Long-running services: replicas, health checks, rolling updates.")
+app.add_typer(service_app, name="service")
+template_app = typer.Typer(help="Templates users launch instances of (create/rm: admin).")
+app.add_typer(template_app, name="template")
+
+ROLLOUT_DONE = ("stable", "completed", "reverted")
+
+# Options shared by create and update (update: only those given change).
+ImageOpt = Annotated[str | None, typer.Option("--image", help="Container image.")]
+ReplicasOpt = Annotated[int | None, typer.Option(help="Replicas to keep running.")]
+PortOpt = Annotated[
+    list[int] | None, typer.Option("--port", help="Container port to publish (repeatable).")
+]
+CpuOpt = Annotated[str | None, typer.Option(help="CPU cores per replica: 0.5, 2, 500m.")]
+MemOpt = Annotated[str | None, typer.Option(help="Memory per replica: 64m, 1g.")]
+EnvOpt = Annotated[list[str] | None, typer.Option("--env", "-e", help="KEY=VALUE (repeatable).")]
+HttpOpt = Annotated[str | None, typer.Option("--health-http", help="HTTP check: GET this path.")]
+TcpOpt = Annotated[bool, typer.Option("--health-tcp", help="TCP check on the first port.")]
+CmdOpt = Annotated[
+    str | None, typer.Option("--health-cmd", help="Command check (sh -c), exit 0 = healthy.")
+]
+IntervalOpt = Annotated[float | None, typer.Option("--health-interval", help="Seconds.")]
+TimeoutOpt = Annotated[float | None, typer.Option("--health-timeout", help="Seconds.")]
+RetriesOpt = Annotated[int | None, typer.Option("--health-retries", help="Failures in a row.")]
+StartOpt = Annotated[
+    float | None, typer.Option("--health-start-period", help="Seconds before failures count.")
+]
+ParallelOpt = Annotated[int | None, typer.Option("--update-parallel", help="New replicas at once.")]
+OrderOpt = Annotated[
+    str | None, typer.Option("--update-order", help="start-first (default) or stop-first.")
+]
+DeadlineOpt = Annotated[
+    float | None, typer.Option("--update-deadline", help="Seconds a new replica has to be ready.")
+]
+RevertOpt = Annotated[
+    bool | None, typer.Option("--auto-revert/--no-auto-revert", help="Revert a failed update.")
+]
+ConstraintOpt = Annotated[
+    list[str] | None, typer.Option("--constraint", help="Node label constraint (repeatable).")
+]
+DetachOpt = Annotated[
+    bool, typer.Option("--detach", "-d", help="Return at once; don't follow the rollout.")
+]
+WaitOpt = Annotated[float, typer.Option(help="Seconds to wait for it to be ready.")]
+
+
+def _env(items: list[str] | None) -> dict[str, str] | None:
+    if items is None:
+        return None
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            fail(f"--env {item!r} must be KEY=VALUE")
+        out[key] = value
+    return out
+
+
+def _health(
+    current: dict[str, Any] | None,
+    http: str | None,
+    tcp: bool,
+    cmd: str | None,
+    interval: float | None,
+    timeout: float | None,
+    retries: int | None,
+    start_period: float | None,
+) -> dict[str, Any] | None:
+    kinds = [k for k, on in (("http", http), ("tcp", tcp), ("cmd", cmd)) if on]
+    if len(kinds) > 1:
+        fail("give at most one of --health-http, --health-tcp, --health-cmd")
+    check = dict(current or {})
+    if kinds:
+        check = {"kind": kinds[0], **({"path": http} if http else {})}
+        if cmd:
+            check["command"] = ["sh", "-c", cmd]
+    tuning = {
+        "interval_s": interval,
+        "timeout_s": timeout,
+        "retries": retries,
+        "start_period_s": start_period,
+    }
+    given = {k: v for k, v in tuning.items() if v is not None}
+    if given and not check:
+        fail("health check options need --health-http, --health-tcp or --health-cmd")
+    return {**check, **given} if check else None
+
+
+def _update_cfg(
+    current: dict[str, Any] | None,
+    parallel: int | None,
+    order: str | None,
+    deadline: float | None,
+    revert: bool | None,
+) -> dict[str, Any]:
+    given = {
+        "max_parallel": parallel,
+        "order": order,
+        "deadline_s": deadline,
+        "auto_revert": revert,
+    }
+    return {**(current or {}), **{k: v for k, v in given.items() if v is not None}}
+
+
+def _print_service(svc: dict[str, Any]) -> None:
+    rollout = svc["rollout"]
+    print(f"{svc['name']}  version {svc['version']}  {svc['image']}  owner {svc['owner']}")
+    print(
+        f"replicas: {svc['ready']}/{svc['replicas']} ready, {svc['running']} running;"
+        f" rollout: {rollout.get('status', 'stable')} {rollout.get('message', '')}".rstrip()
+    )
+    print(f"url: {svc['url']}")
+    if svc.get("expires_at"):
+        print(f"expires in {render.age(svc['expires_at'] - time.time())}")
+    render.table(
+        ["TASK", "VERSION", "STATE", "HEALTH", "NODE", "ENDPOINTS"],
+        [
+            [
+                r["task_id"],
+                str(r["version"]),
+                render.state(r["state"]),
+                r["health"] or "-",
+                escape(r["node"] or "-"),
+                ", ".join(
+                    f"{e['address']}:{e['host_port']}->{e['container_port']}"
+                    for e in r["endpoints"]
+                )
+                or "-",
+            ]
+            for r in svc["replicas_detail"]
+        ],
+    )
+
+
+def follow_rollout(api: Client, name: str, timeout: float) -> dict[str, Any]:
+    """Print rollout progress until it settles; the final service (exit 1 if it failed)."""
+    deadline = time.monotonic() + timeout
+    last = ""
+    while True:
+        svc = call(api.service, name)
+        rollout = svc["rollout"]
+        status = rollout.get("status", "stable")
+        new = sum(1 for r in svc["replicas_detail"] if r["version"] == svc["version"])
+        ready_new = sum(
+            1 for r in svc["replicas_detail"] if r["version"] == svc["version"] and r["ready"]
+        )
+        line = (
+            f"{status}: version {svc['version']} {ready_new}/{svc['replicas']} ready"
+            f" ({new} started, {len(svc['replicas_detail']) - new} old left)"
+        )
+        if line != last:
+            render.err_console.print(escape(line))
+            last = line
+        settled = ready_new >= svc["replicas"] and new == len(svc["replicas_detail"])
+        if status == "failed" or (status in ROLLOUT_DONE and settled):
+            return svc
+        if time.monotonic() > deadline:
+            fail(f"rollout of {name} not settled after {timeout:g}s ({status})")
+        time.sleep(0.5)
+
+
+@service_app.command("create")
+def create(
+    name: Annotated[str, typer.Argument(help="Service name (its route: /svc/NAME/).")],
+    command: Annotated[list[str] | None, typer.Argument(help="-- COMMAND ARGS...")] = None,
+    image: ImageOpt = None,
+    replicas: ReplicasOpt = 1,
+    port: PortOpt = None,
+    cpu: CpuOpt = None,
+    memory: MemOpt = None,
+    env: EnvOpt = None,
+    health_http: HttpOpt = None,
+    health_tcp: TcpOpt = False,
+    health_cmd: CmdOpt = None,
+    health_interval: IntervalOpt = None,
+    health_timeout: TimeoutOpt = None,
+    health_retries: RetriesOpt = None,
+    health_start_period: StartOpt = None,
+    update_parallel: ParallelOpt = None,
+    update_order: OrderOpt = None,
+    update_deadline: DeadlineOpt = None,
+    auto_revert: RevertOpt = None,
+    constraint: ConstraintOpt = None,
+    gpus: Annotated[int, typer.Option(help="Whole GPUs per replica.")] = 0,
+    detach: DetachOpt = False,
+    wait: WaitOpt = 120.0,
+    json_out: JsonOpt = False,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Create a service and wait until its replicas are ready (unless --detach)."""
+    if not image:
+        fail("--image is required")
+    args = list(command or [])
+    if args[:1] == ["--"]:
+        args = args[1:]
+    body: dict[str, Any] = {
+        "name": name,
+        "image": image,
+        "command": args,
+        "env": _env(env) or {},
+        "cpu": cpu,
+        "memory": memory,
+        "replicas": replicas,
+        "ports": list(port or []),
+        "health": _health(
+            None,
+            health_http,
+            health_tcp,
+            health_cmd,
+            health_interval,
+            health_timeout,
+            health_retries,
+            health_start_period,
+        ),
+        "update": _update_cfg(None, update_parallel, update_order, update_deadline, auto_revert),
+        "constraints": list(constraint or []),
+        "gpus": gpus,
+    }
+    with client(url, token) as api:
+        svc = call(api.create_service, body)
+        if not detach:
+            svc = follow_rollout(api, name, wait)
+    if json_out:
+        render.print_json(svc)
+    else:
+        _print_service(svc)
+
+
+@service_app.command("update")
+def update(
+    name: Annotated[str, typer.Argument(help="Service name.")],
+    image: ImageOpt = None,
+    replicas: ReplicasOpt = None,
+    port: PortOpt = None,
+    cpu: CpuOpt = None,
+    memory: MemOpt = None,
+    env: EnvOpt = None,
+    health_http: HttpOpt = None,
+    health_tcp: TcpOpt = False,
+    health_cmd: CmdOpt = None,
+    health_interval: IntervalOpt = None,
+    health_timeout: TimeoutOpt = None,
+    health_retries: RetriesOpt = None,
+    health_start_period: StartOpt = None,
+    no_health: Annotated[bool, typer.Option("--no-health", help="Remove the check.")] = False,
+    update_parallel: ParallelOpt = None,
+    update_order: OrderOpt = None,
+    update_deadline: DeadlineOpt = None,
+    auto_revert: RevertOpt = None,
+    detach: DetachOpt = False,
+    wait: WaitOpt = 300.0,
+    json_out: JsonOpt = False,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Change a service: a rolling update (health-gated, auto-revert) shown as it goes."""
+    with client(url, token) as api:
+        body = dict(call(api.service, name)["spec"])
+        changes: dict[str, Any] = {
+            "image": image,
+            "replicas": replicas,
+            "cpu": cpu,
+            "memory": memory,
+            "env": _env(env),
+            "ports": list(port) if port else None,
+        }
+        body.update({k: v for k, v in changes.items() if v is not None})
+        body["health"] = (
+            None
+            if no_health
+            else _health(
+                body.get("health"),
+                health_http,
+                health_tcp,
+                health_cmd,
+                health_interval,
+                health_timeout,
+                health_retries,
+                health_start_period,
+            )
+        )
+        body["update"] = _update_cfg(
+            body.get("update"), update_parallel, update_order, update_deadline, auto_revert
+        )
+        svc = call(api.update_service, name, body)
+        change = svc["change"]
+        if not detach and change != "unchanged":
+            svc = follow_rollout(api, name, wait)
+    if json_out:
+        render.print_json(svc)
+        return
+    _print_service(svc)
+    if svc["rollout"].get("status") in ("reverted", "failed", "reverting"):
+        fail(f"update did not go live: {svc['rollout'].get('message', '')}")
+
+
+@service_app.command("scale")
+def scale(
+    name: Annotated[str, typer.Argument(help="Service name.")],
+    replicas: Annotated[int, typer.Argument(help="Replicas to keep running.")],
+    json_out: JsonOpt = False,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Set the number of replicas."""
+    with client(url, token) as api:
+        svc = call(api.scale_service, name, replicas)
+    if json_out:
+        render.print_json(svc)
+    else:
+        print(f"{svc['name']} scaled to {svc['replicas']} replicas")
+
+
+@service_app.command("ls")
+def ls(json_out: JsonOpt = False, url: UrlOpt = None, token: TokenOpt = None) -> None:
+    """List services: name, owner, version, ready/replicas, rollout, image, URL."""
+    with client(url, token) as api:
+        services = call(api.services)
+    _service_table(services, json_out)
+
+
+def _service_table(services: list[Any], json_out: bool) -> None:
+    if json_out:
+        render.print_json(services)
+        return
+    render.table(
+        ["NAME", "OWNER", "VERSION", "READY", "ROLLOUT", "IMAGE", "URL"],
+        [
+            [
+                escape(s["name"]),
+                escape(s["owner"]),
+                str(s["version"]),
+                f"{s['ready']}/{s['replicas']}",
+                s["rollout"].get("status", "stable"),
+                escape(s["image"]),
+                s["url"],
+            ]
+            for s in services
+        ],
+    )
+
+
+@service_app.command("inspect")
+def inspect(
+    name: Annotated[str, typer.Argument(help="Service name or id.")],
+    json_out: JsonOpt = False,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """A service, its rollout and its replicas with their endpoints."""
+    with client(url, token) as api:
+        svc = call(api.service, name)
+    if json_out:
+        render.print_json(svc)
+    else:
+        _print_service(svc)
+
+
+@service_app.command("rm")
+def rm(
+    name: Annotated[str, typer.Argument(help="Service name.")],
+    json_out: JsonOpt = False,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Remove a service: its replicas are stopped."""
+    with client(url, token) as api:
+        svc = call(api.remove_service, name)
+    if json_out:
+        render.print_json(svc)
+    else:
+        print(f"{svc['name']} removed")
+
+
+# -- templates and instances --------------------------------------------------
+@template_app.command("create")
+def template_create(
+    name: Annotated[str, typer.Argument(help="Template name (instances: NAME-xxxxxx).")],
+    command: Annotated[list[str] | None, typer.Argument(help="-- COMMAND ARGS...")] = None,
+    image: ImageOpt = None,
+    port: PortOpt = None,
+    cpu: CpuOpt = None,
+    memory: MemOpt = None,
+    env: EnvOpt = None,
+    health_http: HttpOpt = None,
+    health_tcp: TcpOpt = False,
+    health_cmd: CmdOpt = None,
+    lifetime: Annotated[float, typer.Option(help="Instance lifetime, seconds.")] = 3600.0,
+    max_per_user: Annotated[int, typer.Option(help="Instances one user may have.")] = 1,
+    description: Annotated[str, typer.Option(help="Shown in template ls.")] = "",
+    json_out: JsonOpt = False,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Register a template (admin): a one-replica service users launch on demand."""
+    if not image:
+        fail("--image is required")
+    args = list(command or [])
+    if args[:1] == ["--"]:
+        args = args[1:]
+    service = {
+        "image": image,
+        "command": args,
+        "env": _env(env) or {},
+        "cpu": cpu,
+        "memory": memory,
+        "ports": list(port or []),
+        "health": _health(None, health_http, health_tcp, health_cmd, None, None, None, None),
+    }
+    body = {
+        "name": name,
+        "service": service,
+        "lifetime_s": lifetime,
+        "max_per_user": max_per_user,
+        "description": description,
+    }
+    with client(url, token) as api:
+        out = call(api.create_template, body)
+    if json_out:
+        render.print_json(out)
+    else:
+        print(f"template {out['name']} registered")
+
+
+@template_app.command("ls")
+def template_ls(json_out: JsonOpt = False, url: UrlOpt = None, token: TokenOpt = None) -> None:
+    """Templates you can launch."""
+    with client(url, token) as api:
+        out = call(api.templates)
+    if json_out:
+        render.print_json(out)
+        return
+    render.table(
+        ["NAME", "IMAGE", "PORTS", "LIFETIME", "PER USER", "DESCRIPTION"],
+        [
+            [
+                escape(t["name"]),
+                escape(t["image"]),
+                ",".join(str(p) for p in t["ports"]),
+                render.age(t["lifetime_s"]),
+                str(t["max_per_user"]),
+                escape(t["description"]),
+            ]
+            for t in out
+        ],
+    )
+
+
+@template_app.command("rm")
+def template_rm(
+    name: Annotated[str, typer.Argument(help="Template name.")],
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Remove a template (admin); running instances live out their lifetime."""
+    with client(url, token) as api:
+        call(api.remove_template, name)
+    print(f"template {name} removed")
+
+
+@app.command()
+def launch(
+    template: Annotated[str, typer.Argument(help="Template name (see template ls).")],
+    wait: WaitOpt = 120.0,
+    json_out: JsonOpt = False,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Start your instance of a template; prints its URL once it is healthy."""
+    with client(url, token) as api:
+        svc = call(api.launch, template)
+        deadline = time.monotonic() + wait
+        while svc["ready"] < 1:
+            if time.monotonic() > deadline:
+                fail(f"instance {svc['name']} not ready after {wait:g}s (it keeps starting)")
+            time.sleep(0.25)
+            svc = call(api.service, svc["name"])
+    if json_out:
+        render.print_json(svc)
+    else:
+        print(svc["url"])
+
+
+@app.command()
+def instances(json_out: JsonOpt = False, url: UrlOpt = None, token: TokenOpt = None) -> None:
+    """Your template instances: name, template, status, uptime, expiry, URL."""
+    with client(url, token) as api:
+        out = call(api.instances)
+    if json_out:
+        render.print_json(out)
+        return
+    now = time.time()
+    render.table(
+        ["NAME", "TEMPLATE", "ID", "READY", "UPTIME", "EXPIRES IN", "URL"],
+        [
+            [
+                escape(s["name"]),
+                escape(s["template"]),
+                s["id"],
+                f"{s['ready']}/{s['replicas']}",
+                render.age(now - s["created_at"]),
+                render.age((s["expires_at"] or now) - now),
+                s["url"],
+            ]
+            for s in out
+        ],
+    )
+
+
+def kill_instance(api: Client, ref: str) -> dict[str, Any] | None:
+    """Remove the caller's template instance named (or with id) ``ref``; None if none."""
+    try:
+        found = [s for s in api.instances() if ref in (s["name"], s["id"])]
+    except ClientError:
+        return None
+    if not found:
+        return None
+    return dict(call(api.remove_service, found[0]["name"]))
