@@ -151,7 +151,7 @@ def follow_rollout(api: Client, name: str, timeout: float) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     last = ""
     while True:
-        svc = call(api.service, name)
+        svc: dict[str, Any] = call(api.service, name)
         rollout = svc["rollout"]
         status = rollout.get("status", "stable")
         new = sum(1 for r in svc["replicas_detail"] if r["version"] == svc["version"])
