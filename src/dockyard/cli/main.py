@@ -972,6 +972,7 @@ from dockyard.cli import scheduling as _scheduling  # noqa: E402  (registers que
 _ = _scheduling
 
 from dockyard.cli import build as _build  # noqa: E402, F401  (registers build)
+from dockyard.cli import deploy as _deploy  # noqa: E402, F401  (registers deploy, apply)
 from dockyard.cli import exec as _exec  # noqa: E402, F401  (registers exec)
 from dockyard.cli import nodes_join as _nodes_join  # noqa: E402, F401  (registers node token)
 from dockyard.cli import services as _services  # noqa: E402, F401  (service, template, launch)

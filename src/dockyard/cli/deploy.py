@@ -1,0 +1,246 @@
+"""``dockyard deploy -f compose.yaml`` and ``dockyard apply -f spec.yaml``.
+
+Both validate every service before creating any. ``deploy`` converts a Compose
+file (``core/compose.py``; key by key in docs/compose.md) into services named
+``STACK_service`` labelled ``dockyard.stack=STACK``; if the server refuses one
+(its container policy answers 403 with the rule), the services this deploy
+created are removed and the ones it changed are put back.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.markup import escape
+
+from dockyard.cli import render
+from dockyard.cli.main import JsonOpt, TokenOpt, UrlOpt, app, client, fail
+from dockyard.cli.specfile import SpecFileError, load_documents, read_text
+from dockyard.client import Client, ClientError
+from dockyard.core.compose import (
+    ComposeError,
+    Note,
+    convert,
+    default_stack,
+    policy_keys,
+    validate_body,
+)
+from dockyard.core.compose_text import Interpolator, parse_env_lines
+from dockyard.core.errors import ValidationError
+
+COMPOSE_NAMES = ("compose.yaml", "compose.yml", "docker-compose.yaml", "docker-compose.yml")
+
+
+@dataclass
+class Applied:
+    name: str
+    action: str  # created | unchanged | scaled | rolling
+    previous: dict[str, Any] | None = None  # the spec it had before (for a revert)
+
+
+def find_compose_file(path: Path | None) -> Path:
+    if path is not None:
+        return path
+    for name in COMPOSE_NAMES:
+        if Path(name).exists():
+            return Path(name)
+    fail(f"no {' or '.join(COMPOSE_NAMES[:2])} here: give the file with -f")
+
+
+def compose_environ(directory: Path) -> dict[str, str]:
+    """Variables for interpolation: the project's ``.env``, overridden by the shell's."""
+    environ = dict(os.environ)
+    dotenv = directory / ".env"
+    if not dotenv.is_file():
+        return environ
+    values = parse_env_lines(read_text(dotenv), Interpolator(environ), str(dotenv))
+    return {**values, **environ}
+
+
+def describe(exc: ClientError) -> str:
+    where = f"{exc.field}: " if exc.field else ""
+    if exc.status == 403 and exc.code == "policy":
+        return f"refused by your container policy: {where}{exc} (see docs/security.md)"
+    return f"{where}{exc}"
+
+
+def apply_one(api: Client, body: dict[str, Any]) -> Applied:
+    """Create the service, or update it when it exists (remembering its old spec)."""
+    name = str(body["name"])
+    try:
+        previous = api.service(name)
+    except ClientError as exc:
+        if exc.status != 404:
+            raise
+        api.create_service(body)
+        return Applied(name, "created")
+    out = api.update_service(name, body)
+    return Applied(name, str(out.get("change") or "updated"), dict(previous.get("spec") or {}))
+
+
+def undo(api: Client, done: Sequence[Applied]) -> list[str]:
+    """Remove the services created and restore the ones changed; what happened to each."""
+    lines: list[str] = []
+    for item in reversed(done):
+        try:
+            if item.action == "created":
+                api.remove_service(item.name)
+                lines.append(f"removed {item.name} (created by this run)")
+            elif item.action != "unchanged" and item.previous:
+                api.update_service(item.name, item.previous)
+                lines.append(f"restored {item.name} to its previous spec")
+        except ClientError as exc:
+            lines.append(f"could not undo {item.name}: {exc}")
+    return lines
+
+
+def print_notes(notes: Sequence[Note], style: str, label: str) -> None:
+    for note in notes:
+        render.err_console.print(f"[{style}]{label}:[/] {escape(str(note))}")
+
+
+def refuse(message: str, json_out: bool, refusals: Sequence[Note] = ()) -> NoReturn:
+    if json_out:
+        render.print_json({"error": message, "refusals": [n.to_dict() for n in refusals]})
+    print_notes(refusals, "red", "refused")
+    fail(message)
+
+
+def report(
+    stack: str | None, done: Sequence[Applied], warnings: Sequence[Note], json_out: bool
+) -> None:
+    if json_out:
+        out: dict[str, Any] = {
+            "services": [{"name": a.name, "action": a.action} for a in done],
+            "warnings": [n.to_dict() for n in warnings],
+        }
+        if stack is not None:
+            out["stack"] = stack
+        render.print_json(out)
+        return
+    render.table(["SERVICE", "ACTION"], [[a.name, a.action] for a in done])
+
+
+def apply_all(
+    api: Client, bodies: Sequence[dict[str, Any]], json_out: bool, labels: Sequence[str]
+) -> list[Applied]:
+    """Apply in order; on an error, undo this run's changes and exit non-zero."""
+    done: list[Applied] = []
+    for body, label in zip(bodies, labels, strict=True):
+        try:
+            done.append(apply_one(api, body))
+        except ClientError as exc:
+            undone = undo(api, done)
+            for line in undone:
+                render.err_console.print(escape(line))
+            suffix = "this run's changes were undone" if done else "nothing was changed"
+            refuse(f"{label}: {describe(exc)} ({suffix})", json_out)
+    return done
+
+
+@app.command()
+def deploy(
+    file: Annotated[
+        Path | None,
+        typer.Option("--file", "-f", help="The Compose file (default: ./compose.yaml ...)."),
+    ] = None,
+    name: Annotated[
+        str | None,
+        typer.Option(
+            "--name", "-n", help="Stack name (default: top-level name: or the directory)."
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the services it would create; create none.")
+    ] = False,
+    json_out: JsonOpt = False,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Deploy a Compose file as services STACK_<service> (re-run to update them)."""
+    path = find_compose_file(file)
+    try:
+        docs = load_documents(path)
+        directory = path.resolve().parent
+        environ = compose_environ(directory)
+    except SpecFileError as exc:
+        fail(str(exc))
+    if len(docs) != 1:
+        fail(f"{path}: expected one YAML document, found {len(docs)}")
+    try:
+        stack = default_stack(docs[0] if isinstance(docs[0], Mapping) else {}, directory.name, name)
+        result = convert(
+            docs[0], stack=stack, base_dir=str(directory), environ=environ, read_file=_read
+        )
+    except ComposeError as exc:
+        refuse(f"{path}: cannot deploy; nothing was created", json_out, exc.refusals)
+    except ValidationError as exc:
+        fail(f"{path}: {exc}")
+    if not json_out:
+        print_notes(result.warnings, "yellow", "warning")
+    if dry_run:
+        render.print_json(
+            {
+                "stack": stack,
+                "services": result.payloads,
+                "warnings": [n.to_dict() for n in result.warnings],
+            }
+        )
+        return
+    # Bodies the container policy checks go first: a refusal then comes before
+    # anything else was created.
+    bodies = sorted(result.payloads, key=lambda b: not policy_keys(b))
+    with client(url, token) as api:
+        done = apply_all(api, bodies, json_out, [f"service {b['name']}" for b in bodies])
+    report(stack, done, result.warnings, json_out)
+
+
+@app.command()
+def apply(
+    file: Annotated[Path, typer.Option("--file", "-f", help="A .yaml/.yml/.json spec file.")],
+    json_out: JsonOpt = False,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Create or update services from ServiceCreate documents (one, a list, or a
+    YAML stream); all are checked before any is applied."""
+    try:
+        docs = load_documents(file)
+    except SpecFileError as exc:
+        fail(str(exc))
+    bodies: list[dict[str, Any]] = []
+    for doc in docs:
+        bodies.extend(doc if isinstance(doc, list) else [doc])
+    if not bodies:
+        fail(f"{file}: no documents")
+    labels: list[str] = []
+    for index, body in enumerate(bodies, start=1):
+        label = f"document {index}"
+        if not isinstance(body, dict):
+            fail(f"{label}: must be a mapping of ServiceCreate fields (see docs/services.md)")
+        for key in ("name", "image"):
+            if not isinstance(body.get(key), str) or not body[key]:
+                fail(f"{label}: {key}: is required")
+        label = f"{label} ({body['name']})"
+        try:
+            validate_body(body)
+        except ValidationError as exc:
+            fail(f"{label}: {exc}. Nothing was applied.")
+        labels.append(label)
+    names = [b["name"] for b in bodies]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        fail(f"{file}: {', '.join(twice)} appear(s) more than once")
+    with client(url, token) as api:
+        done = apply_all(api, bodies, json_out, labels)
+    report(None, done, [], json_out)
+
+
+def _read(path: str) -> str:
+    with open(path, encoding="utf-8") as handle:
+        return handle.read()
