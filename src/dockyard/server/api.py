@@ -25,6 +25,7 @@ from dockyard.server.dashboard import install as install_dashboard
 from dockyard.server.deps import AdminUser, CurrentUser, ServerContext
 from dockyard.server.errors import Forbidden, ServerError, Unauthorized
 from dockyard.server.events import EventKind, record
+from dockyard.server.ingress import install as install_ingress
 from dockyard.server.jobs import find_task, kill_task, submit_job, visible_tasks
 from dockyard.server.nodes import allocations
 from dockyard.server.policy import enforce, policy_for
@@ -85,6 +86,7 @@ def create_app(ctx: ServerContext) -> FastAPI:
 
     app.include_router(queue_router)
     install_dashboard(app, ctx)  # /, /ui, /metrics, /api/v1/summary, /api/v1/events/stream
+    install_ingress(app, ctx)  # /svc/NAME/...: requests routed to services (docs/routing.md)
 
     @app.exception_handler(PolicyViolation)
     def _policy(_: Request, exc: PolicyViolation) -> JSONResponse:

@@ -24,6 +24,7 @@ from dockyard.server.deps import ServerContext
 from dockyard.server.dropfolder import DropFolder
 from dockyard.server.execs import ExecService
 from dockyard.server.gateway import Gateway
+from dockyard.server.ingress import ingress_app
 from dockyard.server.leader import DEFAULT_LEASE_S, FencedDatabase, LeaderElector, NotLeader
 from dockyard.server.metrics import ServerMetrics
 from dockyard.server.stream import EventHub
@@ -67,8 +68,13 @@ class ServerConfig:
     #: Leader lease (HA on PostgreSQL): renewed every third of it; a new leader takes
     #: over when it expires, so failover takes at most about 1.3 x lease_s.
     lease_s: float = DEFAULT_LEASE_S
+    #: A second listener (same host) that serves only the service router,
+    #: ``/NAME/<path>`` (docs/routing.md); 0: off.
+    ingress_port: int = 0
 
     def __post_init__(self) -> None:
+        if not 0 <= self.ingress_port <= 65535:
+            raise ConfigError("server.ingress_port", "must be a port number (0: off)")
         if (self.tls_certfile is None) != (self.tls_keyfile is None):
             raise ConfigError("server.tls_certfile", "TLS needs both tls_certfile and tls_keyfile")
         for key, tls_path in (
@@ -165,6 +171,8 @@ class Server:
             )
         self._http: uvicorn.Server | None = None
         self._http_thread: threading.Thread | None = None
+        self._ingress: uvicorn.Server | None = None
+        self._ingress_thread: threading.Thread | None = None
 
     def create_join_token(self, description: str = "", ttl_s: float | None = None) -> str:
         """A join token (for an agent started alongside, e.g. by ``dockyard up``)."""
@@ -237,23 +245,39 @@ class Server:
         if self.dropfolder is not None:
             self.dropfolder.start()
 
-    def _uvicorn(self) -> uvicorn.Server:
+    def _uvicorn(self, app: Any = None, port: int | None = None, **options: Any) -> uvicorn.Server:
         return uvicorn.Server(
             uvicorn.Config(
-                self.app,
+                app or self.app,
                 host=self.cfg.host,
-                port=self.cfg.port,
+                port=port or self.cfg.port,
                 log_level=self.cfg.log_level,
                 access_log=False,
                 timeout_graceful_shutdown=2,
                 ssl_certfile=str(self.cfg.tls_certfile) if self.cfg.tls_certfile else None,
                 ssl_keyfile=str(self.cfg.tls_keyfile) if self.cfg.tls_keyfile else None,
+                **options,
             )
         )
+
+    def _start_ingress(self) -> None:
+        """The dedicated ingress listener, if configured (its own thread and event loop)."""
+        if not self.cfg.ingress_port:
+            return
+        app = ingress_app(self.db, self.metrics)
+        # Responses pass through as the service sent them: no Date/Server added.
+        self._ingress = self._uvicorn(
+            app, self.cfg.ingress_port, server_header=False, date_header=False
+        )
+        self._ingress_thread = threading.Thread(
+            target=self._ingress.run, name="ingress", daemon=True
+        )
+        self._ingress_thread.start()
 
     def serve_forever(self) -> None:
         """Run the HTTP API in this thread until SIGINT/SIGTERM, then stop everything."""
         self._http = self._uvicorn()
+        self._start_ingress()
         try:
             self._http.run()
         finally:
@@ -264,13 +288,16 @@ class Server:
         self._http = self._uvicorn()
         self._http_thread = threading.Thread(target=self._http.run, name="http", daemon=True)
         self._http_thread.start()
+        self._start_ingress()
 
     def stop(self) -> None:
         self.events.stop()  # ends live streams, so the HTTP server can stop at once
-        if self._http is not None:
-            self._http.should_exit = True
-        if self._http_thread is not None:
-            self._http_thread.join(5)
+        for http in (self._http, self._ingress):
+            if http is not None:
+                http.should_exit = True
+        for thread in (self._http_thread, self._ingress_thread):
+            if thread is not None:
+                thread.join(5)
         if self.dropfolder is not None:
             self.dropfolder.stop()
         self.builds.stop()
