@@ -183,6 +183,12 @@ def deploy(
         fail(f"{path}: {exc}")
     if not json_out:
         print_notes(result.warnings, "yellow", "warning")
+        for body in result.payloads:
+            if keys := policy_keys(body):
+                render.err_console.print(
+                    f"[cyan]policy:[/] {escape(body['name'])} asks for {', '.join(keys)}: "
+                    "refused (403) unless you are an admin or your container policy allows it"
+                )
     if dry_run:
         render.print_json(
             {

@@ -189,6 +189,8 @@ def convert(
         body = _Service(str(name), service, ctx).convert()
         if body is not None:
             payloads.append(body)
+    if len(payloads) > 1:
+        _network_note(ctx)
     for var in sorted(interpolator.unset):
         ctx.warnings.append(Note("", f"${{{var}}}", "is not set: a blank string is used"))
     if ctx.refusals:
@@ -255,15 +257,17 @@ def _top_level(doc: Mapping[str, Any], ctx: _Context) -> None:
             ctx.refusals.append(Note("", key, "not supported: merge the files into one"))
         else:
             ctx.refusals.append(Note("", key, "is not a Compose key"))
-    if len(doc.get("services") or {}) > 1:
-        ctx.warnings.append(
-            Note(
-                "",
-                "networks",
-                "services do not share a network: they cannot reach each other by "
-                "Compose service name (e.g. db:3306)",
-            )
+
+
+def _network_note(ctx: _Context) -> None:
+    ctx.warnings.append(
+        Note(
+            "",
+            "networks",
+            "services do not share a network: they cannot reach each other by "
+            "Compose service name (e.g. db:3306)",
         )
+    )
 
 
 class _Service:
@@ -469,10 +473,10 @@ class _Service:
         scale = self.spec.get("scale")
         if replicas is not None and scale is not None and replicas != scale:
             self.refuse("scale", f"{scale} contradicts deploy.replicas {replicas}")
-        count = replicas if replicas is not None else scale
+        count = _whole(replicas if replicas is not None else scale)
         if count is None:
             self.body["replicas"] = 1
-        elif isinstance(count, int) and not isinstance(count, bool):
+        elif isinstance(count, int):
             self.body["replicas"] = count
         else:
             self.refuse("deploy.replicas" if replicas is not None else "scale", "must be a number")
@@ -519,14 +523,14 @@ class _Service:
             if "gpu" not in caps:
                 self.refuse(key, f"capabilities {caps}: only GPUs are supported")
                 continue
-            count, ids = device.get("count"), device.get("device_ids")
+            count, ids = _whole(device.get("count")), device.get("device_ids")
             if ids:
                 self.warn(key, "device_ids ignored: the scheduler picks the GPUs (count kept)")
                 count = len(ids)
             if count == "all" or count is None:
                 self.refuse(key, "count `all` is not supported: give a number of GPUs")
                 continue
-            if isinstance(count, bool) or not isinstance(count, int):
+            if not isinstance(count, int):
                 self.refuse(key, f"count {count!r} must be a number")
                 continue
             if device.get("driver") not in (None, "nvidia"):
@@ -565,7 +569,7 @@ class _Service:
         for key, value in (config or {}).items():
             where = f"deploy.update_config.{key}"
             if key == "parallelism":
-                update["max_parallel"] = int(value) or 1000  # 0: all at once
+                update["max_parallel"] = _whole(value) or 1000  # 0: all at once
             elif key == "order":
                 update["order"] = str(value)
             elif key == "failure_action":
@@ -620,7 +624,7 @@ class _Service:
             if key in check:
                 health[field_name] = parse_duration(check[key], f"healthcheck.{key}")
         if "retries" in check:
-            health["retries"] = int(check["retries"])
+            health["retries"] = _whole(check["retries"])
         for key in check:
             if key not in ("test", "interval", "timeout", "start_period", "retries", "disable"):
                 self.warn(f"healthcheck.{key}", "ignored: not supported")
@@ -756,3 +760,11 @@ def _scalar(value: Any) -> str:
 
 def _size(value: Any) -> str | int:
     return value if isinstance(value, int) and not isinstance(value, bool) else str(value).strip()
+
+
+def _whole(value: Any) -> Any:
+    """A whole number, also from an interpolated string ("3"); other values unchanged
+    (for the caller to refuse)."""
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    return value
