@@ -110,22 +110,16 @@ def pick(
 ) -> Endpoint | None:
     """The endpoint with the fewest outstanding requests; ties go round robin.
 
-    Candidates are scanned starting at ``turn`` (mod their count), so among equally
-    loaded endpoints successive turns take successive ones. ``None`` when every
-    endpoint is excluded.
+    Among the equally least loaded endpoints (in their given order), turn ``n``
+    takes the ``n``-th (mod their count), so successive turns take successive
+    ones. ``None`` when every endpoint is excluded.
     """
-    candidates = [e for e in endpoints if e not in exclude]
-    if not candidates:
+    loads = [(outstanding.get(e, 0), e) for e in endpoints if e not in exclude]
+    if not loads:
         return None
-    count = len(candidates)
-    best: Endpoint | None = None
-    best_load = 0
-    for i in range(count):
-        endpoint = candidates[(turn + i) % count]
-        load = outstanding.get(endpoint, 0)
-        if best is None or load < best_load:
-            best, best_load = endpoint, load
-    return best
+    least = min(load for load, _ in loads)
+    tied = [e for load, e in loads if load == least]
+    return tied[turn % len(tied)]
 
 
 def load_service(db: Database, name: str) -> ServiceRoute | None:
