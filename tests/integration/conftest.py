@@ -34,3 +34,21 @@ def _database(backend: str) -> contextlib.AbstractContextManager[str | None]:
             pytest.fail(f"PostgreSQL not reachable at {postgres.admin_url()} (scripts/setup.sh)")
         pytest.skip("PostgreSQL not reachable here (scripts/setup.sh starts one)")
     return postgres.fresh_database("dy_it")
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def two(request: pytest.FixtureRequest) -> Iterator[LocalCluster]:
+    """A server and two hollow nodes."""
+    with _database(str(request.param)) as db_url:
+        cluster = LocalCluster(db_url=db_url).start()
+        try:
+            for i in range(2):
+                cluster.add_agent(f"sim-{i}", SimDriver(cpu_millis=4000, memory_bytes=4 * 1024**3))
+            with cluster.client() as api:
+                wait_for(
+                    lambda: len([n for n in api.nodes() if n["state"] == "ready"]) == 2,
+                    timeout=20,
+                )
+            yield cluster
+        finally:
+            cluster.close()
