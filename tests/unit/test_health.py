@@ -229,5 +229,16 @@ def test_container_spec_publishes_on_the_bind_address_only() -> None:
         "8080/tcp": ("10.0.0.5", 30001),
         "53/tcp": ("10.0.0.5", 30002),
     }
+    # A replica's host ports are also in ``ports`` (the scheduler's accounting): bound once.
+    replica = ContainerSpec(
+        task_id="t",
+        node_id="n",
+        workload_id="w",
+        owner="u",
+        image="i",
+        ports=(30001,),
+        port_map=((8080, 30001),),
+    )
+    assert replica.published() == {"8080/tcp": ("127.0.0.1", 30001)}
     default = ContainerSpec(task_id="t", node_id="n", workload_id="w", owner="u", image="i")
     assert default.bind_address == "127.0.0.1" and default.published() == {}

@@ -44,8 +44,12 @@ class ContainerSpec:
 
     def published(self) -> dict[str, tuple[str, int]]:
         """Docker's ``ports`` argument: job ports as themselves, service ports as mapped,
-        all bound on ``bind_address`` only (never on every interface by default)."""
-        out = {f"{p}/tcp": (self.bind_address, p) for p in self.ports}
+        all bound on ``bind_address`` only (never on every interface by default).
+
+        A replica's allocated host ports are also in ``ports`` (the node's port
+        accounting); they are published once, as mapped."""
+        mapped = {h for _, h in self.port_map}
+        out = {f"{p}/tcp": (self.bind_address, p) for p in self.ports if p not in mapped}
         out.update({f"{c}/tcp": (self.bind_address, h) for c, h in self.port_map})
         return out
 

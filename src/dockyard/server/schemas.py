@@ -264,7 +264,8 @@ class TaskOut(BaseModel):
 
 
 def _endpoints(task: Task, address: str | None) -> list[EndpointOut]:
-    if not task.port_map:
+    """Published ports, once placed (host port 0: not allocated yet)."""
+    if not task.port_map or not all(int(h) for _, h in task.port_map):
         return []
     if address is None:
         session = object_session(task)
