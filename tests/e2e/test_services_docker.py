@@ -135,12 +135,14 @@ def test_routing_spreads_survives_a_killed_replica_and_it_rejoins(
         with Load(url) as load:
             wait_for(lambda: load.total >= 20, timeout=20, message="load running")
             container.kill()
+
+            def rejoined() -> dict[str, Any] | None:
+                s = ready(api, "web", 3, 1)
+                gone = s is not None and victim not in {r["task_id"] for r in s["replicas_detail"]}
+                return s if gone else None
+
             replaced = wait_for(
-                lambda: (
-                    (s := ready(api, "web", 3, 1))
-                    and victim not in {r["task_id"] for r in s["replicas_detail"]}
-                    and s
-                ),
+                rejoined,
                 timeout=90,
                 message="the killed replica replaced",
             )
