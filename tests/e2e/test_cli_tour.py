@@ -183,3 +183,86 @@ def test_users_from_the_cli(tour: Tour, image: str) -> None:
     assert bob.json("ps") == []
     denied = bob.cli("user", "add", "eve", check=False)
     assert denied.returncode == 1 and "admin only" in denied.stderr
+
+
+HTTPD = "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 8080 -h /www"
+
+
+def test_services_from_the_cli(tour: Tour, image: str) -> None:
+    """The README's services tour: create (waits until ready), curl the route, update with
+    progress, scale, ls/inspect, template + launch + instances + kill, rm; bad input."""
+    created = tour.cli(
+        "service",
+        "create",
+        "web",
+        "--image",
+        image,
+        "--replicas",
+        "2",
+        "--port",
+        "8080",
+        "--health-http",
+        "/",
+        "--health-interval",
+        "0.3",
+        "--",
+        "sh",
+        "-c",
+        HTTPD,
+    )
+    assert "2/2 ready" in created.stdout and "/svc/web/" in created.stdout
+    url = f"{tour.env['DOCKYARD_URL']}/svc/web/"
+    import httpx
+
+    assert httpx.get(url, timeout=5).status_code == 200
+    updated = tour.cli("service", "update", "web", "--env", "A=1")
+    assert "completed" in updated.stderr and "version 2" in updated.stdout
+    assert tour.json("service", "scale", "web", "3")["change"] == "scaled"
+    wait_for(lambda: tour.json("service", "inspect", "web")["ready"] == 3, timeout=60)
+    listed = tour.json("service", "ls")
+    assert [(s["name"], s["version"], s["replicas"]) for s in listed] == [("web", 2, 3)]
+    assert "web" in tour.cli("service", "ls").stdout
+
+    tour.cli(
+        "template",
+        "create",
+        "chal",
+        "--image",
+        image,
+        "--port",
+        "8080",
+        "--health-tcp",
+        "--lifetime",
+        "600",
+        "--",
+        "sh",
+        "-c",
+        HTTPD,
+    )
+    inst_url = tour.cli("launch", "chal").stdout.strip()
+    assert inst_url.startswith(tour.env["DOCKYARD_URL"] + "/svc/chal-")
+    assert httpx.get(inst_url, timeout=5).status_code == 200
+    (inst,) = tour.json("instances")
+    again = tour.cli("launch", "chal", check=False)
+    assert again.returncode == 1 and "limit" in again.stderr
+    assert "removed" in tour.cli("kill", inst["name"]).stdout
+    assert tour.json("instances") == []
+
+    bad = tour.cli("service", "create", "oops", "--image", image, "--replicas", "-2", check=False)
+    assert bad.returncode == 1 and "replicas" in bad.stderr
+    both = tour.cli(
+        "service",
+        "create",
+        "oops",
+        "--image",
+        image,
+        "--health-tcp",
+        "--health-http",
+        "/",
+        check=False,
+    )
+    assert both.returncode == 1 and "at most one" in both.stderr
+    missing = tour.cli("service", "inspect", "nope", check=False)
+    assert missing.returncode == 1 and "not found" in missing.stderr
+    tour.cli("service", "rm", "web")
+    assert tour.json("service", "ls") == []
