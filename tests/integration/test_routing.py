@@ -362,6 +362,17 @@ def test_large_bodies_stream_through_intact(
     assert pieces > 1  # streamed, not one buffered blob
 
 
+def test_a_client_leaving_a_stream_closes_the_replica_connection(
+    cluster: LocalCluster, backends: list[Backend], http: httpx.Client
+) -> None:
+    _service(cluster, "endless", _node(cluster), [backends[2].port])
+    with http.stream("GET", "/svc/endless/stream") as response:
+        assert response.status_code == 200
+        assert next(response.iter_raw())  # streaming...
+    # ...the client hung up: the proxy stops reading and closes its side soon after.
+    assert backends[2].stream_broken.wait(15), "the replica kept streaming to nobody"
+
+
 def test_ingress_port_routes_by_first_path_segment(
     cluster: LocalCluster, backends: list[Backend]
 ) -> None:

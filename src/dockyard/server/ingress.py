@@ -13,6 +13,7 @@ No bearer token is needed: this is an ingress (docs/routing.md, docs/security.md
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -90,6 +91,11 @@ class _Body:
                 yield chunk
             if not message.get("more_body", False):
                 return
+
+
+async def _disconnected(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 def request_id(headers: Iterable[tuple[bytes, bytes]]) -> bytes:
@@ -301,7 +307,7 @@ class ServiceRouter:
                     )
                     return 502
                 try:
-                    await self._relay(send, response, rid)
+                    await self._relay(send, receive, response, rid)
                 except httpx.HTTPError:
                     self.metrics.proxy_upstream_errors.labels(service=route.name).inc()
                     raise
@@ -344,7 +350,9 @@ class ServiceRouter:
             route.endpoints, self.outstanding, self._turn, tried
         )
 
-    async def _relay(self, send: Send, response: httpx.Response, rid: bytes) -> None:
+    async def _relay(
+        self, send: Send, receive: Receive, response: httpx.Response, rid: bytes
+    ) -> None:
         headers = end_to_end(response.headers.raw, self.drop_response | {b"x-request-id"})
         headers.append((b"x-request-id", rid))
         if self.sandbox:
@@ -352,9 +360,18 @@ class ServiceRouter:
         await send(
             {"type": "http.response.start", "status": response.status_code, "headers": headers}
         )
-        async for chunk in response.aiter_raw():  # an error here aborts the connection
-            if chunk:
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        # The request body was sent in full before the response came (HTTP/1.1), so
+        # ``receive`` now only reports a disconnect; uvicorn then drops what we send,
+        # so stop reading the replica (an endless stream would never end otherwise).
+        gone = asyncio.ensure_future(_disconnected(receive))
+        try:
+            async for chunk in response.aiter_raw():  # an error here aborts the connection
+                if gone.done():
+                    return
+                if chunk:
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        finally:
+            gone.cancel()
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def _fail(

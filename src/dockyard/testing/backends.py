@@ -3,7 +3,8 @@
 ``GET /id`` -> the id; ``GET /headers`` -> the request headers as JSON;
 ``POST|PUT /upload`` -> ``{"sha256", "bytes"}`` of the body (Content-Length or
 chunked); ``GET /download?n=BYTES`` -> ``n`` bytes of :func:`pattern`;
-``ANY /die`` -> the connection is closed without an answer. Every request is
+``GET /stream`` -> chunks for up to 60 s (``stream_broken`` is set when the
+reader goes away); ``ANY /die`` -> the connection is closed without an answer. Every request is
 counted in ``hits`` (by path).
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -36,6 +38,8 @@ class Backend:
     def __init__(self, ident: str) -> None:
         self.ident = ident
         self.hits: Counter[str] = Counter()
+        #: Set when a ``/stream`` client went away (the write failed).
+        self.stream_broken = threading.Event()
         self._lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self.server.daemon_threads = True
@@ -85,6 +89,21 @@ def _handler(backend: Backend) -> type[BaseHTTPRequestHandler]:
                 headers = [[k.lower(), v] for k, v in self.headers.items()]
                 body = json.dumps({"id": backend.ident, "headers": headers, "path": self.path})
                 self._send(200, body.encode(), "application/json")
+            elif url.path == "/stream":  # 64 KiB chunks for up to 60 s, until the reader leaves
+                self.send_response(200)
+                self.send_header("Content-Type", "application/octet-stream")
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                deadline = time.monotonic() + 60
+                try:
+                    while time.monotonic() < deadline:
+                        self.wfile.write(b"%x\r\n%s\r\n" % (CHUNK, b"s" * CHUNK))
+                        self.wfile.flush()
+                        time.sleep(0.01)
+                    self.wfile.write(b"0\r\n\r\n")
+                except OSError:
+                    backend.stream_broken.set()
+                    self.close_connection = True
             elif url.path == "/download":
                 size = int(parse_qs(url.query).get("n", ["0"])[0])
                 data = pattern(size)
