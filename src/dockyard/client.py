@@ -144,6 +144,11 @@ class Client:
             body["kill_grace_s"] = kill_grace_s
         return dict(self._request("POST", "/api/v1/jobs", json=body))
 
+    def run_jobs(self, jobs: list[dict[str, Any]]) -> list[str]:
+        """Submit up to 1,000 job bodies at once (all or none); their task ids in order."""
+        out = self._request("POST", "/api/v1/jobs/batch", json={"jobs": jobs})
+        return [str(i) for i in out["ids"]]
+
     def tasks(
         self, *, active: bool = False, states: list[str] | None = None, page_size: int = 2000
     ) -> list[Any]:

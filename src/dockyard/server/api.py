@@ -40,6 +40,8 @@ from dockyard.server.schemas import (
     DrainRequest,
     ErrorOut,
     EventOut,
+    JobBatch,
+    JobBatchOut,
     JobCreate,
     LogLineOut,
     LogsOut,
@@ -146,6 +148,29 @@ def create_app(ctx: ServerContext) -> FastAPI:
             out = task_out(session, task)
         ctx.wake_scheduler()
         return out
+
+    @app.post("/api/v1/jobs/batch", response_model=JobBatchOut, status_code=201)
+    def create_jobs(body: JobBatch, who: CurrentUser) -> JobBatchOut:
+        """Submit up to 1,000 jobs in one transaction: all are stored or none (the first
+        invalid one is named as ``jobs[i].field``)."""
+        specs = []
+        for index, job in enumerate(body.jobs):
+            try:
+                specs.append(job.to_spec())
+            except ValidationError as exc:
+                raise ValidationError(f"jobs[{index}].{exc.field}", exc.message) from None
+        with ctx.db.write() as session:
+            user = session.get(User, who.user_id)
+            if user is None:
+                raise Unauthorized("user no longer exists")
+            policy = policy_for(user, ctx.cluster_policy)
+            stored = policy.to_dict() if policy else None
+            ids = [
+                submit_job(session, who, enforce(spec, policy), ctx.max_runtime_cap_s, stored).id
+                for spec in specs
+            ]
+        ctx.wake_scheduler()
+        return JobBatchOut(ids=ids, count=len(ids))
 
     @app.get("/api/v1/tasks", response_model=list[TaskOut])
     def list_tasks(

@@ -100,6 +100,17 @@ class JobCreate(BaseModel):
         )
 
 
+class JobBatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    jobs: list[JobCreate] = Field(min_length=1, max_length=1000)
+
+
+class JobBatchOut(BaseModel):
+    ids: list[str] = Field(description="task ids, in the order of the jobs")
+    count: int
+
+
 class ServiceCreate(JobCreate):
     """A service: ``replicas`` copies of the container below (restart always).
 
