@@ -4,9 +4,10 @@ A real ``dockyard server`` process and one ``dockyard agent --driver sim
 --nodes 100`` process (100 hollow nodes, each its own ZeroMQ identity with
 heartbeats) run on this machine. The benchmark submits ``--tasks`` no-op jobs
 (``DOCKYARD_SIM_RUN_FOR=0``) through the REST API from ``--submitters``
-threads, then waits until every task has succeeded. Each task goes the whole
-way: API -> store -> scheduler pass -> desired set over ZeroMQ -> hollow
-container start -> status reports (running, succeeded) -> store.
+threads — ``--batch`` jobs per request (``POST /api/v1/jobs/batch``; 1 means
+one ``POST /api/v1/jobs`` per job) — then waits until every task has
+succeeded. Each task goes the whole way: API -> store -> scheduler pass ->
+desired set over ZeroMQ -> hollow container start -> status reports (running, succeeded) -> store.
 
 Reported: tasks/s end to end (first submit to last task done), the submit rate
 alone, and the drain rate after the last submit. JSON goes to
@@ -47,6 +48,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--tasks", type=int, default=5000)
     parser.add_argument("--nodes", type=int, default=100)
     parser.add_argument("--submitters", type=int, default=8)
+    parser.add_argument("--batch", type=int, default=100, help="jobs per request (1: single)")
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     return parser.parse_args(argv)
@@ -68,11 +70,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         headers = {"Authorization": f"Bearer {cluster.admin_token}"}
         local = threading.local()
 
-        def submit(index: int) -> None:
-            http = getattr(local, "http", None)
-            if http is None:
-                http = local.http = httpx.Client(base_url=cluster.url, headers=headers, timeout=60)
-            body = {
+        def body(index: int) -> dict[str, object]:
+            return {
                 "name": f"noop-{index}",
                 "image": "busybox",
                 "command": ["true"],
@@ -80,11 +79,21 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "memory": "16m",
                 "env": {"DOCKYARD_SIM_RUN_FOR": "0"},
             }
-            http.post("/api/v1/jobs", json=body).raise_for_status()
+
+        def submit(first: int) -> None:
+            http = getattr(local, "http", None)
+            if http is None:
+                http = local.http = httpx.Client(base_url=cluster.url, headers=headers, timeout=60)
+            if args.batch == 1:
+                http.post("/api/v1/jobs", json=body(first)).raise_for_status()
+                return
+            last = min(first + args.batch, args.tasks)
+            jobs = [body(i) for i in range(first, last)]
+            http.post("/api/v1/jobs/batch", json={"jobs": jobs}).raise_for_status()
 
         started = time.perf_counter()
         with ThreadPoolExecutor(args.submitters) as pool:
-            list(pool.map(submit, range(args.tasks)))
+            list(pool.map(submit, range(0, args.tasks, max(args.batch, 1))))
         submitted = time.perf_counter()
         print(f"submitted {args.tasks} in {submitted - started:.1f}s")
         with httpx.Client(base_url=cluster.url, headers=headers, timeout=60) as http:
@@ -107,6 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "hollow_nodes": args.nodes,
                 "agent_processes": 1,
                 "submitters": args.submitters,
+                "jobs_per_request": args.batch,
                 "store": "sqlite (WAL)",
             },
             "tasks_per_s": rate,
