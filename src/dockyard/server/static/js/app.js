@@ -6,6 +6,8 @@ import { h, shellSplit } from "./dom.js";
 import * as events from "./pages/events.js";
 import * as jobs from "./pages/jobs.js";
 import * as overview from "./pages/overview.js";
+import * as service from "./pages/service.js";
+import * as services from "./pages/services.js";
 import * as task from "./pages/task.js";
 import * as users from "./pages/users.js";
 
@@ -15,6 +17,8 @@ const ROUTES = [
   { re: /^\/?$/, page: overview, nav: "overview", title: "Overview" },
   { re: /^\/jobs$/, page: jobs, nav: "jobs", title: "Jobs" },
   { re: /^\/task\/([^/]+)$/, page: task, nav: "jobs", title: "Task" },
+  { re: /^\/services$/, page: services, nav: "services", title: "Services" },
+  { re: /^\/services\/([^/]+)$/, page: service, nav: "services", title: "Service" },
   { re: /^\/users$/, page: users, nav: "users", title: "Users" },
   { re: /^\/events$/, page: events, nav: "events", title: "Events" },
 ];
