@@ -112,8 +112,12 @@ def server(
         Path | None, typer.Option(help="Serve the API over TLS: certificate (PEM).")
     ] = None,
     tls_key: Annotated[Path | None, typer.Option(help="TLS private key (PEM).")] = None,
+    ingress_port: Annotated[
+        int | None,
+        typer.Option(help="Also serve only the service router (/NAME/...) on this port [0: off]."),
+    ] = None,
 ) -> None:
-    """Run the control plane: API, agent gateway, scheduler, node monitor."""
+    """Run the control plane: API, agent gateway, scheduler, node monitor, router."""
 
     from dockyard.server.main import Server, ServerConfig
 
@@ -135,6 +139,7 @@ def server(
         insecure_open_join=insecure_open_join,
         tls_certfile=tls_cert,
         tls_keyfile=tls_key,
+        ingress_port=ingress_port,
     )
 
     _setup_logging(log_level or "info")
