@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -124,7 +125,10 @@ def test_cache_reads_once_per_ttl_and_shares_concurrent_reads(
         assert await cache.get("nope") is None  # unknown names are cached too
         assert loads.count("nope") == 1
 
-    asyncio.run(scenario())
+    # In a thread of its own: an earlier test in this process (Playwright's sync API)
+    # may have left an event loop set on the main thread.
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, scenario()).result(30)
 
 
 def test_request_id_kept_when_sane_else_made() -> None:

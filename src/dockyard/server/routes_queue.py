@@ -222,6 +222,7 @@ def plan(request: Request, body: JobCreate, who: CurrentUser) -> PlanOut:
                 algorithm=spec.algorithm,
                 max_runtime_s=spec.max_runtime_s,
                 image=spec.image,
+                port_map=[],
             )
         )
         lock = scheduling.queue_lock(session)
