@@ -1,4 +1,4 @@
-"""Writing files that hold secrets."""
+"""Writing files atomically (readers never see a partial file), and files that hold secrets."""
 
 from __future__ import annotations
 
@@ -14,4 +14,12 @@ def write_secret(path: Path, value: str) -> None:
     with os.fdopen(fd, "w") as handle:
         handle.write(value + "\n")
     os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename, so a reader
+    (a user or script watching the folder) sees no file or the whole file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
     os.replace(tmp, path)

@@ -46,6 +46,7 @@ from dockyard.core import archive
 from dockyard.core.errors import ValidationError
 from dockyard.core.specs import build_job_spec
 from dockyard.errors import DockyardError
+from dockyard.files import write_atomic
 from dockyard.server.auth import Principal
 from dockyard.server.builds import BuildService, _default_name
 from dockyard.server.events import record
@@ -258,13 +259,14 @@ class DropFolder:
             target = target_dir / f"{time.strftime('%Y%m%dT%H%M%S')}-{work.name}"
         work.rename(target)
         if outcome == "failed":
-            (target_dir / f"{target.name}.reason.txt").write_text(reason.rstrip() + "\n")
+            write_atomic(target_dir / f"{target.name}.reason.txt", reason.rstrip() + "\n")
             try:
                 with self._db.write() as session:
                     record(session, "build", "drop_failed", f"{work.name}: {reason[:400]}")
             except Exception:
                 log.exception("recording drop failure")
-        (target_dir / f"{target.name}.result.json").write_text(
-            json.dumps({"archive": work.name, "outcome": outcome, **result}, indent=2) + "\n"
+        write_atomic(
+            target_dir / f"{target.name}.result.json",
+            json.dumps({"archive": work.name, "outcome": outcome, **result}, indent=2) + "\n",
         )
         log.info("drop folder: %s -> %s", work.name, outcome)
