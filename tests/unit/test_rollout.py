@@ -62,6 +62,7 @@ def step(replicas: list[Replica], **kw: object) -> Plan:
 
 
 def test_starts_missing_replicas_and_scales_down_the_unready_first() -> None:
+    assert step([rep(), rep(), rep()]).idle  # at its replicas: nothing to write
     result = step([rep()])
     assert result.start == 2 and result.stop == [] and result.delay_s == 0
     ready_one, starting = rep(), rep(health=Health.STARTING, created_at=NOW - 1)
@@ -201,4 +202,5 @@ def test_rolling_never_exceeds_its_bounds(
             # start-first: ready replicas never drop below what was ready (capped at wanted).
             ready_after = new_ready + old_n - len(stopped_old)
             assert ready_after >= min(wanted, new_ready + old_n)
-    assert result.start >= 0
+    # Never more new replicas than wanted, counting those already started.
+    assert result.start <= max(0, wanted - new_ready - new_starting)

@@ -112,6 +112,11 @@ class Plan:
     rollout: Rollout | None = None  # a changed rollout state to store
     events: list[tuple[str, str]] = field(default_factory=list)  # (reason, message)
 
+    @property
+    def idle(self) -> bool:
+        """Nothing to write: the service is where it should be."""
+        return not (self.start or self.stop or self.revert or self.rollout or self.events)
+
 
 def ready(replica: Replica, checked: bool) -> bool:
     """Running and, when the service has a health check, healthy."""
@@ -168,10 +173,12 @@ def plan(
     old = [r for r in live if r.version != version]
     new_ready = [r for r in new if ready(r, checked)]
 
-    if rollout.status == RolloutStatus.UPDATING and _failed(
-        replicas, version, rollout, update, checked, now
-    ):
-        why = _failed(replicas, version, rollout, update, checked, now)
+    why = (
+        _failed(replicas, version, rollout, update, checked, now)
+        if rollout.status == RolloutStatus.UPDATING
+        else ""
+    )
+    if why:
         if update.auto_revert and can_revert:
             result.revert = True
             result.rollout = Rollout(

@@ -136,19 +136,26 @@ def kill_task(session: Session, principal: Principal, ref: str) -> Task:
     state = TaskState(task.state)
     if state.terminal:
         raise Conflict(f"task {task.id} already ended ({task.state})")
-    now = time.time()
     if state == TaskState.PENDING:
-        task.state = TaskState.KILLED
-        task.reason = Reason.KILLED
-        task.message = f"killed by {principal.name} before it was placed"
-        task.finished_at = now
-        task.desired_state = DesiredState.STOP
-        task.stop_requested_at = now
-        task.stop_reason = Reason.KILLED
-        record(session, EventKind.TASK, Reason.KILLED, task.message, task=task)
+        end_pending(
+            session, task, Reason.KILLED, f"killed by {principal.name} before it was placed"
+        )
         return task
     request_stop(session, task, Reason.KILLED, f"kill requested by {principal.name}")
     return task
+
+
+def end_pending(session: Session, task: Task, reason: str, message: str) -> None:
+    """A pending task that must not run ends at once (killed), with ``reason``."""
+    now = time.time()
+    task.state = TaskState.KILLED
+    task.reason = reason
+    task.message = message
+    task.finished_at = now
+    task.desired_state = DesiredState.STOP
+    task.stop_requested_at = now
+    task.stop_reason = reason
+    record(session, EventKind.TASK, reason, message, task=task)
 
 
 def placed_tasks(session: Session, node_id: str) -> list[Task]:

@@ -19,7 +19,11 @@ from sqlalchemy.orm import Session
 
 from dockyard.core.ids import new_id
 from dockyard.core.rollout import (
+    STOP_SCALED_DOWN,
     STOP_SERVICE_REMOVED,
+    STOP_UNHEALTHY,
+    STOP_UPDATED,
+    Plan,
     Replica,
     Rollout,
     RolloutStatus,
@@ -31,7 +35,7 @@ from dockyard.scheduler.constraints import parse_constraints
 from dockyard.server.auth import Principal
 from dockyard.server.errors import Conflict
 from dockyard.server.events import EventKind, record
-from dockyard.server.jobs import request_stop
+from dockyard.server.jobs import end_pending, request_stop, scheduling_fields
 from dockyard.server.loops import Loop
 from dockyard.store.db import Database
 from dockyard.store.errors import NotFound
@@ -174,17 +178,9 @@ def remove_service(session: Session, workload: Workload, why: str = "removed") -
 def stop_replica(session: Session, task: Task, reason: str, message: str) -> None:
     """Stop one replica: a pending one ends at once, a placed one via its agent."""
     if task.state == TaskState.PENDING:
-        now = time.time()
-        task.state = TaskState.KILLED
-        task.reason = reason
-        task.message = message
-        task.finished_at = now
-        task.desired_state = DesiredState.STOP
-        task.stop_requested_at = now
-        task.stop_reason = reason
-        record(session, EventKind.TASK, reason, message, task=task)
-        return
-    request_stop(session, task, reason, message)
+        end_pending(session, task, reason, message)
+    else:
+        request_stop(session, task, reason, message)
 
 
 def new_replica(
@@ -209,11 +205,8 @@ def new_replica(
         created_at=time.time(),
         not_before=not_before,
         stop_reason="",
-        priority=task.priority,
-        constraints=list(task.constraints),
-        ports="",
-        gpus=task.gpus,
-        algorithm="spread",
+        # Services publish on allocated ports (no fixed host ports) and spread.
+        **{**scheduling_fields(task), "ports": "", "algorithm": "spread"},
         version=workload.version,
         port_map=[[p, 0] for p in spec.ports],
     )
@@ -230,6 +223,42 @@ def replica_view(task: Task) -> Replica:
         finished_at=task.finished_at,
         stop_reason=task.stop_reason,
         reason=task.reason,
+    )
+
+
+def replicas_of(session: Session, workload_ids: list[str], now: float) -> dict[str, list[Task]]:
+    """The services' replicas the planner looks at: active ones and those that ended in
+    the last :data:`HISTORY_S` (back-off, rollout failures), by workload id."""
+    out: dict[str, list[Task]] = {}
+    for start in range(0, len(workload_ids), 900):  # SQLite's bound-parameter limit
+        for task in session.scalars(
+            select(Task).where(
+                Task.workload_id.in_(workload_ids[start : start + 900]),
+                or_(
+                    Task.state.in_([s.value for s in ACTIVE_STATES]),
+                    Task.finished_at > now - HISTORY_S,
+                ),
+            )
+        ):
+            out.setdefault(task.workload_id, []).append(task)
+    return out
+
+
+def _expired(workload: Workload, now: float) -> bool:
+    return workload.expires_at is not None and workload.expires_at <= now
+
+
+def _plan(workload: Workload, tasks: list[Task], now: float) -> Plan:
+    spec = ServiceSpec.from_dict(workload.spec)
+    return plan(
+        version=workload.version,
+        replicas_wanted=spec.replicas,
+        checked=spec.health is not None,
+        update=spec.update,
+        rollout=Rollout.from_dict(workload.rollout),
+        replicas=[replica_view(t) for t in tasks],
+        now=now,
+        can_revert=workload.previous_spec is not None,
     )
 
 
@@ -251,12 +280,20 @@ class ServiceController(Loop):
         self._wake_scheduler = wake_scheduler
 
     def step(self) -> None:
+        """Plan every live service from one read; write only those with something to do
+        (each in its own transaction, planned again there on fresh rows)."""
         now = time.time()
         with self._db.read() as session:
-            ids = list(session.scalars(live_services().with_only_columns(Workload.id)))
+            services = list(session.scalars(live_services()))
+            replicas = replicas_of(session, [w.id for w in services], now)
+            due = [
+                w.id
+                for w in services
+                if _expired(w, now) or not _plan(w, replicas.get(w.id, []), now).idle
+            ]
         touched: set[str] = set()
         started = 0
-        for workload_id in ids:
+        for workload_id in due:
             with self._db.write() as session:
                 moved, count = self._converge(session, workload_id, now)
             touched |= moved
@@ -270,31 +307,11 @@ class ServiceController(Loop):
         workload = session.get(Workload, workload_id)
         if workload is None or workload.deleted_at is not None:
             return set(), 0
-        if workload.expires_at is not None and workload.expires_at <= now:
+        if _expired(workload, now):
             return remove_service(session, workload, "expired"), 0
         spec = ServiceSpec.from_dict(workload.spec)
-        tasks = list(
-            session.scalars(
-                select(Task).where(
-                    Task.workload_id == workload.id,
-                    or_(
-                        Task.state.in_([s.value for s in ACTIVE_STATES]),
-                        Task.finished_at > now - HISTORY_S,
-                    ),
-                )
-            )
-        )
-        rollout = Rollout.from_dict(workload.rollout)
-        decision = plan(
-            version=workload.version,
-            replicas_wanted=spec.replicas,
-            checked=spec.health is not None,
-            update=spec.update,
-            rollout=rollout,
-            replicas=[replica_view(t) for t in tasks],
-            now=now,
-            can_revert=workload.previous_spec is not None,
-        )
+        tasks = replicas_of(session, [workload.id], now).get(workload.id, [])
+        decision = _plan(workload, tasks, now)
         touched: set[str] = set()
         by_id = {t.id: t for t in tasks}
         for task_id, reason in decision.stop:
@@ -342,8 +359,8 @@ class ServiceController(Loop):
 
 def _stop_message(reason: str, workload: Workload) -> str:
     return {
-        "unhealthy": "failed its health checks; replaced",
-        "updated": f"replaced by version {workload.version}",
-        "scaled_down": "service scaled down",
+        STOP_UNHEALTHY: "failed its health checks; replaced",
+        STOP_UPDATED: f"replaced by version {workload.version}",
+        STOP_SCALED_DOWN: "service scaled down",
         STOP_SERVICE_REMOVED: "service removed",
     }.get(reason, reason)
