@@ -125,10 +125,6 @@ def ready(replica: Replica, checked: bool) -> bool:
     return replica.health == Health.HEALTHY if checked else True
 
 
-def replica_ready_count(replicas: Sequence[Replica], checked: bool) -> int:
-    return sum(1 for r in replicas if ready(r, checked))
-
-
 def backoff(replicas: Sequence[Replica], version: int, now: float) -> float:
     """Delay before starting a replica: doubles with each recent failure of ``version``."""
     failures = sum(

@@ -19,7 +19,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from dockyard.core.errors import ValidationError
-from dockyard.core.rollout import ready, replica_ready_count
+from dockyard.core.rollout import ready
 from dockyard.core.services import DEFAULT_LIFETIME_S, ServiceSpec
 from dockyard.core.states import ACTIVE_STATES
 from dockyard.server.auth import Principal
@@ -113,24 +113,44 @@ class TemplateOut(BaseModel):
 def service_out(
     session: Session, workload: Workload, base_url: str, change: str = ""
 ) -> ServiceOut:
-    spec = ServiceSpec.from_dict(workload.spec)
-    tasks = list(
-        session.scalars(
+    return services_out(session, [workload], base_url, change)[0]
+
+
+def services_out(
+    session: Session, workloads: list[Workload], base_url: str, change: str = ""
+) -> list[ServiceOut]:
+    """The API objects of ``workloads``, with their active replicas, nodes and owners
+    read in one query each (not per service)."""
+    tasks: dict[str, list[Task]] = {}
+    ids = [w.id for w in workloads]
+    for start in range(0, len(ids), 900):  # SQLite's bound-parameter limit
+        for task in session.scalars(
             select(Task)
             .where(
-                Task.workload_id == workload.id,
+                Task.workload_id.in_(ids[start : start + 900]),
                 Task.state.in_([s.value for s in ACTIVE_STATES]),
             )
             .order_by(Task.created_at)
-        )
-    )
-    nodes = {
-        n.id: n
-        for n in session.scalars(
-            select(Node).where(Node.id.in_({t.node_id for t in tasks if t.node_id}))
-        )
-    }
-    owner = session.get(User, workload.owner_id)
+        ):
+            tasks.setdefault(task.workload_id, []).append(task)
+    node_ids = {t.node_id for group in tasks.values() for t in group if t.node_id}
+    nodes = {n.id: n for n in session.scalars(select(Node).where(Node.id.in_(node_ids)))}
+    owner_ids = {w.owner_id for w in workloads}
+    owners = {u.id: u.name for u in session.scalars(select(User).where(User.id.in_(owner_ids)))}
+    return [
+        _service_out(w, tasks.get(w.id, []), nodes, owners, base_url, change) for w in workloads
+    ]
+
+
+def _service_out(
+    workload: Workload,
+    tasks: list[Task],
+    nodes: dict[str, Node],
+    owners: dict[str, str],
+    base_url: str,
+    change: str,
+) -> ServiceOut:
+    spec = ServiceSpec.from_dict(workload.spec)
     checked = spec.health is not None
     detail = []
     for task in tasks:
@@ -150,15 +170,14 @@ def service_out(
                 ],
             )
         )
-    views = [replica_view(t) for t in tasks]
     return ServiceOut(
         id=workload.id,
         name=workload.name,
-        owner=owner.name if owner else workload.owner_id,
+        owner=owners.get(workload.owner_id, workload.owner_id),
         version=workload.version,
         replicas=spec.replicas,
         running=sum(1 for t in tasks if t.state == "running"),
-        ready=replica_ready_count(views, checked),
+        ready=sum(1 for r in detail if r.ready),
         image=spec.task.image,
         ports=list(spec.ports),
         health=None if spec.health is None else spec.health.to_dict(),
@@ -235,7 +254,7 @@ def list_services(request: Request, who: CurrentUser) -> list[ServiceOut]:
     if not who.is_admin:
         query = query.where(Workload.owner_id == who.user_id)
     with ctx.db.read() as session:
-        return [service_out(session, w, str(request.base_url)) for w in session.scalars(query)]
+        return services_out(session, list(session.scalars(query)), str(request.base_url))
 
 
 @router.get("/api/v1/services/{name}", response_model=ServiceOut)
@@ -392,4 +411,4 @@ def instances(request: Request, who: CurrentUser) -> list[ServiceOut]:
     if not who.is_admin:
         query = query.where(Workload.owner_id == who.user_id)
     with ctx.db.read() as session:
-        return [service_out(session, w, str(request.base_url)) for w in session.scalars(query)]
+        return services_out(session, list(session.scalars(query)), str(request.base_url))
