@@ -12,6 +12,7 @@ from typing import Any
 import docker
 import docker.errors
 import pytest
+from docker_cluster import docker_cluster
 
 from dockyard.client import Client, ClientError
 from dockyard.core.accounting import parse_sge_line
@@ -27,20 +28,8 @@ BURN = "i=0; while [ $i -lt {n} ]; do i=$((i+1)); done"
 
 @pytest.fixture(scope="module")
 def sampled(image: str) -> Iterator[ProcessCluster]:
-    cl = ProcessCluster(heartbeat=0.5, agent_args=["--sample-interval", "0.2"])
-    try:
-        cl.start(agents=1)
+    with docker_cluster(agent_args=["--sample-interval", "0.2"]) as cl:
         yield cl
-    except BaseException:
-        print(cl.logs())
-        raise
-    finally:
-        node_id = cl.node_id("node-1")
-        cl.close()
-        for c in docker.from_env().containers.list(
-            all=True, filters={"label": f"{LABEL_NODE}={node_id}"}
-        ):
-            c.remove(force=True)
 
 
 def finish(api: Client, task_id: str, timeout: float = 120) -> dict[str, Any]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 import docker
@@ -95,33 +94,13 @@ class Load:
         return sum(self.statuses.values()) + len(self.errors)
 
 
-@pytest.fixture(scope="module")
-def svc_cluster(image: str) -> Iterator[ProcessCluster]:
-    cl = ProcessCluster(heartbeat=0.5, node_grace=3.0)
-    try:
-        cl.start(agents=1)
-        yield cl
-    except BaseException:
-        print(cl.logs())
-        raise
-    finally:
-        node_ids = [cl.node_id(name) for name in list(cl.agents)]
-        cl.close()
-        client = docker.from_env()
-        for node_id in node_ids:
-            for container in client.containers.list(
-                all=True, filters={"label": f"io.dockyard.node={node_id}"}
-            ):
-                container.remove(force=True)
-
-
 def test_routing_spreads_survives_a_killed_replica_and_it_rejoins(
-    svc_cluster: ProcessCluster, image: str
+    cluster: ProcessCluster, image: str
 ) -> None:
-    with svc_cluster.client() as api:
+    with cluster.client() as api:
         api.create_service(service_body("web", image, "v1"))
         svc = wait_for(lambda: ready(api, "web", 3, 1), timeout=90, message="3 healthy replicas")
-        url = f"{svc_cluster.url}/svc/web/"
+        url = f"{cluster.url}/svc/web/"
         assert svc["url"] == url
 
         # Spread: 60 requests reach all three replicas.
@@ -164,12 +143,12 @@ def test_routing_spreads_survives_a_killed_replica_and_it_rejoins(
 
 
 def test_good_update_has_no_failed_request_and_bad_update_reverts(
-    svc_cluster: ProcessCluster, image: str
+    cluster: ProcessCluster, image: str
 ) -> None:
-    with svc_cluster.client() as api:
+    with cluster.client() as api:
         api.create_service(service_body("roll", image, "v1"))
         wait_for(lambda: ready(api, "roll", 3, 1), timeout=90, message="v1 ready")
-        url = f"{svc_cluster.url}/svc/roll/"
+        url = f"{cluster.url}/svc/roll/"
         with Load(url) as load:
             wait_for(lambda: load.total >= 10, timeout=20, message="load running")
             assert api.update_service("roll", service_body("roll", image, "v2"))["change"] == (
@@ -195,15 +174,15 @@ def test_good_update_has_no_failed_request_and_bad_update_reverts(
 
 
 def test_launch_gives_a_working_url_and_the_instance_expires(
-    svc_cluster: ProcessCluster, image: str
+    cluster: ProcessCluster, image: str
 ) -> None:
-    with svc_cluster.client() as admin:
+    with cluster.client() as admin:
         body = service_body("x", image, "chal")
         del body["name"], body["replicas"], body["update"]
         admin.create_template({"name": "web-chal", "service": body, "lifetime_s": 15})
         admin.add_user("player")
         token = admin.create_token("player")["token"]
-    with svc_cluster.client(token) as player:
+    with cluster.client(token) as player:
         inst = player.launch("web-chal")
         up = wait_for(lambda: (s := player.service(inst["name"]))["ready"] == 1 and s, timeout=60)
         answer = httpx.get(up["url"], timeout=5)

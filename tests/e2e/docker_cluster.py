@@ -1,0 +1,34 @@
+"""A real-Docker cluster for e2e tests (one server, one agent), shared by fixtures."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import docker
+
+from dockyard.drivers.base import LABEL_NODE
+from dockyard.testing.cluster import ProcessCluster
+
+
+@contextlib.contextmanager
+def docker_cluster(**options: Any) -> Iterator[ProcessCluster]:
+    """A server and one agent on real Docker; prints their logs if setup or a test
+    fails, and removes the agents' containers at the end."""
+    cl = ProcessCluster(**{"heartbeat": 0.5, "node_grace": 3.0, **options})
+    try:
+        cl.start(agents=1)
+        yield cl
+    except BaseException:
+        print(cl.logs())
+        raise
+    finally:
+        node_ids = [cl.node_id(name) for name in list(cl.agents)]
+        cl.close()
+        client = docker.from_env()
+        for node_id in node_ids:
+            for container in client.containers.list(
+                all=True, filters={"label": f"{LABEL_NODE}={node_id}"}
+            ):
+                container.remove(force=True)
