@@ -18,7 +18,7 @@ from typing import Annotated, Any
 
 import typer
 
-from dockyard.cli.main import TokenOpt, UrlOpt, app, call, client, fail
+from dockyard.cli.main import TokenOpt, UrlOpt, app, call, client, command_args, fail
 from dockyard.client import ClientError
 
 
@@ -37,9 +37,7 @@ def exec_(
     token: TokenOpt = None,
 ) -> None:
     """Run a command in a running task and exit with its exit code."""
-    args = list(command)
-    if args[:1] == ["--"]:
-        args = args[1:]
+    args = command_args(command)
     if not args:
         fail("give a command: dockyard exec TASK -- CMD ...")
     with client(url, token) as api:

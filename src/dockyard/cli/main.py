@@ -50,6 +50,23 @@ def call(fn: Any, *args: Any, **kwargs: Any) -> Any:
         fail(detail)
 
 
+def command_args(command: list[str] | None) -> list[str]:
+    """The COMMAND arguments after an optional leading ``--``."""
+    args = list(command or [])
+    return args[1:] if args[:1] == ["--"] else args
+
+
+def parse_env(items: list[str] | None) -> dict[str, str]:
+    """``--env KEY=VALUE`` options as a map; exits with a message on a malformed one."""
+    environment: dict[str, str] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            fail(f"--env {item!r} must be KEY=VALUE")
+        environment[key] = value
+    return environment
+
+
 def _setup_logging(level: str) -> None:
     logging.basicConfig(
         level=getattr(logging, level.upper(), logging.INFO),
@@ -361,15 +378,8 @@ def run(
 ) -> None:
     """Submit a batch job: run IMAGE [-- COMMAND...] once."""
 
-    args = list(command or [])
-    if args[:1] == ["--"]:
-        args = args[1:]
-    environment: dict[str, str] = {}
-    for item in env or []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            fail(f"--env {item!r} must be KEY=VALUE")
-        environment[key] = value
+    args = command_args(command)
+    environment = parse_env(env)
     job_name = name or image.rsplit("/", 1)[-1].split(":")[0].split("@")[0] or "job"
     with client(url, token) as api:
         if build is not None:

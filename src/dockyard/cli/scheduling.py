@@ -8,7 +8,7 @@ import typer
 from rich.markup import escape
 
 from dockyard.cli import render
-from dockyard.cli.main import JsonOpt, TokenOpt, UrlOpt, app, call, client
+from dockyard.cli.main import JsonOpt, TokenOpt, UrlOpt, app, call, client, command_args
 
 queue_app = typer.Typer(
     help="The queue: position, priority, fair-share factor, reason (lock/unlock: admin).",
@@ -144,9 +144,7 @@ def plan(
     token: TokenOpt = None,
 ) -> None:
     """Dry run: where a job would be placed now, or why not (nothing is submitted)."""
-    args = list(command or [])
-    if args[:1] == ["--"]:
-        args = args[1:]
+    args = command_args(command)
     with client(url, token) as api:
         result = call(
             api.plan,

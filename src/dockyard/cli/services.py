@@ -9,7 +9,17 @@ import typer
 from rich.markup import escape
 
 from dockyard.cli import render
-from dockyard.cli.main import JsonOpt, TokenOpt, UrlOpt, app, call, client, fail
+from dockyard.cli.main import (
+    JsonOpt,
+    TokenOpt,
+    UrlOpt,
+    app,
+    call,
+    client,
+    command_args,
+    fail,
+    parse_env,
+)
 from dockyard.client import Client, ClientError
 
 service_app = typer.Typer(help="Long-running services: replicas, health checks, rolling updates.")
@@ -56,18 +66,6 @@ DetachOpt = Annotated[
     bool, typer.Option("--detach", "-d", help="Return at once; don't follow the rollout.")
 ]
 WaitOpt = Annotated[float, typer.Option(help="Seconds to wait for it to be ready.")]
-
-
-def _env(items: list[str] | None) -> dict[str, str] | None:
-    if items is None:
-        return None
-    out: dict[str, str] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep:
-            fail(f"--env {item!r} must be KEY=VALUE")
-        out[key] = value
-    return out
 
 
 def _health(
@@ -205,14 +203,12 @@ def create(
     """Create a service and wait until its replicas are ready (unless --detach)."""
     if not image:
         fail("--image is required")
-    args = list(command or [])
-    if args[:1] == ["--"]:
-        args = args[1:]
+    args = command_args(command)
     body: dict[str, Any] = {
         "name": name,
         "image": image,
         "command": args,
-        "env": _env(env) or {},
+        "env": parse_env(env),
         "cpu": cpu,
         "memory": memory,
         "replicas": replicas,
@@ -276,7 +272,7 @@ def update(
             "replicas": replicas,
             "cpu": cpu,
             "memory": memory,
-            "env": _env(env),
+            "env": None if env is None else parse_env(env),
             "ports": list(port) if port else None,
         }
         body.update({k: v for k, v in changes.items() if v is not None})
@@ -410,13 +406,11 @@ def template_create(
     """Register a template (admin): a one-replica service users launch on demand."""
     if not image:
         fail("--image is required")
-    args = list(command or [])
-    if args[:1] == ["--"]:
-        args = args[1:]
+    args = command_args(command)
     service = {
         "image": image,
         "command": args,
-        "env": _env(env) or {},
+        "env": parse_env(env),
         "cpu": cpu,
         "memory": memory,
         "ports": list(port or []),
