@@ -47,13 +47,18 @@ class Loop:
     def start(self) -> None:
         self._thread.start()
 
+    @property
+    def started(self) -> bool:
+        return self._thread.ident is not None
+
     def wake(self) -> None:
         self._wake.set()
 
     def stop(self) -> None:
         self._stop.set()
         self._wake.set()
-        self._thread.join(5)
+        if self.started:
+            self._thread.join(5)
 
     def _run(self) -> None:
         while not self._stop.is_set():

@@ -22,6 +22,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from dockyard.server.auth import Principal
+from dockyard.server.loops import Loop
 from dockyard.server.metrics import ServerMetrics
 from dockyard.store.db import Database
 from dockyard.store.tables import Event, Node, Task
@@ -107,8 +108,11 @@ class Subscriber:
         self.queue.put_nowait(item)
 
 
-class EventHub:
-    """Polls the events table for all live streams at once."""
+class EventHub(Loop):
+    """Polls the events table for all live streams at once (its thread starts with the
+    first subscriber)."""
+
+    name = "event-hub"
 
     def __init__(
         self,
@@ -116,15 +120,12 @@ class EventHub:
         metrics: ServerMetrics | None = None,
         interval: float = POLL_INTERVAL_S,
     ) -> None:
+        super().__init__(interval)
         self._db = db
         self._metrics = metrics
-        self.interval = interval
         self._lock = threading.Lock()
         self._subs: set[Subscriber] = set()
         self._cursor = 0
-        self._stop = threading.Event()
-        self._wake = threading.Event()
-        self._thread: threading.Thread | None = None
         self.polls = 0  # store reads done, for tests and benchmarks
 
     def latest_id(self) -> int:
@@ -140,9 +141,8 @@ class EventHub:
                 self._cursor = self.latest_id()
             sub = Subscriber(principal=principal, loop=loop, start_id=self._cursor)
             self._subs.add(sub)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="event-hub", daemon=True)
-                self._thread.start()
+            if not self.started:
+                self.start()
         if self._metrics is not None:
             self._metrics.stream_clients.inc()
         return sub
@@ -164,12 +164,9 @@ class EventHub:
         with self._lock:
             self._stop.set()
             subs = list(self._subs)
-            thread = self._thread
         for sub in subs:
             self._send(sub, CLOSED)
-        self._wake.set()
-        if thread is not None:
-            thread.join(5)
+        super().stop()
 
     def _send(self, sub: Subscriber, item: list[dict[str, Any]] | str) -> None:
         try:
@@ -177,16 +174,8 @@ class EventHub:
         except RuntimeError:  # its loop is closed: the server is going away
             self.unsubscribe(sub)
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self._wake.wait(self.interval)
-            self._wake.clear()
-            if self._stop.is_set():
-                break
-            try:
-                self.poll()
-            except Exception:
-                log.exception("event hub poll failed")
+    def step(self) -> None:
+        self.poll()
 
     def poll(self) -> int:
         """Read new events once and hand them to every subscriber; returns how many."""
