@@ -44,6 +44,7 @@ import httpx
 import psutil
 
 from dockyard.testing.cluster import ProcessCluster
+from dockyard.testing.stats import percentile
 from dockyard.testing.wait import wait_for
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -53,18 +54,9 @@ TERMINAL = ("succeeded", "failed", "killed", "lost", "expired")
 HEARTBEAT_FLUSH_S = 2.0
 
 
-def percentile(values: Iterable[float], pct: float) -> float | None:
-    """Nearest-rank percentile (None for no values)."""
-    ordered = sorted(values)
-    if not ordered:
-        return None
-    rank = max(1, math.ceil(pct / 100 * len(ordered)))
-    return ordered[rank - 1]
-
-
 def summary(values: list[float]) -> dict[str, Any]:
     def r(x: float | None) -> float | None:
-        return None if x is None else round(x, 4)
+        return None if x is None or math.isnan(x) else round(x, 4)
 
     return {
         "n": len(values),

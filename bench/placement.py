@@ -38,6 +38,7 @@ from dockyard.scheduler.placement import NodeView, TaskRequest, place
 from dockyard.server.loops import SchedulerLoop
 from dockyard.store.db import Database, sqlite_url
 from dockyard.store.tables import Event, Node, Task, User, Workload
+from dockyard.testing.stats import percentile
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "placement.json"
 GiB = 1024**3
@@ -265,7 +266,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "meets_target": rate >= TARGET_PER_S,
         "pass_latency_ms": {
             "p50": 1000 * statistics.median(passes) if passes else None,
-            "p99": 1000 * _quantile(passes, 0.99) if passes else None,
+            "p99": 1000 * percentile(passes, 99) if passes else None,
             "max": 1000 * max(passes) if passes else None,
         },
         "wall_s_including_final_empty_pass": run_wall,
@@ -281,12 +282,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(json.dumps(result, indent=2))
     print(f"\nwrote {args.out}")
     return 0 if verdict["overcommitted_nodes"] == 0 and verdict["constraint_violations"] == 0 else 1
-
-
-def _quantile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
-    return ordered[index]
 
 
 def _load() -> float:

@@ -44,6 +44,7 @@ import httpx
 
 from dockyard.store.db import Database, sqlite_url
 from dockyard.store.tables import Node, Task, User, Workload
+from dockyard.testing.stats import percentile
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "routing.json"
 SERVICE = "bench"
@@ -94,17 +95,6 @@ def answers(url: str) -> bool:
         return httpx.get(url, timeout=1).status_code < 500
     except httpx.HTTPError:
         return False
-
-
-def percentile(values: Sequence[float], pct: float) -> float:
-    """Linear interpolation between closest ranks (numpy's default)."""
-    ordered = sorted(values)
-    if not ordered:
-        return math.nan
-    rank = pct / 100 * (len(ordered) - 1)
-    low = math.floor(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
 class Stack:

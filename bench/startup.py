@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import math
 import os
 import platform
 import shutil
@@ -53,6 +52,7 @@ from docker.types import LogConfig
 
 from dockyard.client import Client, ClientError
 from dockyard.drivers.base import DEFAULT_PIDS_LIMIT, LABEL_NODE
+from dockyard.testing.stats import percentile
 
 IMAGE = "dockyard/busybox:latest"
 SLEEP_S = 120  # long enough that every container is still running when it is measured
@@ -83,17 +83,6 @@ def wait_until(
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}")
         time.sleep(interval)
-
-
-def percentile(values: Sequence[float], pct: float) -> float:
-    """Linear interpolation between closest ranks (numpy's default)."""
-    ordered = sorted(values)
-    if not ordered:
-        return math.nan
-    rank = pct / 100 * (len(ordered) - 1)
-    low = math.floor(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
 def summary(values: Sequence[float]) -> dict[str, Any]:
