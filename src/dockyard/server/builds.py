@@ -241,10 +241,10 @@ class BuildService:
     def on_output(self, node_id: str, msg: Message) -> None:
         body = msg.body
         with self._cond:
-            build = self._builds.get(str(body.get("build_id") or ""))
-            node = build.nodes.get(node_id) if build else None
-            if build is None or node is None or node.state in TERMINAL:
+            found = self._in_progress(body, node_id)
+            if found is None:
                 return
+            build, node = found
             node.state = "building"
             seq = int(body.get("seq") or 0)
             lines = [str(line) for line in body.get("lines") or []]
@@ -258,10 +258,10 @@ class BuildService:
     def on_done(self, node_id: str, msg: Message) -> None:
         body = msg.body
         with self._cond:
-            build = self._builds.get(str(body.get("build_id") or ""))
-            node = build.nodes.get(node_id) if build else None
-            if build is None or node is None or node.state in TERMINAL:
+            found = self._in_progress(body, node_id)
+            if found is None:
                 return
+            build, node = found
             node.state = "succeeded" if body.get("ok") else "failed"
             node.error = str(body.get("error") or "")
             node.image_id = str(body.get("image_id") or "")
@@ -272,6 +272,17 @@ class BuildService:
             self._record_end(build)
 
     # -- internals --------------------------------------------------------
+    def _in_progress(
+        self, body: dict[str, Any], node_id: str
+    ) -> tuple[BuildRecord, _NodeBuild] | None:
+        """The build and node a message is about, unless either is unknown or done
+        (call with ``_cond`` held)."""
+        build = self._builds.get(str(body.get("build_id") or ""))
+        node = build.nodes.get(node_id) if build else None
+        if build is None or node is None or node.state in TERMINAL:
+            return None
+        return build, node
+
     def _message(self, build: BuildRecord) -> Message:
         return Message(
             MsgType.BUILD,

@@ -138,21 +138,8 @@ class ServiceCreate(JobCreate):
         for name in ("restart", "max_runtime_s"):
             if getattr(self, name) is not None:
                 raise ValidationError(name, "does not apply to services")
-        task = build_job_spec(
-            name=self.name,
-            image=self.image,
-            command=self.command,
-            env=self.env,
-            cpu=self.cpu,
-            memory=self.memory,
-            kill_grace_s=self.kill_grace_s,
-            mounts=self.mounts,
-            security=self.security(),
-            priority=self.priority,
-            constraints=self.constraints,
-            gpus=self.gpus,
-            algorithm="spread",
-        )
+        # The container template is a job body whose ports are not host ports.
+        task = self.model_copy(update={"ports": [], "algorithm": "spread"}).to_spec()
         return build_service_spec(
             task,
             replicas=self.replicas,
