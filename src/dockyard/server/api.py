@@ -23,12 +23,12 @@ from dockyard.core.states import PLACED_STATES, TaskState
 from dockyard.server import auth
 from dockyard.server.dashboard import install as install_dashboard
 from dockyard.server.deps import AdminUser, CurrentUser, ServerContext
-from dockyard.server.errors import Forbidden, ServerError, Unauthorized
+from dockyard.server.errors import Forbidden, ServerError
 from dockyard.server.events import EventKind, record
 from dockyard.server.ingress import install as install_ingress
 from dockyard.server.jobs import find_task, kill_task, submit_job, visible_tasks
 from dockyard.server.nodes import allocations
-from dockyard.server.policy import enforce, policy_for
+from dockyard.server.policy import caller_policy, enforce
 from dockyard.server.routes_accounting import router as accounting_router
 from dockyard.server.routes_builds import router as builds_router
 from dockyard.server.routes_exec import router as exec_router
@@ -137,10 +137,7 @@ def create_app(ctx: ServerContext) -> FastAPI:
     def create_job(body: JobCreate, who: CurrentUser) -> TaskOut:
         spec = body.to_spec()
         with ctx.db.write() as session:
-            user = session.get(User, who.user_id)
-            if user is None:
-                raise Unauthorized("user no longer exists")
-            policy = policy_for(user, ctx.cluster_policy)
+            policy = caller_policy(session, who, ctx.cluster_policy)
             spec = enforce(spec, policy)
             task = submit_job(
                 session, who, spec, ctx.max_runtime_cap_s, policy.to_dict() if policy else None
@@ -160,10 +157,7 @@ def create_app(ctx: ServerContext) -> FastAPI:
             except ValidationError as exc:
                 raise ValidationError(f"jobs[{index}].{exc.field}", exc.message) from None
         with ctx.db.write() as session:
-            user = session.get(User, who.user_id)
-            if user is None:
-                raise Unauthorized("user no longer exists")
-            policy = policy_for(user, ctx.cluster_policy)
+            policy = caller_policy(session, who, ctx.cluster_policy)
             stored = policy.to_dict() if policy else None
             ids = [
                 submit_job(session, who, enforce(spec, policy), ctx.max_runtime_cap_s, stored).id

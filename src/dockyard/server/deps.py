@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.requests import HTTPConnection
 
 from dockyard.server import auth
 from dockyard.server.auth import Principal
@@ -46,6 +47,12 @@ class ServerContext:
     instance_id: str = ""
 
 
+def server_context(conn: HTTPConnection) -> ServerContext:
+    """The server's context, from a request or WebSocket of its app."""
+    ctx: ServerContext = conn.app.state.ctx
+    return ctx
+
+
 _bearer = HTTPBearer(auto_error=False)
 
 
@@ -56,8 +63,7 @@ def principal(
     """The caller, from the bearer token; 401 without a valid one."""
     if creds is None or creds.scheme.lower() != "bearer":
         raise Unauthorized("missing bearer token")
-    ctx: ServerContext = request.app.state.ctx
-    with ctx.db.read() as session:
+    with server_context(request).db.read() as session:
         return auth.authenticate(session, creds.credentials)
 
 

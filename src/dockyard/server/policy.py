@@ -7,8 +7,12 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from sqlalchemy.orm import Session
+
 from dockyard.core.security import ContainerPolicy, check
 from dockyard.core.specs import JobSpec
+from dockyard.server.auth import Principal
+from dockyard.server.errors import Unauthorized
 from dockyard.store.tables import User
 
 
@@ -26,6 +30,17 @@ def policy_for(user: User, cluster: Mapping[str, Any] | None = None) -> Containe
         return None
     merged = {**(cluster or {}), **(user.policy or {})}
     return ContainerPolicy.from_dict(merged, roots=(home_of(user),))
+
+
+def caller_policy(
+    session: Session, who: Principal, cluster: Mapping[str, Any] | None
+) -> ContainerPolicy | None:
+    """The policy limiting the caller's containers (None for admins); 401 if the
+    caller's user was deleted after its token was checked."""
+    user = session.get(User, who.user_id)
+    if user is None:
+        raise Unauthorized("user no longer exists")
+    return policy_for(user, cluster)
 
 
 def enforce(spec: JobSpec, policy: ContainerPolicy | None) -> JobSpec:

@@ -13,7 +13,7 @@ from dockyard.core.accounting import AccountingRecord, to_csv, to_sge_line
 from dockyard.core.quota import DEFAULT_PERIOD_S, Quota
 from dockyard.core.states import TERMINAL_STATES, TaskState
 from dockyard.server.accounting import consumed_cpu_seconds
-from dockyard.server.deps import AdminUser, CurrentUser, ServerContext
+from dockyard.server.deps import AdminUser, CurrentUser, server_context
 from dockyard.server.errors import Forbidden
 from dockyard.server.events import EventKind, record
 from dockyard.server.scheduling import fair_share_now
@@ -22,11 +22,6 @@ from dockyard.store.errors import NotFound
 from dockyard.store.tables import Accounting, Event, LogLine, Task, User, Workload
 
 router = APIRouter()
-
-
-def _ctx(request: Request) -> ServerContext:
-    ctx: ServerContext = request.app.state.ctx
-    return ctx
 
 
 def _records(
@@ -38,7 +33,7 @@ def _records(
     limit: int,
 ) -> list[AccountingRecord]:
     query = select(Accounting)
-    with _ctx(request).db.read() as session:
+    with server_context(request).db.read() as session:
         if user:
             target = session.scalar(select(User).where(User.name == user))
             if target is None:
@@ -124,7 +119,7 @@ def user_stats(request: Request, who: CurrentUser) -> list[UserStatsOut]:
     """Per user: running, queued, finished tasks, usage in the quota period, quota."""
     now = time.time()
     terminal = [s.value for s in TERMINAL_STATES]
-    with _ctx(request).db.read() as session:
+    with server_context(request).db.read() as session:
         users = list(session.scalars(select(User).order_by(User.name)))
         fair = fair_share_now(session, now)
         if not who.is_admin:
@@ -171,7 +166,7 @@ def gc(request: Request, body: GcRequest, who: AdminUser) -> GcOut:
     now = time.time()
     cutoff = now - body.retention_s
     terminal = [s.value for s in TERMINAL_STATES]
-    with _ctx(request).db.write() as session:
+    with server_context(request).db.write() as session:
         old = list(
             session.scalars(
                 select(Task.id).where(Task.state.in_(terminal), Task.finished_at < cutoff)
@@ -195,7 +190,7 @@ def gc(request: Request, body: GcRequest, who: AdminUser) -> GcOut:
             "gc",
             f"gc by {who.name}: {tasks} tasks, {lines} log lines, {acct} accounting records",
         )
-    asked = _ctx(request).prune_nodes()
+    asked = server_context(request).prune_nodes()
     return GcOut(
         nodes_pruned=asked,
         tasks=tasks,

@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from dockyard.core.archive import Limits
 from dockyard.core.errors import ValidationError
 from dockyard.server.builds import BuildService
-from dockyard.server.deps import CurrentUser, ServerContext
+from dockyard.server.deps import CurrentUser, server_context
 from dockyard.server.errors import Conflict
 from dockyard.store.errors import NotFound
 
@@ -21,7 +21,7 @@ router = APIRouter()
 
 
 def _builds(request: Request) -> BuildService:
-    ctx: ServerContext = request.app.state.ctx
+    ctx = server_context(request)
     if ctx.builds is None:
         raise Conflict("builds are not enabled on this server")
     return ctx.builds

@@ -25,7 +25,7 @@ from starlette.concurrency import run_in_threadpool
 from dockyard.core.states import TaskState
 from dockyard.server import auth
 from dockyard.server.auth import Principal
-from dockyard.server.deps import CurrentUser, ServerContext
+from dockyard.server.deps import CurrentUser, ServerContext, server_context
 from dockyard.server.errors import Conflict, ServerError, Unauthorized
 from dockyard.server.events import EventKind, record
 from dockyard.server.execs import ExecService, ExecSession
@@ -42,11 +42,6 @@ class ExecRequest(BaseModel):
 
     command: list[str] = Field(min_length=1, max_length=256)
     timeout_s: float = Field(default=60.0, gt=0, le=3600)
-
-
-def _ctx(request: Request | WebSocket) -> ServerContext:
-    ctx: ServerContext = request.app.state.ctx
-    return ctx
 
 
 def _service(ctx: ServerContext) -> ExecService:
@@ -98,7 +93,7 @@ def _end(ctx: ServerContext, who: Principal, exec_session: ExecSession, code: An
 
 @router.post("/api/v1/tasks/{ref}/exec")
 def exec_command(request: Request, ref: str, body: ExecRequest, who: CurrentUser) -> dict[str, Any]:
-    ctx = _ctx(request)
+    ctx = server_context(request)
     service = _service(ctx)
     exec_session = _begin(ctx, who, ref, body.command, False, False, 80, 24)
     out: dict[str, bytearray] = {"stdout": bytearray(), "stderr": bytearray()}
@@ -146,7 +141,7 @@ async def exec_socket(
     cols: int = 80,
     rows: int = 24,
 ) -> None:
-    ctx = _ctx(websocket)
+    ctx = server_context(websocket)
     header = websocket.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     try:

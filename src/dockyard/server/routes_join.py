@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from dockyard.protocol import curve
 from dockyard.server import join
-from dockyard.server.deps import AdminUser, ServerContext
+from dockyard.server.deps import AdminUser, server_context
 from dockyard.server.events import EventKind, record
 from dockyard.store.errors import NotFound
 from dockyard.store.tables import JoinToken
@@ -26,15 +26,10 @@ class JoinTokenCreate(BaseModel):
     ttl_s: float | None = Field(default=None, gt=0, le=10 * 365 * 86400)
 
 
-def _ctx(request: Request) -> ServerContext:
-    ctx: ServerContext = request.app.state.ctx
-    return ctx
-
-
 @router.post("/api/v1/nodes/join-tokens", status_code=201)
 def create_join_token(request: Request, body: JoinTokenCreate, who: AdminUser) -> dict[str, Any]:
     """A new join token: ``dockyard agent --join-token TOKEN``. Shown once."""
-    ctx = _ctx(request)
+    ctx = server_context(request)
     keys = curve.load_or_create_keys(ctx.data_dir)
     with ctx.db.write() as session:
         row, token = join.create_token(
@@ -52,7 +47,7 @@ def create_join_token(request: Request, body: JoinTokenCreate, who: AdminUser) -
 
 @router.get("/api/v1/nodes/join-tokens")
 def list_join_tokens(request: Request, who: AdminUser) -> list[dict[str, Any]]:
-    with _ctx(request).db.read() as session:
+    with server_context(request).db.read() as session:
         rows = session.scalars(select(JoinToken).order_by(JoinToken.created_at))
         return [join.token_out(row) for row in rows]
 
@@ -60,7 +55,7 @@ def list_join_tokens(request: Request, who: AdminUser) -> list[dict[str, Any]]:
 @router.delete("/api/v1/nodes/join-tokens/{token_id}")
 def revoke_join_token(request: Request, token_id: str, who: AdminUser) -> dict[str, Any]:
     """No new node can join with it; nodes that already joined stay."""
-    with _ctx(request).db.write() as session:
+    with server_context(request).db.write() as session:
         row = session.get(JoinToken, token_id)
         if row is None:
             raise NotFound("join token", token_id)

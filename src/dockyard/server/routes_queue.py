@@ -13,20 +13,15 @@ from dockyard.core.states import DesiredState, Reason, TaskState
 from dockyard.scheduler.placement import place
 from dockyard.scheduler.queue import QueuedTask, order
 from dockyard.server import scheduling
-from dockyard.server.deps import AdminUser, CurrentUser, ServerContext
-from dockyard.server.errors import Conflict, Unauthorized
+from dockyard.server.deps import AdminUser, CurrentUser, server_context
+from dockyard.server.errors import Conflict
 from dockyard.server.events import EventKind, record
 from dockyard.server.jobs import find_task
-from dockyard.server.policy import enforce, policy_for
+from dockyard.server.policy import caller_policy, enforce
 from dockyard.server.schemas import ErrorOut, JobCreate
 from dockyard.store.tables import Task, User
 
 router = APIRouter()
-
-
-def _ctx(request: Request) -> ServerContext:
-    ctx: ServerContext = request.app.state.ctx
-    return ctx
 
 
 class QueueEntryOut(BaseModel):
@@ -79,7 +74,7 @@ def queue(
     """Queued (pending) tasks in the order the scheduler tries them: priority, then the
     owner's fair-share factor, then age. Users see their own entries, with global positions."""
     now = time.time()
-    with _ctx(request).db.read() as session:
+    with server_context(request).db.read() as session:
         lock = scheduling.queue_lock(session)
         rows = scheduling.pending_rows(session, now)
         fair = scheduling.fair_share_now(session, now)
@@ -134,7 +129,7 @@ def queue(
 
 
 def _set_lock(request: Request, locked: bool, who: str) -> LockOut:
-    ctx = _ctx(request)
+    ctx = server_context(request)
     with ctx.db.write() as session:
         scheduling.set_queue_lock(session, locked, who)
         record(
@@ -166,7 +161,7 @@ def unlock_queue(request: Request, who: AdminUser) -> LockOut:
 def delete_queued(request: Request, ref: str, who: CurrentUser) -> QueueEntryOut:
     """Remove a queued task (yours; admins: anyone's). It ends as ``killed`` with reason
     ``dequeued``; its history stays. A task already placed is a 409 (use kill)."""
-    ctx = _ctx(request)
+    ctx = server_context(request)
     with ctx.db.write() as session:
         task = find_task(session, who, ref)
         if task.state != TaskState.PENDING:
@@ -202,14 +197,11 @@ def delete_queued(request: Request, ref: str, who: CurrentUser) -> QueueEntryOut
 @router.post("/api/v1/plan", response_model=PlanOut)
 def plan(request: Request, body: JobCreate, who: CurrentUser) -> PlanOut:
     """Dry run: where this job would go if submitted now, or why not. Writes nothing."""
-    ctx = _ctx(request)
+    ctx = server_context(request)
     spec = body.to_spec()
     now = time.time()
     with ctx.db.read() as session:
-        user = session.get(User, who.user_id)
-        if user is None:
-            raise Unauthorized("user no longer exists")
-        spec = enforce(spec, policy_for(user, ctx.cluster_policy))
+        spec = enforce(spec, caller_policy(session, who, ctx.cluster_policy))
         build = scheduling.Requests()
         probe = build.build(
             _ProbeRow(

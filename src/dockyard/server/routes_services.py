@@ -23,10 +23,10 @@ from dockyard.core.rollout import ready
 from dockyard.core.services import DEFAULT_LIFETIME_S, ServiceSpec
 from dockyard.core.states import ACTIVE_STATES
 from dockyard.server.auth import Principal
-from dockyard.server.deps import AdminUser, CurrentUser, ServerContext
-from dockyard.server.errors import Conflict, Unauthorized
+from dockyard.server.deps import AdminUser, CurrentUser, server_context
+from dockyard.server.errors import Conflict
 from dockyard.server.events import EventKind, record
-from dockyard.server.policy import enforce, policy_for
+from dockyard.server.policy import caller_policy, enforce
 from dockyard.server.schemas import ServiceCreate
 from dockyard.server.services import (
     create_service,
@@ -223,23 +223,15 @@ def _checked_spec(
 ) -> tuple[ServiceSpec, dict[str, Any] | None]:
     """Validate the body and check it against the caller's container policy."""
     spec = body.to_service_spec()
-    user = session.get(User, who.user_id)
-    if user is None:
-        raise Unauthorized("user no longer exists")
-    policy = policy_for(user, cluster)
+    policy = caller_policy(session, who, cluster)
     task = enforce(spec.task, policy)
     return dataclasses.replace(spec, task=task), (policy.to_dict() if policy else None)
-
-
-def _ctx(request: Request) -> ServerContext:
-    ctx: ServerContext = request.app.state.ctx
-    return ctx
 
 
 @router.post("/api/v1/services", response_model=ServiceOut, status_code=201)
 def create(body: ServiceCreate, request: Request, who: CurrentUser) -> ServiceOut:
     """Create a service; its replicas start as the controller places them."""
-    ctx = _ctx(request)
+    ctx = server_context(request)
     with ctx.db.write() as session:
         spec, policy = _checked_spec(session, who, body, ctx.cluster_policy)
         workload = create_service(session, who, spec, policy)
@@ -249,7 +241,7 @@ def create(body: ServiceCreate, request: Request, who: CurrentUser) -> ServiceOu
 
 @router.get("/api/v1/services", response_model=list[ServiceOut])
 def list_services(request: Request, who: CurrentUser) -> list[ServiceOut]:
-    ctx = _ctx(request)
+    ctx = server_context(request)
     query = live_services().order_by(Workload.name)
     if not who.is_admin:
         query = query.where(Workload.owner_id == who.user_id)
@@ -259,7 +251,7 @@ def list_services(request: Request, who: CurrentUser) -> list[ServiceOut]:
 
 @router.get("/api/v1/services/{name}", response_model=ServiceOut)
 def get_service(name: str, request: Request, who: CurrentUser) -> ServiceOut:
-    ctx = _ctx(request)
+    ctx = server_context(request)
     with ctx.db.read() as session:
         return service_out(session, find_service(session, who, name), str(request.base_url))
 
@@ -269,7 +261,7 @@ def put_service(name: str, body: ServiceCreate, request: Request, who: CurrentUs
     """Replace the spec: changing only replicas/update scales; anything else rolls out."""
     if body.name != name:
         raise ValidationError("name", f"must match the service in the path ({name})")
-    ctx = _ctx(request)
+    ctx = server_context(request)
     with ctx.db.write() as session:
         workload = find_service(session, who, name)
         spec, policy = _checked_spec(session, who, body, ctx.cluster_policy)
@@ -280,7 +272,7 @@ def put_service(name: str, body: ServiceCreate, request: Request, who: CurrentUs
 
 @router.post("/api/v1/services/{name}/scale", response_model=ServiceOut)
 def scale(name: str, body: ScaleRequest, request: Request, who: CurrentUser) -> ServiceOut:
-    ctx = _ctx(request)
+    ctx = server_context(request)
     with ctx.db.write() as session:
         workload = find_service(session, who, name)
         spec = ServiceSpec.from_dict(workload.spec)
@@ -293,7 +285,7 @@ def scale(name: str, body: ScaleRequest, request: Request, who: CurrentUser) -> 
 @router.delete("/api/v1/services/{name}", response_model=ServiceOut)
 def delete_service(name: str, request: Request, who: CurrentUser) -> ServiceOut:
     """Remove the service: its replicas are stopped; the name is free again."""
-    ctx = _ctx(request)
+    ctx = server_context(request)
     with ctx.db.write() as session:
         workload = find_service(session, who, name)
         touched = remove_service(session, workload)
@@ -319,7 +311,7 @@ def _template_out(t: Template) -> TemplateOut:
 @router.post("/api/v1/templates", response_model=TemplateOut, status_code=201)
 def create_template(body: TemplateCreate, request: Request, who: AdminUser) -> TemplateOut:
     """Register a template (admin). Its spec is checked now, with the admin's policy."""
-    ctx = _ctx(request)
+    ctx = server_context(request)
     try:
         service = ServiceCreate.model_validate({**body.service, "name": body.name})
     except ValueError as exc:
@@ -351,7 +343,7 @@ def create_template(body: TemplateCreate, request: Request, who: AdminUser) -> T
 
 @router.get("/api/v1/templates", response_model=list[TemplateOut])
 def list_templates(request: Request, who: CurrentUser) -> list[TemplateOut]:
-    ctx = _ctx(request)
+    ctx = server_context(request)
     with ctx.db.read() as session:
         return [_template_out(t) for t in session.scalars(select(Template).order_by(Template.name))]
 
@@ -359,7 +351,7 @@ def list_templates(request: Request, who: CurrentUser) -> list[TemplateOut]:
 @router.delete("/api/v1/templates/{name}", response_model=TemplateOut)
 def delete_template(name: str, request: Request, who: AdminUser) -> TemplateOut:
     """Remove a template (admin); running instances live out their lifetime."""
-    ctx = _ctx(request)
+    ctx = server_context(request)
     with ctx.db.write() as session:
         template = session.scalar(select(Template).where(Template.name == name))
         if template is None:
@@ -372,7 +364,7 @@ def delete_template(name: str, request: Request, who: AdminUser) -> TemplateOut:
 @router.post("/api/v1/templates/{name}/launch", response_model=ServiceOut, status_code=201)
 def launch(name: str, request: Request, response: Response, who: CurrentUser) -> ServiceOut:
     """Start an instance of the template, owned by the caller, expiring at its lifetime."""
-    ctx = _ctx(request)
+    ctx = server_context(request)
     with ctx.db.write() as session:
         template = session.scalar(select(Template).where(Template.name == name))
         if template is None:
@@ -406,7 +398,7 @@ def launch(name: str, request: Request, response: Response, who: CurrentUser) ->
 @router.get("/api/v1/instances", response_model=list[ServiceOut])
 def instances(request: Request, who: CurrentUser) -> list[ServiceOut]:
     """Template instances you own (admins: all), newest first."""
-    ctx = _ctx(request)
+    ctx = server_context(request)
     query = live_services().where(Workload.template != "").order_by(Workload.created_at.desc())
     if not who.is_admin:
         query = query.where(Workload.owner_id == who.user_id)

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel
 from sqlalchemy import select
 
-from dockyard.server.deps import CurrentUser, ServerContext
+from dockyard.server.deps import CurrentUser, server_context
 from dockyard.server.leader import LEASE_ROW, db_now
 from dockyard.store.tables import LeaderLease, ServerInstance
 
@@ -36,7 +36,7 @@ class StatusOut(BaseModel):
 @router.get("/api/v1/status", response_model=StatusOut)
 def status(request: Request, who: CurrentUser) -> StatusOut:
     """The control plane: every server instance, the leader, its term and lease age."""
-    ctx: ServerContext = request.app.state.ctx
+    ctx = server_context(request)
     with ctx.db.read() as session:
         now = db_now(session)
         lease = session.get(LeaderLease, LEASE_ROW)
