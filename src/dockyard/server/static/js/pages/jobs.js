@@ -5,6 +5,18 @@ import { api, get } from "../api.js";
 import { badge, fmtBytes, fmtCpu, fmtDuration, fmtInt, fmtTime, h, table, taskLink, throttle } from "../dom.js";
 
 const PAGE = 50;
+
+// Ask, then request the kill; the page refreshes (used here and on the task page).
+export async function killTask(app, t, refresh) {
+  if (!(await app.confirm(`Kill ${t.name} (${t.id})?`, "Kill"))) return;
+  try {
+    await api("POST", `/api/v1/tasks/${encodeURIComponent(t.id)}/kill`);
+    app.toast(`Kill requested for ${t.name}`);
+    refresh();
+  } catch (exc) {
+    app.toast(`Kill failed: ${exc.message}`, true);
+  }
+}
 export const TABS = {
   running: { label: "Running", states: ["assigned", "pulling", "starting", "running"], order: "newest" },
   queued: { label: "Queued", states: ["pending"], order: "oldest" },
@@ -49,16 +61,7 @@ export function mount(root, app, { params }) {
     if (t.desired_state === "stop") return h("span", { class: "muted" }, "stopping…");
     return h("button", {
       class: "btn small", dataset: { action: "kill", task: t.name },
-      onclick: async () => {
-        if (!(await app.confirm(`Kill ${t.name} (${t.id})?`, "Kill"))) return;
-        try {
-          await api("POST", `/api/v1/tasks/${encodeURIComponent(t.id)}/kill`);
-          app.toast(`Kill requested for ${t.name}`);
-          refresh();
-        } catch (exc) {
-          app.toast(`Kill failed: ${exc.message}`, true);
-        }
-      },
+      onclick: () => killTask(app, t, refresh),
     }, "Kill");
   }
 

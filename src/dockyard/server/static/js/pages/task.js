@@ -1,7 +1,8 @@
 // Task detail: state, spec, resources, events, and logs that follow live.
 
-import { ApiError, api, followLogs, get } from "../api.js";
+import { ApiError, followLogs, get } from "../api.js";
 import { badge, fmtBytes, fmtCpu, fmtDuration, fmtTime, h, table, throttle } from "../dom.js";
+import { killTask } from "./jobs.js";
 import { tabFor } from "./overview.js";
 
 const MAX_LINES = 5000; // lines kept on screen; older ones are dropped (the API keeps them all)
@@ -58,14 +59,7 @@ export function mount(root, app, { args }) {
     if (!TERMINAL.has(t.state) && t.desired_state !== "stop") {
       actions.push(h("button", {
         class: "btn danger", id: "task-kill", dataset: { action: "kill" },
-        onclick: async () => {
-          if (!(await app.confirm(`Kill ${t.name} (${t.id})?`, "Kill"))) return;
-          try {
-            await api("POST", `/api/v1/tasks/${encodeURIComponent(t.id)}/kill`);
-            app.toast(`Kill requested for ${t.name}`);
-            refresh();
-          } catch (exc) { app.toast(`Kill failed: ${exc.message}`, true); }
-        },
+        onclick: () => killTask(app, t, refresh),
       }, "Kill"));
     } else if (!TERMINAL.has(t.state)) {
       actions.push(h("span", { class: "muted" }, "stopping…"));
