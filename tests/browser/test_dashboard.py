@@ -132,6 +132,20 @@ def test_jobs_list_updates_live_and_kill_records_an_event(
         assert api.task("nap")["state"] == "killed"
 
 
+def test_kill_from_the_task_page(page: Any, cluster: ProcessCluster) -> None:
+    with cluster.client() as api:
+        task = api.run_job(name="nap2", image=BUSYBOX, command=["sleep", "600"], memory="16m")
+    login(page, cluster.url, cluster.admin_token)
+    page.goto(f"{cluster.url}/#/task/{task['id']}")
+    expect(page.locator("#task-state .badge")).to_have_text("running", timeout=30_000)
+    page.click("#task-kill")
+    expect(page.locator("#confirm-dialog")).to_be_visible()
+    page.click("#confirm-yes")
+    expect(page.locator("#task-state .badge")).to_have_text("killed", timeout=30_000)
+    with cluster.client() as api:
+        assert api.task(task["id"])["stop_reason"] == "killed"
+
+
 def test_events_feed_appends_live(page: Any, cluster: ProcessCluster) -> None:
     login(page, cluster.url, cluster.admin_token)
     page.click("a[data-nav='events']")
