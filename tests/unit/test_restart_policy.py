@@ -96,3 +96,39 @@ def test_delays_are_bounded_and_round_trip(
     assert 0 <= decision.delay_s <= max(policy.max_delay_s, policy.reschedule_max_delay_s)
     if not decision.replace:
         assert decision.delay_s == 0
+
+
+_ATTEMPTS = st.builds(
+    Attempt,
+    st.sampled_from(
+        [TaskState.SUCCEEDED, TaskState.FAILED, TaskState.LOST, TaskState.KILLED, TaskState.EXPIRED]
+    ),
+    st.sampled_from(["exit_zero", "exit_nonzero", "node_lost", "node_drained", "killed"]),
+    st.floats(0, 7200),
+    st.sampled_from(["", "node_drained"]),
+    st.floats(0, 1e4),
+)
+
+
+@given(
+    mode=st.sampled_from(list(RestartMode)),
+    max_attempts=st.none() | st.integers(0, 5),
+    reschedule_attempts=st.integers(0, 5),
+    earlier=st.lists(_ATTEMPTS, max_size=8),
+    last=_ATTEMPTS,
+)
+def test_a_last_attempt_refused_alone_is_refused_with_any_history(
+    mode: RestartMode,
+    max_attempts: int | None,
+    reschedule_attempts: int,
+    earlier: list[Attempt],
+    last: Attempt,
+) -> None:
+    """The server skips reading a job's history when the last attempt alone gets no
+    replacement (server/lifecycle.follow_up): more history must never turn a no into
+    a yes."""
+    policy = RestartPolicy(
+        mode=mode, max_attempts=max_attempts, reschedule_attempts=reschedule_attempts
+    )
+    if not decide(policy, [last]).replace:
+        assert not decide(policy, [*earlier, last]).replace

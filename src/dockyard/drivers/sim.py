@@ -43,6 +43,9 @@ class _SimContainer:
     ignores_sigterm: bool = False
     run_for: float | None = None
     lines: list[LogLine] = field(default_factory=list)
+    #: Notified when this container starts, is signalled or removed (shares the
+    #: driver's lock): a change wakes only its own waiters, not every thread of the node.
+    changed: threading.Condition = field(default_factory=threading.Condition)
 
 
 def _duration(text: str) -> float:
@@ -67,7 +70,7 @@ class SimDriver:
         self._capacity = Resources(cpu_millis, memory_bytes)
         self._containers: dict[str, _SimContainer] = {}
         self._names: dict[str, str] = {}
-        self._lock = threading.Condition()
+        self._lock = threading.RLock()
         #: Images this hollow node reports having besides those its containers used.
         self.extra_images: set[str] = set()
 
@@ -123,7 +126,9 @@ class SimDriver:
         with self._lock:
             if spec.container_name in self._names:
                 raise ContainerExists(spec.container_name)
-            container = _SimContainer(spec=spec, container_id=new_id() * 2)
+            container = _SimContainer(
+                spec=spec, container_id=new_id() * 2, changed=threading.Condition(self._lock)
+            )
             cmd = list(spec.command)
             if cmd[:1] == ["sleep"] and len(cmd) > 1:
                 container.run_for = float(cmd[1])
@@ -156,7 +161,7 @@ class SimDriver:
             container.lines.append(
                 LogLine("stdout", _now(), f"sim: {' '.join(container.spec.command)}")
             )
-            self._lock.notify_all()
+            self._notify(container)
 
     def _tick(self, container: _SimContainer) -> None:
         if container.status != "running" or container.run_for is None:
@@ -207,7 +212,7 @@ class SimDriver:
                     else max(0.0, container.started + container.run_for - now) + 0.001
                 )
                 waits = [w for w in (remaining, until_exit) if w is not None]
-                self._lock.wait(min(waits) if waits else None)
+                container.changed.wait(min(waits) if waits else None)
 
     def signal(self, container_id: str, signal: str) -> None:
         with self._lock:
@@ -218,7 +223,7 @@ class SimDriver:
                 return
             container.status = "exited"
             container.exit_code = _SIGNAL_EXIT.get(signal, 137)
-            self._lock.notify_all()
+            self._notify(container)
 
     def images(self) -> tuple[str, ...]:
         """A hollow node "has" the images its containers used (and any it was given)."""
@@ -242,7 +247,7 @@ class SimDriver:
             container = self._containers.pop(container_id, None)
             if container is not None:
                 self._names.pop(container.spec.container_name, None)
-            self._lock.notify_all()
+                self._notify(container)
 
     def logs(self, container_id: str, stream: str, follow: bool) -> Iterator[LogLine]:
         with self._lock:
@@ -257,6 +262,10 @@ class SimDriver:
             if container is None:
                 return None
             return Usage(cpu_seconds=0.0, memory_bytes=container.spec.resources.memory_bytes // 4)
+
+    @staticmethod
+    def _notify(container: _SimContainer) -> None:
+        container.changed.notify_all()
 
     def _get(self, container_id: str) -> _SimContainer:
         try:

@@ -59,11 +59,18 @@ def take_final_usage(task: Task, update: dict[str, Any]) -> None:
     task.memory_gib_s = max(task.memory_gib_s, float(usage.get("memory_gib_s", 0.0)))
 
 
-def charge(session: Session, task: Task) -> None:
-    """Write the task's accounting record, once (the task id is unique)."""
+def charge(session: Session, task: Task, charged: set[str] | None = None) -> None:
+    """Write the task's accounting record, once (the task id is unique).
+
+    ``charged``: the ids among this batch's tasks already charged, read in one query
+    by the caller (then kept up to date here); without it, the store is asked."""
     if task.node_id is None or task.finished_at is None:
         return
-    if session.scalar(select(Accounting.seq).where(Accounting.task_id == task.id)) is not None:
+    if charged is not None:
+        if task.id in charged:
+            return
+        charged.add(task.id)
+    elif session.scalar(select(Accounting.seq).where(Accounting.task_id == task.id)) is not None:
         return
     owner = session.get(User, task.owner_id)
     node = session.get(Node, task.node_id)

@@ -26,7 +26,7 @@ from dockyard.server.deps import AdminUser, CurrentUser, ServerContext
 from dockyard.server.errors import Forbidden, ServerError
 from dockyard.server.events import EventKind, record
 from dockyard.server.ingress import install as install_ingress
-from dockyard.server.jobs import find_task, kill_task, submit_job, visible_tasks
+from dockyard.server.jobs import find_task, kill_task, submit_job, submit_jobs, visible_tasks
 from dockyard.server.nodes import allocations
 from dockyard.server.policy import caller_policy, enforce
 from dockyard.server.routes_accounting import router as accounting_router
@@ -159,10 +159,9 @@ def create_app(ctx: ServerContext) -> FastAPI:
         with ctx.db.write() as session:
             policy = caller_policy(session, who, ctx.cluster_policy)
             stored = policy.to_dict() if policy else None
-            ids = [
-                submit_job(session, who, enforce(spec, policy), ctx.max_runtime_cap_s, stored).id
-                for spec in specs
-            ]
+            enforced = [enforce(spec, policy) for spec in specs]
+            tasks = submit_jobs(session, who, enforced, ctx.max_runtime_cap_s, stored)
+            ids = [task.id for task in tasks]
         ctx.wake_scheduler()
         return JobBatchOut(ids=ids, count=len(ids))
 

@@ -1,12 +1,19 @@
-"""The agent gateway: one ZeroMQ ROUTER socket, served by one thread.
+"""The agent gateway: one ZeroMQ ROUTER socket, served by two threads.
 
-Only this thread touches the socket. Other threads ask it to push a node's
-desired task set with :meth:`Gateway.push`, which wakes it through a socket pair.
+The I/O thread alone touches the socket. It receives, decodes and admits
+messages, stamps each node's last-seen time and answers heartbeats of nodes
+known to be ready from memory, so liveness never waits for the database. Every
+message that needs the store (status, logs, usage, hello, build output, ...)
+goes to the apply thread, which applies them in batches, one transaction per
+batch, and builds desired task sets. Its replies (acks, desired sets) and
+other threads' messages (:meth:`Gateway.send`, :meth:`Gateway.push`) reach
+the socket through the I/O thread, woken by a socket pair.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import socket
 import threading
 import time
@@ -18,7 +25,6 @@ import zmq.auth
 from sqlalchemy import select, update
 from zmq.auth.thread import ThreadAuthenticator
 
-from dockyard.core.states import TaskState
 from dockyard.protocol.messages import Message, MsgType, ProtocolError, decode, encode
 from dockyard.server import join
 from dockyard.server import nodes as node_ops
@@ -26,7 +32,7 @@ from dockyard.server.accounting import apply_usage, enforce_consumed
 from dockyard.server.events import EventKind, record
 from dockyard.server.health import apply_health
 from dockyard.server.metrics import ServerMetrics
-from dockyard.server.reports import apply_status, store_logs
+from dockyard.server.reports import apply_statuses, store_logs
 from dockyard.store.db import Database
 from dockyard.store.tables import Node
 
@@ -37,6 +43,8 @@ QUOTA_CHECK_S = 1.0
 
 #: How often buffered heartbeats are written and cached node states re-read.
 FLUSH_INTERVAL_S = 2.0
+#: Most messages the apply thread takes from its queue for one transaction.
+APPLY_BATCH = 2000
 #: A refused agent retries its hello; log and record it at most this often.
 REFUSAL_LOG_S = 60.0
 
@@ -55,6 +63,7 @@ class Gateway:
         self._db = db
         self._metrics = metrics
         self._last_beat: dict[str, float] = {}  # gateway thread: previous heartbeat per node
+        self._type_counters: dict[MsgType, Any] = {}  # gateway thread: metric child per type
         self._to_prune = False
         self._images: dict[str, list[str]] = {}  # gateway thread: reported, not yet stored
         self._quota_checked: dict[str, float] = {}  # gateway thread: owner -> last check
@@ -83,6 +92,9 @@ class Gateway:
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self._thread = threading.Thread(target=self._run, name="gateway", daemon=True)
+        #: I/O thread -> apply thread: (node id, message) needing the store.
+        self._work: queue.SimpleQueue[tuple[str, Message] | None] = queue.SimpleQueue()
+        self._applier = threading.Thread(target=self._apply_loop, name="gateway-apply", daemon=True)
         self._ready = threading.Event()
         self._ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
         self.bound_endpoint = ""
@@ -92,11 +104,14 @@ class Gateway:
         self._thread.start()
         if not self._ready.wait(10):
             raise RuntimeError("gateway did not start")
+        self._applier.start()
 
     def stop(self) -> None:
         self._stop.set()
         self._poke()
+        self._work.put(None)
         self._thread.join(5)
+        self._applier.join(5)
         self._wake_r.close()
         self._wake_w.close()
 
@@ -106,7 +121,7 @@ class Gateway:
             return
         with self._lock:
             self._to_push.update(node_ids)
-        self._poke()
+        self._work.put(None)  # wakes the apply thread, which builds them
 
     def prune_all(self) -> int:
         """Ask every connected agent to remove its dead containers (admin gc).
@@ -178,15 +193,10 @@ class Gateway:
         poller.register(sock, zmq.POLLIN)
         poller.register(self._wake_r.fileno(), zmq.POLLIN)
         self._ready.set()
-        next_flush = time.monotonic() + FLUSH_INTERVAL_S
         try:
             while not self._stop.is_set():
-                if time.monotonic() >= next_flush:
-                    self._refresh_and_flush()
-                    next_flush = time.monotonic() + FLUSH_INTERVAL_S
                 events = dict(poller.poll(500))
                 if sock in events:
-                    batch: list[tuple[str, Message]] = []
                     for _ in range(1000):
                         try:
                             frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
@@ -196,18 +206,14 @@ class Gateway:
                             continue
                         # With CURVE, the ZAP handler names the peer's public key.
                         peer = frames[1].get("User-Id") if self.curve_keys else ""
-                        item = self._handle(frames[0].bytes, frames[1].bytes, str(peer or ""))
-                        if item is not None:
-                            batch.append(item)
-                    if batch:
-                        self._apply_batch(batch)
+                        self._handle(frames[0].bytes, frames[1].bytes, str(peer or ""))
                 if self._wake_r.fileno() in events:
                     try:
                         while self._wake_r.recv(4096):
                             pass
                     except BlockingIOError:
                         pass
-                self._flush_pushes()
+                self._flush_outgoing()
         finally:
             sock.close(0)
 
@@ -220,18 +226,74 @@ class Gateway:
         except zmq.ZMQError as exc:  # peer gone or queue full: level triggers will resend
             log.debug("send to %s failed: %s", node_id, exc)
 
-    def _flush_pushes(self) -> None:
+    def _flush_outgoing(self) -> None:
+        """I/O thread: send what other threads queued."""
         with self._lock:
-            pending, self._to_push = self._to_push, set()
-            forget, self._forget = self._forget, set()
             prune, self._to_prune = self._to_prune, False
             outgoing, self._outgoing = self._outgoing, []
         for target, message in outgoing:
             self._send(target, message)
-
         if prune:
             for node_id in list(self._routes):
                 self._send(node_id, Message(MsgType.PRUNE, {}))
+
+    # -- apply thread -----------------------------------------------------
+    def _apply_loop(self) -> None:
+        """Apply queued messages in batches; build desired sets; flush heartbeats."""
+        next_flush = time.monotonic() + FLUSH_INTERVAL_S
+        while not self._stop.is_set():
+            try:
+                first = self._work.get(timeout=max(0.0, next_flush - time.monotonic()))
+            except queue.Empty:
+                first = None
+            items = [] if first is None else [first]
+            while len(items) < APPLY_BATCH:
+                try:
+                    item = self._work.get_nowait()
+                except queue.Empty:
+                    break
+                if item is not None:
+                    items.append(item)
+            try:
+                self._apply_items(items)
+                self._push_pending()
+                if time.monotonic() >= next_flush:
+                    self._refresh_and_flush()
+                    next_flush = time.monotonic() + FLUSH_INTERVAL_S
+            except Exception:
+                log.exception("gateway apply step failed")
+
+    def _apply_items(self, items: list[tuple[str, Message]]) -> None:
+        """Batched types in one transaction (a message re-sent while queued counts once);
+        the others one by one, in arrival order after the batch."""
+        batch: list[tuple[str, Message]] = []
+        others: list[tuple[str, Message]] = []
+        seen: set[str] = set()
+        for node_id, msg in items:
+            if msg.type in _BATCHED:
+                if msg.msg_id and msg.msg_id in seen:
+                    continue
+                seen.add(msg.msg_id)
+                batch.append((node_id, msg))
+            else:
+                others.append((node_id, msg))
+        if batch:
+            self._apply_batch(batch)
+        for node_id, msg in others:
+            try:
+                handler = _HANDLERS.get(msg.type)
+                if handler is not None:
+                    handler(self, node_id, msg)
+                elif msg.type in self.handlers:
+                    self.handlers[msg.type](node_id, msg)
+                    self._ack(node_id, msg)
+            except Exception:
+                log.exception("handling %s from %s failed", msg.type, node_id)
+
+    def _push_pending(self) -> None:
+        with self._lock:
+            pending, self._to_push = self._to_push, set()
+            forget, self._forget = self._forget, set()
         for node_id in forget:
             self._known.pop(node_id, None)
         for node_id in pending:
@@ -245,43 +307,52 @@ class Gateway:
             if node is None:
                 return
             body = node_ops.desired_for(session, node)
-            self._known[node_id] = (node.generation, node.state)
-        self._send(node_id, Message(MsgType.DESIRED, body))
+            self._set_known(node_id, (node.generation, node.state))
+        self.send(node_id, Message(MsgType.DESIRED, body))
 
-    def _handle(
-        self, identity: bytes, frame: bytes, peer_key: str = ""
-    ) -> tuple[str, Message] | None:
-        """Admit and route one message. Status, logs and usage are returned to be
-        applied with the rest of the batch in one transaction; others are handled."""
+    def _set_known(self, node_id: str, value: tuple[int, str]) -> None:
+        """The apply thread writes ``_known``; the I/O thread only looks entries up."""
+        self._known[node_id] = value
+
+    def _handle(self, identity: bytes, frame: bytes, peer_key: str = "") -> None:
+        """I/O thread: admit, route and stamp one message. A heartbeat of a node known
+        to be ready, holding the current generation, ends here; anything else is
+        queued for the apply thread."""
         try:
             msg = decode(frame)
         except ProtocolError as exc:
             log.warning("dropping bad frame from %r: %s", identity[:64], exc)
-            return None
+            return
         node_id = str(msg.body.get("node_id") or "")
         if not node_id:
-            return None
+            return
         if self.curve_keys is not None and not self._admit(identity, node_id, peer_key, msg):
-            return None
+            return
         self._routes[node_id] = identity
         now = time.monotonic()
         with self._lock:
             self._last_seen[node_id] = now
         if self._metrics is not None:
             self._observe(node_id, msg, now)
-        if msg.type in _BATCHED:
-            return node_id, msg
-        try:
-            handler = _HANDLERS.get(msg.type)
-            if handler is not None:
-                handler(self, node_id, msg)
-            elif msg.type in self.handlers:
-                self.handlers[msg.type](node_id, msg)
-                self._ack(node_id, msg)
+        if msg.type == MsgType.HEARTBEAT and self._beat(node_id, msg):
+            return
+        self._work.put((node_id, msg))
 
-        except Exception:
-            log.exception("handling %s from %s failed", msg.type, node_id)
-        return None
+    def _beat(self, node_id: str, msg: Message) -> bool:
+        """Buffer a heartbeat (written in bulk every few seconds: no disk write each).
+        True when nothing more is needed: the node is known ready at this generation."""
+        usage = msg.body.get("usage") or {}
+        images = msg.body.get("images")
+        with self._lock:
+            if isinstance(images, list):  # sent when they change: stored with the next flush
+                self._images[node_id] = [str(i)[:255] for i in images[: node_ops.MAX_IMAGES]]
+            self._beats[node_id] = (
+                time.time(),
+                float(usage.get("cpu_percent", 0.0)),
+                int(usage.get("memory_bytes", 0)),
+            )
+        known = self._known.get(node_id)
+        return known is not None and known[1] == "ready" and msg.body.get("generation") == known[0]
 
     def _admit(self, identity: bytes, node_id: str, peer_key: str, msg: Message) -> bool:
         """Is this message from the key ``node_id`` joined with? A ``hello`` with a valid
@@ -334,7 +405,11 @@ class Gateway:
         metrics = self._metrics
         if metrics is None:
             return
-        metrics.gateway_messages.labels(type=msg.type.value).inc()
+        counter = self._type_counters.get(msg.type)
+        if counter is None:
+            counter = metrics.gateway_messages.labels(type=msg.type.value)
+            self._type_counters[msg.type] = counter
+        counter.inc()
         if msg.type == MsgType.HEARTBEAT:
             metrics.heartbeats.inc()
             previous = self._last_beat.get(node_id)
@@ -351,40 +426,27 @@ class Gateway:
         with self._db.write() as session:
             node = node_ops.register(session, msg.body)
             desired = node_ops.desired_for(session, node)
-            self._known[node_id] = (node.generation, node.state)
-        self._send(
+            self._set_known(node_id, (node.generation, node.state))
+        self.send(
             node_id,
             Message(MsgType.WELCOME, {"heartbeat_interval": self._heartbeat_interval}),
         )
-        self._send(node_id, Message(MsgType.DESIRED, desired))
+        self.send(node_id, Message(MsgType.DESIRED, desired))
         self._on_change()
 
     def _on_heartbeat(self, node_id: str, msg: Message) -> None:
-        """Heartbeats stay in memory (flushed in bulk every few seconds): no disk write each.
-
-        The database is touched only when the node is not known to be ready, or
-        when the generation it holds differs from the store's (then it gets its
-        desired set again).
-        """
-        usage = msg.body.get("usage") or {}
-        images = msg.body.get("images")
-        if isinstance(images, list):  # sent when they change: stored with the next flush
-            self._images[node_id] = [str(i)[:255] for i in images[: node_ops.MAX_IMAGES]]
-        self._beats[node_id] = (
-            time.time(),
-            float(usage.get("cpu_percent", 0.0)),
-            int(usage.get("memory_bytes", 0)),
-        )
+        """Apply thread: a heartbeat of a node not known ready, or holding another
+        generation than the store's (then it gets its desired set again)."""
         known = self._known.get(node_id)
         if known is None or known[1] != "ready":
             with self._db.write() as session:
                 node = session.get(Node, node_id)
                 if node is None:
-                    self._send(node_id, Message(MsgType.REHELLO, {}))
+                    self.send(node_id, Message(MsgType.REHELLO, {}))
                     return
                 came_back = node_ops.heartbeat(session, node, msg.body)
                 known = (node.generation, node.state)
-            self._known[node_id] = known
+            self._set_known(node_id, known)
             if came_back:
                 self._on_change()
         if msg.body.get("generation") != known[0]:
@@ -394,12 +456,13 @@ class Gateway:
         """Drop cached node state (e.g. the node was declared down): next heartbeat reads the DB."""
         with self._lock:
             self._forget.update(node_ids)
-        self._poke()
+        self._work.put(None)
 
     def _refresh_and_flush(self) -> None:
         """Write buffered heartbeats in one statement; re-read every node's generation and state."""
-        beats, self._beats = self._beats, {}
-        images, self._images = self._images, {}
+        with self._lock:
+            beats, self._beats = self._beats, {}
+            images, self._images = self._images, {}
         if images:
             try:
                 with self._db.write() as session:
@@ -456,21 +519,26 @@ class Gateway:
         now = time.monotonic()
         ended: set[str] = set()  # nodes whose desired set lost a task
         changed = False
-        stored = 0
         owners: set[str] = set()
         dialect = self._db.write_engine.dialect.name
         with self._db.write() as session:
+            statuses = [
+                (node_id, dict(update))
+                for node_id, msg in batch
+                if msg.type == MsgType.STATUS
+                for update in list(msg.body.get("updates") or [])
+            ]
+            if statuses:
+                moved, ended = apply_statuses(session, statuses)
+                changed = bool(moved)
+            shipped = [
+                (node_id, list(msg.body.get("lines") or []))
+                for node_id, msg in batch
+                if msg.type == MsgType.LOGS
+            ]
+            stored = store_logs(session, shipped, dialect) if shipped else 0
             for node_id, msg in batch:
-                if msg.type == MsgType.STATUS:
-                    for update in list(msg.body.get("updates") or []):
-                        if apply_status(session, node_id, update):
-                            changed = True
-                            if _is_terminal(update.get("state")):
-                                ended.add(node_id)
-                elif msg.type == MsgType.LOGS:
-                    lines = list(msg.body.get("lines") or [])
-                    stored += store_logs(session, node_id, lines, dialect)
-                elif msg.type == MsgType.USAGE:
+                if msg.type == MsgType.USAGE:
                     samples = list(msg.body.get("samples") or [])
                     owners |= apply_usage(session, node_id, samples)
                 elif msg.type == MsgType.HEALTH:
@@ -486,7 +554,7 @@ class Gateway:
             if msg.msg_id:
                 acks.setdefault(node_id, []).append(msg.msg_id)
         for node_id, ids in acks.items():
-            self._send(node_id, Message(MsgType.ACK, {"ids": ids}))
+            self.send(node_id, Message(MsgType.ACK, {"ids": ids}))
         if ended or touched:
             self.push(ended | touched)  # coalesced: one desired set per node per poll
         if changed:
@@ -506,7 +574,7 @@ class Gateway:
 
     def _ack(self, node_id: str, msg: Message) -> None:
         if msg.msg_id:
-            self._send(node_id, Message(MsgType.ACK, {"ids": [msg.msg_id]}))
+            self.send(node_id, Message(MsgType.ACK, {"ids": [msg.msg_id]}))
 
 
 _HANDLERS: dict[MsgType, Callable[[Gateway, str, Message], None]] = {
@@ -517,10 +585,3 @@ _HANDLERS: dict[MsgType, Callable[[Gateway, str, Message], None]] = {
 
 #: Messages applied together, one transaction per received batch.
 _BATCHED = frozenset({MsgType.STATUS, MsgType.LOGS, MsgType.USAGE, MsgType.HEALTH})
-
-
-def _is_terminal(state: Any) -> bool:
-    try:
-        return TaskState(str(state)).terminal
-    except ValueError:
-        return False

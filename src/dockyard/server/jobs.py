@@ -34,40 +34,59 @@ def submit_job(
     policy: dict[str, Any] | None = None,
 ) -> Task:
     """Store a job and its first task (pending) in one transaction."""
-    parse_constraints(spec.constraints)  # 422 naming the constraint; nothing written yet
+    return submit_jobs(session, owner, [spec], max_runtime_cap_s, policy)[0]
+
+
+def submit_jobs(
+    session: Session,
+    owner: Principal,
+    specs: Sequence[JobSpec],
+    max_runtime_cap_s: float | None = None,
+    policy: dict[str, Any] | None = None,
+) -> list[Task]:
+    """Store jobs and their first tasks (pending), in order, with two flushes in all."""
+    for spec in specs:
+        parse_constraints(spec.constraints)  # 422 naming the constraint; nothing written yet
     now = time.time()
-    workload = Workload(
-        id=new_id(),
-        owner_id=owner.user_id,
-        name=spec.name,
-        kind="job",
-        # The policy checked at submit travels with the spec; the agent checks again.
-        spec={**spec.to_dict(), "policy": policy},
-        created_at=now,
-    )
-    task = Task(
-        id=new_id(),
-        workload_id=workload.id,
-        owner_id=owner.user_id,
-        name=spec.name,
-        attempt=1,
-        image=spec.image,
-        cpu_millis=spec.resources.cpu_millis,
-        memory_bytes=spec.resources.memory_bytes,
-        state=TaskState.PENDING,
-        desired_state=DesiredState.RUN,
-        reason=Reason.SUBMITTED,
-        created_at=now,
-        max_runtime_s=effective_max_runtime(spec, max_runtime_cap_s),
-        stop_reason="",
-        **scheduling_fields(spec),
-    )
-    session.add(workload)
-    session.flush()  # no ORM relationships: insert the parent row first
-    session.add(task)
+    workloads = [
+        Workload(
+            id=new_id(),
+            owner_id=owner.user_id,
+            name=spec.name,
+            kind="job",
+            # The policy checked at submit travels with the spec; the agent checks again.
+            spec={**spec.to_dict(), "policy": policy},
+            created_at=now,
+        )
+        for spec in specs
+    ]
+    tasks = [
+        Task(
+            id=new_id(),
+            workload_id=workload.id,
+            owner_id=owner.user_id,
+            name=spec.name,
+            attempt=1,
+            image=spec.image,
+            cpu_millis=spec.resources.cpu_millis,
+            memory_bytes=spec.resources.memory_bytes,
+            state=TaskState.PENDING,
+            desired_state=DesiredState.RUN,
+            reason=Reason.SUBMITTED,
+            created_at=now,
+            max_runtime_s=effective_max_runtime(spec, max_runtime_cap_s),
+            stop_reason="",
+            **scheduling_fields(spec),
+        )
+        for spec, workload in zip(specs, workloads, strict=True)
+    ]
+    session.add_all(workloads)
+    session.flush()  # no ORM relationships: insert the parent rows first
+    session.add_all(tasks)
+    for task in tasks:
+        record(session, EventKind.TASK, Reason.SUBMITTED, f"job {task.name} submitted", task=task)
     session.flush()
-    record(session, EventKind.TASK, Reason.SUBMITTED, f"job {spec.name} submitted", task=task)
-    return task
+    return tasks
 
 
 def scheduling_fields(spec: JobSpec) -> dict[str, Any]:

@@ -88,9 +88,15 @@ class LeaderElector:
     # -- state --------------------------------------------------------------
     @property
     def term(self) -> int | None:
-        """The term this instance leads, or None. Expires by the local clock too."""
+        """The term this instance leads, or None. Expires by the local clock too, but
+        not on the embedded SQLite store: no other instance can take over, and a lease
+        renewal queued behind a burst of writes must not depose the only server."""
         term = self._term
-        if term is not None and time.monotonic() - self._renewed_mono > self.lease_s:
+        if (
+            term is not None
+            and not self._single
+            and time.monotonic() - self._renewed_mono > self.lease_s
+        ):
             return None
         return term
 

@@ -21,23 +21,21 @@ def follow_up(session: Session, task: Task) -> Task | None:
     Only the newest attempt of a job is followed up, so a task is replaced at
     most once however many times its end is reported.
     """
+    workload = session.get(Workload, task.workload_id)
+    if workload is None or workload.kind != "job":
+        return None  # service replicas are replaced by the service controller
+    spec = JobSpec.from_dict(workload.spec)
+    # More history only uses up attempts: if this attempt alone gets no replacement
+    # (it succeeded, was killed, the policy is never...), neither does the job.
+    if not decide(spec.restart, [_attempt(task)]).replace:
+        return None
     newest = session.scalar(
         select(func.max(Task.attempt)).where(Task.workload_id == task.workload_id)
     )
     if newest != task.attempt:
         return None
-    workload = session.get(Workload, task.workload_id)
-    if workload is None or workload.kind != "job":
-        return None  # service replicas are replaced by the service controller
-    spec = JobSpec.from_dict(workload.spec)
     history = [
-        Attempt(
-            state=TaskState(t.state),
-            reason=t.reason,
-            ran_for_s=(t.finished_at or 0.0) - t.started_at if t.started_at else 0.0,
-            stop_reason=t.stop_reason,
-            ended_at=t.finished_at or 0.0,
-        )
+        _attempt(t)
         for t in session.scalars(
             select(Task).where(Task.workload_id == task.workload_id).order_by(Task.attempt)
         )
@@ -70,8 +68,7 @@ def follow_up(session: Session, task: Task) -> Task | None:
         gpus=task.gpus,
         algorithm=task.algorithm,
     )
-    session.add(replacement)
-    session.flush()
+    session.add(replacement)  # events have no foreign key to it: one flush serves all
     kind = "rescheduled" if decision.kind == "reschedule" else "restart_scheduled"
     record(
         session, EventKind.TASK, kind, f"replaced by {replacement.id}: {decision.why}", task=task
@@ -84,3 +81,13 @@ def follow_up(session: Session, task: Task) -> Task | None:
         task=replacement,
     )
     return replacement
+
+
+def _attempt(task: Task) -> Attempt:
+    return Attempt(
+        state=TaskState(task.state),
+        reason=task.reason,
+        ran_for_s=(task.finished_at or 0.0) - task.started_at if task.started_at else 0.0,
+        stop_reason=task.stop_reason,
+        ended_at=task.finished_at or 0.0,
+    )

@@ -258,7 +258,8 @@ class NodeMonitor(Loop):
     """Marks nodes down when their heartbeats stop, judged on this server's monotonic clock.
 
     A node silent for longer than ``suspect_after`` is ``suspect`` (nothing new is
-    placed there); after ``grace`` it is ``down`` and its tasks are lost and replaced.
+    placed there); within ``grace`` of its last heartbeat (at the last check before
+    the grace runs out) it is ``down`` and its tasks are lost and replaced.
     """
 
     name = "node-monitor"
@@ -294,11 +295,14 @@ class NodeMonitor(Loop):
                 ).all()
             }
         silence = {node_id: now - seen.get(node_id, self._started) for node_id in alive}
-        down = {n: s for n, s in silence.items() if s > self._grace}
+        # Down *within* the grace: a node that would pass it before the next check
+        # is declared now, not up to one interval late.
+        limit = self._grace - self.interval
+        down = {n: s for n, s in silence.items() if s > limit}
         suspect = {
             n
             for n, s in silence.items()
-            if self._suspect_after < s <= self._grace and alive[n] == "ready"
+            if self._suspect_after < s <= limit and alive[n] == "ready"
         }
         recovered = {
             n for n, s in silence.items() if s <= self._suspect_after and alive[n] == "suspect"
@@ -310,7 +314,7 @@ class NodeMonitor(Loop):
             seen = self._last_seen()
             now = time.monotonic()
             silence = {n: now - seen.get(n, self._started) for n in silence}
-            down = {n: s for n, s in down.items() if silence[n] > self._grace}
+            down = {n: s for n, s in down.items() if silence[n] > limit}
             suspect = {n for n in suspect if silence[n] > self._suspect_after}
             recovered = {n for n in recovered if silence[n] <= self._suspect_after}
             for node_id, quiet in down.items():

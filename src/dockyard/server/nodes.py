@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 import time
+from collections import OrderedDict
 from typing import Any
 
 from sqlalchemy import func, select
@@ -11,6 +13,7 @@ from sqlalchemy.orm import Session
 from dockyard.core.specs import JobSpec
 from dockyard.core.states import PLACED_STATES, Reason, TaskState
 from dockyard.server.accounting import charge
+from dockyard.server.batch import EndingBatch
 from dockyard.server.events import EventKind, record
 from dockyard.server.jobs import placed_tasks
 from dockyard.server.lifecycle import follow_up
@@ -89,15 +92,17 @@ def mark_down(session: Session, node: Node, silence_s: float) -> list[Task]:
         node_id=node.id,
     )
     lost = placed_tasks(session, node.id)
+    batch = EndingBatch(session, lost, [node.id])  # flushed once, not once per task
     now = time.time()
-    for task in lost:
-        task.state = TaskState.LOST
-        task.reason = Reason.NODE_LOST
-        task.message = f"node {node.name} stopped sending heartbeats"
-        task.finished_at = now
-        record(session, EventKind.TASK, Reason.NODE_LOST, task.message, task=task)
-        charge(session, task)  # the lost run is charged once, up to node-down
-        follow_up(session, task)
+    with session.no_autoflush:
+        for task in lost:
+            task.state = TaskState.LOST
+            task.reason = Reason.NODE_LOST
+            task.message = f"node {node.name} stopped sending heartbeats"
+            task.finished_at = now
+            record(session, EventKind.TASK, Reason.NODE_LOST, task.message, task=task)
+            charge(session, task, batch.charged)  # charged once, up to node-down
+            follow_up(session, task)
     node.generation += 1
     return lost
 
@@ -106,6 +111,7 @@ def desired_for(session: Session, node: Node) -> dict[str, Any]:
     """The body of a ``desired`` message: every task the node should hold now."""
     tasks = placed_tasks(session, node.id)
     offsets: dict[tuple[str, str], int] = {}
+    templates: dict[str, dict[str, Any]] = {}
     if tasks:
         rows = session.execute(
             select(LogLine.task_id, LogLine.stream, func.max(LogLine.seq))
@@ -113,34 +119,21 @@ def desired_for(session: Session, node: Node) -> dict[str, Any]:
             .group_by(LogLine.task_id, LogLine.stream)
         ).all()
         offsets = {(task_id, stream): int(seq) for task_id, stream, seq in rows}
-        specs = {
-            w.id: w.spec
-            for w in session.scalars(
-                select(Workload).where(Workload.id.in_({t.workload_id for t in tasks}))
-            )
-        }
+        templates = _templates(session, {t.workload_id for t in tasks})
     entries = []
     for task in tasks:
-        raw = specs[task.workload_id]
-        spec = JobSpec.from_dict(raw)
         entries.append(
             {
+                **templates[task.workload_id],
                 "task_id": task.id,
                 "workload_id": task.workload_id,
                 "owner": task.owner_id,
                 "image": task.image,
-                "command": list(spec.command),
-                "env": dict(spec.env),
                 "cpu_millis": task.cpu_millis,
                 "memory_bytes": task.memory_bytes,
-                "kill_grace_s": spec.kill_grace_s,
-                "mounts": [m.to_dict() for m in spec.mounts],
-                "security": spec.security.to_dict(),
-                "policy": raw.get("policy"),
                 "gpus": [int(g) for g in (task.gpu_indices or "").split(",") if g],
                 "ports": [int(p) for p in (task.ports or "").split(",") if p],
                 "port_map": [[int(c), int(h)] for c, h in task.port_map or []],
-                "health": raw.get("health"),
                 "desired": task.desired_state,
                 "log_offsets": {
                     "stdout": offsets.get((task.id, "stdout"), 0),
@@ -149,6 +142,51 @@ def desired_for(session: Session, node: Node) -> dict[str, Any]:
             }
         )
     return {"node_id": node.id, "generation": node.generation, "tasks": entries}
+
+
+#: The spec part of desired entries of job workloads, whose specs never change once
+#: submitted (a service's may: it is read each time). Bounded, least recently used out.
+_JOB_TEMPLATES: OrderedDict[str, dict[str, Any]] = OrderedDict()
+_JOB_TEMPLATES_MAX = 20_000
+_templates_lock = threading.Lock()
+
+
+def _templates(session: Session, workload_ids: set[str]) -> dict[str, dict[str, Any]]:
+    """What a desired entry takes from each workload's spec, per workload id."""
+    found: dict[str, dict[str, Any]] = {}
+    with _templates_lock:
+        for workload_id in workload_ids:
+            cached = _JOB_TEMPLATES.get(workload_id)
+            if cached is not None:
+                _JOB_TEMPLATES.move_to_end(workload_id)
+                found[workload_id] = cached
+    missing = [w for w in workload_ids if w not in found]
+    for start in range(0, len(missing), 900):
+        for workload_id, kind, raw in session.execute(
+            select(Workload.id, Workload.kind, Workload.spec).where(
+                Workload.id.in_(missing[start : start + 900])
+            )
+        ):
+            found[workload_id] = template = _template(raw)
+            if kind == "job":
+                with _templates_lock:
+                    _JOB_TEMPLATES[workload_id] = template
+                    while len(_JOB_TEMPLATES) > _JOB_TEMPLATES_MAX:
+                        _JOB_TEMPLATES.popitem(last=False)
+    return found
+
+
+def _template(raw: dict[str, Any]) -> dict[str, Any]:
+    spec = JobSpec.from_dict(raw)
+    return {
+        "command": list(spec.command),
+        "env": dict(spec.env),
+        "kill_grace_s": spec.kill_grace_s,
+        "mounts": [m.to_dict() for m in spec.mounts],
+        "security": spec.security.to_dict(),
+        "policy": raw.get("policy"),
+        "health": raw.get("health"),
+    }
 
 
 def allocations(session: Session) -> dict[str, tuple[int, int]]:
