@@ -295,9 +295,9 @@ class NodeMonitor(Loop):
                 ).all()
             }
         silence = {node_id: now - seen.get(node_id, self._started) for node_id in alive}
-        # Down *within* the grace: a node that would pass it before the next check
-        # is declared now, not up to one interval late.
-        limit = self._grace - self.interval
+        # Down *within* the grace: a node that would pass it before the next check is
+        # declared now, with as much again left for the transaction that declares it.
+        limit = self._grace - 2 * self.interval
         down = {n: s for n, s in silence.items() if s > limit}
         suspect = {
             n
