@@ -18,11 +18,11 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import zmq
 import zmq.auth
-from sqlalchemy import select, update
+from sqlalchemy import Table, bindparam, select, update
 from zmq.auth.thread import ThreadAuthenticator
 
 from dockyard.protocol.messages import Message, MsgType, ProtocolError, decode, encode
@@ -92,6 +92,9 @@ class Gateway:
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self._thread = threading.Thread(target=self._run, name="gateway", daemon=True)
+        #: Hellos and heartbeats waiting in ``_work``, one per node at most: agents
+        #: re-send them while the apply thread is busy (registering 2,000 nodes).
+        self._queued: set[tuple[str, MsgType]] = set()
         #: I/O thread -> apply thread: (node id, message) needing the store.
         self._work: queue.SimpleQueue[tuple[str, Message] | None] = queue.SimpleQueue()
         self._applier = threading.Thread(target=self._apply_loop, name="gateway-apply", daemon=True)
@@ -131,9 +134,7 @@ class Gateway:
         now = time.monotonic()
         with self._lock:
             self._to_prune = True
-            count = sum(
-                1 for t in self._last_seen.values() if now - t < 3 * self._heartbeat_interval
-            )
+        count = sum(1 for t in self.last_seen().values() if now - t < 3 * self._heartbeat_interval)
         self._poke()
         return count
 
@@ -145,8 +146,7 @@ class Gateway:
 
     def last_seen(self) -> dict[str, float]:
         """Monotonic time of the last message from each node, on this server's clock."""
-        with self._lock:
-            return dict(self._last_seen)
+        return dict(self._last_seen)  # one C-level copy: atomic under the GIL
 
     def _poke(self) -> None:
         try:
@@ -197,16 +197,7 @@ class Gateway:
             while not self._stop.is_set():
                 events = dict(poller.poll(500))
                 if sock in events:
-                    for _ in range(1000):
-                        try:
-                            frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
-                        except zmq.Again:
-                            break
-                        if len(frames) != 2:
-                            continue
-                        # With CURVE, the ZAP handler names the peer's public key.
-                        peer = frames[1].get("User-Id") if self.curve_keys else ""
-                        self._handle(frames[0].bytes, frames[1].bytes, str(peer or ""))
+                    self._receive(sock)
                 if self._wake_r.fileno() in events:
                     try:
                         while self._wake_r.recv(4096):
@@ -216,6 +207,24 @@ class Gateway:
                 self._flush_outgoing()
         finally:
             sock.close(0)
+
+    def _receive(self, sock: zmq.Socket[bytes]) -> None:
+        """Handle up to 1,000 waiting messages. With CURVE, the ZAP handler names each
+        peer's public key on the frame; without it, plain bytes are cheaper to take."""
+        curve = self.curve_keys is not None
+        for _ in range(1000):
+            try:
+                if curve:
+                    frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                    if len(frames) == 2:
+                        peer = str(frames[1].get("User-Id") or "")
+                        self._handle(frames[0].bytes, frames[1].bytes, peer)
+                else:
+                    parts = sock.recv_multipart(zmq.NOBLOCK)
+                    if len(parts) == 2:
+                        self._handle(parts[0], parts[1])
+            except zmq.Again:
+                return
 
     def _send(self, node_id: str, msg: Message) -> None:
         identity = self._routes.get(node_id)
@@ -280,6 +289,9 @@ class Gateway:
         if batch:
             self._apply_batch(batch)
         for node_id, msg in others:
+            if msg.type in _COALESCED:
+                with self._lock:
+                    self._queued.discard((node_id, msg.type))
             try:
                 handler = _HANDLERS.get(msg.type)
                 if handler is not None:
@@ -330,27 +342,35 @@ class Gateway:
             return
         self._routes[node_id] = identity
         now = time.monotonic()
-        with self._lock:
-            self._last_seen[node_id] = now
+        # No lock: one item set, and readers copy with dict() (atomic under the GIL).
+        self._last_seen[node_id] = now
         if self._metrics is not None:
             self._observe(node_id, msg, now)
         if msg.type == MsgType.HEARTBEAT and self._beat(node_id, msg):
             return
+        if msg.type in _COALESCED:
+            key = (node_id, msg.type)
+            with self._lock:
+                if key in self._queued:  # one waits already: the agent re-sent it
+                    return
+                self._queued.add(key)
         self._work.put((node_id, msg))
 
     def _beat(self, node_id: str, msg: Message) -> bool:
         """Buffer a heartbeat (written in bulk every few seconds: no disk write each).
         True when nothing more is needed: the node is known ready at this generation."""
-        usage = msg.body.get("usage") or {}
-        images = msg.body.get("images")
-        with self._lock:
-            if isinstance(images, list):  # sent when they change: stored with the next flush
-                self._images[node_id] = [str(i)[:255] for i in images[: node_ops.MAX_IMAGES]]
-            self._beats[node_id] = (
-                time.time(),
-                float(usage.get("cpu_percent", 0.0)),
-                int(usage.get("memory_bytes", 0)),
-            )
+        body = msg.body
+        usage = body.get("usage") or {}
+        images = body.get("images")
+        if isinstance(images, list):  # sent when they change: stored with the next flush
+            self._images[node_id] = [str(i)[:255] for i in images[: node_ops.MAX_IMAGES]]
+        # No lock: the flush swaps the dict; a beat landing in the old one is at worst
+        # not displayed (liveness is ``_last_seen``, stamped above).
+        self._beats[node_id] = (
+            time.time(),
+            float(usage.get("cpu_percent", 0.0)),
+            int(usage.get("memory_bytes", 0)),
+        )
         known = self._known.get(node_id)
         return known is not None and known[1] == "ready" and msg.body.get("generation") == known[0]
 
@@ -460,9 +480,8 @@ class Gateway:
 
     def _refresh_and_flush(self) -> None:
         """Write buffered heartbeats in one statement; re-read every node's generation and state."""
-        with self._lock:
-            beats, self._beats = self._beats, {}
-            images, self._images = self._images, {}
+        beats, self._beats = self._beats, {}
+        images, self._images = self._images, {}
         if images:
             try:
                 with self._db.write() as session:
@@ -473,16 +492,18 @@ class Gateway:
                 log.exception("storing node images failed")
         if beats:
             try:
-                with self._db.write() as session:
+                nodes = cast(Table, Node.__table__)
+                with self._db.write() as session:  # Core executemany: no ORM bookkeeping
                     session.execute(
-                        update(Node),
+                        update(nodes)
+                        .where(nodes.c.id == bindparam("nid"))
+                        .values(
+                            last_heartbeat_at=bindparam("at"),
+                            used_cpu_percent=bindparam("cpu"),
+                            used_memory_bytes=bindparam("mem"),
+                        ),
                         [
-                            {
-                                "id": node_id,
-                                "last_heartbeat_at": at,
-                                "used_cpu_percent": cpu,
-                                "used_memory_bytes": mem,
-                            }
+                            {"nid": node_id, "at": at, "cpu": cpu, "mem": mem}
                             for node_id, (at, cpu, mem) in beats.items()
                         ],
                     )
@@ -582,6 +603,9 @@ _HANDLERS: dict[MsgType, Callable[[Gateway, str, Message], None]] = {
     MsgType.HEARTBEAT: Gateway._on_heartbeat,
     MsgType.PRUNED: Gateway._on_pruned,
 }
+
+#: Messages of which at most one per node waits for the apply thread.
+_COALESCED = frozenset({MsgType.HELLO, MsgType.HEARTBEAT})
 
 #: Messages applied together, one transaction per received batch.
 _BATCHED = frozenset({MsgType.STATUS, MsgType.LOGS, MsgType.USAGE, MsgType.HEALTH})
