@@ -29,6 +29,7 @@ from dockyard.protocol.messages import Message, MsgType, ProtocolError, decode, 
 from dockyard.server import join
 from dockyard.server import nodes as node_ops
 from dockyard.server.accounting import apply_usage, enforce_consumed
+from dockyard.server.batch import rows_by_id
 from dockyard.server.events import EventKind, record
 from dockyard.server.health import apply_health
 from dockyard.server.metrics import ServerMetrics
@@ -43,6 +44,8 @@ QUOTA_CHECK_S = 1.0
 
 #: How often buffered heartbeats are written and cached node states re-read.
 FLUSH_INTERVAL_S = 2.0
+#: How long a desired set that only lost ended tasks waits, gathering more endings.
+ENDED_PUSH_DELAY_S = 0.25
 #: Most messages the apply thread takes from its queue for one transaction.
 APPLY_BATCH = 2000
 #: A refused agent retries its hello; log and record it at most this often.
@@ -94,6 +97,8 @@ class Gateway:
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self._thread = threading.Thread(target=self._run, name="gateway", daemon=True)
+        #: Apply thread: nodes whose desired set lost ended tasks -> when to send it.
+        self._later: dict[str, float] = {}
         #: Hellos and heartbeats waiting in ``_work``, one per node at most: agents
         #: re-send them while the apply thread is busy (registering 2,000 nodes).
         self._queued: set[tuple[str, MsgType]] = set()
@@ -255,8 +260,9 @@ class Gateway:
         """Apply queued messages in batches; build desired sets; flush heartbeats."""
         next_flush = time.monotonic() + FLUSH_INTERVAL_S
         while not self._stop.is_set():
+            wake = min([next_flush, *self._later.values()])
             try:
-                first = self._work.get(timeout=max(0.0, next_flush - time.monotonic()))
+                first = self._work.get(timeout=max(0.0, wake - time.monotonic()))
             except queue.Empty:
                 first = None
             items = [] if first is None else [first]
@@ -310,21 +316,28 @@ class Gateway:
         with self._lock:
             pending, self._to_push = self._to_push, set()
             forget, self._forget = self._forget, set()
+        if self._later:
+            now = time.monotonic()
+            due = {n for n, at in self._later.items() if at <= now}
+            for node_id in due | pending:
+                self._later.pop(node_id, None)
+            pending |= due
         for node_id in forget:
             self._known.pop(node_id, None)
-        for node_id in pending:
-            self._send_desired(node_id)
+        self._send_desired(*pending)
 
-    def _send_desired(self, node_id: str) -> None:
-        if node_id not in self._routes:
+    def _send_desired(self, *node_ids: str) -> None:
+        """Build these connected nodes' desired sets in one read and send them."""
+        wanted = [n for n in node_ids if n in self._routes]
+        if not wanted:
             return
         with self._db.read() as session:
-            node = session.get(Node, node_id)
-            if node is None:
-                return
-            body = node_ops.desired_for(session, node)
-            self._set_known(node_id, (node.generation, node.state))
-        self.send(node_id, Message(MsgType.DESIRED, body))
+            nodes = rows_by_id(session, Node, wanted)
+            bodies = node_ops.desired_sets(session, nodes)
+            for node in nodes:
+                self._set_known(node.id, (node.generation, node.state))
+        for node_id, body in bodies.items():
+            self.send(node_id, Message(MsgType.DESIRED, body))
 
     def _set_known(self, node_id: str, value: tuple[int, str]) -> None:
         """The apply thread writes ``_known``; the I/O thread only looks entries up."""
@@ -597,7 +610,12 @@ class Gateway:
         for node_id, ids in acks.items():
             self.send(node_id, Message(MsgType.ACK, {"ids": ids}))
         if ended or touched:
-            self.push(ended | touched)  # coalesced: one desired set per node per poll
+            self.push(touched)  # quota kills: at once
+            # A node's set lost ended tasks: only clean-up is left (the container has
+            # exited), so it waits a little and is built once for all that end meanwhile.
+            send_at = time.monotonic() + ENDED_PUSH_DELAY_S
+            for node_id in ended - touched:
+                self._later.setdefault(node_id, send_at)
         if changed:
             self._on_change()
 
