@@ -9,13 +9,15 @@ store at scrape time by :class:`StoreCollector`, so they are always the truth.
 
 from __future__ import annotations
 
+import bisect
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
@@ -65,19 +67,20 @@ class ServerMetrics:
         self.heartbeats = Counter(
             "dockyard_gateway_heartbeats", "Heartbeats received from agents", registry=r
         )
-        self.heartbeat_interval = Histogram(
+        # Observed once per heartbeat by the gateway's I/O thread alone: lock-free.
+        self.heartbeat_interval = OneWriterHistogram(
             "dockyard_heartbeat_interval_seconds",
             "Time between consecutive heartbeats of a node, on the server's clock (lag)",
-            buckets=HEARTBEAT_BUCKETS,
-            registry=r,
+            HEARTBEAT_BUCKETS,
         )
-        self.heartbeat_lag = Histogram(
+        self.heartbeat_lag = OneWriterHistogram(
             "dockyard_heartbeat_lag_seconds",
             "From the agent sending a heartbeat to the gateway handling it (agent and server "
             "clocks; meaningful where they are synchronised)",
-            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
-            registry=r,
+            (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
         )
+        r.register(self.heartbeat_interval)
+        r.register(self.heartbeat_lag)
         self.gateway_messages = Counter(
             "dockyard_gateway_messages", "Messages received from agents", ["type"], registry=r
         )
@@ -262,3 +265,37 @@ def route_label(scope: Scope) -> str:
     if str(scope.get("path", "")).startswith("/ui/"):
         return "/ui/{file}"
     return "unmatched"
+
+
+class OneWriterHistogram(Collector):
+    """A histogram that one thread observes into without locks, exposed at scrape time.
+
+    ``prometheus_client.Histogram`` takes a lock per observation (a few microseconds);
+    at 20,000 heartbeats a second, with two histograms each, that was a tenth of the
+    gateway's cost. Here an observation is a bisect and two additions. A scrape may
+    see a count one observation ahead of the sum: harmless for a histogram.
+    """
+
+    def __init__(self, name: str, documentation: str, buckets: Iterable[float]) -> None:
+        self._name = name
+        self._doc = documentation
+        self._bounds = sorted(float(b) for b in buckets)
+        self._counts = [0] * (len(self._bounds) + 1)  # the last: above every bound
+        self._sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self._counts[bisect.bisect_left(self._bounds, value)] += 1
+        self._sum += value
+
+    def collect(self) -> Iterable[HistogramMetricFamily]:
+        counts = list(self._counts)
+        cumulative, buckets = 0, []
+        for bound, count in zip([*self._bounds, math.inf], counts, strict=True):
+            cumulative += count
+            buckets.append(("+Inf" if math.isinf(bound) else repr(bound), cumulative))
+        family = HistogramMetricFamily(self._name, self._doc)
+        family.add_metric([], buckets, sum_value=self._sum)
+        yield family
+
+    def describe(self) -> Iterable[HistogramMetricFamily]:
+        yield HistogramMetricFamily(self._name, self._doc)
