@@ -65,13 +65,13 @@ class Gateway:
     ) -> None:
         self._db = db
         self._metrics = metrics
-        self._last_beat: dict[str, float] = {}  # gateway thread: previous heartbeat per node
-        self._type_counters: dict[MsgType, Any] = {}  # gateway thread: metric child per type
-        self._counts: dict[MsgType, int] = {}  # gateway thread: messages this poll, per type
+        self._last_beat: dict[str, float] = {}  # I/O thread: previous heartbeat per node
+        self._type_counters: dict[MsgType, Any] = {}  # I/O thread: metric child per type
+        self._counts: dict[MsgType, int] = {}  # I/O thread: messages this poll, per type
         self._log_lines = 0
         self._to_prune = False
-        self._images: dict[str, list[str]] = {}  # gateway thread: reported, not yet stored
-        self._quota_checked: dict[str, float] = {}  # gateway thread: owner -> last check
+        self._images: dict[str, list[str]] = {}  # I/O thread -> flush: reported, not yet stored
+        self._quota_checked: dict[str, float] = {}  # apply thread: owner -> last check
         self._bind = bind
         self._heartbeat_interval = heartbeat_interval
         self._on_change = on_change
@@ -82,13 +82,14 @@ class Gateway:
         #: The server's CURVE key pair (z85 public, secret); set before start(). None:
         #: plaintext and every agent admitted (``insecure_open_join``).
         self.curve_keys: tuple[bytes, bytes] | None = None
-        self._admitted: dict[str, str] = {}  # gateway thread: node id -> joined public key
+        self._admitted: dict[str, str] = {}  # I/O thread: node id -> joined public key
         self._refused: dict[str, float] = {}
-        #: Handlers of further message types (builds, ...), called on the gateway
+        #: Handlers of further message types (builds, ...), called on the apply
         #: thread; a message with an id is acked after its handler returns.
         self.handlers: dict[MsgType, Callable[[str, Message], None]] = {}
 
-        # Gateway-thread state: buffered heartbeats and each node's (generation, state).
+        # Buffered heartbeats and last-seen stamps (written by the I/O thread) and each
+        # node's (generation, state) (written by the apply thread, read by the I/O thread).
         self._beats: dict[str, tuple[float, float, int]] = {}
         self._known: dict[str, tuple[int, str]] = {}
         self._last_seen: dict[str, float] = {}
