@@ -76,7 +76,8 @@ class Gateway:
         self._heartbeat_interval = heartbeat_interval
         self._on_change = on_change
         self._lock = threading.Lock()
-        self._to_push: set[str] = set()
+        #: Nodes whose desired sets are to be sent -> when (monotonic); see push().
+        self._to_push: dict[str, float] = {}
         self._forget: set[str] = set()
         self._outgoing: list[tuple[str, Message]] = []
         #: The server's CURVE key pair (z85 public, secret); set before start(). None:
@@ -89,7 +90,8 @@ class Gateway:
         self.handlers: dict[MsgType, Callable[[str, Message], None]] = {}
 
         # Buffered heartbeats and last-seen stamps (written by the I/O thread) and each
-        # node's (generation, state) (written by the apply thread, read by the I/O thread).
+        # node's (generation, state) (written by the apply thread; the I/O thread only
+        # looks entries up).
         self._beats: dict[str, tuple[float, float, int]] = {}
         self._known: dict[str, tuple[int, str]] = {}
         self._last_seen: dict[str, float] = {}
@@ -98,8 +100,6 @@ class Gateway:
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self._thread = threading.Thread(target=self._run, name="gateway", daemon=True)
-        #: Apply thread: nodes whose desired set lost ended tasks -> when to send it.
-        self._later: dict[str, float] = {}
         #: Hellos and heartbeats waiting in ``_work``, one per node at most: agents
         #: re-send them while the apply thread is busy (registering 2,000 nodes).
         self._queued: set[tuple[str, MsgType]] = set()
@@ -126,12 +126,15 @@ class Gateway:
         self._wake_r.close()
         self._wake_w.close()
 
-    def push(self, node_ids: set[str] | list[str]) -> None:
-        """Send these nodes their desired task sets soon (coalesced)."""
+    def push(self, node_ids: set[str] | list[str], after: float = 0.0) -> None:
+        """Send these nodes their desired task sets in ``after`` seconds, coalesced: a
+        node asked for twice gets one set, at the earlier time."""
         if not node_ids:
             return
+        at = time.monotonic() + after
         with self._lock:
-            self._to_push.update(node_ids)
+            for node_id in node_ids:
+                self._to_push[node_id] = min(at, self._to_push.get(node_id, at))
         self._work.put(None)  # wakes the apply thread, which builds them
 
     def prune_all(self) -> int:
@@ -261,7 +264,8 @@ class Gateway:
         """Apply queued messages in batches; build desired sets; flush heartbeats."""
         next_flush = time.monotonic() + FLUSH_INTERVAL_S
         while not self._stop.is_set():
-            wake = min([next_flush, *self._later.values()])
+            with self._lock:
+                wake = min([next_flush, *self._to_push.values()])
             try:
                 first = self._work.get(timeout=max(0.0, wake - time.monotonic()))
             except queue.Empty:
@@ -291,9 +295,10 @@ class Gateway:
         seen: set[str] = set()
         for node_id, msg in items:
             if msg.type in _BATCHED:
-                if msg.msg_id and msg.msg_id in seen:
-                    continue
-                seen.add(msg.msg_id)
+                if msg.msg_id:
+                    if msg.msg_id in seen:
+                        continue
+                    seen.add(msg.msg_id)
                 batch.append((node_id, msg))
             else:
                 others.append((node_id, msg))
@@ -314,18 +319,15 @@ class Gateway:
                 log.exception("handling %s from %s failed", msg.type, node_id)
 
     def _push_pending(self) -> None:
+        now = time.monotonic()
         with self._lock:
-            pending, self._to_push = self._to_push, set()
+            due = [node_id for node_id, at in self._to_push.items() if at <= now]
+            for node_id in due:
+                del self._to_push[node_id]
             forget, self._forget = self._forget, set()
-        if self._later:
-            now = time.monotonic()
-            due = {n for n, at in self._later.items() if at <= now}
-            for node_id in due | pending:
-                self._later.pop(node_id, None)
-            pending |= due
         for node_id in forget:
             self._known.pop(node_id, None)
-        self._send_desired(*pending)
+        self._send_desired(*due)
 
     def _send_desired(self, *node_ids: str) -> None:
         """Build these connected nodes' desired sets in one read and send them."""
@@ -336,13 +338,9 @@ class Gateway:
             nodes = rows_by_id(session, Node, wanted)
             bodies = node_ops.desired_sets(session, nodes)
             for node in nodes:
-                self._set_known(node.id, (node.generation, node.state))
+                self._known[node.id] = (node.generation, node.state)
         for node_id, body in bodies.items():
             self.send(node_id, Message(MsgType.DESIRED, body))
-
-    def _set_known(self, node_id: str, value: tuple[int, str]) -> None:
-        """The apply thread writes ``_known``; the I/O thread only looks entries up."""
-        self._known[node_id] = value
 
     def _handle(self, identity: bytes, frame: bytes, peer_key: str = "") -> None:
         """I/O thread: admit, route and stamp one message. A heartbeat of a node known
@@ -480,7 +478,7 @@ class Gateway:
         with self._db.write() as session:
             node = node_ops.register(session, msg.body)
             desired = node_ops.desired_for(session, node)
-            self._set_known(node_id, (node.generation, node.state))
+            self._known[node_id] = (node.generation, node.state)
         self.send(
             node_id,
             Message(MsgType.WELCOME, {"heartbeat_interval": self._heartbeat_interval}),
@@ -500,7 +498,7 @@ class Gateway:
                     return
                 came_back = node_ops.heartbeat(session, node, msg.body)
                 known = (node.generation, node.state)
-            self._set_known(node_id, known)
+            self._known[node_id] = known
             if came_back:
                 self._on_change()
         if msg.body.get("generation") != known[0]:
@@ -584,8 +582,7 @@ class Gateway:
                 for update in list(msg.body.get("updates") or [])
             ]
             if statuses:
-                moved, ended = apply_statuses(session, statuses)
-                changed = bool(moved)
+                changed, ended = apply_statuses(session, statuses)
             shipped = [
                 (node_id, list(msg.body.get("lines") or []))
                 for node_id, msg in batch
@@ -610,13 +607,10 @@ class Gateway:
                 acks.setdefault(node_id, []).append(msg.msg_id)
         for node_id, ids in acks.items():
             self.send(node_id, Message(MsgType.ACK, {"ids": ids}))
-        if ended or touched:
-            self.push(touched)  # quota kills: at once
-            # A node's set lost ended tasks: only clean-up is left (the container has
-            # exited), so it waits a little and is built once for all that end meanwhile.
-            send_at = time.monotonic() + ENDED_PUSH_DELAY_S
-            for node_id in ended - touched:
-                self._later.setdefault(node_id, send_at)
+        self.push(touched)  # quota kills: at once
+        # A node's set lost ended tasks: only clean-up is left (the container has
+        # exited), so it waits a little and is built once for all that end meanwhile.
+        self.push(ended, after=ENDED_PUSH_DELAY_S)
         if changed:
             self._on_change()
 

@@ -21,24 +21,23 @@ MAX_LINE = 64 * 1024
 
 def apply_statuses(
     session: Session, reports: list[tuple[str, dict[str, Any]]]
-) -> tuple[set[str], set[str]]:
+) -> tuple[bool, set[str]]:
     """Apply many ``(node id, update)`` status reports, in order, in one transaction.
 
     What the reports need is read up front (:class:`EndingBatch`) and the changes
     are flushed once, at the end (not once per report, before each check query);
     each node whose desired set lost a task gets one generation bump. Returns the
-    nodes whose tasks changed state, and those whose tasks ended (they must converge).
+    whether any task changed state, and the nodes whose tasks ended (they must converge).
     """
     batch = EndingBatch.of(
         session, (str(u.get("task_id", "")) for _, u in reports), (n for n, _ in reports)
     )
-    changed: set[str] = set()
+    changed = False
     ended: set[str] = set()
     with session.no_autoflush:
         for node_id, report in reports:
             outcome = apply_status(session, node_id, report, batch.charged)
-            if outcome:
-                changed.add(node_id)
+            changed = changed or outcome != UNCHANGED
             if outcome == ENDED:
                 ended.add(node_id)
     if ended:
