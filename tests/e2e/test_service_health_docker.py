@@ -30,7 +30,7 @@ from dockyard.core.states import DesiredState, TaskState
 from dockyard.drivers.base import LABEL_NODE
 from dockyard.drivers.docker import DockerDriver
 from dockyard.server.events import EventKind, record
-from dockyard.server.jobs import bump_generation
+from dockyard.server.jobs import bump_generations
 from dockyard.store.tables import Event, Node, Task, User, Workload
 from dockyard.testing.cluster import LocalCluster, free_port
 from dockyard.testing.images import ensure_busybox_image
@@ -113,7 +113,7 @@ def _place(
         session.add(task)
         session.flush()
         record(session, EventKind.TASK, "placed", "placed by the test", task=task)
-        bump_generation(session, node.id)
+        bump_generations(session, [node.id])
         task_id, node_id = task.id, node.id
     cluster.server._push({node_id})
     return task_id

@@ -6,6 +6,9 @@ time, each of those is a query, and each query first flushes what the batch has
 changed so far. :class:`EndingBatch` reads them all up front and holds them
 (the session's identity map keeps objects only while something refers to them),
 so the per-task work finds them in memory and the batch flushes once.
+
+:func:`chunks` is the one way the server splits an ``IN (...)`` list to stay under
+SQLite's bound-parameter limit.
 """
 
 from __future__ import annotations

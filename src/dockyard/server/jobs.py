@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import ColumnElement, or_, select, update
@@ -14,6 +14,7 @@ from dockyard.core.specs import JobSpec
 from dockyard.core.states import PLACED_STATES, DesiredState, Reason, TaskState
 from dockyard.scheduler.constraints import parse_constraints
 from dockyard.server.auth import Principal
+from dockyard.server.batch import chunks
 from dockyard.server.errors import Conflict
 from dockyard.server.events import EventKind, record
 from dockyard.store.errors import NotFound
@@ -124,11 +125,12 @@ def find_task(session: Session, principal: Principal, ref: str) -> Task:
     return task
 
 
-def bump_generation(session: Session, node_id: str | None) -> None:
-    """The node's desired task set changed: the agent must converge again."""
-    if node_id is not None:
+def bump_generations(session: Session, node_ids: Iterable[str | None]) -> None:
+    """These nodes' desired task sets changed: their agents must converge again."""
+    wanted = {n for n in node_ids if n is not None}
+    for chunk in chunks(sorted(wanted)):
         session.execute(
-            update(Node).where(Node.id == node_id).values(generation=Node.generation + 1)
+            update(Node).where(Node.id.in_(chunk)).values(generation=Node.generation + 1)
         )
 
 
@@ -139,7 +141,7 @@ def request_stop(session: Session, task: Task, stop_reason: str, message: str) -
     task.desired_state = DesiredState.STOP
     task.stop_requested_at = time.time()
     task.stop_reason = stop_reason
-    bump_generation(session, task.node_id)
+    bump_generations(session, [task.node_id])
     record(
         session,
         EventKind.TASK,

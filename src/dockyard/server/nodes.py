@@ -185,11 +185,9 @@ def _templates(session: Session, workload_ids: set[str]) -> dict[str, dict[str, 
                 _JOB_TEMPLATES.move_to_end(workload_id)
                 found[workload_id] = cached
     missing = [w for w in workload_ids if w not in found]
-    for start in range(0, len(missing), 900):
+    for chunk in chunks(missing):
         for workload_id, kind, raw in session.execute(
-            select(Workload.id, Workload.kind, Workload.spec).where(
-                Workload.id.in_(missing[start : start + 900])
-            )
+            select(Workload.id, Workload.kind, Workload.spec).where(Workload.id.in_(chunk))
         ):
             found[workload_id] = template = _template(raw)
             if kind == "job":

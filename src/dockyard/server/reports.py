@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any, cast
 
-from sqlalchemy import Table, select, update
+from sqlalchemy import Table, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -13,8 +13,9 @@ from dockyard.core.states import Reason, TaskState, can_transition
 from dockyard.server.accounting import charge, take_final_usage
 from dockyard.server.batch import EndingBatch, chunks
 from dockyard.server.events import EventKind, record
+from dockyard.server.jobs import bump_generations
 from dockyard.server.lifecycle import follow_up
-from dockyard.store.tables import LogLine, Node, Task
+from dockyard.store.tables import LogLine, Task
 
 MAX_LINE = 64 * 1024
 
@@ -40,10 +41,7 @@ def apply_statuses(
             changed = changed or outcome != UNCHANGED
             if outcome == ENDED:
                 ended.add(node_id)
-    if ended:
-        session.execute(
-            update(Node).where(Node.id.in_(ended)).values(generation=Node.generation + 1)
-        )
+    bump_generations(session, ended)
     return changed, ended
 
 

@@ -13,6 +13,7 @@ from dockyard.core.states import DesiredState, Reason, TaskState
 from dockyard.scheduler.placement import place
 from dockyard.scheduler.queue import QueuedTask, order
 from dockyard.server import scheduling
+from dockyard.server.batch import chunks
 from dockyard.server.deps import AdminUser, CurrentUser, server_context
 from dockyard.server.errors import Conflict
 from dockyard.server.events import EventKind, record
@@ -89,10 +90,10 @@ def queue(
         page = ranked[:limit]
         ids = [r.task.task_id for r in page]
         extra: dict[str, Any] = {}
-        for start in range(0, len(ids), 900):
+        for chunk in chunks(ids):
             for row in session.execute(
                 select(Task.id, Task.name, Task.reason, Task.message, Task.pending_detail).where(
-                    Task.id.in_(ids[start : start + 900])
+                    Task.id.in_(chunk)
                 )
             ).all():
                 extra[row.id] = row

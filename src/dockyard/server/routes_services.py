@@ -23,6 +23,7 @@ from dockyard.core.rollout import ready
 from dockyard.core.services import DEFAULT_LIFETIME_S, ServiceSpec
 from dockyard.core.states import ACTIVE_STATES
 from dockyard.server.auth import Principal
+from dockyard.server.batch import chunks
 from dockyard.server.deps import AdminUser, CurrentUser, server_context
 from dockyard.server.errors import Conflict
 from dockyard.server.events import EventKind, record
@@ -123,11 +124,11 @@ def services_out(
     read in one query each (not per service)."""
     tasks: dict[str, list[Task]] = {}
     ids = [w.id for w in workloads]
-    for start in range(0, len(ids), 900):  # SQLite's bound-parameter limit
+    for chunk in chunks(ids):
         for task in session.scalars(
             select(Task)
             .where(
-                Task.workload_id.in_(ids[start : start + 900]),
+                Task.workload_id.in_(chunk),
                 Task.state.in_([s.value for s in ACTIVE_STATES]),
             )
             .order_by(Task.created_at)

@@ -29,6 +29,8 @@ from dockyard.scheduler.fairshare import (
 )
 from dockyard.scheduler.placement import NodeView, Plan, Running, TaskRequest, place
 from dockyard.scheduler.queue import QueuedTask, Ranked, order
+from dockyard.server.batch import chunks
+from dockyard.server.jobs import bump_generations
 from dockyard.store.tables import Accounting, Event, Node, SchedulerSetting, Task, User
 
 TASKS = cast(Table, Task.__table__)
@@ -417,8 +419,7 @@ def commit_plan(
     )
     wanted = [tid for tid, nid in plan.assignments.items() if nid in ready]
     still: set[str] = set()
-    for start in range(0, len(wanted), 900):
-        chunk = wanted[start : start + 900]
+    for chunk in chunks(wanted):
         still.update(
             session.scalars(
                 select(Task.id).where(Task.id.in_(chunk), Task.state == TaskState.PENDING)
@@ -474,10 +475,7 @@ def commit_plan(
             params,
         )
         session.execute(insert(EVENTS), events)
-    if touched:
-        session.execute(
-            update(Node).where(Node.id.in_(touched)).values(generation=Node.generation + 1)
-        )
+    bump_generations(session, touched)
     held = decision.admission.held
     changes = []
     for tid, why in plan.pending_reasons.items():

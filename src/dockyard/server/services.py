@@ -33,6 +33,7 @@ from dockyard.core.services import Health, ServiceSpec
 from dockyard.core.states import ACTIVE_STATES, DesiredState, TaskState
 from dockyard.scheduler.constraints import parse_constraints
 from dockyard.server.auth import Principal
+from dockyard.server.batch import chunks
 from dockyard.server.errors import Conflict
 from dockyard.server.events import EventKind, record
 from dockyard.server.jobs import end_pending, request_stop, scheduling_fields
@@ -230,10 +231,10 @@ def replicas_of(session: Session, workload_ids: list[str], now: float) -> dict[s
     """The services' replicas the planner looks at: active ones and those that ended in
     the last :data:`HISTORY_S` (back-off, rollout failures), by workload id."""
     out: dict[str, list[Task]] = {}
-    for start in range(0, len(workload_ids), 900):  # SQLite's bound-parameter limit
+    for chunk in chunks(workload_ids):
         for task in session.scalars(
             select(Task).where(
-                Task.workload_id.in_(workload_ids[start : start + 900]),
+                Task.workload_id.in_(chunk),
                 or_(
                     Task.state.in_([s.value for s in ACTIVE_STATES]),
                     Task.finished_at > now - HISTORY_S,
