@@ -258,8 +258,9 @@ class NodeMonitor(Loop):
     """Marks nodes down when their heartbeats stop, judged on this server's monotonic clock.
 
     A node silent for longer than ``suspect_after`` is ``suspect`` (nothing new is
-    placed there); within ``grace`` of its last heartbeat (at the last check before
-    the grace runs out) it is ``down`` and its tasks are lost and replaced.
+    placed there); within ``grace`` of its last heartbeat (two checks before the grace
+    runs out, so the declaring write lands inside it) it is ``down`` and its tasks
+    are lost and replaced.
     """
 
     name = "node-monitor"
