@@ -31,12 +31,11 @@ import math
 import os
 import platform
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +43,9 @@ import httpx
 
 from dockyard.store.db import Database, sqlite_url
 from dockyard.store.tables import Node, Task, User, Workload
+from dockyard.testing.cluster import free_port
 from dockyard.testing.stats import percentile
+from dockyard.testing.wait import wait_for
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "routing.json"
 SERVICE = "bench"
@@ -76,20 +77,6 @@ def serve_backend(port: int) -> None:
 
 
 # -- helpers -----------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(0.05)
-
-
 def answers(url: str) -> bool:
     try:
         return httpx.get(url, timeout=1).status_code < 500
@@ -138,11 +125,17 @@ class Stack:
             ],
             "server.log",
         )
-        wait_until(lambda: answers(f"{self.url}/healthz"), 60, "server health")
+        wait_for(lambda: answers(f"{self.url}/healthz"), timeout=60, message="server health")
         for port in self.backend_ports:
-            wait_until(lambda p=port: answers(f"http://127.0.0.1:{p}/"), 30, f"backend {port}")
+            wait_for(
+                lambda p=port: answers(f"http://127.0.0.1:{p}/"),
+                timeout=30,
+                message=f"backend {port}",
+            )
         self._write_service()
-        wait_until(lambda: answers(f"{self.url}/svc/{SERVICE}/"), 10, "the service route")
+        wait_for(
+            lambda: answers(f"{self.url}/svc/{SERVICE}/"), timeout=10, message="the service route"
+        )
 
     def _write_service(self) -> None:
         db = Database(sqlite_url(self.root / "server"))

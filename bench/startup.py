@@ -32,7 +32,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -52,7 +51,9 @@ from docker.types import LogConfig
 
 from dockyard.client import Client, ClientError
 from dockyard.drivers.base import DEFAULT_PIDS_LIMIT, LABEL_NODE
+from dockyard.testing.cluster import free_port
 from dockyard.testing.stats import percentile
+from dockyard.testing.wait import WaitTimeout, wait_for
 
 IMAGE = "dockyard/busybox:latest"
 SLEEP_S = 120  # long enough that every container is still running when it is measured
@@ -69,22 +70,6 @@ DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "startup.json"
 
 
 # -- helpers -----------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_until(
-    predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.05
-) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(interval)
-
-
 def summary(values: Sequence[float]) -> dict[str, Any]:
     """Milliseconds, rounded to 0.01."""
     if not values:
@@ -174,7 +159,7 @@ class Stack:
             except httpx.HTTPError:
                 return False
 
-        wait_until(healthy, 60, "server health")
+        wait_for(healthy, timeout=60, message="server health")
         token = (server_dir / "admin.token").read_text().strip()
         with Client(url=self.url, token=token) as admin:  # agents join with a token (CURVE)
             join_token = str(admin.create_join_token("bench")["token"])
@@ -205,7 +190,7 @@ class Stack:
                 n.get("name") == "bench" and n.get("state") == "ready" for n in client.nodes()
             )
 
-        wait_until(node_ready, 60, "agent registration")
+        wait_for(node_ready, timeout=60, message="agent registration")
         self.node_id = (agent_dir / "node_id").read_text().strip()
         return client
 
@@ -361,7 +346,7 @@ class Bench:
                     left.discard(task_id)
             return not left
 
-        wait_until(all_ended, 90, "dockyard tasks to end", interval=0.2)
+        wait_for(all_ended, timeout=90, message="dockyard tasks to end", interval=0.2)
         for container in self.dclient.containers.list(
             all=True, sparse=True, filters={"label": f"{BENCH_LABEL}={self.run_id}"}
         ):
@@ -374,8 +359,13 @@ class Bench:
             )
 
         try:
-            wait_until(agent_cleaned, 60, "the agent to remove its containers", interval=0.2)
-        except TimeoutError as exc:
+            wait_for(
+                agent_cleaned,
+                timeout=60,
+                message="the agent to remove its containers",
+                interval=0.2,
+            )
+        except WaitTimeout as exc:
             print(f"  warning: {exc}", file=sys.stderr)
 
 

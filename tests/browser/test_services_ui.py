@@ -18,6 +18,7 @@ from playwright.sync_api import expect
 from dockyard.client import ClientError
 from dockyard.drivers.sim import SimDriver
 from dockyard.testing.cluster import LocalCluster
+from dockyard.testing.services import service_body
 from dockyard.testing.wait import wait_for
 
 IMG = "<img src=x onerror=alert(1)>"
@@ -53,17 +54,6 @@ def local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
 def tokens(local: LocalCluster) -> dict[str, str]:
     with local.client() as api:
         return {name: api.add_user(name)["token"] for name in ("alice", "bob")}
-
-
-def service_body(name: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "name": name,
-        "image": "busybox",
-        "replicas": 3,
-        "ports": [8080],
-        "health": {"kind": "http", "path": "/", "interval_s": 0.2},
-        **extra,
-    }
 
 
 def no_injected_elements(page: Any) -> None:

@@ -11,18 +11,8 @@ import pytest
 from dockyard.client import Client, ClientError
 from dockyard.scheduler.placement import DYNAMIC_PORTS
 from dockyard.testing.cluster import LocalCluster
+from dockyard.testing.services import service_body as body
 from dockyard.testing.wait import wait_for
-
-
-def body(name: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "name": name,
-        "image": "busybox",
-        "replicas": 3,
-        "ports": [8080],
-        "health": {"kind": "http", "path": "/", "interval_s": 0.2},
-        **extra,
-    }
 
 
 def settled(api: Client, name: str, replicas: int, version: int) -> dict[str, Any] | None:
