@@ -32,6 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import psutil
 
 from dockyard.testing.cluster import ProcessCluster
 from dockyard.testing.wait import wait_for
@@ -99,6 +100,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             jobs = [body(i) for i in range(first, last)]
             http.post("/api/v1/jobs/batch", json={"jobs": jobs}).raise_for_status()
 
+        assert cluster.server_proc is not None
+        server = psutil.Process(cluster.server_proc.pid)
+        agents = [psutil.Process(p.pid) for p in cluster.agents.values()]
+        me = psutil.Process()
+        cpu0 = (_cpu([server]), _cpu(agents), _cpu([me]))
         started = time.perf_counter()
         with ThreadPoolExecutor(args.submitters) as pool:
             list(pool.map(submit, range(0, args.tasks, max(args.batch, 1))))
@@ -112,6 +118,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 message="all tasks succeeded",
             )
             done = time.perf_counter()
+            cpu = [
+                b - a for a, b in zip(cpu0, (_cpu([server]), _cpu(agents), _cpu([me])), strict=True)
+            ]
             failed = sum(count(http, s) for s in ("failed", "lost", "killed"))
         total = done - started
         rate = args.tasks / total
@@ -133,6 +142,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             "submit_per_s": args.tasks / (submitted - started),
             "drain_after_submit_s": done - submitted,
             "total_s": total,
+            # Where the machine's CPU went during the run (user + system seconds):
+            # the server's share per task is what bounds it on a dedicated core.
+            "cpu_s": {"server": cpu[0], "agents": cpu[1], "load_generator": cpu[2]},
+            "server_cpu_ms_per_task": 1000 * cpu[0] / args.tasks,
+            "tasks_per_server_cpu_s": args.tasks / cpu[0] if cpu[0] else None,
             "not_succeeded": failed,
             "load_average_1m_at_end": os.getloadavg()[0],
         }
@@ -143,6 +157,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0 if failed == 0 else 1
     finally:
         cluster.close()
+
+
+def _cpu(procs: list[psutil.Process]) -> float:
+    """User + system CPU seconds of these processes (the server's threads included)."""
+    return sum(sum(p.cpu_times()[:2]) for p in procs)
 
 
 def _cpus() -> int:

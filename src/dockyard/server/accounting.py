@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
@@ -52,7 +52,13 @@ def apply_usage(session: Session, node_id: str, samples: list[Any]) -> set[str]:
     return {str(row.owner_id) for row in rows}
 
 
-def take_final_usage(task: Task, update: dict[str, Any]) -> None:
+class Metered(Protocol):
+    cpu_seconds: float
+    max_memory_bytes: int
+    memory_gib_s: float
+
+
+def take_final_usage(task: Metered, update: dict[str, Any]) -> None:
     usage = update.get("usage") or {}
     task.cpu_seconds = max(task.cpu_seconds, float(usage.get("cpu_s", 0.0)))
     task.max_memory_bytes = max(task.max_memory_bytes, int(usage.get("max_memory_bytes", 0)))
@@ -74,33 +80,84 @@ def charge(session: Session, task: Task, charged: set[str] | None = None) -> Non
         return
     owner = session.get(User, task.owner_id)
     node = session.get(Node, task.node_id)
-    started = task.started_at
     session.add(
         Accounting(
-            task_id=task.id,
-            workload_id=task.workload_id,
-            job_name=task.name,
-            owner_id=task.owner_id,
-            owner=owner.name if owner else "?",
-            node=node.name if node else task.node_id,
-            image=task.image,
-            attempt=task.attempt,
-            state=task.state,
-            reason=task.reason,
-            exit_code=task.exit_code,
-            submitted_at=task.created_at,
-            started_at=started,
-            ended_at=task.finished_at,
-            wall_s=max(0.0, task.finished_at - started) if started else 0.0,
-            cpu_s=task.cpu_seconds,
-            max_memory_bytes=task.max_memory_bytes,
-            memory_gib_s=task.memory_gib_s,
-            gpu_s=0.0,
-            cpu_limit=task.cpu_millis / 1000,
-            memory_limit_bytes=task.memory_bytes,
-            quota=dict(owner.quota or {}) if owner else {},
+            **accounting_row(
+                task,
+                owner.name if owner else "?",
+                dict(owner.quota or {}) if owner else {},
+                node.name if node else task.node_id,
+            )
         )
     )
+
+
+class Charged(Protocol):
+    """What an accounting record reads of an ended task (a row or an ORM object)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def workload_id(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def owner_id(self) -> str: ...
+    @property
+    def image(self) -> str: ...
+    @property
+    def attempt(self) -> int: ...
+    @property
+    def state(self) -> str: ...
+    @property
+    def reason(self) -> str: ...
+    @property
+    def exit_code(self) -> int | None: ...
+    @property
+    def created_at(self) -> float: ...
+    @property
+    def started_at(self) -> float | None: ...
+    @property
+    def finished_at(self) -> float | None: ...
+    @property
+    def cpu_seconds(self) -> float: ...
+    @property
+    def max_memory_bytes(self) -> int: ...
+    @property
+    def memory_gib_s(self) -> float: ...
+    @property
+    def cpu_millis(self) -> int: ...
+    @property
+    def memory_bytes(self) -> int: ...
+
+
+def accounting_row(task: Charged, owner: str, quota: dict[str, Any], node: str) -> dict[str, Any]:
+    """The columns of an ended task's accounting record (``Accounting``)."""
+    started, ended = task.started_at, task.finished_at or 0.0
+    return {
+        "task_id": task.id,
+        "workload_id": task.workload_id,
+        "job_name": task.name,
+        "owner_id": task.owner_id,
+        "owner": owner,
+        "node": node,
+        "image": task.image,
+        "attempt": task.attempt,
+        "state": task.state,
+        "reason": task.reason,
+        "exit_code": task.exit_code,
+        "submitted_at": task.created_at,
+        "started_at": started,
+        "ended_at": ended,
+        "wall_s": max(0.0, ended - started) if started else 0.0,
+        "cpu_s": task.cpu_seconds,
+        "max_memory_bytes": task.max_memory_bytes,
+        "memory_gib_s": task.memory_gib_s,
+        "gpu_s": 0.0,
+        "cpu_limit": task.cpu_millis / 1000,
+        "memory_limit_bytes": task.memory_bytes,
+        "quota": quota,
+    }
 
 
 def consumed_cpu_seconds(session: Session, owner_id: str, period_s: float, now: float) -> float:

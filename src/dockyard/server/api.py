@@ -26,7 +26,14 @@ from dockyard.server.deps import AdminUser, CurrentUser, ServerContext
 from dockyard.server.errors import Forbidden, ServerError
 from dockyard.server.events import EventKind, record
 from dockyard.server.ingress import install as install_ingress
-from dockyard.server.jobs import find_task, kill_task, submit_job, submit_jobs, visible_tasks
+from dockyard.server.jobs import (
+    find_task,
+    insert_jobs,
+    kill_task,
+    new_jobs,
+    submit_job,
+    visible_tasks,
+)
 from dockyard.server.nodes import allocations
 from dockyard.server.policy import caller_policy, enforce
 from dockyard.server.routes_accounting import router as accounting_router
@@ -156,12 +163,14 @@ def create_app(ctx: ServerContext) -> FastAPI:
                 specs.append(job.to_spec())
             except ValidationError as exc:
                 raise ValidationError(f"jobs[{index}].{exc.field}", exc.message) from None
-        with ctx.db.write() as session:
+        # Checked and built before the write transaction: only the inserts hold it.
+        with ctx.db.read() as session:
             policy = caller_policy(session, who, ctx.cluster_policy)
-            stored = policy.to_dict() if policy else None
-            enforced = [enforce(spec, policy) for spec in specs]
-            tasks = submit_jobs(session, who, enforced, ctx.max_runtime_cap_s, stored)
-            ids = [task.id for task in tasks]
+        stored = policy.to_dict() if policy else None
+        enforced = [enforce(spec, policy) for spec in specs]
+        jobs = new_jobs(who, enforced, ctx.max_runtime_cap_s, stored)
+        with ctx.db.write() as session:
+            ids = insert_jobs(session, jobs)
         ctx.wake_scheduler()
         return JobBatchOut(ids=ids, count=len(ids))
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
+from typing import Any, cast
 
+from sqlalchemy import Table, insert
 from sqlalchemy.orm import Session
 
 from dockyard.store.tables import Event, Task
@@ -27,13 +30,41 @@ def record(
     owner_id: str | None = None,
 ) -> Event:
     event = Event(
-        at=time.time(),
-        kind=kind,
-        reason=reason,
-        message=message,
-        task_id=task.id if task else None,
-        node_id=node_id if node_id is not None else (task.node_id if task else None),
-        owner_id=owner_id if owner_id is not None else (task.owner_id if task else None),
+        **event_row(
+            kind,
+            reason,
+            message,
+            task_id=task.id if task else None,
+            node_id=node_id if node_id is not None else (task.node_id if task else None),
+            owner_id=owner_id if owner_id is not None else (task.owner_id if task else None),
+        )
     )
     session.add(event)
     return event
+
+
+def event_row(
+    kind: str,
+    reason: str,
+    message: str = "",
+    *,
+    task_id: str | None = None,
+    node_id: str | None = None,
+    owner_id: str | None = None,
+) -> dict[str, Any]:
+    """The columns of one event, for :func:`insert_events` (or an ORM ``Event``)."""
+    return {
+        "at": time.time(),
+        "kind": kind,
+        "reason": reason,
+        "message": message,
+        "task_id": task_id,
+        "node_id": node_id,
+        "owner_id": owner_id,
+    }
+
+
+def insert_events(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    """Record many events in one statement (an executemany: no ORM objects)."""
+    if rows:
+        session.connection().execute(insert(cast(Table, Event.__table__)), list(rows))

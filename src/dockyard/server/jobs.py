@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, or_, select, update
+from sqlalchemy import ColumnElement, Table, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from dockyard.core.ids import new_id
@@ -16,7 +17,7 @@ from dockyard.scheduler.constraints import parse_constraints
 from dockyard.server.auth import Principal
 from dockyard.server.batch import chunks
 from dockyard.server.errors import Conflict
-from dockyard.server.events import EventKind, record
+from dockyard.server.events import EventKind, event_row, insert_events, record
 from dockyard.store.errors import NotFound
 from dockyard.store.tables import Node, Task, Workload
 
@@ -35,59 +36,86 @@ def submit_job(
     policy: dict[str, Any] | None = None,
 ) -> Task:
     """Store a job and its first task (pending) in one transaction."""
-    return submit_jobs(session, owner, [spec], max_runtime_cap_s, policy)[0]
+    (task_id,) = insert_jobs(session, new_jobs(owner, [spec], max_runtime_cap_s, policy))
+    task = session.get(Task, task_id)
+    assert task is not None  # inserted just now, in this transaction
+    return task
 
 
-def submit_jobs(
-    session: Session,
+@dataclass(frozen=True, slots=True)
+class NewJobs:
+    """The rows of jobs about to be submitted, built before the write transaction
+    (building them is most of a submit's work: the store's writers queue on one lock)."""
+
+    workloads: list[dict[str, Any]]
+    tasks: list[dict[str, Any]]
+    events: list[dict[str, Any]]
+
+
+def new_jobs(
     owner: Principal,
     specs: Sequence[JobSpec],
     max_runtime_cap_s: float | None = None,
     policy: dict[str, Any] | None = None,
-) -> list[Task]:
-    """Store jobs and their first tasks (pending), in order, with two flushes in all."""
+) -> NewJobs:
+    """The rows of jobs and their first tasks (pending), in order; nothing is written.
+    Raises a 422 naming the first bad constraint."""
     for spec in specs:
-        parse_constraints(spec.constraints)  # 422 naming the constraint; nothing written yet
+        parse_constraints(spec.constraints)
     now = time.time()
     workloads = [
-        Workload(
-            id=new_id(),
-            owner_id=owner.user_id,
-            name=spec.name,
-            kind="job",
+        {
+            "id": new_id(),
+            "owner_id": owner.user_id,
+            "name": spec.name,
+            "kind": "job",
             # The policy checked at submit travels with the spec; the agent checks again.
-            spec={**spec.to_dict(), "policy": policy},
-            created_at=now,
-        )
+            "spec": {**spec.to_dict(), "policy": policy},
+            "created_at": now,
+        }
         for spec in specs
     ]
     tasks = [
-        Task(
-            id=new_id(),
-            workload_id=workload.id,
-            owner_id=owner.user_id,
-            name=spec.name,
-            attempt=1,
-            image=spec.image,
-            cpu_millis=spec.resources.cpu_millis,
-            memory_bytes=spec.resources.memory_bytes,
-            state=TaskState.PENDING,
-            desired_state=DesiredState.RUN,
-            reason=Reason.SUBMITTED,
-            created_at=now,
-            max_runtime_s=effective_max_runtime(spec, max_runtime_cap_s),
-            stop_reason="",
+        {
+            "id": new_id(),
+            "workload_id": workload["id"],
+            "owner_id": owner.user_id,
+            "name": spec.name,
+            "attempt": 1,
+            "image": spec.image,
+            "cpu_millis": spec.resources.cpu_millis,
+            "memory_bytes": spec.resources.memory_bytes,
+            "state": TaskState.PENDING.value,
+            "desired_state": DesiredState.RUN.value,
+            "reason": Reason.SUBMITTED,
+            "created_at": now,
+            "max_runtime_s": effective_max_runtime(spec, max_runtime_cap_s),
+            "stop_reason": "",
             **scheduling_fields(spec),
-        )
+        }
         for spec, workload in zip(specs, workloads, strict=True)
     ]
-    session.add_all(workloads)
-    session.flush()  # no ORM relationships: insert the parent rows first
-    session.add_all(tasks)
-    for task in tasks:
-        record(session, EventKind.TASK, Reason.SUBMITTED, f"job {task.name} submitted", task=task)
-    session.flush()
-    return tasks
+    events = [
+        event_row(
+            EventKind.TASK,
+            Reason.SUBMITTED,
+            f"job {task['name']} submitted",
+            task_id=task["id"],
+            owner_id=owner.user_id,
+        )
+        for task in tasks
+    ]
+    return NewJobs(workloads, tasks, events)
+
+
+def insert_jobs(session: Session, jobs: NewJobs) -> list[str]:
+    """Write :func:`new_jobs`' rows (one executemany per table); the task ids, in order."""
+    connection = session.connection()
+    if jobs.workloads:
+        connection.execute(insert(cast(Table, Workload.__table__)), jobs.workloads)
+        connection.execute(insert(cast(Table, Task.__table__)), jobs.tasks)
+    insert_events(session, jobs.events)
+    return [task["id"] for task in jobs.tasks]
 
 
 def scheduling_fields(spec: JobSpec) -> dict[str, Any]:

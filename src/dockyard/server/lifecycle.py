@@ -3,16 +3,44 @@
 from __future__ import annotations
 
 import time
+from typing import Protocol
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from dockyard.core.ids import new_id
 from dockyard.core.policy import Attempt, decide
-from dockyard.core.specs import JobSpec
 from dockyard.core.states import DesiredState, TaskState
 from dockyard.server.events import EventKind, record
-from dockyard.store.tables import Task, Workload
+from dockyard.server.workload_specs import WorkloadSpec, workload_specs
+from dockyard.store.tables import Task
+
+
+class Ended(Protocol):
+    """What deciding on a replacement reads of an ended task (a row or an ORM object)."""
+
+    @property
+    def state(self) -> str: ...
+    @property
+    def reason(self) -> str: ...
+    @property
+    def started_at(self) -> float | None: ...
+    @property
+    def finished_at(self) -> float | None: ...
+    @property
+    def stop_reason(self) -> str: ...
+
+
+def may_replace(workload: WorkloadSpec | None, task: Ended) -> bool:
+    """False when the job certainly gets no next attempt after ``task``.
+
+    More history only uses up attempts: if this attempt alone gets no replacement
+    (it succeeded, was killed, the policy is never...), neither does the job.
+    Service replicas are replaced by the service controller, not here.
+    """
+    if workload is None or workload.kind != "job":
+        return False
+    return decide(workload.spec.restart, [_attempt(task)]).replace
 
 
 def follow_up(session: Session, task: Task) -> Task | None:
@@ -21,14 +49,10 @@ def follow_up(session: Session, task: Task) -> Task | None:
     Only the newest attempt of a job is followed up, so a task is replaced at
     most once however many times its end is reported.
     """
-    workload = session.get(Workload, task.workload_id)
-    if workload is None or workload.kind != "job":
-        return None  # service replicas are replaced by the service controller
-    spec = JobSpec.from_dict(workload.spec)
-    # More history only uses up attempts: if this attempt alone gets no replacement
-    # (it succeeded, was killed, the policy is never...), neither does the job.
-    if not decide(spec.restart, [_attempt(task)]).replace:
+    workload = workload_specs(session, [task.workload_id]).get(task.workload_id)
+    if workload is None or not may_replace(workload, task):
         return None
+    spec = workload.spec
     newest = session.scalar(
         select(func.max(Task.attempt)).where(Task.workload_id == task.workload_id)
     )
@@ -83,7 +107,7 @@ def follow_up(session: Session, task: Task) -> Task | None:
     return replacement
 
 
-def _attempt(task: Task) -> Attempt:
+def _attempt(task: Ended) -> Attempt:
     return Attempt(
         state=TaskState(task.state),
         reason=task.reason,

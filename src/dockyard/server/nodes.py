@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-import threading
+import json
 import time
-from collections import OrderedDict
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Text, func, select, type_coerce
 from sqlalchemy.orm import Session
 
-from dockyard.core.specs import JobSpec
 from dockyard.core.states import PLACED_STATES, Reason, TaskState
 from dockyard.server.accounting import charge
 from dockyard.server.batch import EndingBatch, chunks
 from dockyard.server.events import EventKind, record
 from dockyard.server.jobs import placed_tasks
 from dockyard.server.lifecycle import follow_up
-from dockyard.store.tables import LogLine, Node, Task, Workload
+from dockyard.server.workload_specs import workload_specs
+from dockyard.store.tables import LogLine, Node, Task
 
 
 class NodeState:
@@ -112,14 +111,33 @@ def desired_for(session: Session, node: Node) -> dict[str, Any]:
     return desired_sets(session, [node])[node.id]
 
 
+#: What a desired entry reads of a task: plain columns, no ORM objects (the gateway
+#: builds these sets for every node where a task starts or ends). ``port_map`` comes
+#: as its stored JSON text, decoded only when not empty.
+_DESIRED_COLUMNS = (
+    Task.id,
+    Task.node_id,
+    Task.workload_id,
+    Task.owner_id,
+    Task.image,
+    Task.cpu_millis,
+    Task.memory_bytes,
+    Task.gpu_indices,
+    Task.ports,
+    type_coerce(Task.port_map, Text).label("port_map"),
+    Task.desired_state,
+    Task.started_at,
+)
+
+
 def desired_sets(session: Session, nodes: list[Node]) -> dict[str, dict[str, Any]]:
     """Desired-message bodies for many nodes, from three queries in all (not three per
     node): the gateway rebuilds the sets of every node where a task ended."""
-    by_node: dict[str, list[Task]] = {n.id: [] for n in nodes}
+    by_node: dict[str, list[Any]] = {n.id: [] for n in nodes}
     placed = [s.value for s in PLACED_STATES]
     for chunk in chunks(list(by_node)):
-        for task in session.scalars(
-            select(Task).where(Task.node_id.in_(chunk), Task.state.in_(placed))
+        for task in session.execute(
+            select(*_DESIRED_COLUMNS).where(Task.node_id.in_(chunk), Task.state.in_(placed))
         ):
             by_node[str(task.node_id)].append(task)
     tasks = [t for held in by_node.values() for t in held]
@@ -135,7 +153,8 @@ def desired_sets(session: Session, nodes: list[Node]) -> dict[str, dict[str, Any
         ).all():
             offsets[(task_id, stream)] = int(seq)
     if tasks:
-        templates = _templates(session, {t.workload_id for t in tasks})
+        specs = workload_specs(session, {t.workload_id for t in tasks})
+        templates = {workload_id: s.template for workload_id, s in specs.items()}
     return {
         node.id: {
             "node_id": node.id,
@@ -147,8 +166,9 @@ def desired_sets(session: Session, nodes: list[Node]) -> dict[str, dict[str, Any
 
 
 def _entry(
-    task: Task, templates: dict[str, dict[str, Any]], offsets: dict[tuple[str, str], int]
+    task: Any, templates: dict[str, dict[str, Any]], offsets: dict[tuple[str, str], int]
 ) -> dict[str, Any]:
+    port_map = json.loads(task.port_map) if task.port_map not in (None, "[]") else []
     return {
         **templates[task.workload_id],
         "task_id": task.id,
@@ -159,55 +179,12 @@ def _entry(
         "memory_bytes": task.memory_bytes,
         "gpus": [int(g) for g in (task.gpu_indices or "").split(",") if g],
         "ports": [int(p) for p in (task.ports or "").split(",") if p],
-        "port_map": [[int(c), int(h)] for c, h in task.port_map or []],
+        "port_map": [[int(c), int(h)] for c, h in port_map],
         "desired": task.desired_state,
         "log_offsets": {
             "stdout": offsets.get((task.id, "stdout"), 0),
             "stderr": offsets.get((task.id, "stderr"), 0),
         },
-    }
-
-
-#: The spec part of desired entries of job workloads, whose specs never change once
-#: submitted (a service's may: it is read each time). Bounded, least recently used out.
-_JOB_TEMPLATES: OrderedDict[str, dict[str, Any]] = OrderedDict()
-_JOB_TEMPLATES_MAX = 20_000
-_templates_lock = threading.Lock()
-
-
-def _templates(session: Session, workload_ids: set[str]) -> dict[str, dict[str, Any]]:
-    """What a desired entry takes from each workload's spec, per workload id."""
-    found: dict[str, dict[str, Any]] = {}
-    with _templates_lock:
-        for workload_id in workload_ids:
-            cached = _JOB_TEMPLATES.get(workload_id)
-            if cached is not None:
-                _JOB_TEMPLATES.move_to_end(workload_id)
-                found[workload_id] = cached
-    missing = [w for w in workload_ids if w not in found]
-    for chunk in chunks(missing):
-        for workload_id, kind, raw in session.execute(
-            select(Workload.id, Workload.kind, Workload.spec).where(Workload.id.in_(chunk))
-        ):
-            found[workload_id] = template = _template(raw)
-            if kind == "job":
-                with _templates_lock:
-                    _JOB_TEMPLATES[workload_id] = template
-                    while len(_JOB_TEMPLATES) > _JOB_TEMPLATES_MAX:
-                        _JOB_TEMPLATES.popitem(last=False)
-    return found
-
-
-def _template(raw: dict[str, Any]) -> dict[str, Any]:
-    spec = JobSpec.from_dict(raw)
-    return {
-        "command": list(spec.command),
-        "env": dict(spec.env),
-        "kill_grace_s": spec.kill_grace_s,
-        "mounts": [m.to_dict() for m in spec.mounts],
-        "security": spec.security.to_dict(),
-        "policy": raw.get("policy"),
-        "health": raw.get("health"),
     }
 
 

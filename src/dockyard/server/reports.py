@@ -3,21 +3,79 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, fields
 from typing import Any, cast
 
-from sqlalchemy import Table, select
+from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from dockyard.core.states import Reason, TaskState, can_transition
-from dockyard.server.accounting import charge, take_final_usage
-from dockyard.server.batch import EndingBatch, chunks
-from dockyard.server.events import EventKind, record
+from dockyard.server.accounting import accounting_row, take_final_usage
+from dockyard.server.batch import chunks
+from dockyard.server.events import EventKind, event_row, insert_events
 from dockyard.server.jobs import bump_generations
-from dockyard.server.lifecycle import follow_up
-from dockyard.store.tables import LogLine, Task
+from dockyard.server.lifecycle import follow_up, may_replace
+from dockyard.server.workload_specs import workload_specs
+from dockyard.store.tables import Accounting, LogLine, Node, Task, User
 
 MAX_LINE = 64 * 1024
+
+
+@dataclass(slots=True)
+class TaskRow:
+    """The task columns a status report reads or writes, as plain values.
+
+    Status reports are the hottest write path (every task sends three or more),
+    so they are applied to these rows and written back with one executemany,
+    not through ORM objects and the unit of work.
+    """
+
+    id: str
+    node_id: str | None
+    state: str
+    stop_reason: str
+    reason: str
+    message: str
+    container_id: str
+    started_at: float | None
+    finished_at: float | None
+    exit_code: int | None
+    log_lines_total: int | None
+    cpu_seconds: float
+    max_memory_bytes: int
+    memory_gib_s: float
+    owner_id: str
+    workload_id: str
+    name: str
+    image: str
+    attempt: int
+    created_at: float
+    cpu_millis: int
+    memory_bytes: int
+
+
+_READ = [f.name for f in fields(TaskRow)]
+#: Written back (the same columns for every row, so one statement serves the batch).
+_WRITTEN = (
+    "state",
+    "reason",
+    "message",
+    "container_id",
+    "started_at",
+    "finished_at",
+    "exit_code",
+    "log_lines_total",
+    "cpu_seconds",
+    "max_memory_bytes",
+    "memory_gib_s",
+)
+_TASKS = cast(Table, Task.__table__)
+_UPDATE = (
+    update(_TASKS)
+    .where(_TASKS.c.id == bindparam("row_id"))
+    .values({name: bindparam(name) for name in _WRITTEN})
+)
 
 
 def apply_statuses(
@@ -25,91 +83,150 @@ def apply_statuses(
 ) -> tuple[bool, set[str]]:
     """Apply many ``(node id, update)`` status reports, in order, in one transaction.
 
-    What the reports need is read up front (:class:`EndingBatch`) and the changes
-    are flushed once, at the end (not once per report, before each check query);
-    each node whose desired set lost a task gets one generation bump. Returns the
-    whether any task changed state, and the nodes whose tasks ended (they must converge).
+    The tasks are read in one query and changed in memory; then the changed rows,
+    their events and the accounting records of tasks that ended are written with
+    one executemany each, and each node whose desired set lost a task gets one
+    generation bump. Jobs whose policy asks for another attempt get it
+    (:func:`follow_up`). Returns whether any task changed state, and the nodes
+    whose tasks ended (they must converge).
     """
-    batch = EndingBatch.of(
-        session, (str(u.get("task_id", "")) for _, u in reports), (n for n, _ in reports)
-    )
+    rows = {
+        row[0]: TaskRow(*row)
+        for chunk in chunks(list({str(u.get("task_id", "")) for _, u in reports}))
+        for row in session.execute(
+            select(*(_TASKS.c[name] for name in _READ)).where(_TASKS.c.id.in_(chunk))
+        )
+    }
+    events: list[dict[str, Any]] = []
+    written: dict[str, TaskRow] = {}
+    ended: dict[str, TaskRow] = {}
     changed = False
-    ended: set[str] = set()
-    with session.no_autoflush:
-        for node_id, report in reports:
-            outcome = apply_status(session, node_id, report, batch.charged)
-            changed = changed or outcome != UNCHANGED
-            if outcome == ENDED:
-                ended.add(node_id)
-    bump_generations(session, ended)
-    return changed, ended
+    for node_id, report in reports:
+        row = rows.get(str(report.get("task_id", "")))
+        if row is None or row.node_id != node_id:
+            continue  # a stale copy's report, or an unknown task
+        outcome = advance(row, report, events)
+        if outcome != UNCHANGED or row.state == TaskState.PULLING:
+            written[row.id] = row
+        changed = changed or outcome != UNCHANGED
+        if outcome == ENDED:
+            ended[row.id] = row
+    if written:
+        session.connection().execute(
+            _UPDATE,
+            [
+                {"row_id": r.id, **{name: getattr(r, name) for name in _WRITTEN}}
+                for r in written.values()
+            ],
+        )
+    insert_events(session, events)
+    _charge_all(session, list(ended.values()))
+    workloads = workload_specs(session, {r.workload_id for r in ended.values()})
+    for row in ended.values():
+        if may_replace(workloads.get(row.workload_id), row):
+            task = session.get(Task, row.id, populate_existing=True)
+            if task is not None:
+                follow_up(session, task)
+    nodes = {r.node_id for r in ended.values() if r.node_id}
+    bump_generations(session, nodes)
+    return changed, nodes
 
 
-#: What :func:`apply_status` did: nothing, a change, or the task ended (the node's
+#: What :func:`advance` did: nothing, a change, or the task ended (the node's
 #: desired set lost it; the caller bumps the node's generation).
 UNCHANGED, CHANGED, ENDED = 0, 1, 2
 
 
-def apply_status(
-    session: Session, node_id: str, update: dict[str, Any], charged: set[str] | None = None
-) -> int:
-    """Apply one task status report from ``node_id``: UNCHANGED, CHANGED or ENDED.
+def advance(row: TaskRow, update: dict[str, Any], events: list[dict[str, Any]]) -> int:
+    """Apply one status report to ``row`` (already checked to come from its node):
+    UNCHANGED, CHANGED or ENDED; the events it causes are appended to ``events``.
 
-    Reports from a node the task is not placed on (a stale copy) or that would
-    move the task backwards are ignored. An ENDED task's node must get a
-    generation bump from the caller (batched: once per node).
+    A report that would move the task backwards is ignored. Times are this
+    server's receive times: an agent's clock may be off.
     """
-    task = session.get(Task, str(update.get("task_id", "")))
-    if task is None or task.node_id != node_id:
-        return UNCHANGED
     try:
         new = TaskState(str(update.get("state")))
     except ValueError:
         return UNCHANGED
-    current = TaskState(task.state)
+    current = TaskState(row.state)
     if new == current == TaskState.PULLING:  # progress of a pull: the message moves on
-        task.message = str(update.get("message") or "")[:4000]
+        row.message = str(update.get("message") or "")[:4000]
         return UNCHANGED
     if not can_transition(current, new):
         return UNCHANGED
-    # Times are this server's receive times: an agent's clock may be off.
     now = time.time()
     reason = str(update.get("reason") or new.value)[:64]
-    if new == TaskState.KILLED and task.stop_reason == Reason.MAX_RUNTIME_EXCEEDED:
+    if new == TaskState.KILLED and row.stop_reason == Reason.MAX_RUNTIME_EXCEEDED:
         new, reason = TaskState.EXPIRED, Reason.MAX_RUNTIME_EXCEEDED
-    elif new == TaskState.KILLED and task.stop_reason:
-        reason = task.stop_reason
-    task.state = new
-    task.reason = reason
-    task.message = str(update.get("message") or "")[:4000]
+    elif new == TaskState.KILLED and row.stop_reason:
+        reason = row.stop_reason
+    row.state = new.value
+    row.reason = reason
+    row.message = str(update.get("message") or "")[:4000]
     if update.get("container_id"):
-        task.container_id = str(update["container_id"])[:80]
+        row.container_id = str(update["container_id"])[:80]
     if new == TaskState.RUNNING:
-        task.started_at = now
+        row.started_at = now
     if new.terminal:
         code = update.get("exit_code")
-        task.exit_code = int(code) if code is not None else None
-        task.finished_at = now
+        row.exit_code = int(code) if code is not None else None
+        row.finished_at = now
         total = update.get("log_lines_total")
-        task.log_lines_total = int(total) if total is not None else None
-        take_final_usage(task, update)
-        charge(session, task, charged)
-    message = task.message or f"{current} -> {new}"
-    if new.terminal and task.exit_code is not None:
-        message = f"exit code {task.exit_code}" + (f": {task.message}" if task.message else "")
-    record(session, EventKind.TASK, task.reason, message, task=task)
+        row.log_lines_total = int(total) if total is not None else None
+        take_final_usage(row, update)
+    message = row.message or f"{current} -> {new}"
+    if new.terminal and row.exit_code is not None:
+        message = f"exit code {row.exit_code}" + (f": {row.message}" if row.message else "")
+    ids = {"task_id": row.id, "node_id": row.node_id, "owner_id": row.owner_id}
+    events.append(event_row(EventKind.TASK, row.reason, message, **ids))
     if update.get("forced"):
-        record(
-            session,
-            EventKind.INCIDENT,
-            Reason.FORCED_KILL,
-            "process ignored SIGTERM; SIGKILL sent after the grace period",
-            task=task,
+        events.append(
+            event_row(
+                EventKind.INCIDENT,
+                Reason.FORCED_KILL,
+                "process ignored SIGTERM; SIGKILL sent after the grace period",
+                **ids,
+            )
         )
-    if new.terminal:
-        follow_up(session, task)
-        return ENDED
-    return CHANGED
+    return ENDED if new.terminal else CHANGED
+
+
+def _charge_all(session: Session, ended: list[TaskRow]) -> None:
+    """Write the accounting records of tasks that ended, once each (one executemany)."""
+    if not ended:
+        return
+    ids = [r.id for r in ended]
+    charged = {
+        str(task_id)
+        for chunk in chunks(ids)
+        for task_id in session.scalars(
+            select(Accounting.task_id).where(Accounting.task_id.in_(chunk))
+        )
+    }
+    due = [r for r in ended if r.id not in charged and r.node_id and r.finished_at]
+    if not due:
+        return
+    owners = {
+        str(user_id): (str(name), dict(quota or {}))
+        for chunk in chunks(list({r.owner_id for r in due}))
+        for user_id, name, quota in session.execute(
+            select(User.id, User.name, User.quota).where(User.id.in_(chunk))
+        )
+    }
+    nodes = {
+        str(node_id): str(name)
+        for chunk in chunks(list({str(r.node_id) for r in due}))
+        for node_id, name in session.execute(select(Node.id, Node.name).where(Node.id.in_(chunk)))
+    }
+    records = [
+        accounting_row(
+            r,
+            *owners.get(r.owner_id, ("?", {})),
+            nodes.get(str(r.node_id), str(r.node_id)),
+        )
+        for r in due
+    ]
+    session.connection().execute(insert(cast(Table, Accounting.__table__)), records)
 
 
 def store_logs(session: Session, shipped: list[tuple[str, list[Any]]], dialect: str) -> int:
