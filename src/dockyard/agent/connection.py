@@ -30,6 +30,7 @@ HEARTBEAT_IVL_MS = 300
 HEARTBEAT_TIMEOUT_MS = 1000
 HELLO_RETRY_S = 2.0
 MAX_RESEND_PER_ROUND = 200
+MAX_MERGED = 500  # items merged into one queued message (send_reliable's merge)
 
 
 class Connection:
@@ -76,10 +77,28 @@ class Connection:
         self._wake_r.close()
         self._wake_w.close()
 
-    def send_reliable(self, msg_type: MsgType, body: dict[str, Any]) -> str:
+    def send_reliable(
+        self, msg_type: MsgType, body: dict[str, Any], merge: str | None = None
+    ) -> str:
+        """Queue a message until the server acknowledges it; returns its id.
+
+        ``merge`` names a list in ``body``: while the newest queued message is of the
+        same type and not sent yet, the items join its list instead (one message,
+        one ack, for a burst of task reports; order is kept).
+        """
         msg_id = new_id()
         msg = Message(msg_type, {"node_id": self._node_id, **body}, msg_id)
         with self._lock:
+            tail = self._outgoing[-1] if self._outgoing else None
+            if (
+                merge is not None
+                and tail is not None
+                and tail.type == msg_type
+                and tail.msg_id in self._outbox
+                and len(tail.body[merge]) < MAX_MERGED
+            ):
+                tail.body[merge].extend(body[merge])
+                return tail.msg_id
             self._outbox[msg_id] = (msg, 0.0)
             self._outgoing.append(msg)
         self._poke()

@@ -173,7 +173,7 @@ class Agent:
 
     def _report(self, update: dict[str, Any]) -> None:
         self.metrics.status_reports.labels(state=str(update.get("state", "unknown"))).inc()
-        self.connection.send_reliable(MsgType.STATUS, {"updates": [update]})
+        self.connection.send_reliable(MsgType.STATUS, {"updates": [update]}, merge="updates")
 
     def _report_health(self, body: dict[str, Any]) -> None:
         self.connection.send_reliable(MsgType.HEALTH, body)

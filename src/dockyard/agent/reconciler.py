@@ -13,12 +13,13 @@ import logging
 import os
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
 from dockyard.agent.health import HealthMonitor
 from dockyard.agent.logship import LogShipper
+from dockyard.agent.watchers import Watchers
 from dockyard.core.errors import ValidationError
 from dockyard.core.resources import Resources
 from dockyard.core.security import ContainerPolicy, Mount, PolicyViolation, SecurityOptions, check
@@ -126,6 +127,10 @@ class Reconciler:
         #: Returns and forgets a finished task's usage totals (set by the agent).
         self.final_usage: Callable[[str], dict[str, Any]] = lambda _: {}
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="task")
+        self._watchers = Watchers()  # a container's watcher and log followers
+        #: The last desired entries received and what they were parsed into, by task id
+        #: (a set is re-sent whole whenever it changes; most entries have not).
+        self._wire: dict[str, tuple[dict[str, Any], DesiredTask]] = {}
         self._thread = threading.Thread(target=self._run, name="reconciler", daemon=True)
 
     # -- control ----------------------------------------------------------
@@ -137,13 +142,22 @@ class Reconciler:
         self._wake.set()
         self._thread.join(5)
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._watchers.shutdown()
 
     def set_desired(self, body: dict[str, Any]) -> None:
         generation = int(body.get("generation", 0))
-        tasks = {t.task_id: t for t in map(DesiredTask.from_wire, body.get("tasks") or [])}
+        wire: dict[str, tuple[dict[str, Any], DesiredTask]] = {}
+        for data in body.get("tasks") or []:
+            known = self._wire.get(str(data.get("task_id")))
+            task = (
+                known[1] if known is not None and known[0] == data else DesiredTask.from_wire(data)
+            )
+            wire[task.task_id] = (data, task)
+        tasks = {task_id: task for task_id, (_, task) in wire.items()}
         with self._lock:
             if generation < self.generation:
                 return
+            self._wire = wire
             self.generation = generation
             self._desired = tasks
             self._received = True
@@ -405,12 +419,7 @@ class Reconciler:
                     "container_id": container_id,
                 }
             )
-        threading.Thread(
-            target=self._watch,
-            args=(task, container_id),
-            name=f"watch-{task.task_id}",
-            daemon=True,
-        ).start()
+        self._watchers.submit(self._watch, task, container_id)
 
     def _unwatch_health(self, tid: str) -> None:
         if self.health is not None:
@@ -433,23 +442,17 @@ class Reconciler:
     def _watch(self, task: DesiredTask, container_id: str) -> None:
         tid = task.task_id
         followers = [
-            threading.Thread(
-                target=self._follow_logs,
-                args=(tid, container_id, stream, task.log_offsets.get(stream, 0)),
-                name=f"logs-{tid}-{stream}",
-                daemon=True,
+            self._watchers.submit(
+                self._follow_logs, tid, container_id, stream, task.log_offsets.get(stream, 0)
             )
             for stream in ("stdout", "stderr")
         ]
-        for follower in followers:
-            follower.start()
         try:
             while not self._driver.wait(container_id, timeout=WAIT_SLICE_S):
                 if self._stop.is_set():
                     return
             self._unwatch_health(tid)
-            for follower in followers:
-                follower.join(LOG_JOIN_S)
+            wait(followers, timeout=LOG_JOIN_S)
             status = self._driver.inspect(container_id)
         except DriverError as exc:
             self._unwatch_health(tid)
