@@ -18,6 +18,7 @@ from dockyard.server.auth import Principal
 from dockyard.server.batch import chunks
 from dockyard.server.errors import Conflict
 from dockyard.server.events import EventKind, event_row, insert_events, record
+from dockyard.server.workload_specs import remember_job
 from dockyard.store.errors import NotFound
 from dockyard.store.tables import Node, Task, Workload
 
@@ -50,6 +51,7 @@ class NewJobs:
     workloads: list[dict[str, Any]]
     tasks: list[dict[str, Any]]
     events: list[dict[str, Any]]
+    specs: list[JobSpec]
 
 
 def new_jobs(
@@ -105,7 +107,7 @@ def new_jobs(
         )
         for task in tasks
     ]
-    return NewJobs(workloads, tasks, events)
+    return NewJobs(workloads, tasks, events, list(specs))
 
 
 def insert_jobs(session: Session, jobs: NewJobs) -> list[str]:
@@ -115,6 +117,8 @@ def insert_jobs(session: Session, jobs: NewJobs) -> list[str]:
         connection.execute(insert(cast(Table, Workload.__table__)), jobs.workloads)
         connection.execute(insert(cast(Table, Task.__table__)), jobs.tasks)
     insert_events(session, jobs.events)
+    for workload, spec in zip(jobs.workloads, jobs.specs, strict=True):
+        remember_job(workload["id"], spec, workload["spec"])
     return [task["id"] for task in jobs.tasks]
 
 

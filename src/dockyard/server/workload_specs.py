@@ -51,17 +51,27 @@ def workload_specs(session: Session, workload_ids: Iterable[str]) -> dict[str, W
         for workload_id, kind, raw in session.execute(
             select(Workload.id, Workload.kind, Workload.spec).where(Workload.id.in_(chunk))
         ):
-            found[workload_id] = parsed = parse(str(kind), raw)
+            found[workload_id] = parsed = parse(str(kind), JobSpec.from_dict(raw), raw)
             if kind == "job":
-                with _lock:
-                    _CACHE[workload_id] = parsed
-                    while len(_CACHE) > _CACHE_MAX:
-                        _CACHE.popitem(last=False)
+                _keep(workload_id, parsed)
     return found
 
 
-def parse(kind: str, raw: dict[str, Any]) -> WorkloadSpec:
-    spec = JobSpec.from_dict(raw)
+def remember_job(workload_id: str, spec: JobSpec, raw: dict[str, Any]) -> None:
+    """Cache a job's spec as it is submitted, so it is never parsed back from the store
+    (a submit that then fails leaves an entry nobody asks for, until it ages out)."""
+    _keep(workload_id, parse("job", spec, raw))
+
+
+def _keep(workload_id: str, parsed: WorkloadSpec) -> None:
+    with _lock:
+        _CACHE[workload_id] = parsed
+        while len(_CACHE) > _CACHE_MAX:
+            _CACHE.popitem(last=False)
+
+
+def parse(kind: str, spec: JobSpec, raw: dict[str, Any]) -> WorkloadSpec:
+    """``raw``: the stored spec (``spec`` and what travels with it: policy, health)."""
     template = {
         "command": list(spec.command),
         "env": dict(spec.env),
