@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from dockyard.core.quota import Quota
 from dockyard.core.states import TaskState
 from dockyard.server.jobs import request_stop
+from dockyard.server.lifecycle import Ended
 from dockyard.store.tables import Accounting, Node, Task, User
 
 QUOTA_EXCEEDED = "quota_exceeded"
@@ -92,7 +93,7 @@ def charge(session: Session, task: Task, charged: set[str] | None = None) -> Non
     )
 
 
-class Charged(Protocol):
+class Charged(Ended, Protocol):
     """What an accounting record reads of an ended task (a row or an ORM object)."""
 
     @property
@@ -108,17 +109,9 @@ class Charged(Protocol):
     @property
     def attempt(self) -> int: ...
     @property
-    def state(self) -> str: ...
-    @property
-    def reason(self) -> str: ...
-    @property
     def exit_code(self) -> int | None: ...
     @property
     def created_at(self) -> float: ...
-    @property
-    def started_at(self) -> float | None: ...
-    @property
-    def finished_at(self) -> float | None: ...
     @property
     def cpu_seconds(self) -> float: ...
     @property
