@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
-from sqlalchemy import Text, func, select, type_coerce
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from dockyard.core.states import PLACED_STATES, Reason, TaskState
@@ -112,8 +111,7 @@ def desired_for(session: Session, node: Node) -> dict[str, Any]:
 
 
 #: What a desired entry reads of a task: plain columns, no ORM objects (the gateway
-#: builds these sets for every node where a task starts or ends). ``port_map`` comes
-#: as its stored JSON text, decoded only when not empty.
+#: builds these sets for every node where a task starts or ends).
 _DESIRED_COLUMNS = (
     Task.id,
     Task.node_id,
@@ -124,7 +122,7 @@ _DESIRED_COLUMNS = (
     Task.memory_bytes,
     Task.gpu_indices,
     Task.ports,
-    type_coerce(Task.port_map, Text).label("port_map"),
+    Task.port_map,
     Task.desired_state,
     Task.started_at,
 )
@@ -168,7 +166,6 @@ def desired_sets(session: Session, nodes: list[Node]) -> dict[str, dict[str, Any
 def _entry(
     task: Any, templates: dict[str, dict[str, Any]], offsets: dict[tuple[str, str], int]
 ) -> dict[str, Any]:
-    port_map = json.loads(task.port_map) if task.port_map not in (None, "[]") else []
     return {
         **templates[task.workload_id],
         "task_id": task.id,
@@ -179,7 +176,7 @@ def _entry(
         "memory_bytes": task.memory_bytes,
         "gpus": [int(g) for g in (task.gpu_indices or "").split(",") if g],
         "ports": [int(p) for p in (task.ports or "").split(",") if p],
-        "port_map": [[int(c), int(h)] for c, h in port_map],
+        "port_map": [[int(c), int(h)] for c, h in task.port_map or []],
         "desired": task.desired_state,
         "log_offsets": {
             "stdout": offsets.get((task.id, "stdout"), 0),
