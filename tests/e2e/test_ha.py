@@ -283,8 +283,14 @@ def test_paused_leader_is_fenced_and_becomes_follower(ha: HACluster) -> None:
         timeout=15,
         message="old leader follows",
     )
-    log = (ha.root / f"{leader}.log").read_text(errors="replace")
-    assert "steps down" in log
+    # Its writes are refused as soon as its lease lapsed on its own clock; the
+    # elector's next tick (a third of the lease later) logs the step-down.
+    log = ha.root / f"{leader}.log"
+    wait_for(
+        lambda: "steps down" in log.read_text(errors="replace"),
+        timeout=15,
+        message="old leader logs its step-down",
+    )
     with Submitter(ha, "pause") as sub:
         wait_for(lambda: len(sub.acked) >= 10, timeout=30, message="submissions")
     assert_no_loss_no_duplicates(ha, sub.acked)
