@@ -32,6 +32,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import multiprocessing as mp
 import os
@@ -96,7 +97,7 @@ def load_process(endpoint: str, node_ids: list[str], ctl: Connection) -> None:
         if time.monotonic() >= next_hello:  # (re)send hello to those not welcomed yet
             for i, sock in enumerate(socks):
                 if i not in welcomed:
-                    body = {**hello, "node_id": node_ids[i], "name": node_ids[i]}
+                    body: dict[str, Any] = {**hello, "node_id": node_ids[i], "name": node_ids[i]}
                     try:
                         sock.send(encode(Message(MsgType.HELLO, body)), zmq.NOBLOCK)
                     except zmq.Again:  # not connected yet: the next round re-sends
@@ -195,6 +196,11 @@ def quantile(before: dict[float, float], after: dict[float, float], q: float) ->
     return float("inf")
 
 
+def _drained(url: str, token: str, beats0: float, sent: int) -> bool:
+    """The server has counted (nearly) every heartbeat sent in the step."""
+    return scrape(url, token)[0] - beats0 >= sent * 0.999
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--nodes", type=int, default=2000)
@@ -224,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         "host": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "params": {"nodes": args.nodes, "procs": args.procs, "step_s": args.step_s},
     }
-    procs: list[mp.Process] = []
+    procs: list[Any] = []  # spawn-context processes
     pipes: list[Connection] = []
     try:
         cluster.start_server()
@@ -281,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
             # let the server drain what is queued (bounded), then measure
             try:
                 wait_for(
-                    lambda s=sent, b=beats0: scrape(cluster.url, token)[0] - b >= s * 0.999,
+                    functools.partial(_drained, cluster.url, token, beats0, sent),
                     timeout=10,
                     message="drain",
                 )

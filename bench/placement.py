@@ -151,7 +151,7 @@ def check(db: Database) -> dict[str, Any]:
             .where(Task.node_id.is_not(None))
             .group_by(Task.node_id)
         ).all():
-            cap = caps[node_id]
+            cap = caps[str(node_id)]
             if cpu > cap[0] or mem > cap[1]:
                 over += 1
         bad = 0
@@ -161,7 +161,7 @@ def check(db: Database) -> dict[str, Any]:
         ).all():
             key = tuple(constraints)
             cons = parsed.setdefault(key, parse_constraints(key))
-            if not all(c.matches(caps[node_id][2]) for c in cons):
+            if not all(c.matches(caps[str(node_id)][2]) for c in cons):
                 bad += 1
         pending = session.scalar(select(func.count()).where(Task.state == "pending"))
         events = session.scalar(select(func.count()).select_from(Event))

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import math
 import os
@@ -127,11 +128,8 @@ class Stack:
         )
         wait_for(lambda: answers(f"{self.url}/healthz"), timeout=60, message="server health")
         for port in self.backend_ports:
-            wait_for(
-                lambda p=port: answers(f"http://127.0.0.1:{p}/"),
-                timeout=30,
-                message=f"backend {port}",
-            )
+            url = f"http://127.0.0.1:{port}/"
+            wait_for(functools.partial(answers, url), timeout=30, message=f"backend {port}")
         self._write_service()
         wait_for(
             lambda: answers(f"{self.url}/svc/{SERVICE}/"), timeout=10, message="the service route"
