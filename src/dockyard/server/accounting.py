@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Protocol
+from collections.abc import Sequence
+from typing import Any, Protocol, cast
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Table, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from dockyard.core.quota import Quota
 from dockyard.core.states import TaskState
+from dockyard.server.batch import chunks
 from dockyard.server.jobs import request_stop
 from dockyard.server.lifecycle import Ended
 from dockyard.store.tables import Accounting, Node, Task, User
@@ -66,38 +68,13 @@ def take_final_usage(task: Metered, update: dict[str, Any]) -> None:
     task.memory_gib_s = max(task.memory_gib_s, float(usage.get("memory_gib_s", 0.0)))
 
 
-def charge(session: Session, task: Task, charged: set[str] | None = None) -> None:
-    """Write the task's accounting record, once (the task id is unique).
-
-    ``charged``: the ids among this batch's tasks already charged, read in one query
-    by the caller (then kept up to date here); without it, the store is asked."""
-    if task.node_id is None or task.finished_at is None:
-        return
-    if charged is not None:
-        if task.id in charged:
-            return
-        charged.add(task.id)
-    elif session.scalar(select(Accounting.seq).where(Accounting.task_id == task.id)) is not None:
-        return
-    owner = session.get(User, task.owner_id)
-    node = session.get(Node, task.node_id)
-    session.add(
-        Accounting(
-            **accounting_row(
-                task,
-                owner.name if owner else "?",
-                dict(owner.quota or {}) if owner else {},
-                node.name if node else task.node_id,
-            )
-        )
-    )
-
-
 class Charged(Ended, Protocol):
     """What an accounting record reads of an ended task (a row or an ORM object)."""
 
     @property
     def id(self) -> str: ...
+    @property
+    def node_id(self) -> str | None: ...
     @property
     def workload_id(self) -> str: ...
     @property
@@ -151,6 +128,41 @@ def accounting_row(task: Charged, owner: str, quota: dict[str, Any], node: str) 
         "memory_limit_bytes": task.memory_bytes,
         "quota": quota,
     }
+
+
+def charge_all(session: Session, ended: Sequence[Charged]) -> None:
+    """Write the accounting records of tasks that ended, once each (the task id is
+    unique): the ids already charged, the owners and the nodes are read in one query
+    each, and the records written with one executemany."""
+    charged = {
+        str(task_id)
+        for chunk in chunks([t.id for t in ended])
+        for task_id in session.scalars(
+            select(Accounting.task_id).where(Accounting.task_id.in_(chunk))
+        )
+    }
+    due = [t for t in ended if t.id not in charged and t.node_id and t.finished_at]
+    if not due:
+        return
+    owners = {
+        str(user_id): (str(name), dict(quota or {}))
+        for chunk in chunks(list({t.owner_id for t in due}))
+        for user_id, name, quota in session.execute(
+            select(User.id, User.name, User.quota).where(User.id.in_(chunk))
+        )
+    }
+    nodes = {
+        str(node_id): str(name)
+        for chunk in chunks(list({str(t.node_id) for t in due}))
+        for node_id, name in session.execute(select(Node.id, Node.name).where(Node.id.in_(chunk)))
+    }
+    records = [
+        accounting_row(
+            t, *owners.get(t.owner_id, ("?", {})), nodes.get(str(t.node_id), str(t.node_id))
+        )
+        for t in due
+    ]
+    session.connection().execute(insert(cast(Table, Accounting.__table__)), records)
 
 
 def consumed_cpu_seconds(session: Session, owner_id: str, period_s: float, now: float) -> float:

@@ -9,8 +9,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from dockyard.core.states import PLACED_STATES, Reason, TaskState
-from dockyard.server.accounting import charge
-from dockyard.server.batch import EndingBatch, chunks
+from dockyard.server.accounting import charge_all
+from dockyard.server.batch import chunks
 from dockyard.server.events import EventKind, record
 from dockyard.server.jobs import placed_tasks
 from dockyard.server.lifecycle import follow_up
@@ -90,17 +90,17 @@ def mark_down(session: Session, node: Node, silence_s: float) -> list[Task]:
         node_id=node.id,
     )
     lost = placed_tasks(session, node.id)
-    batch = EndingBatch(session, lost, [node.id])  # flushed once, not once per task
+    workload_specs(session, {t.workload_id for t in lost})  # one read for the follow-ups
     now = time.time()
-    with session.no_autoflush:
+    with session.no_autoflush:  # flushed once, not before each follow-up's queries
         for task in lost:
             task.state = TaskState.LOST
             task.reason = Reason.NODE_LOST
             task.message = f"node {node.name} stopped sending heartbeats"
             task.finished_at = now
             record(session, EventKind.TASK, Reason.NODE_LOST, task.message, task=task)
-            charge(session, task, batch.charged)  # charged once, up to node-down
             follow_up(session, task)
+    charge_all(session, lost)  # the lost runs are charged once, up to node-down
     node.generation += 1
     return lost
 

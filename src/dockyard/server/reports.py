@@ -6,18 +6,18 @@ import time
 from dataclasses import dataclass, fields
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from dockyard.core.states import Reason, TaskState, can_transition
-from dockyard.server.accounting import accounting_row, take_final_usage
+from dockyard.server.accounting import charge_all, take_final_usage
 from dockyard.server.batch import chunks
 from dockyard.server.events import EventKind, event_row, insert_events
 from dockyard.server.jobs import bump_generations
 from dockyard.server.lifecycle import follow_up, may_replace
 from dockyard.server.workload_specs import workload_specs
-from dockyard.store.tables import Accounting, LogLine, Node, Task, User
+from dockyard.store.tables import LogLine, Task
 
 MAX_LINE = 64 * 1024
 
@@ -120,7 +120,7 @@ def apply_statuses(
             ],
         )
     insert_events(session, events)
-    _charge_all(session, list(ended.values()))
+    charge_all(session, list(ended.values()))
     workloads = workload_specs(session, {r.workload_id for r in ended.values()})
     for row in ended.values():
         if may_replace(workloads.get(row.workload_id), row):
@@ -189,44 +189,6 @@ def advance(row: TaskRow, update: dict[str, Any], events: list[dict[str, Any]]) 
             )
         )
     return ENDED if new.terminal else CHANGED
-
-
-def _charge_all(session: Session, ended: list[TaskRow]) -> None:
-    """Write the accounting records of tasks that ended, once each (one executemany)."""
-    if not ended:
-        return
-    ids = [r.id for r in ended]
-    charged = {
-        str(task_id)
-        for chunk in chunks(ids)
-        for task_id in session.scalars(
-            select(Accounting.task_id).where(Accounting.task_id.in_(chunk))
-        )
-    }
-    due = [r for r in ended if r.id not in charged and r.node_id and r.finished_at]
-    if not due:
-        return
-    owners = {
-        str(user_id): (str(name), dict(quota or {}))
-        for chunk in chunks(list({r.owner_id for r in due}))
-        for user_id, name, quota in session.execute(
-            select(User.id, User.name, User.quota).where(User.id.in_(chunk))
-        )
-    }
-    nodes = {
-        str(node_id): str(name)
-        for chunk in chunks(list({str(r.node_id) for r in due}))
-        for node_id, name in session.execute(select(Node.id, Node.name).where(Node.id.in_(chunk)))
-    }
-    records = [
-        accounting_row(
-            r,
-            *owners.get(r.owner_id, ("?", {})),
-            nodes.get(str(r.node_id), str(r.node_id)),
-        )
-        for r in due
-    ]
-    session.connection().execute(insert(cast(Table, Accounting.__table__)), records)
 
 
 def store_logs(session: Session, shipped: list[tuple[str, list[Any]]], dialect: str) -> int:
