@@ -106,9 +106,9 @@ def apply_statuses(
         if row is None or row.node_id != node_id:
             continue  # a stale copy's report, or an unknown task
         outcome = advance(row, report, events)
-        if outcome != UNCHANGED or row.state == TaskState.PULLING:
+        if outcome != UNCHANGED:
             written[row.id] = row
-        changed = changed or outcome != UNCHANGED
+        changed = changed or outcome in (CHANGED, ENDED)
         if outcome == ENDED:
             ended[row.id] = row
     if written:
@@ -132,14 +132,16 @@ def apply_statuses(
     return changed, nodes
 
 
-#: What :func:`advance` did: nothing, a change, or the task ended (the node's
-#: desired set lost it; the caller bumps the node's generation).
-UNCHANGED, CHANGED, ENDED = 0, 1, 2
+#: What :func:`advance` did: nothing, a new message only (a pull's progress: the
+#: row is written, nothing else follows), a change of state, or the task ended (the
+#: node's desired set lost it; the caller bumps the node's generation).
+UNCHANGED, PROGRESS, CHANGED, ENDED = 0, 1, 2, 3
 
 
 def advance(row: TaskRow, update: dict[str, Any], events: list[dict[str, Any]]) -> int:
     """Apply one status report to ``row`` (already checked to come from its node):
-    UNCHANGED, CHANGED or ENDED; the events it causes are appended to ``events``.
+    UNCHANGED, PROGRESS, CHANGED or ENDED; the events it causes are appended to
+    ``events``.
 
     A report that would move the task backwards is ignored. Times are this
     server's receive times: an agent's clock may be off.
@@ -151,7 +153,7 @@ def advance(row: TaskRow, update: dict[str, Any], events: list[dict[str, Any]]) 
     current = TaskState(row.state)
     if new == current == TaskState.PULLING:  # progress of a pull: the message moves on
         row.message = str(update.get("message") or "")[:4000]
-        return UNCHANGED
+        return PROGRESS
     if not can_transition(current, new):
         return UNCHANGED
     now = time.time()
