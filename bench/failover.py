@@ -44,7 +44,7 @@ import httpx
 import psutil
 
 from dockyard.testing.cluster import ProcessCluster
-from dockyard.testing.stats import percentile
+from dockyard.testing.stats import cpu_seconds, percentile
 from dockyard.testing.wait import wait_for
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -146,9 +146,9 @@ def submit(cluster: ProcessCluster, count: int, cpu: str, memory: str, workers: 
 def process_stats(procs: Iterable[psutil.Process], window_s: float) -> dict[str, Any]:
     """Total CPU (percent of one core) over ``window_s`` and RSS of some processes."""
     alive = [p for p in procs if p.is_running()]
-    before = {p.pid: sum(p.cpu_times()[:2]) for p in alive}
+    before = cpu_seconds(alive)
     time.sleep(window_s)
-    cpu = sum(sum(p.cpu_times()[:2]) - before[p.pid] for p in alive)
+    cpu = cpu_seconds(alive) - before
     rss = [p.memory_info().rss for p in alive]
     return {
         "processes": len(alive),

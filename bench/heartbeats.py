@@ -52,6 +52,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from dockyard.protocol.messages import Message, MsgType, decode, encode
 from dockyard.testing.cluster import ProcessCluster
+from dockyard.testing.stats import cpu_seconds
 from dockyard.testing.wait import WaitTimeout, wait_for
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -277,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
         steps: list[dict[str, Any]] = []
         for rate in rates:
             beats0, lag0 = scrape(cluster.url, token)
-            cpu0 = sum(server.cpu_times()[:2])
+            cpu0 = cpu_seconds([server])
             io0 = server.io_counters().write_bytes
             t = time.monotonic()
             for pipe in pipes:
@@ -295,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
                 pass  # not all arrived: the step reports it (received < sent)
             seconds = time.monotonic() - t
             beats1, lag1 = scrape(cluster.url, token)
-            cpu = sum(server.cpu_times()[:2]) - cpu0
+            cpu = cpu_seconds([server]) - cpu0
             written = server.io_counters().write_bytes - io0
             received = beats1 - beats0
             p50, p99 = quantile(lag0, lag1, 0.50), quantile(lag0, lag1, 0.99)

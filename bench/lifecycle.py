@@ -35,6 +35,7 @@ import httpx
 import psutil
 
 from dockyard.testing.cluster import ProcessCluster
+from dockyard.testing.stats import cpu_seconds, usable_cpus
 from dockyard.testing.wait import wait_for
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "lifecycle.json"
@@ -104,7 +105,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         server = psutil.Process(cluster.server_proc.pid)
         agents = [psutil.Process(p.pid) for p in cluster.agents.values()]
         me = psutil.Process()
-        cpu0 = (_cpu([server]), _cpu(agents), _cpu([me]))
+
+        def cpu_now() -> list[float]:  # server, agents, this load generator
+            return [cpu_seconds([server]), cpu_seconds(agents), cpu_seconds([me])]
+
+        cpu0 = cpu_now()
         started = time.perf_counter()
         with ThreadPoolExecutor(args.submitters) as pool:
             list(pool.map(submit, range(0, args.tasks, max(args.batch, 1))))
@@ -118,16 +123,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 message="all tasks succeeded",
             )
             done = time.perf_counter()
-            cpu = [
-                b - a for a, b in zip(cpu0, (_cpu([server]), _cpu(agents), _cpu([me])), strict=True)
-            ]
+            cpu = [b - a for a, b in zip(cpu0, cpu_now(), strict=True)]
             failed = sum(count(http, s) for s in ("failed", "lost", "killed"))
         total = done - started
         rate = args.tasks / total
         result = {
             "benchmark": "lifecycle",
             "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "machine": {"python": platform.python_version(), "cpus": _cpus()},
+            "machine": {"python": platform.python_version(), "cpus": usable_cpus()},
             "shape": {
                 "tasks": args.tasks,
                 "hollow_nodes": args.nodes,
@@ -157,17 +160,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0 if failed == 0 else 1
     finally:
         cluster.close()
-
-
-def _cpu(procs: list[psutil.Process]) -> float:
-    """User + system CPU seconds of these processes (the server's threads included)."""
-    return sum(sum(p.cpu_times()[:2]) for p in procs)
-
-
-def _cpus() -> int:
-    import os
-
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 0
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import random
 import statistics
@@ -38,7 +39,7 @@ from dockyard.scheduler.placement import NodeView, TaskRequest, place
 from dockyard.server.loops import SchedulerLoop
 from dockyard.store.db import Database, sqlite_url
 from dockyard.store.tables import Event, Node, Task, User, Workload
-from dockyard.testing.stats import percentile
+from dockyard.testing.stats import percentile, usable_cpus
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "placement.json"
 GiB = 1024**3
@@ -251,7 +252,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     result = {
         "benchmark": "placement",
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "machine": {"python": platform.python_version(), "cpus": _cpus()},
+        "machine": {"python": platform.python_version(), "cpus": usable_cpus()},
         "shape": {
             "jobs": args.jobs,
             "tasks_per_job": args.tasks,
@@ -285,15 +286,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _load() -> float:
-    import os
-
     return os.getloadavg()[0]
-
-
-def _cpus() -> int:
-    import os
-
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 0
 
 
 if __name__ == "__main__":
