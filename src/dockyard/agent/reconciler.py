@@ -126,7 +126,10 @@ class Reconciler:
         self._containers: dict[str, str] = {}  # watched task id -> container id
         #: Returns and forgets a finished task's usage totals (set by the agent).
         self.final_usage: Callable[[str], dict[str, Any]] = lambda _: {}
+        #: Stops and removals; starts run on the task's watcher thread, at most
+        #: ``workers`` at once (``_starts``), and go on to watch the container.
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="task")
+        self._starts = threading.BoundedSemaphore(workers)
         self._watchers = Watchers()  # a container's watcher and log followers
         #: The last desired entries received and what they were parsed into, by task id
         #: (a set is re-sent whole whenever it changes; most entries have not).
@@ -222,10 +225,10 @@ class Reconciler:
                     },
                 )
                 return
-            self._pool.submit(self._start_task, task)
+            self._watchers.submit(self._start_task, task)
             return
         if container.status == "created" and not finished:
-            self._pool.submit(self._start_existing, task, container.container_id)
+            self._watchers.submit(self._start_existing, task, container.container_id)
             return
         if not watched and not finished:
             self._begin_watch(
@@ -289,48 +292,61 @@ class Reconciler:
         )
 
     def _start_task(self, task: DesiredTask) -> None:
+        """Pull, create and start the task's container, then watch it on this same
+        thread for the container's life (one thread per task, not one per step)."""
         tid = task.task_id
+        container_id = None
         try:
-            try:
-                if not self._driver.has_image(task.image):
-                    self._report(
-                        {
-                            "task_id": tid,
-                            "state": TaskState.PULLING,
-                            "reason": "pulling",
-                            "message": f"pulling {task.image}",
-                        }
-                    )
-                    self._driver.ensure_image(task.image, self._pull_progress(tid))
-            except DriverError as exc:
-                self._finish(
-                    tid, {"state": TaskState.FAILED, "reason": exc.reason, "message": str(exc)}
-                )
-                return
-            self._report({"task_id": tid, "state": TaskState.STARTING, "reason": "creating"})
-            try:
-                container_id = self._driver.create(self._spec(task))
-            except PolicyViolation as exc:
-                self._finish(
-                    tid,
-                    {
-                        "state": TaskState.FAILED,
-                        "reason": "policy_violation",
-                        "message": f"{exc.rule}: {exc.message}",
-                    },
-                )
-                return
-            except ContainerExists:
-                return  # the next pass adopts it
-            except DriverError as exc:
-                self._finish(
-                    tid, {"state": TaskState.FAILED, "reason": exc.reason, "message": str(exc)}
-                )
-                return
-            self._start_and_watch(task, container_id)
+            with self._starts:
+                container_id = self._create_and_start(task)
         finally:
             self._release(tid)
             self._wake.set()
+        if container_id is not None:
+            self._watch(task, container_id)
+
+    def _create_and_start(self, task: DesiredTask) -> str | None:
+        """Pull, create and start; the container's id once it is started and watched
+        (its watch is registered before the caller releases the task), None when a
+        step failed (reported) or the container exists already (the next pass adopts)."""
+        tid = task.task_id
+        try:
+            if not self._driver.has_image(task.image):
+                self._report(
+                    {
+                        "task_id": tid,
+                        "state": TaskState.PULLING,
+                        "reason": "pulling",
+                        "message": f"pulling {task.image}",
+                    }
+                )
+                self._driver.ensure_image(task.image, self._pull_progress(tid))
+        except DriverError as exc:
+            self._finish(
+                tid, {"state": TaskState.FAILED, "reason": exc.reason, "message": str(exc)}
+            )
+            return None
+        self._report({"task_id": tid, "state": TaskState.STARTING, "reason": "creating"})
+        try:
+            container_id = self._driver.create(self._spec(task))
+        except PolicyViolation as exc:
+            self._finish(
+                tid,
+                {
+                    "state": TaskState.FAILED,
+                    "reason": "policy_violation",
+                    "message": f"{exc.rule}: {exc.message}",
+                },
+            )
+            return None
+        except ContainerExists:
+            return None
+        except DriverError as exc:
+            self._finish(
+                tid, {"state": TaskState.FAILED, "reason": exc.reason, "message": str(exc)}
+            )
+            return None
+        return self._start_container(task, container_id)
 
     def _pull_progress(self, tid: str) -> Callable[[str], None]:
         """Report pull progress and retries as ``pulling`` status messages."""
@@ -343,12 +359,16 @@ class Reconciler:
         return report
 
     def _start_existing(self, task: DesiredTask, container_id: str) -> None:
+        """Start a container that was created but not started, then watch it here."""
         try:
-            self._start_and_watch(task, container_id)
+            with self._starts:
+                started = self._start_container(task, container_id)
         finally:
             self._release(task.task_id)
+        if started is not None:
+            self._watch(task, container_id)
 
-    def _start_and_watch(self, task: DesiredTask, container_id: str) -> None:
+    def _start_container(self, task: DesiredTask, container_id: str) -> str | None:
         tid = task.task_id
         try:
             self._driver.start(container_id)
@@ -362,7 +382,7 @@ class Reconciler:
                     "container_id": container_id,
                 },
             )
-            return
+            return None
         self._report(
             {
                 "task_id": tid,
@@ -371,7 +391,7 @@ class Reconciler:
                 "container_id": container_id,
             }
         )
-        self._begin_watch(task, container_id, adopted=False)
+        return container_id if self._track(task, container_id, adopted=False) else None
 
     def _stop_container(self, tid: str, container_id: str, grace: float, remove: bool) -> None:
         self._unwatch_health(tid)  # a stopping replica is not failing its checks
@@ -400,9 +420,17 @@ class Reconciler:
     def _begin_watch(
         self, task: DesiredTask, container_id: str, adopted: bool, running: bool = True
     ) -> None:
+        """Track a container found running (or exited) and watch it on a watcher thread."""
+        if self._track(task, container_id, adopted, running):
+            self._watchers.submit(self._watch, task, container_id)
+
+    def _track(
+        self, task: DesiredTask, container_id: str, adopted: bool, running: bool = True
+    ) -> bool:
+        """Register the container as watched; False if something watches it already."""
         with self._lock:
             if task.task_id in self._watched:
-                return
+                return False
             self._watched.add(task.task_id)
             self._containers[task.task_id] = container_id
             self._log_counts[task.task_id] = {"stdout": 0, "stderr": 0}
@@ -419,7 +447,7 @@ class Reconciler:
                     "container_id": container_id,
                 }
             )
-        self._watchers.submit(self._watch, task, container_id)
+        return True
 
     def _unwatch_health(self, tid: str) -> None:
         if self.health is not None:
@@ -443,10 +471,10 @@ class Reconciler:
         tid = task.task_id
         followers = [
             self._watchers.submit(
-                self._follow_logs, tid, container_id, stream, task.log_offsets.get(stream, 0)
+                self._follow_logs, tid, container_id, "stderr", task.log_offsets.get("stderr", 0)
             )
-            for stream in ("stdout", "stderr")
         ]
+        self._follow_logs(tid, container_id, "stdout", task.log_offsets.get("stdout", 0))
         try:
             while not self._driver.wait(container_id, timeout=WAIT_SLICE_S):
                 if self._stop.is_set():
