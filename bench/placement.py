@@ -39,7 +39,7 @@ from dockyard.scheduler.placement import NodeView, TaskRequest, place
 from dockyard.server.loops import SchedulerLoop
 from dockyard.store.db import Database, sqlite_url
 from dockyard.store.tables import Event, Node, Task, User, Workload
-from dockyard.testing.stats import percentile, usable_cpus
+from dockyard.testing.stats import percentile, reference_ops_per_s, usable_cpus
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "placement.json"
 GiB = 1024**3
@@ -225,6 +225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     seeded_s = time.perf_counter() - started
     total = args.jobs * args.tasks
     print(f"seeded {total} tasks and {args.nodes} nodes in {seeded_s:.1f}s ({root})")
+    reference = reference_ops_per_s()  # this machine's speed, for ratios across runs
     loop = SchedulerLoop(db, push=lambda _nodes: None)
     passes: list[float] = []
     timing = {"read_s": 0.0, "place_s": 0.0, "write_s": 0.0}
@@ -265,6 +266,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "placements_per_s": rate,
         "target_per_s": TARGET_PER_S,
         "meets_target": rate >= TARGET_PER_S,
+        "reference_ops_per_s": reference,
+        "placements_per_s_per_reference_kops": rate / (reference / 1000),
         "pass_latency_ms": {
             "p50": 1000 * statistics.median(passes) if passes else None,
             "p99": 1000 * percentile(passes, 99) if passes else None,

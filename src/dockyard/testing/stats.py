@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import time
 from collections.abc import Iterable
 
 import psutil
@@ -29,3 +31,19 @@ def cpu_seconds(procs: Iterable[psutil.Process]) -> float:
 def usable_cpus() -> int:
     """The CPUs this process may run on."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 0
+
+
+def reference_ops_per_s(rounds: int = 3, ops: int = 20_000) -> float:
+    """This machine's single-thread speed on a fixed pure-Python workload (best of
+    ``rounds``): JSON encode/decode and dict building, the kind of work a task's
+    trip through dockyard is made of. Benchmarks report it beside their rates so
+    figures taken on different machines (or under different load) can be compared
+    as ratios; it is not a property of dockyard."""
+    best = math.inf
+    for _ in range(rounds):
+        started = time.perf_counter()
+        for index in range(ops):
+            row = {"id": f"t{index:06d}", "state": "running", "cpu": index % 7, "env": {"A": "1"}}
+            json.loads(json.dumps(row))
+        best = min(best, time.perf_counter() - started)
+    return ops / best
