@@ -47,6 +47,22 @@ def test_job_prints_and_succeeds(cluster: ProcessCluster, image: str) -> None:
         assert reasons[0] == "submitted" and "placed" in reasons and reasons[-1] == "exit_zero"
 
 
+def test_task_without_gpus_cannot_ask_nvidia_for_all(cluster: ProcessCluster, image: str) -> None:
+    """NVIDIA's runtime reads NVIDIA_VISIBLE_DEVICES from the container's environment:
+    a task given no GPUs gets ``void`` whatever its spec (or image) says."""
+    with cluster.client() as api:
+        task = api.run_job(
+            "nogpu",
+            image,
+            ["sh", "-c", 'echo "devices=$NVIDIA_VISIBLE_DEVICES"'],
+            env={"NVIDIA_VISIBLE_DEVICES": "all"},
+        )
+        done = wait_state(api, task["id"], TERMINAL)
+        assert done["state"] == "succeeded"
+        lines = [line["line"] for line in all_logs(api, task["id"])]
+        assert lines == ["devices=void"]
+
+
 def test_exit_code_is_recorded(cluster: ProcessCluster, image: str) -> None:
     with cluster.client() as api:
         task = api.run_job("exit3", image, ["sh", "-c", "echo hi; exit 3"])

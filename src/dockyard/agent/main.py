@@ -16,7 +16,7 @@ from dockyard import __version__, config
 from dockyard.agent.builder import Builder
 from dockyard.agent.connection import Connection
 from dockyard.agent.execs import ExecManager
-from dockyard.agent.gpus import detect_gpus
+from dockyard.agent.gpus import detect_gpus, inventory
 from dockyard.agent.health import HealthMonitor
 from dockyard.agent.logship import LogShipper
 from dockyard.agent.metrics import AgentMetrics
@@ -53,8 +53,9 @@ class AgentConfig:
     #: Serve Prometheus metrics on 127.0.0.1:PORT (0: any free port); None: off.
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
-    #: GPU device indices this node offers; None: ask NVML (nvidia-ml-py) if present.
-    gpus: list[int] | None = None
+    #: The GPUs this node offers, by index (``[0, 2]``) or by UUID (``["GPU-..."]``,
+    #: numbered in order); None: ask NVML (nvidia-ml-py) if present.
+    gpus: list[int | str] | None = None
     #: Join token from ``dockyard node token create``; it pins the server's CURVE key.
     join_token: str | None = None
     #: The server's CURVE public key (hex or z85), if not taken from a join token;
@@ -64,6 +65,11 @@ class AgentConfig:
     def __post_init__(self) -> None:
         if self.driver not in DRIVERS:
             raise ConfigError("agent.driver", f"unknown driver {self.driver!r} (known: {DRIVERS})")
+        if self.gpus is not None:
+            try:
+                inventory(self.gpus)
+            except ValueError as exc:
+                raise ConfigError("agent.gpus", str(exc)) from exc
         try:
             if self.join_token:
                 keys.parse_token(self.join_token)
@@ -160,7 +166,10 @@ class Agent:
         self._stopped = threading.Event()
         self._images_checked = -IMAGES_EVERY_S  # monotonic time of the last lookup
         self._images_sent: list[str] = []
-        self.gpus = list(cfg.gpus) if cfg.gpus is not None else detect_gpus()
+        found = inventory(cfg.gpus) if cfg.gpus is not None else detect_gpus()
+        #: Indices the scheduler allocates; the runtime gets UUIDs where they are known.
+        self.gpus = sorted(found)
+        self.reconciler.gpu_uuids = {index: uuid for index, uuid in found.items() if uuid}
 
     def _ship_usage(self, samples: list[list[Any]]) -> None:
         self.metrics.usage_samples.inc(len(samples))

@@ -131,6 +131,8 @@ class Reconciler:
         self._log_counts: dict[str, dict[str, int]] = {}
         self._containers: dict[str, str] = {}  # watched task id -> container id
         self._started: dict[str, float] = {}  # task id -> when this process started it
+        #: This node's GPU UUIDs by index, where known (set by the agent).
+        self.gpu_uuids: dict[int, str] = {}
         #: Returns and forgets a finished task's usage totals (set by the agent).
         self.final_usage: Callable[[str], dict[str, Any]] = lambda _: {}
         #: Stops and removals; starts run on the task's watcher thread, at most
@@ -293,6 +295,7 @@ class Reconciler:
             mounts=mounts,
             security=task.security,
             gpus=task.gpus,
+            gpu_uuids=tuple(self.gpu_uuids.get(g, "") for g in task.gpus),
             ports=task.ports,
             port_map=task.port_map,
             bind_address=self._bind_address,

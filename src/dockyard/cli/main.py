@@ -184,7 +184,8 @@ def agent(
     ] = None,
     label: Annotated[list[str] | None, typer.Option(help="Node label KEY=VALUE.")] = None,
     gpus: Annotated[
-        str | None, typer.Option(help="GPUs: a count (4) or indices (0,2); default: NVML.")
+        str | None,
+        typer.Option(help="GPUs: a count (4), indices (0,2) or UUIDs (GPU-...); default: NVML."),
     ] = None,
     join_token: Annotated[
         str | None, typer.Option(help="Join token (dockyard node token create).")

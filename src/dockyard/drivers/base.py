@@ -36,6 +36,8 @@ class ContainerSpec:
     security: SecurityOptions = field(default_factory=SecurityOptions)
     #: GPU device indices given to the task (exclusive), and host ports it publishes.
     gpus: tuple[int, ...] = ()
+    #: The node's UUIDs of those GPUs, in the same order ("" where unknown).
+    gpu_uuids: tuple[str, ...] = ()
     ports: tuple[int, ...] = ()
     #: Service ports: (container port, host port) pairs, host ports allocated at placement.
     port_map: tuple[tuple[int, int], ...] = ()
@@ -53,12 +55,28 @@ class ContainerSpec:
         out.update({f"{c}/tcp": (self.bind_address, h) for c, h in self.port_map})
         return out
 
+    def gpu_device_ids(self) -> list[str]:
+        """The runtime's names of the task's GPUs: their UUIDs when the node knows every
+        one (stable across renumbering), else their host indices."""
+        if len(self.gpu_uuids) == len(self.gpus) and all(self.gpu_uuids):
+            return list(self.gpu_uuids)
+        return [str(g) for g in self.gpus]
+
     def gpu_env(self) -> dict[str, str]:
-        """NVIDIA_VISIBLE_DEVICES / CUDA_VISIBLE_DEVICES naming the task's GPUs."""
+        """NVIDIA_VISIBLE_DEVICES / CUDA_VISIBLE_DEVICES for the task's GPUs; they override
+        the task's own environment.
+
+        NVIDIA's runtime reads NVIDIA_VISIBLE_DEVICES on the host side, so it names the
+        devices as the host does. Inside the container only those devices are visible,
+        numbered from 0, so CUDA_VISIBLE_DEVICES takes their UUIDs or those numbers,
+        never host indices. A task without GPUs gets ``void``: an image or spec saying
+        ``all`` must not reach the node's GPUs where NVIDIA's runtime is the default."""
         if not self.gpus:
-            return {}
-        devices = ",".join(str(g) for g in self.gpus)
-        return {"NVIDIA_VISIBLE_DEVICES": devices, "CUDA_VISIBLE_DEVICES": devices}
+            return {"NVIDIA_VISIBLE_DEVICES": "void"}
+        ids = self.gpu_device_ids()
+        uuids = ids != [str(g) for g in self.gpus]
+        cuda = ids if uuids else [str(i) for i in range(len(self.gpus))]
+        return {"NVIDIA_VISIBLE_DEVICES": ",".join(ids), "CUDA_VISIBLE_DEVICES": ",".join(cuda)}
 
     @property
     def container_name(self) -> str:

@@ -415,12 +415,12 @@ class DockerDriver:
 
 
 def _gpu_requests(spec: ContainerSpec) -> list[docker.types.DeviceRequest] | None:
-    """The task's GPUs, by index, as a Docker device request (NVIDIA runtime)."""
+    """The task's GPUs (UUIDs, else indices) as a Docker device request (NVIDIA runtime)."""
     if not spec.gpus:
         return None
     return [
         docker.types.DeviceRequest(
-            driver="nvidia", device_ids=[str(g) for g in spec.gpus], capabilities=[["gpu"]]
+            driver="nvidia", device_ids=spec.gpu_device_ids(), capabilities=[["gpu"]]
         )
     ]
 
