@@ -124,6 +124,7 @@ class Reconciler:
         self.generation = 0
         self.passes = 0  # reconcile passes done (agent metrics)
         self._busy: set[str] = set()  # a start or stop worker is acting on the task
+        self._deferred: set[str] = set()  # busy when a pass looked: look again after
         self._watched: set[str] = set()  # a watcher waits for the container's exit
         self._finished: set[str] = set()  # terminal state reported by this process
         self._stopping: set[str] = set()  # we asked it to stop
@@ -214,6 +215,7 @@ class Reconciler:
         tid = task.task_id
         with self._lock:
             if tid in self._busy:
+                self._deferred.add(tid)
                 return
             finished = tid in self._finished
             watched = tid in self._watched
@@ -251,8 +253,13 @@ class Reconciler:
         self._release(tid)
 
     def _release(self, tid: str) -> None:
+        """The task's worker is done; a pass that skipped it meanwhile runs again."""
         with self._lock:
             self._busy.discard(tid)
+            again = tid in self._deferred
+            self._deferred.discard(tid)
+        if again:
+            self._wake.set()
 
     def _finish(self, tid: str, update: dict[str, Any]) -> None:
         with self._lock:
@@ -265,6 +272,7 @@ class Reconciler:
         tid = container.task_id
         with self._lock:
             if tid in self._busy:
+                self._deferred.add(tid)
                 return
             self._busy.add(tid)
         self._pool.submit(self._stop_container, tid, container.container_id, STALE_GRACE_S, True)
@@ -311,7 +319,6 @@ class Reconciler:
                 container_id = self._create_and_start(task)
         finally:
             self._release(tid)
-            self._wake.set()
         if container_id is not None:
             self._watch(task, container_id)
 
@@ -350,6 +357,7 @@ class Reconciler:
             )
             return None
         except ContainerExists:
+            self._wake.set()  # the next pass adopts it
             return None
         except DriverError as exc:
             self._finish(
