@@ -7,6 +7,9 @@ from dockyard.agent.main import AgentConfig
 from dockyard.testing.cluster import LocalCluster
 from dockyard.testing.wait import wait_for
 
+UUID_A = "GPU-0a1b2c3d-0000-4000-8000-00000000000a"
+UUID_B = "GPU-0a1b2c3d-0000-4000-8000-00000000000b"
+
 
 def test_hollow_nodes_register_and_spread_work() -> None:
     cluster = LocalCluster().start()
@@ -17,7 +20,7 @@ def test_hollow_nodes_register_and_spread_work() -> None:
             name="hollow",
             driver="sim",
             labels={"zone": "h"},
-            gpus=[0, 1],
+            gpus=[UUID_A, UUID_B],
         )
         fleet = hollow_agents(base, 6, cpu_millis=1000, memory_bytes=1024**3)
         for agent in fleet:
@@ -33,6 +36,7 @@ def test_hollow_nodes_register_and_spread_work() -> None:
             nodes = wait_for(ready, timeout=20)
             assert sorted(n["name"] for n in nodes) == [f"hollow-{i:04d}" for i in range(6)]
             assert all(n["labels"] == {"zone": "h"} and n["gpus"] == [0, 1] for n in nodes)
+            assert all(n["gpu_uuids"] == {"0": UUID_A, "1": UUID_B} for n in nodes)
             ids = [
                 api.run_job(
                     f"w{i}",

@@ -122,3 +122,12 @@ def test_reconciler_gives_the_runtime_the_nodes_uuids() -> None:
         reconciler.stop()
     assert (created[0].gpus, created[0].gpu_uuids) == ((1,), (UUID_B,))
     assert created[0].gpu_env()["CUDA_VISIBLE_DEVICES"] == UUID_B
+
+
+def test_server_keeps_only_well_formed_uuids_of_reported_gpus() -> None:
+    from dockyard.server.nodes import _gpu_uuids
+
+    reported = {"0": UUID_A, "1": "not-a-uuid", "7": UUID_B, "x": UUID_B}
+    assert _gpu_uuids(reported, "0,1") == {"0": UUID_A}
+    assert _gpu_uuids(["GPU-1"], "0") == {}
+    assert _gpu_uuids(None, "") == {}

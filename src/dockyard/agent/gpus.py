@@ -8,13 +8,12 @@ what the runtime is given, since UUIDs do not change when devices are renumbered
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Sequence
 from typing import Any
 
-log = logging.getLogger(__name__)
+from dockyard.core.gpus import GPU_UUID
 
-_UUID = re.compile(r"^(GPU|MIG)-[A-Za-z0-9][A-Za-z0-9/-]{0,95}$")
+log = logging.getLogger(__name__)
 
 
 def detect_gpus() -> dict[int, str]:
@@ -39,7 +38,7 @@ def detect_gpus() -> dict[int, str]:
                 log.warning("NVML could not name GPU %d: %s", index, exc)
                 uuid = ""
             text = uuid.decode() if isinstance(uuid, bytes) else str(uuid)
-            found[index] = text if _UUID.match(text) else ""
+            found[index] = text if GPU_UUID.match(text) else ""
         return found
     except Exception as exc:
         log.warning("NVML could not count GPUs: %s", exc)
@@ -77,7 +76,7 @@ def inventory(gpus: Sequence[int | str]) -> dict[int, str]:
         raise ValueError("GPUs: give indices or UUIDs, not both")
     uuids = [str(g) for g in gpus]
     for uuid in uuids:
-        if not _UUID.match(uuid):
+        if not GPU_UUID.match(uuid):
             raise ValueError(f"GPUs: {uuid[:100]!r} is neither an index nor a GPU-/MIG- UUID")
     if len(set(uuids)) != len(uuids):
         raise ValueError("GPUs: a UUID is listed twice")

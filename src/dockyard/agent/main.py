@@ -201,6 +201,7 @@ class Agent:
                 "cpu_millis": capacity.cpu_millis,
                 "memory_bytes": capacity.memory_bytes,
                 "gpus": self.gpus,
+                "gpu_uuids": {str(i): u for i, u in self.reconciler.gpu_uuids.items()},
             },
         }
 

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from dockyard.core.gpus import GPU_UUID
 from dockyard.core.states import PLACED_STATES, Reason, TaskState
 from dockyard.server.accounting import charge_all
 from dockyard.server.batch import chunks
@@ -60,10 +61,23 @@ def register(session: Session, body: dict[str, Any]) -> Node:
     node.cpu_millis = int(capacity.get("cpu_millis", node.cpu_millis))
     node.memory_bytes = int(capacity.get("memory_bytes", node.memory_bytes))
     node.gpus = ",".join(str(int(i)) for i in capacity.get("gpus") or [])[:512]
+    node.gpu_uuids = _gpu_uuids(capacity.get("gpu_uuids"), node.gpus)
     node.state = NodeState.READY
     node.last_heartbeat_at = now
     session.flush()
     return node
+
+
+def _gpu_uuids(reported: Any, gpus: str) -> dict[str, str]:
+    """The reported UUIDs of the node's GPUs, by index; anything else is dropped."""
+    if not isinstance(reported, dict):
+        return {}
+    indices = set(gpus.split(",")) - {""}
+    return {
+        str(index): str(uuid)
+        for index, uuid in reported.items()
+        if str(index) in indices and isinstance(uuid, str) and GPU_UUID.match(uuid)
+    }
 
 
 def heartbeat(session: Session, node: Node, body: dict[str, Any]) -> bool:

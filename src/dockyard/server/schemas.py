@@ -326,6 +326,9 @@ class NodeOut(BaseModel):
     gpus_allocated: list[int] = Field(
         default_factory=list, description="GPU device indices held by placed tasks"
     )
+    gpu_uuids: dict[str, str] = Field(
+        default_factory=dict, description="UUIDs of the node's GPUs, by index (where known)"
+    )
     images: list[str] = Field(
         default_factory=list, description="images the node reported having (name:tag)"
     )
@@ -357,6 +360,7 @@ class NodeOut(BaseModel):
             labels={str(k): str(v) for k, v in (node.labels or {}).items()},
             gpus=[int(i) for i in (node.gpus or "").split(",") if i],
             gpus_allocated=sorted(gpus_allocated or []),
+            gpu_uuids={str(k): str(v) for k, v in (node.gpu_uuids or {}).items()},
             images=[str(i) for i in (node.images or [])],
         )
 

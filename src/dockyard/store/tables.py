@@ -72,6 +72,8 @@ class Node(Base):
     drain_deadline: Mapped[float | None] = mapped_column(Float, nullable=True)
     #: GPU device indices the agent reported, comma-separated ("0,1,2,3"); "" for none.
     gpus: Mapped[str] = mapped_column(String(512), default="")
+    #: The UUIDs of those GPUs the agent knows, by index as a string ({"0": "GPU-..."}).
+    gpu_uuids: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
     #: Images the node reported having (``name:tag``), for image-locality placement.
     images: Mapped[list[str]] = mapped_column(JSON, default=list)
 
