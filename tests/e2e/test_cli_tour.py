@@ -2,52 +2,37 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import docker
 import pytest
 
 from dockyard.drivers.base import LABEL_NODE
+from dockyard.testing.cli import CliUser
 from dockyard.testing.cluster import free_port
 from dockyard.testing.wait import wait_for
 
 pytestmark = pytest.mark.docker
 
 
-class Tour:
+class Tour(CliUser):
     def __init__(self, root: Path) -> None:
         self.root = root
         self.port = free_port()
-        self.env = {
+        env = {
             **os.environ,
             "DOCKYARD_DATA_DIR": str(root / "data"),
             "DOCKYARD_URL": f"http://127.0.0.1:{self.port}",
             "XDG_CONFIG_HOME": str(root / "config"),
             "PYTHONUNBUFFERED": "1",
         }
-        self.env.pop("DOCKYARD_TOKEN", None)
-
-    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            [sys.executable, "-m", "dockyard", *args],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        if check and result.returncode != 0:
-            raise AssertionError(f"dockyard {args} failed: {result.stderr}")
-        return result
-
-    def json(self, *args: str) -> Any:
-        return json.loads(self.cli(*args, "--json").stdout)
+        env.pop("DOCKYARD_TOKEN", None)
+        super().__init__(env)
 
 
 @pytest.fixture(scope="module")

@@ -5,49 +5,36 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from dockyard.testing.cli import CliUser
 from dockyard.testing.cluster import ProcessCluster
 from dockyard.testing.wait import wait_for
 
 
-class Cli:
+class User(CliUser):
     def __init__(self, cluster: ProcessCluster) -> None:
-        self.env = {
-            **os.environ,
-            "DOCKYARD_URL": cluster.url,
-            "DOCKYARD_TOKEN": cluster.admin_token,
-            "PYTHONUNBUFFERED": "1",
-            "COLUMNS": "200",  # a wide terminal: tables do not wrap the reasons
-        }
-
-    def __call__(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            [sys.executable, "-m", "dockyard", *args],
-            env=self.env,
-            capture_output=True,
-            text=True,
+        super().__init__(
+            {
+                **os.environ,
+                "DOCKYARD_URL": cluster.url,
+                "DOCKYARD_TOKEN": cluster.admin_token,
+                "PYTHONUNBUFFERED": "1",
+                "COLUMNS": "200",  # a wide terminal: tables do not wrap the reasons
+            },
             timeout=60,
         )
-        if check and result.returncode != 0:
-            raise AssertionError(f"dockyard {args} exited {result.returncode}: {result.stderr}")
-        return result
-
-    def json(self, *args: str) -> Any:
-        return json.loads(self(*args, "--json").stdout)
 
     def plan(self, *args: str) -> Any:
         """``plan --json ...``: options after the image belong to its command."""
-        return json.loads(self("plan", "--json", *args).stdout)
+        return json.loads(self.cli("plan", "--json", *args).stdout)
 
 
 @pytest.fixture(scope="module")
-def cli() -> Iterator[Cli]:
+def user() -> Iterator[User]:
     cluster = ProcessCluster(
         driver="sim",
         agent_args=["--nodes", "2", "--cpu", "4", "--memory", "8g", "--gpus", "2"],
@@ -56,7 +43,7 @@ def cli() -> Iterator[Cli]:
     cluster.start_agent("hollow", extra_args=["--label", "zone=a"])
     try:
         cluster.wait_ready_nodes(2)
-        yield Cli(cluster)
+        yield User(cluster)
     except BaseException:
         print(cluster.logs())
         raise
@@ -64,8 +51,8 @@ def cli() -> Iterator[Cli]:
         cluster.close()
 
 
-def test_gpu_job_with_a_constraint_gets_exclusive_devices(cli: Cli) -> None:
-    cli(
+def test_gpu_job_with_a_constraint_gets_exclusive_devices(user: User) -> None:
+    user.cli(
         "run",
         "--name",
         "train",
@@ -79,65 +66,65 @@ def test_gpu_job_with_a_constraint_gets_exclusive_devices(cli: Cli) -> None:
         "60",
     )
     task = wait_for(
-        lambda: t if (t := cli.json("inspect", "train"))["state"] == "running" else None,
+        lambda: t if (t := user.json("inspect", "train"))["state"] == "running" else None,
         timeout=20,
         message="train running",
     )
     assert sorted(task["gpu_indices"]) == [0, 1]
-    cli("run", "--name", "train2", "--gpus", "2", "busybox", "--", "sleep", "60")
+    user.cli("run", "--name", "train2", "--gpus", "2", "busybox", "--", "sleep", "60")
     other = wait_for(
-        lambda: t if (t := cli.json("inspect", "train2"))["state"] == "running" else None,
+        lambda: t if (t := user.json("inspect", "train2"))["state"] == "running" else None,
         timeout=20,
         message="train2 running",
     )
     assert other["node_id"] != task["node_id"]  # each node has two GPUs, both taken
 
 
-def test_plan_says_why_not_and_queue_explains(cli: Cli) -> None:
-    refused = cli.plan("--memory", "64g", "busybox")
+def test_plan_says_why_not_and_queue_explains(user: User) -> None:
+    refused = user.plan("--memory", "64g", "busybox")
     assert refused["fits"] is False
     assert refused["reason"] == "0/2 nodes fit: 2 insufficient memory"
-    shown = cli("plan", "--constraint", "zone=b", "busybox")
+    shown = user.cli("plan", "--constraint", "zone=b", "busybox")
     assert "would wait: 0/2 nodes fit: 2 constraint zone=b" in shown.stdout
-    assert cli.plan("busybox")["fits"] is True
+    assert user.plan("busybox")["fits"] is True
 
-    cli("run", "--name", "huge", "--memory", "64g", "busybox", "--", "sleep", "1")
+    user.cli("run", "--name", "huge", "--memory", "64g", "busybox", "--", "sleep", "1")
     queue = wait_for(
-        lambda: q if (q := cli.json("queue"))["entries"] else None,
+        lambda: q if (q := user.json("queue"))["entries"] else None,
         timeout=20,
         message="huge queued",
     )
     (entry,) = [e for e in queue["entries"] if e["name"] == "huge"]
     assert "insufficient memory" in entry["message"]
-    assert "insufficient memory" in cli("queue").stdout
+    assert "insufficient memory" in user.cli("queue").stdout
 
 
-def test_lock_holds_new_work_and_admin_clears_the_queue(cli: Cli) -> None:
-    cli("queue", "lock")
-    assert cli.json("queue")["locked"] is True
-    cli("run", "--name", "held", "busybox", "--", "sleep", "1")
+def test_lock_holds_new_work_and_admin_clears_the_queue(user: User) -> None:
+    user.cli("queue", "lock")
+    assert user.json("queue")["locked"] is True
+    user.cli("run", "--name", "held", "busybox", "--", "sleep", "1")
     held = wait_for(
-        lambda: t if (t := cli.json("inspect", "held"))["reason"] != "submitted" else None,
+        lambda: t if (t := user.json("inspect", "held"))["reason"] != "submitted" else None,
         timeout=20,
         message="held explained",
     )
     assert held["state"] == "pending" and "locked" in held["message"]
-    cli("queue", "rm", "held")
-    assert cli.json("inspect", "held")["state"] == "killed"
-    cli("queue", "unlock")
-    assert cli.json("queue")["locked"] is False
-    cli("queue", "rm", "huge")
+    user.cli("queue", "rm", "held")
+    assert user.json("inspect", "held")["state"] == "killed"
+    user.cli("queue", "unlock")
+    assert user.json("queue")["locked"] is False
+    user.cli("queue", "rm", "huge")
 
 
-def test_users_show_running_and_share(cli: Cli) -> None:
-    stats = cli.json("users")
+def test_users_show_running_and_share(user: User) -> None:
+    stats = user.json("users")
     admin = next(s for s in stats if s["name"] == "admin")
     assert admin["running"] >= 2 and admin["share"] == 1.0
-    assert "admin" in cli("users").stdout
+    assert "admin" in user.cli("users").stdout
 
 
-def test_bad_input_is_a_clear_cli_error(cli: Cli) -> None:
-    bad = cli("run", "--name", "x", "--constraint", "zone", "busybox", check=False)
+def test_bad_input_is_a_clear_cli_error(user: User) -> None:
+    bad = user.cli("run", "--name", "x", "--constraint", "zone", "busybox", check=False)
     assert bad.returncode != 0 and "constraint" in bad.stderr
-    bad = cli("run", "--name", "x", "--gpus", "-1", "busybox", check=False)
+    bad = user.cli("run", "--name", "x", "--gpus", "-1", "busybox", check=False)
     assert bad.returncode != 0 and "gpus" in bad.stderr
