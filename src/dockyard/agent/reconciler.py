@@ -499,19 +499,19 @@ class Reconciler:
                 counts[stream] = seq
 
     def _watch(self, task: DesiredTask, container_id: str) -> None:
+        """Follow stdout here and stderr on a second thread until the container exits;
+        then report its end (after its last log lines)."""
         tid = task.task_id
-        followers = [
-            self._watchers.submit(
-                self._follow_logs, tid, container_id, "stderr", task.log_offsets.get("stderr", 0)
-            )
-        ]
+        stderr = self._watchers.submit(
+            self._follow_logs, tid, container_id, "stderr", task.log_offsets.get("stderr", 0)
+        )
         self._follow_logs(tid, container_id, "stdout", task.log_offsets.get("stdout", 0))
         try:
             while not self._driver.wait(container_id, timeout=WAIT_SLICE_S):
                 if self._stop.is_set():
                     return
             self._unwatch_health(tid)
-            wait(followers, timeout=LOG_JOIN_S)
+            wait([stderr], timeout=LOG_JOIN_S)
             status = self._driver.inspect(container_id)
         except DriverError as exc:
             self._unwatch_health(tid)

@@ -58,9 +58,10 @@ class ContainerSpec:
     def gpu_device_ids(self) -> list[str]:
         """The runtime's names of the task's GPUs: their UUIDs when the node knows every
         one (stable across renumbering), else their host indices."""
-        if len(self.gpu_uuids) == len(self.gpus) and all(self.gpu_uuids):
-            return list(self.gpu_uuids)
-        return [str(g) for g in self.gpus]
+        return list(self.gpu_uuids) if self._uuids_known() else [str(g) for g in self.gpus]
+
+    def _uuids_known(self) -> bool:
+        return len(self.gpu_uuids) == len(self.gpus) and all(self.gpu_uuids)
 
     def gpu_env(self) -> dict[str, str]:
         """NVIDIA_VISIBLE_DEVICES / CUDA_VISIBLE_DEVICES for the task's GPUs; they override
@@ -74,8 +75,7 @@ class ContainerSpec:
         if not self.gpus:
             return {"NVIDIA_VISIBLE_DEVICES": "void"}
         ids = self.gpu_device_ids()
-        uuids = ids != [str(g) for g in self.gpus]
-        cuda = ids if uuids else [str(i) for i in range(len(self.gpus))]
+        cuda = ids if self._uuids_known() else [str(i) for i in range(len(self.gpus))]
         return {"NVIDIA_VISIBLE_DEVICES": ",".join(ids), "CUDA_VISIBLE_DEVICES": ",".join(cuda)}
 
     @property
