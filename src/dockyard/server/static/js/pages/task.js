@@ -54,7 +54,21 @@ export function mount(root, app, { args }) {
     return dl;
   }
 
+  let titleKey = "";
+
   function render(t) {
+    // The title row (with the Kill button) is rebuilt only when what it shows changes:
+    // a live refresh that replaced the button between a user's mousedown and mouseup
+    // swallowed the click (usage samples refresh a running task every few seconds).
+    const key = JSON.stringify([t.name, t.state, t.id, t.desired_state]);
+    if (key !== titleKey) {
+      titleKey = key;
+      renderTitle(t);
+    }
+    renderBody(t);
+  }
+
+  function renderTitle(t) {
     const actions = [];
     if (!TERMINAL.has(t.state) && t.desired_state !== "stop") {
       actions.push(h("button", {
@@ -71,6 +85,9 @@ export function mount(root, app, { args }) {
       h("span", { class: "spacer" }),
       ...actions,
     );
+  }
+
+  function renderBody(t) {
     crumb.setAttribute("href", `#/jobs?tab=${tabFor(t.state)}`);
     info.replaceChildren(h("h3", {}, "Status"), kv([
       ["State", badge(t.state)],
