@@ -104,8 +104,13 @@ def test_reconciler_gives_the_runtime_the_nodes_uuids() -> None:
             created.append(spec)
             return super().create(spec)
 
-    reconciler = Reconciler(Recording(), "n1", lambda _: None, LogShipper(lambda _: None))
-    reconciler.gpu_uuids = {0: UUID_A, 1: UUID_B}
+    reconciler = Reconciler(
+        Recording(),
+        "n1",
+        lambda _: None,
+        LogShipper(lambda _: None),
+        gpu_uuids={0: UUID_A, 1: UUID_B},
+    )
     reconciler.start()
     try:
         entry = {

@@ -139,8 +139,17 @@ class Agent:
         self.builder = Builder(self.driver, self.connection.send_reliable)
         self.shipper = LogShipper(self._ship_logs)
 
+        found = inventory(cfg.gpus) if cfg.gpus is not None else detect_gpus()
+        #: Indices the scheduler allocates; the runtime gets UUIDs where they are known.
+        self.gpus = sorted(found)
+        self.gpu_uuids = {index: uuid for index, uuid in found.items() if uuid}
         self.reconciler = Reconciler(
-            self.driver, self.node_id, self._report, self.shipper, bind_address=cfg.address
+            self.driver,
+            self.node_id,
+            self._report,
+            self.shipper,
+            bind_address=cfg.address,
+            gpu_uuids=self.gpu_uuids,
         )
         self.health = HealthMonitor(self.driver, self._report_health, bind_address=cfg.address)
         self.reconciler.health = self.health
@@ -166,10 +175,6 @@ class Agent:
         self._stopped = threading.Event()
         self._images_checked = -IMAGES_EVERY_S  # monotonic time of the last lookup
         self._images_sent: list[str] = []
-        found = inventory(cfg.gpus) if cfg.gpus is not None else detect_gpus()
-        #: Indices the scheduler allocates; the runtime gets UUIDs where they are known.
-        self.gpus = sorted(found)
-        self.reconciler.gpu_uuids = {index: uuid for index, uuid in found.items() if uuid}
 
     def _ship_usage(self, samples: list[list[Any]]) -> None:
         self.metrics.usage_samples.inc(len(samples))
@@ -201,7 +206,7 @@ class Agent:
                 "cpu_millis": capacity.cpu_millis,
                 "memory_bytes": capacity.memory_bytes,
                 "gpus": self.gpus,
-                "gpu_uuids": {str(i): u for i, u in self.reconciler.gpu_uuids.items()},
+                "gpu_uuids": {str(i): u for i, u in self.gpu_uuids.items()},
             },
         }
 

@@ -108,6 +108,7 @@ class Reconciler:
         shipper: LogShipper,
         workers: int = 64,
         bind_address: str = "127.0.0.1",
+        gpu_uuids: dict[int, str] | None = None,
     ) -> None:
         self._driver = driver
         self._bind_address = bind_address
@@ -132,8 +133,8 @@ class Reconciler:
         self._log_counts: dict[str, dict[str, int]] = {}
         self._containers: dict[str, str] = {}  # watched task id -> container id
         self._started: dict[str, float] = {}  # task id -> when this process started it
-        #: This node's GPU UUIDs by index, where known (set by the agent).
-        self.gpu_uuids: dict[int, str] = {}
+        #: This node's GPU UUIDs by index, where known: what the runtime is given.
+        self.gpu_uuids: dict[int, str] = dict(gpu_uuids or {})
         #: Returns and forgets a finished task's usage totals (set by the agent).
         self.final_usage: Callable[[str], dict[str, Any]] = lambda _: {}
         #: Stops and removals; starts run on the task's watcher thread, at most
@@ -364,7 +365,7 @@ class Reconciler:
                 tid, {"state": TaskState.FAILED, "reason": exc.reason, "message": str(exc)}
             )
             return None
-        return self._start_container(task, container_id)
+        return container_id if self._start_container(task, container_id) else None
 
     def _pull_progress(self, tid: str) -> Callable[[str], None]:
         """Report pull progress and retries as ``pulling`` status messages."""
@@ -383,10 +384,12 @@ class Reconciler:
                 started = self._start_container(task, container_id)
         finally:
             self._release(task.task_id)
-        if started is not None:
+        if started:
             self._watch(task, container_id)
 
-    def _start_container(self, task: DesiredTask, container_id: str) -> str | None:
+    def _start_container(self, task: DesiredTask, container_id: str) -> bool:
+        """Start it and register its watch; False if the start failed (reported) or
+        something watches it already."""
         tid = task.task_id
         try:
             self._driver.start(container_id)
@@ -400,7 +403,7 @@ class Reconciler:
                     "container_id": container_id,
                 },
             )
-            return None
+            return False
         with self._lock:
             self._started[tid] = time.monotonic()
         self._report(
@@ -411,7 +414,7 @@ class Reconciler:
                 "container_id": container_id,
             }
         )
-        return container_id if self._track(task, container_id, adopted=False) else None
+        return self._track(task, container_id, adopted=False)
 
     def _stop_container(self, tid: str, container_id: str, grace: float, remove: bool) -> None:
         self._unwatch_health(tid)  # a stopping replica is not failing its checks
