@@ -35,7 +35,12 @@ import httpx
 import psutil
 
 from dockyard.testing.cluster import ProcessCluster
-from dockyard.testing.stats import cpu_seconds, reference_ops_per_s, usable_cpus
+from dockyard.testing.stats import (
+    cpu_seconds,
+    per_reference_kops,
+    reference_ops_per_s,
+    usable_cpus,
+)
 from dockyard.testing.wait import wait_for
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "lifecycle.json"
@@ -109,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         def cpu_now() -> list[float]:  # server, agents, this load generator
             return [cpu_seconds([server]), cpu_seconds(agents), cpu_seconds([me])]
 
-        reference = reference_ops_per_s()  # before the run, on a quiet machine
+        reference = reference_ops_per_s()  # before the run, while the cluster idles
         cpu0 = cpu_now()
         started = time.perf_counter()
         with ThreadPoolExecutor(args.submitters) as pool:
@@ -154,7 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             # The machine's speed on a fixed workload, measured in this run: compare
             # runs on different machines by tasks_per_s_per_reference_kops.
             "reference_ops_per_s": reference,
-            "tasks_per_s_per_reference_kops": rate / (reference / 1000),
+            "tasks_per_s_per_reference_kops": per_reference_kops(rate, reference),
             "not_succeeded": failed,
             "load_average_1m_at_end": os.getloadavg()[0],
         }

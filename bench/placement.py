@@ -39,7 +39,12 @@ from dockyard.scheduler.placement import NodeView, TaskRequest, place
 from dockyard.server.loops import SchedulerLoop
 from dockyard.store.db import Database, sqlite_url
 from dockyard.store.tables import Event, Node, Task, User, Workload
-from dockyard.testing.stats import percentile, reference_ops_per_s, usable_cpus
+from dockyard.testing.stats import (
+    per_reference_kops,
+    percentile,
+    reference_ops_per_s,
+    usable_cpus,
+)
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "placement.json"
 GiB = 1024**3
@@ -267,7 +272,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "target_per_s": TARGET_PER_S,
         "meets_target": rate >= TARGET_PER_S,
         "reference_ops_per_s": reference,
-        "placements_per_s_per_reference_kops": rate / (reference / 1000),
+        "placements_per_s_per_reference_kops": per_reference_kops(rate, reference),
         "pass_latency_ms": {
             "p50": 1000 * statistics.median(passes) if passes else None,
             "p99": 1000 * percentile(passes, 99) if passes else None,

@@ -57,13 +57,14 @@ def declared(count_or_list: str | int | None) -> list[int] | list[str] | None:
         return None
     if isinstance(count_or_list, int):
         return list(range(count_or_list))
-    items = [x.strip() for x in str(count_or_list).split(",") if x.strip()]
-    if items and not all(x.isdigit() for x in items):
+    text = str(count_or_list).strip()
+    items = [x.strip() for x in text.split(",") if x.strip()]
+    if not all(x.isdigit() for x in items):
         inventory(items)  # raises on a malformed UUID or a mix
         return items
-    if len(items) == 1 and "," not in str(count_or_list):
-        return list(range(int(items[0])))
-    return sorted({int(x) for x in items})
+    if "," in text:
+        return sorted({int(x) for x in items})
+    return list(range(int(text)))
 
 
 def inventory(gpus: Sequence[int | str]) -> dict[int, str]:

@@ -47,3 +47,8 @@ def reference_ops_per_s(rounds: int = 3, ops: int = 20_000) -> float:
             json.loads(json.dumps(row))
         best = min(best, time.perf_counter() - started)
     return ops / best
+
+
+def per_reference_kops(rate: float, reference: float) -> float:
+    """``rate`` per thousand reference operations per second: comparable across machines."""
+    return rate / (reference / 1000)
