@@ -97,6 +97,7 @@ def test_plan_says_why_not_and_queue_explains(user: User) -> None:
     (entry,) = [e for e in queue["entries"] if e["name"] == "huge"]
     assert "insufficient memory" in entry["message"]
     assert "insufficient memory" in user.cli("queue").stdout
+    user.cli("queue", "rm", "huge")  # users remove their own queued work
 
 
 def test_lock_holds_new_work_and_admin_clears_the_queue(user: User) -> None:
@@ -113,7 +114,6 @@ def test_lock_holds_new_work_and_admin_clears_the_queue(user: User) -> None:
     assert user.json("inspect", "held")["state"] == "killed"
     user.cli("queue", "unlock")
     assert user.json("queue")["locked"] is False
-    user.cli("queue", "rm", "huge")
 
 
 def test_users_show_running_and_share(user: User) -> None:
