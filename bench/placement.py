@@ -36,7 +36,7 @@ from dockyard.core.ids import new_id
 from dockyard.core.resources import Resources
 from dockyard.scheduler.constraints import parse_constraints
 from dockyard.scheduler.placement import NodeView, TaskRequest, place
-from dockyard.server.loops import SchedulerLoop
+from dockyard.server.control.loops import SchedulerLoop
 from dockyard.store.db import Database, sqlite_url
 from dockyard.store.tables import Event, Node, Task, User, Workload
 from dockyard.testing.stats import (

@@ -2,7 +2,7 @@
 
 Precedence, lowest to highest: built-in default < config file < environment <
 command-line flag. The file has a ``[server]`` and an ``[agent]`` table whose keys
-are the fields of :class:`~dockyard.server.main.ServerConfig` and
+are the fields of :class:`~dockyard.server.config.ServerConfig` and
 :class:`~dockyard.agent.main.AgentConfig`; ``DOCKYARD_SERVER_<KEY>`` /
 ``DOCKYARD_AGENT_<KEY>`` set one key from the environment (tables and lists as
 JSON). The file is ``--config PATH``, else ``$DOCKYARD_CONFIG``, else

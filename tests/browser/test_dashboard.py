@@ -223,7 +223,7 @@ def test_admin_drains_and_undrains_the_node(page: Any, cluster: ProcessCluster) 
 
 def test_static_assets_are_offline_and_csp_clean(cluster: ProcessCluster) -> None:
     """No external URLs, no inline script/style, no HTML-string sinks in the app code."""
-    from dockyard.server.dashboard import STATIC
+    from dockyard.server.http.dashboard import STATIC
 
     index = httpx.get(cluster.url + "/")
     assert index.status_code == 200

@@ -29,8 +29,8 @@ from dockyard.core.specs import build_job_spec
 from dockyard.core.states import DesiredState, TaskState
 from dockyard.drivers.base import LABEL_NODE
 from dockyard.drivers.docker import DockerDriver
-from dockyard.server.events import EventKind, record
-from dockyard.server.jobs import bump_generations
+from dockyard.server.state.events import EventKind, record
+from dockyard.server.state.jobs import bump_generations
 from dockyard.store.tables import Event, Node, Task, User, Workload
 from dockyard.testing.cluster import LocalCluster, free_port
 from dockyard.testing.images import ensure_busybox_image

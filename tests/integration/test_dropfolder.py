@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from dockyard.drivers.sim import SimDriver
-from dockyard.server.dropfolder import DropFolder
+from dockyard.server.control.dropfolder import DropFolder
 from dockyard.testing.cluster import LocalCluster
 from dockyard.testing.wait import wait_for
 

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import select
 
 from dockyard.core.states import TaskState
-from dockyard.server.health import apply_health
+from dockyard.server.state.health import apply_health
 from dockyard.store.db import Database
 from dockyard.store.tables import Event, Node, Task, User, Workload
 

@@ -23,7 +23,7 @@ from sqlalchemy import select, update
 from dockyard.core.ids import new_id
 from dockyard.core.services import build_service_spec
 from dockyard.core.specs import build_job_spec
-from dockyard.server.proxy import DEFAULT_TTL_S
+from dockyard.server.http.proxy import DEFAULT_TTL_S
 from dockyard.store.tables import Node, Task, User, Workload
 from dockyard.testing.backends import Backend, pattern
 from dockyard.testing.cluster import LocalCluster, free_port

@@ -11,7 +11,8 @@ import httpx
 import pytest
 
 from dockyard.client import Client
-from dockyard.server.main import Server, ServerConfig
+from dockyard.server.config import ServerConfig
+from dockyard.server.main import Server
 from dockyard.settings import ConfigError
 from dockyard.testing.cluster import free_port
 from dockyard.testing.wait import wait_for

@@ -130,7 +130,7 @@ def test_reconciler_gives_the_runtime_the_nodes_uuids() -> None:
 
 
 def test_server_keeps_only_well_formed_uuids_of_reported_gpus() -> None:
-    from dockyard.server.nodes import _gpu_uuids
+    from dockyard.server.state.nodes import _gpu_uuids
 
     reported = {"0": UUID_A, "1": "not-a-uuid", "7": UUID_B, "x": UUID_B}
     assert _gpu_uuids(reported, "0,1") == {"0": UUID_A}

@@ -10,9 +10,16 @@ from typing import Any
 
 import pytest
 
-from dockyard.server import proxy
-from dockyard.server.ingress import end_to_end, forwarded_headers, has_body, request_id
-from dockyard.server.proxy import Endpoint, EndpointCache, Replica, ServiceRoute, pick, routable
+from dockyard.server.http import proxy
+from dockyard.server.http.ingress import end_to_end, forwarded_headers, has_body, request_id
+from dockyard.server.http.proxy import (
+    Endpoint,
+    EndpointCache,
+    Replica,
+    ServiceRoute,
+    pick,
+    routable,
+)
 
 
 def replica(task_id: str = "t1", **changes: Any) -> Replica:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from dockyard.agent.main import AgentConfig
-from dockyard.server.main import ServerConfig
+from dockyard.server.config import ServerConfig
 from dockyard.settings import ConfigError, config_path, load, read_file
 
 EXAMPLE = """

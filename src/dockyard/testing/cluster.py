@@ -19,7 +19,8 @@ from typing import Any
 from dockyard.agent.main import Agent, AgentConfig
 from dockyard.client import Client
 from dockyard.drivers.base import Driver
-from dockyard.server.main import Server, ServerConfig
+from dockyard.server.config import ServerConfig
+from dockyard.server.main import Server
 from dockyard.testing.wait import wait_for
 
 

@@ -1,0 +1,71 @@
+"""Node join tokens (admin): create, list, revoke."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
+
+from dockyard.protocol import curve
+from dockyard.server.http.deps import AdminUser, server_context
+from dockyard.server.state import join
+from dockyard.server.state.events import EventKind, record
+from dockyard.store.errors import NotFound
+from dockyard.store.tables import JoinToken
+
+router = APIRouter()
+
+
+class JoinTokenCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    description: str = Field(default="", max_length=255)
+    ttl_s: float | None = Field(default=None, gt=0, le=10 * 365 * 86400)
+
+
+@router.post("/api/v1/nodes/join-tokens", status_code=201)
+def create_join_token(request: Request, body: JoinTokenCreate, who: AdminUser) -> dict[str, Any]:
+    """A new join token: ``dockyard agent --join-token TOKEN``. Shown once."""
+    ctx = server_context(request)
+    keys = curve.load_or_create_keys(ctx.data_dir)
+    with ctx.db.write() as session:
+        row, token = join.create_token(
+            session, keys.public, who.user_id, body.description, body.ttl_s
+        )
+        record(
+            session,
+            EventKind.NODE,
+            "join_token_created",
+            f"join token {row.id} by {who.name}",
+            owner_id=who.user_id,
+        )
+        return {**join.token_out(row), "token": token, "server_key": curve.key_hex(keys.public)}
+
+
+@router.get("/api/v1/nodes/join-tokens")
+def list_join_tokens(request: Request, who: AdminUser) -> list[dict[str, Any]]:
+    with server_context(request).db.read() as session:
+        rows = session.scalars(select(JoinToken).order_by(JoinToken.created_at))
+        return [join.token_out(row) for row in rows]
+
+
+@router.delete("/api/v1/nodes/join-tokens/{token_id}")
+def revoke_join_token(request: Request, token_id: str, who: AdminUser) -> dict[str, Any]:
+    """No new node can join with it; nodes that already joined stay."""
+    with server_context(request).db.write() as session:
+        row = session.get(JoinToken, token_id)
+        if row is None:
+            raise NotFound("join token", token_id)
+        if row.revoked_at is None:
+            row.revoked_at = time.time()
+            record(
+                session,
+                EventKind.NODE,
+                "join_token_revoked",
+                f"join token {row.id} by {who.name}",
+                owner_id=who.user_id,
+            )
+        return join.token_out(row)

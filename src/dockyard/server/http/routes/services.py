@@ -1,0 +1,407 @@
+"""Services, templates and instances: ``/api/v1/services``, ``/templates``, ``/instances``.
+
+Services are owned like jobs (owners see their own, admins all). A live
+service's name is unique in the cluster because it is the route
+(``/svc/NAME/``). Templates are admin-registered services users launch
+instances of (CTF-style), each with a lifetime and a per-user limit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+import time
+from typing import Any, Literal
+
+from fastapi import APIRouter, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from dockyard.core.errors import ValidationError
+from dockyard.core.rollout import ready
+from dockyard.core.services import DEFAULT_LIFETIME_S, ServiceSpec
+from dockyard.core.states import ACTIVE_STATES
+from dockyard.server.control.services import (
+    create_service,
+    find_service,
+    live_services,
+    remove_service,
+    replica_view,
+    update_service,
+)
+from dockyard.server.errors import Conflict
+from dockyard.server.http.deps import AdminUser, CurrentUser, server_context
+from dockyard.server.http.schemas import ServiceCreate
+from dockyard.server.state.auth import Principal
+from dockyard.server.state.batch import chunks
+from dockyard.server.state.events import EventKind, record
+from dockyard.server.state.policy import caller_policy, enforce
+from dockyard.store.errors import NotFound
+from dockyard.store.tables import Node, Task, Template, User, Workload
+
+router = APIRouter(tags=["services"])
+
+MAX_INSTANCES_PER_USER = 100
+MAX_LIFETIME_S = 30 * 86400.0
+
+
+class EndpointOut(BaseModel):
+    container_port: int
+    host_port: int
+    address: str
+
+
+class ReplicaOut(BaseModel):
+    task_id: str
+    version: int
+    state: str
+    health: str = Field(description="'' (no check), starting, healthy, unhealthy")
+    ready: bool = Field(description="routable: running and healthy (or no check)")
+    node: str | None
+    endpoints: list[EndpointOut]
+
+
+class ServiceOut(BaseModel):
+    id: str
+    name: str
+    owner: str
+    version: int
+    replicas: int = Field(description="wanted")
+    running: int
+    ready: int
+    image: str
+    ports: list[int] = Field(description="container ports")
+    health: dict[str, Any] | None
+    update: dict[str, Any]
+    labels: dict[str, str]
+    rollout: dict[str, Any] = Field(description="status, from_version, to_version, message")
+    created_at: float
+    template: str = ""
+    expires_at: float | None = None
+    url: str = Field(description="where the router serves it")
+    replicas_detail: list[ReplicaOut]
+    spec: dict[str, Any] = Field(description="the service body that recreates it (for PUT)")
+    change: Literal["created", "unchanged", "scaled", "rolling", "removed", ""] = ""
+
+
+class ScaleRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    replicas: int = Field(ge=0, le=1000)
+
+
+class TemplateCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(max_length=48, description="instances are named NAME-xxxxxx")
+    service: dict[str, Any] = Field(description="a service body (as for POST /services)")
+    lifetime_s: float = Field(default=DEFAULT_LIFETIME_S, gt=0, le=MAX_LIFETIME_S)
+    max_per_user: int = Field(default=1, ge=1, le=MAX_INSTANCES_PER_USER)
+    description: str = Field(default="", max_length=200)
+
+
+class TemplateOut(BaseModel):
+    name: str
+    image: str
+    ports: list[int]
+    lifetime_s: float
+    max_per_user: int
+    description: str
+    created_at: float
+
+
+def service_out(
+    session: Session, workload: Workload, base_url: str, change: str = ""
+) -> ServiceOut:
+    return services_out(session, [workload], base_url, change)[0]
+
+
+def services_out(
+    session: Session, workloads: list[Workload], base_url: str, change: str = ""
+) -> list[ServiceOut]:
+    """The API objects of ``workloads``, with their active replicas, nodes and owners
+    read in one query each (not per service)."""
+    tasks: dict[str, list[Task]] = {}
+    ids = [w.id for w in workloads]
+    for chunk in chunks(ids):
+        for task in session.scalars(
+            select(Task)
+            .where(
+                Task.workload_id.in_(chunk),
+                Task.state.in_([s.value for s in ACTIVE_STATES]),
+            )
+            .order_by(Task.created_at)
+        ):
+            tasks.setdefault(task.workload_id, []).append(task)
+    node_ids = {t.node_id for group in tasks.values() for t in group if t.node_id}
+    nodes = {n.id: n for n in session.scalars(select(Node).where(Node.id.in_(node_ids)))}
+    owner_ids = {w.owner_id for w in workloads}
+    owners = {u.id: u.name for u in session.scalars(select(User).where(User.id.in_(owner_ids)))}
+    return [
+        _service_out(w, tasks.get(w.id, []), nodes, owners, base_url, change) for w in workloads
+    ]
+
+
+def _service_out(
+    workload: Workload,
+    tasks: list[Task],
+    nodes: dict[str, Node],
+    owners: dict[str, str],
+    base_url: str,
+    change: str,
+) -> ServiceOut:
+    spec = ServiceSpec.from_dict(workload.spec)
+    checked = spec.health is not None
+    detail = []
+    for task in tasks:
+        node = nodes.get(task.node_id or "")
+        detail.append(
+            ReplicaOut(
+                task_id=task.id,
+                version=task.version,
+                state=task.state,
+                health=task.health,
+                ready=ready(replica_view(task), checked),
+                node=node.name if node else None,
+                endpoints=[
+                    EndpointOut(container_port=c, host_port=h, address=node.address)
+                    for c, h in task.port_map or []
+                    if node is not None and h
+                ],
+            )
+        )
+    return ServiceOut(
+        id=workload.id,
+        name=workload.name,
+        owner=owners.get(workload.owner_id, workload.owner_id),
+        version=workload.version,
+        replicas=spec.replicas,
+        running=sum(1 for t in tasks if t.state == "running"),
+        ready=sum(1 for r in detail if r.ready),
+        image=spec.task.image,
+        ports=list(spec.ports),
+        health=None if spec.health is None else spec.health.to_dict(),
+        update=spec.update.to_dict(),
+        labels=dict(spec.labels),
+        rollout=dict(workload.rollout or {}),
+        created_at=workload.created_at,
+        template=workload.template,
+        expires_at=workload.expires_at,
+        url=f"{base_url.rstrip('/')}/svc/{workload.name}/",
+        replicas_detail=detail,
+        spec=service_body(spec),
+        change=change,  # type: ignore[arg-type]
+    )
+
+
+def service_body(spec: ServiceSpec) -> dict[str, Any]:
+    """The ``ServiceCreate`` body of a stored spec: what ``service update`` edits."""
+    task = spec.task
+    return {
+        "name": task.name,
+        "image": task.image,
+        "command": list(task.command),
+        "env": dict(task.env),
+        "cpu": task.resources.cpu_millis / 1000,
+        "memory": task.resources.memory_bytes,
+        "kill_grace_s": task.kill_grace_s,
+        "mounts": [m.to_dict() for m in task.mounts],
+        **task.security.to_dict(),
+        "priority": task.priority,
+        "constraints": list(task.constraints),
+        "gpus": task.gpus,
+        "replicas": spec.replicas,
+        "ports": list(spec.ports),
+        "health": None if spec.health is None else spec.health.to_dict(),
+        "update": spec.update.to_dict(),
+        "labels": dict(spec.labels),
+    }
+
+
+def _checked_spec(
+    session: Session, who: Principal, body: ServiceCreate, cluster: dict[str, Any]
+) -> tuple[ServiceSpec, dict[str, Any] | None]:
+    """Validate the body and check it against the caller's container policy."""
+    spec = body.to_service_spec()
+    policy = caller_policy(session, who, cluster)
+    task = enforce(spec.task, policy)
+    return dataclasses.replace(spec, task=task), (policy.to_dict() if policy else None)
+
+
+@router.post("/api/v1/services", response_model=ServiceOut, status_code=201)
+def create(body: ServiceCreate, request: Request, who: CurrentUser) -> ServiceOut:
+    """Create a service; its replicas start as the controller places them."""
+    ctx = server_context(request)
+    with ctx.db.write() as session:
+        spec, policy = _checked_spec(session, who, body, ctx.cluster_policy)
+        workload = create_service(session, who, spec, policy)
+        out = service_out(session, workload, str(request.base_url), "created")
+    return out
+
+
+@router.get("/api/v1/services", response_model=list[ServiceOut])
+def list_services(request: Request, who: CurrentUser) -> list[ServiceOut]:
+    ctx = server_context(request)
+    query = live_services().order_by(Workload.name)
+    if not who.is_admin:
+        query = query.where(Workload.owner_id == who.user_id)
+    with ctx.db.read() as session:
+        return services_out(session, list(session.scalars(query)), str(request.base_url))
+
+
+@router.get("/api/v1/services/{name}", response_model=ServiceOut)
+def get_service(name: str, request: Request, who: CurrentUser) -> ServiceOut:
+    ctx = server_context(request)
+    with ctx.db.read() as session:
+        return service_out(session, find_service(session, who, name), str(request.base_url))
+
+
+@router.put("/api/v1/services/{name}", response_model=ServiceOut)
+def put_service(name: str, body: ServiceCreate, request: Request, who: CurrentUser) -> ServiceOut:
+    """Replace the spec: changing only replicas/update scales; anything else rolls out."""
+    if body.name != name:
+        raise ValidationError("name", f"must match the service in the path ({name})")
+    ctx = server_context(request)
+    with ctx.db.write() as session:
+        workload = find_service(session, who, name)
+        spec, policy = _checked_spec(session, who, body, ctx.cluster_policy)
+        change = update_service(session, workload, spec, policy)
+        out = service_out(session, workload, str(request.base_url), change)
+    return out
+
+
+@router.post("/api/v1/services/{name}/scale", response_model=ServiceOut)
+def scale(name: str, body: ScaleRequest, request: Request, who: CurrentUser) -> ServiceOut:
+    ctx = server_context(request)
+    with ctx.db.write() as session:
+        workload = find_service(session, who, name)
+        spec = ServiceSpec.from_dict(workload.spec)
+        scaled = dataclasses.replace(spec, replicas=body.replicas)
+        change = update_service(session, workload, scaled, workload.spec.get("policy"))
+        out = service_out(session, workload, str(request.base_url), change)
+    return out
+
+
+@router.delete("/api/v1/services/{name}", response_model=ServiceOut)
+def delete_service(name: str, request: Request, who: CurrentUser) -> ServiceOut:
+    """Remove the service: its replicas are stopped; the name is free again."""
+    ctx = server_context(request)
+    with ctx.db.write() as session:
+        workload = find_service(session, who, name)
+        touched = remove_service(session, workload)
+        out = service_out(session, workload, str(request.base_url), "removed")
+    ctx.push(touched)
+    return out
+
+
+# -- templates and instances ----------------------------------------------------
+def _template_out(t: Template) -> TemplateOut:
+    spec = ServiceSpec.from_dict(t.spec)
+    return TemplateOut(
+        name=t.name,
+        image=spec.task.image,
+        ports=list(spec.ports),
+        lifetime_s=t.lifetime_s,
+        max_per_user=t.max_per_user,
+        description=str(t.spec.get("description", "")),
+        created_at=t.created_at,
+    )
+
+
+@router.post("/api/v1/templates", response_model=TemplateOut, status_code=201)
+def create_template(body: TemplateCreate, request: Request, who: AdminUser) -> TemplateOut:
+    """Register a template (admin). Its spec is checked now, with the admin's policy."""
+    ctx = server_context(request)
+    try:
+        service = ServiceCreate.model_validate({**body.service, "name": body.name})
+    except ValueError as exc:
+        raise ValidationError("service", str(exc).splitlines()[0]) from None
+    with ctx.db.write() as session:
+        spec, policy = _checked_spec(session, who, service, ctx.cluster_policy)
+        if session.scalar(select(Template).where(Template.name == body.name)) is not None:
+            raise Conflict(f"a template named {body.name} exists", code="name_taken")
+        template = Template(
+            id=secrets.token_hex(8),
+            name=body.name,
+            spec={**spec.to_dict(), "policy": policy, "description": body.description},
+            lifetime_s=body.lifetime_s,
+            max_per_user=body.max_per_user,
+            created_by=who.user_id,
+            created_at=time.time(),
+        )
+        session.add(template)
+        session.flush()
+        record(
+            session,
+            EventKind.TASK,
+            "template_created",
+            f"template {body.name} registered",
+            owner_id=who.user_id,
+        )
+        return _template_out(template)
+
+
+@router.get("/api/v1/templates", response_model=list[TemplateOut])
+def list_templates(request: Request, who: CurrentUser) -> list[TemplateOut]:
+    ctx = server_context(request)
+    with ctx.db.read() as session:
+        return [_template_out(t) for t in session.scalars(select(Template).order_by(Template.name))]
+
+
+@router.delete("/api/v1/templates/{name}", response_model=TemplateOut)
+def delete_template(name: str, request: Request, who: AdminUser) -> TemplateOut:
+    """Remove a template (admin); running instances live out their lifetime."""
+    ctx = server_context(request)
+    with ctx.db.write() as session:
+        template = session.scalar(select(Template).where(Template.name == name))
+        if template is None:
+            raise NotFound("template", name)
+        out = _template_out(template)
+        session.delete(template)
+        return out
+
+
+@router.post("/api/v1/templates/{name}/launch", response_model=ServiceOut, status_code=201)
+def launch(name: str, request: Request, response: Response, who: CurrentUser) -> ServiceOut:
+    """Start an instance of the template, owned by the caller, expiring at its lifetime."""
+    ctx = server_context(request)
+    with ctx.db.write() as session:
+        template = session.scalar(select(Template).where(Template.name == name))
+        if template is None:
+            raise NotFound("template", name)
+        mine = session.scalar(
+            select(func.count()).select_from(
+                live_services()
+                .where(Workload.template == name, Workload.owner_id == who.user_id)
+                .subquery()
+            )
+        )
+        if (mine or 0) >= template.max_per_user:
+            raise Conflict(
+                f"you have {mine} instance(s) of {name}; the limit is {template.max_per_user}",
+                code="instance_limit",
+            )
+        raw = dict(template.spec)
+        policy = raw.pop("policy", None)
+        raw.pop("description", None)
+        raw["name"] = f"{name}-{secrets.token_hex(3)}"
+        spec = ServiceSpec.from_dict(raw)
+        now = time.time()
+        workload = create_service(
+            session, who, spec, policy, template=name, expires_at=now + template.lifetime_s
+        )
+        out = service_out(session, workload, str(request.base_url), "created")
+    response.headers["Location"] = f"/api/v1/services/{out.name}"
+    return out
+
+
+@router.get("/api/v1/instances", response_model=list[ServiceOut])
+def instances(request: Request, who: CurrentUser) -> list[ServiceOut]:
+    """Template instances you own (admins: all), newest first."""
+    ctx = server_context(request)
+    query = live_services().where(Workload.template != "").order_by(Workload.created_at.desc())
+    if not who.is_admin:
+        query = query.where(Workload.owner_id == who.user_id)
+    with ctx.db.read() as session:
+        return services_out(session, list(session.scalars(query)), str(request.base_url))

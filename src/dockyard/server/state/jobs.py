@@ -1,0 +1,221 @@
+"""Submitting, finding and killing jobs: the operations behind the task API."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+from sqlalchemy import ColumnElement, Table, insert, or_, select, update
+from sqlalchemy.orm import Session
+
+from dockyard.core.ids import new_id
+from dockyard.core.specs import JobSpec
+from dockyard.core.states import PLACED_STATES, DesiredState, Reason, TaskState
+from dockyard.scheduler.constraints import parse_constraints
+from dockyard.server.errors import Conflict
+from dockyard.server.state.auth import Principal
+from dockyard.server.state.batch import chunks
+from dockyard.server.state.events import EventKind, event_row, insert_events, record
+from dockyard.server.state.workload_specs import remember_job
+from dockyard.store.errors import NotFound
+from dockyard.store.tables import Node, Task, Workload
+
+
+def effective_max_runtime(spec: JobSpec, cap_s: float | None) -> float | None:
+    """The job's own limit, bounded by the cluster-wide cap an admin configured."""
+    limits = [x for x in (spec.max_runtime_s, cap_s) if x is not None]
+    return min(limits) if limits else None
+
+
+def submit_job(
+    session: Session,
+    owner: Principal,
+    spec: JobSpec,
+    max_runtime_cap_s: float | None = None,
+    policy: dict[str, Any] | None = None,
+) -> Task:
+    """Store a job and its first task (pending) in one transaction."""
+    (task_id,) = insert_jobs(session, new_jobs(owner, [spec], max_runtime_cap_s, policy))
+    task = session.get(Task, task_id)
+    assert task is not None  # inserted just now, in this transaction
+    return task
+
+
+@dataclass(frozen=True, slots=True)
+class NewJobs:
+    """The rows of jobs about to be submitted, built before the write transaction
+    (building them is most of a submit's work: the store's writers queue on one lock)."""
+
+    workloads: list[dict[str, Any]]
+    tasks: list[dict[str, Any]]
+    events: list[dict[str, Any]]
+    specs: list[JobSpec]
+
+
+def new_jobs(
+    owner: Principal,
+    specs: Sequence[JobSpec],
+    max_runtime_cap_s: float | None = None,
+    policy: dict[str, Any] | None = None,
+) -> NewJobs:
+    """The rows of jobs and their first tasks (pending), in order; nothing is written.
+    Raises a 422 naming the first bad constraint."""
+    for spec in specs:
+        parse_constraints(spec.constraints)
+    now = time.time()
+    workloads = [
+        {
+            "id": new_id(),
+            "owner_id": owner.user_id,
+            "name": spec.name,
+            "kind": "job",
+            # The policy checked at submit travels with the spec; the agent checks again.
+            "spec": {**spec.to_dict(), "policy": policy},
+            "created_at": now,
+        }
+        for spec in specs
+    ]
+    tasks = [
+        {
+            "id": new_id(),
+            "workload_id": workload["id"],
+            "owner_id": owner.user_id,
+            "name": spec.name,
+            "attempt": 1,
+            "image": spec.image,
+            "cpu_millis": spec.resources.cpu_millis,
+            "memory_bytes": spec.resources.memory_bytes,
+            "state": TaskState.PENDING.value,
+            "desired_state": DesiredState.RUN.value,
+            "reason": Reason.SUBMITTED,
+            "created_at": now,
+            "max_runtime_s": effective_max_runtime(spec, max_runtime_cap_s),
+            "stop_reason": "",
+            **scheduling_fields(spec),
+        }
+        for spec, workload in zip(specs, workloads, strict=True)
+    ]
+    events = [
+        event_row(
+            EventKind.TASK,
+            Reason.SUBMITTED,
+            f"job {task['name']} submitted",
+            task_id=task["id"],
+            owner_id=owner.user_id,
+        )
+        for task in tasks
+    ]
+    return NewJobs(workloads, tasks, events, list(specs))
+
+
+def insert_jobs(session: Session, jobs: NewJobs) -> list[str]:
+    """Write :func:`new_jobs`' rows (one executemany per table); the task ids, in order."""
+    connection = session.connection()
+    if jobs.workloads:
+        connection.execute(insert(cast(Table, Workload.__table__)), jobs.workloads)
+        connection.execute(insert(cast(Table, Task.__table__)), jobs.tasks)
+    insert_events(session, jobs.events)
+    for workload, spec in zip(jobs.workloads, jobs.specs, strict=True):
+        remember_job(workload["id"], spec, workload["spec"])
+    return [task["id"] for task in jobs.tasks]
+
+
+def scheduling_fields(spec: JobSpec) -> dict[str, Any]:
+    """The task columns the scheduler reads, from a job's spec."""
+    return {
+        "priority": spec.priority,
+        "constraints": list(spec.constraints),
+        "ports": ",".join(str(p) for p in spec.ports),
+        "gpus": spec.gpus,
+        "algorithm": spec.algorithm,
+    }
+
+
+def visible_tasks(principal: Principal) -> Sequence[ColumnElement[bool]]:
+    """WHERE clauses limiting tasks to what ``principal`` may see."""
+    if principal.is_admin:
+        return ()
+    return (Task.owner_id == principal.user_id,)
+
+
+def find_task(session: Session, principal: Principal, ref: str) -> Task:
+    """Find a task by id or by name (newest first) among those the caller may see.
+
+    Tasks of other users are reported as not found, so their existence leaks nothing.
+    """
+    query = (
+        select(Task)
+        .where(or_(Task.id == ref, Task.name == ref), *visible_tasks(principal))
+        .order_by((Task.id == ref).desc(), Task.created_at.desc())
+        .limit(1)
+    )
+    task = session.scalar(query)
+    if task is None:
+        raise NotFound("task", ref)
+    return task
+
+
+def bump_generations(session: Session, node_ids: Iterable[str | None]) -> None:
+    """These nodes' desired task sets changed: their agents must converge again."""
+    wanted = {n for n in node_ids if n is not None}
+    for chunk in chunks(sorted(wanted)):
+        session.execute(
+            update(Node).where(Node.id.in_(chunk)).values(generation=Node.generation + 1)
+        )
+
+
+def request_stop(session: Session, task: Task, stop_reason: str, message: str) -> None:
+    """Set a placed task's desired state to stop; its agent converges."""
+    if task.desired_state == DesiredState.STOP:
+        return
+    task.desired_state = DesiredState.STOP
+    task.stop_requested_at = time.time()
+    task.stop_reason = stop_reason
+    bump_generations(session, [task.node_id])
+    record(
+        session,
+        EventKind.TASK,
+        Reason.KILL_REQUESTED if stop_reason == Reason.KILLED else stop_reason,
+        message,
+        task=task,
+    )
+
+
+def kill_task(session: Session, principal: Principal, ref: str) -> Task:
+    """Ask for a task to stop. Pending tasks end at once; placed ones via their agent."""
+    task = find_task(session, principal, ref)
+    state = TaskState(task.state)
+    if state.terminal:
+        raise Conflict(f"task {task.id} already ended ({task.state})")
+    if state == TaskState.PENDING:
+        end_pending(
+            session, task, Reason.KILLED, f"killed by {principal.name} before it was placed"
+        )
+        return task
+    request_stop(session, task, Reason.KILLED, f"kill requested by {principal.name}")
+    return task
+
+
+def end_pending(session: Session, task: Task, reason: str, message: str) -> None:
+    """A pending task that must not run ends at once (killed), with ``reason``."""
+    now = time.time()
+    task.state = TaskState.KILLED
+    task.reason = reason
+    task.message = message
+    task.finished_at = now
+    task.desired_state = DesiredState.STOP
+    task.stop_requested_at = now
+    task.stop_reason = reason
+    record(session, EventKind.TASK, reason, message, task=task)
+
+
+def placed_tasks(session: Session, node_id: str) -> list[Task]:
+    return list(
+        session.scalars(
+            select(Task).where(
+                Task.node_id == node_id, Task.state.in_([s.value for s in PLACED_STATES])
+            )
+        )
+    )

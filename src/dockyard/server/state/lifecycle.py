@@ -1,0 +1,117 @@
+"""What happens after a task ends: restarts with back-off and reschedules."""
+
+from __future__ import annotations
+
+import time
+from typing import Protocol
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from dockyard.core.ids import new_id
+from dockyard.core.policy import Attempt, decide
+from dockyard.core.states import DesiredState, TaskState
+from dockyard.server.state.events import EventKind, record
+from dockyard.server.state.workload_specs import WorkloadSpec, workload_specs
+from dockyard.store.tables import Task
+
+
+class Ended(Protocol):
+    """What deciding on a replacement reads of an ended task (a row or an ORM object)."""
+
+    @property
+    def state(self) -> str: ...
+    @property
+    def reason(self) -> str: ...
+    @property
+    def started_at(self) -> float | None: ...
+    @property
+    def finished_at(self) -> float | None: ...
+    @property
+    def stop_reason(self) -> str: ...
+
+
+def may_replace(workload: WorkloadSpec | None, task: Ended) -> bool:
+    """False when the job certainly gets no next attempt after ``task``.
+
+    More history only uses up attempts: if this attempt alone gets no replacement
+    (it succeeded, was killed, the policy is never...), neither does the job.
+    Service replicas are replaced by the service controller, not here.
+    """
+    if workload is None or workload.kind != "job":
+        return False
+    return decide(workload.spec.restart, [_attempt(task)]).replace
+
+
+def follow_up(session: Session, task: Task) -> Task | None:
+    """Create the next attempt of ``task``'s job if its policy asks for one.
+
+    Only the newest attempt of a job is followed up, so a task is replaced at
+    most once however many times its end is reported.
+    """
+    workload = workload_specs(session, [task.workload_id]).get(task.workload_id)
+    if workload is None or not may_replace(workload, task):
+        return None
+    spec = workload.spec
+    newest = session.scalar(
+        select(func.max(Task.attempt)).where(Task.workload_id == task.workload_id)
+    )
+    if newest != task.attempt:
+        return None
+    history = [
+        _attempt(t)
+        for t in session.scalars(
+            select(Task).where(Task.workload_id == task.workload_id).order_by(Task.attempt)
+        )
+    ]
+    decision = decide(spec.restart, history)
+    if not decision.replace:
+        return None
+    now = time.time()
+    replacement = Task(
+        id=new_id(),
+        workload_id=task.workload_id,
+        owner_id=task.owner_id,
+        name=task.name,
+        attempt=task.attempt + 1,
+        image=task.image,
+        cpu_millis=task.cpu_millis,
+        memory_bytes=task.memory_bytes,
+        state=TaskState.PENDING,
+        desired_state=DesiredState.RUN,
+        reason="backoff" if decision.delay_s > 0 else "rescheduled",
+        message=decision.why,
+        created_at=now,
+        not_before=now + decision.delay_s if decision.delay_s > 0 else None,
+        previous_task_id=task.id,
+        max_runtime_s=task.max_runtime_s,
+        stop_reason="",
+        priority=task.priority,
+        constraints=list(task.constraints or []),
+        ports=task.ports,
+        gpus=task.gpus,
+        algorithm=task.algorithm,
+    )
+    session.add(replacement)  # events have no foreign key to it: one flush serves all
+    kind = "rescheduled" if decision.kind == "reschedule" else "restart_scheduled"
+    record(
+        session, EventKind.TASK, kind, f"replaced by {replacement.id}: {decision.why}", task=task
+    )
+    record(
+        session,
+        EventKind.TASK,
+        kind,
+        f"attempt {replacement.attempt}, replaces {task.id}",
+        task=replacement,
+    )
+    return replacement
+
+
+def _attempt(task: Ended) -> Attempt:
+    return Attempt(
+        state=TaskState(task.state),
+        reason=task.reason,
+        ran_for_s=(task.finished_at or 0.0) - task.started_at if task.started_at else 0.0,
+        stop_reason=task.stop_reason,
+        ended_at=task.finished_at or 0.0,
+    )

@@ -1,0 +1,209 @@
+"""Nodes: registration, heartbeats, liveness and each node's desired task set."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from dockyard.core.gpus import GPU_UUID
+from dockyard.core.states import PLACED_STATES, Reason, TaskState
+from dockyard.server.state.accounting import charge_all
+from dockyard.server.state.batch import chunks
+from dockyard.server.state.events import EventKind, record
+from dockyard.server.state.jobs import placed_tasks
+from dockyard.server.state.lifecycle import follow_up
+from dockyard.server.state.workload_specs import workload_specs
+from dockyard.store.tables import LogLine, Node, Task
+
+
+class NodeState:
+    READY = "ready"
+    DOWN = "down"
+
+
+#: Images kept per node for image-locality placement.
+MAX_IMAGES = 2000
+
+
+def register(session: Session, body: dict[str, Any]) -> Node:
+    """Create or refresh a node from an agent's ``hello``."""
+    now = time.time()
+    node_id = str(body["node_id"])
+    node = session.get(Node, node_id)
+    capacity = body.get("capacity") or {}
+    if node is None:
+        node = Node(
+            id=node_id,
+            name=str(body.get("name") or node_id)[:255],
+            registered_at=now,
+            generation=1,
+            state=NodeState.READY,
+            cpu_millis=int(capacity.get("cpu_millis", 0)),
+            memory_bytes=int(capacity.get("memory_bytes", 0)),
+            last_heartbeat_at=now,
+        )
+        session.add(node)
+        record(
+            session, EventKind.NODE, "node_registered", f"node {node.name} joined", node_id=node_id
+        )
+    elif node.state != NodeState.READY:
+        record(session, EventKind.NODE, "node_ready", f"node {node.name} is back", node_id=node_id)
+    node.name = str(body.get("name") or node.name)[:255]
+    node.address = str(body.get("address") or "127.0.0.1")[:255]
+    node.driver = str(body.get("driver") or "docker")[:32]
+    node.agent_version = str(body.get("version") or "")[:32]
+    node.labels = dict(body.get("labels") or {})
+    if isinstance(body.get("images"), list) and body["images"]:
+        node.images = [str(i)[:255] for i in body["images"][:MAX_IMAGES]]
+    node.cpu_millis = int(capacity.get("cpu_millis", node.cpu_millis))
+    node.memory_bytes = int(capacity.get("memory_bytes", node.memory_bytes))
+    node.gpus = ",".join(str(int(i)) for i in capacity.get("gpus") or [])[:512]
+    node.gpu_uuids = _gpu_uuids(capacity.get("gpu_uuids"), node.gpus)
+    node.state = NodeState.READY
+    node.last_heartbeat_at = now
+    session.flush()
+    return node
+
+
+def _gpu_uuids(reported: Any, gpus: str) -> dict[str, str]:
+    """The reported UUIDs of the node's GPUs, by index; anything else is dropped."""
+    if not isinstance(reported, dict):
+        return {}
+    indices = set(gpus.split(",")) - {""}
+    return {
+        str(index): str(uuid)
+        for index, uuid in reported.items()
+        if str(index) in indices and isinstance(uuid, str) and GPU_UUID.match(uuid)
+    }
+
+
+def heartbeat(session: Session, node: Node, body: dict[str, Any]) -> bool:
+    """Record a heartbeat; returns True when the node came back from ``down``."""
+    usage = body.get("usage") or {}
+    node.last_heartbeat_at = time.time()
+    node.used_cpu_percent = float(usage.get("cpu_percent", 0.0))
+    node.used_memory_bytes = int(usage.get("memory_bytes", 0))
+    if node.state != NodeState.READY:
+        node.state = NodeState.READY
+        record(session, EventKind.NODE, "node_ready", f"node {node.name} is back", node_id=node.id)
+        return True
+    return False
+
+
+def mark_down(session: Session, node: Node, silence_s: float) -> list[Task]:
+    """Declare a node down and its placed tasks lost (fenced: the agent will kill them)."""
+    node.state = NodeState.DOWN
+    record(
+        session,
+        EventKind.NODE,
+        "node_down",
+        f"no heartbeat from {node.name} for {silence_s:.1f}s",
+        node_id=node.id,
+    )
+    lost = placed_tasks(session, node.id)
+    workload_specs(session, {t.workload_id for t in lost})  # one read for the follow-ups
+    now = time.time()
+    with session.no_autoflush:  # flushed once, not before each follow-up's queries
+        for task in lost:
+            task.state = TaskState.LOST
+            task.reason = Reason.NODE_LOST
+            task.message = f"node {node.name} stopped sending heartbeats"
+            task.finished_at = now
+            record(session, EventKind.TASK, Reason.NODE_LOST, task.message, task=task)
+            follow_up(session, task)
+    charge_all(session, lost)  # the lost runs are charged once, up to node-down
+    node.generation += 1
+    return lost
+
+
+def desired_for(session: Session, node: Node) -> dict[str, Any]:
+    """The body of a ``desired`` message: every task the node should hold now."""
+    return desired_sets(session, [node])[node.id]
+
+
+#: What a desired entry reads of a task: plain columns, no ORM objects (the gateway
+#: builds these sets for every node where a task starts or ends).
+_DESIRED_COLUMNS = (
+    Task.id,
+    Task.node_id,
+    Task.workload_id,
+    Task.owner_id,
+    Task.image,
+    Task.cpu_millis,
+    Task.memory_bytes,
+    Task.gpu_indices,
+    Task.ports,
+    Task.port_map,
+    Task.desired_state,
+    Task.started_at,
+)
+
+
+def desired_sets(session: Session, nodes: list[Node]) -> dict[str, dict[str, Any]]:
+    """Desired-message bodies for many nodes, from three queries in all (not three per
+    node): the gateway rebuilds the sets of every node where a task ended."""
+    by_node: dict[str, list[Any]] = {n.id: [] for n in nodes}
+    placed = [s.value for s in PLACED_STATES]
+    for chunk in chunks(list(by_node)):
+        for task in session.execute(
+            select(*_DESIRED_COLUMNS).where(Task.node_id.in_(chunk), Task.state.in_(placed))
+        ):
+            by_node[str(task.node_id)].append(task)
+    tasks = [t for held in by_node.values() for t in held]
+    offsets: dict[tuple[str, str], int] = {}
+    templates: dict[str, dict[str, Any]] = {}
+    # Only a task that ran can have shipped lines (the agent resumes after them).
+    ran = [t.id for t in tasks if t.started_at is not None]
+    for chunk in chunks(ran):
+        for task_id, stream, seq in session.execute(
+            select(LogLine.task_id, LogLine.stream, func.max(LogLine.seq))
+            .where(LogLine.task_id.in_(chunk))
+            .group_by(LogLine.task_id, LogLine.stream)
+        ).all():
+            offsets[(task_id, stream)] = int(seq)
+    if tasks:
+        specs = workload_specs(session, {t.workload_id for t in tasks})
+        templates = {workload_id: s.template for workload_id, s in specs.items()}
+    return {
+        node.id: {
+            "node_id": node.id,
+            "generation": node.generation,
+            "tasks": [_entry(task, templates, offsets) for task in by_node[node.id]],
+        }
+        for node in nodes
+    }
+
+
+def _entry(
+    task: Any, templates: dict[str, dict[str, Any]], offsets: dict[tuple[str, str], int]
+) -> dict[str, Any]:
+    return {
+        **templates[task.workload_id],
+        "task_id": task.id,
+        "workload_id": task.workload_id,
+        "owner": task.owner_id,
+        "image": task.image,
+        "cpu_millis": task.cpu_millis,
+        "memory_bytes": task.memory_bytes,
+        "gpus": [int(g) for g in (task.gpu_indices or "").split(",") if g],
+        "ports": [int(p) for p in (task.ports or "").split(",") if p],
+        "port_map": [[int(c), int(h)] for c, h in task.port_map or []],
+        "desired": task.desired_state,
+        "log_offsets": {
+            "stdout": offsets.get((task.id, "stdout"), 0),
+            "stderr": offsets.get((task.id, "stderr"), 0),
+        },
+    }
+
+
+def allocations(session: Session) -> dict[str, tuple[int, int]]:
+    """CPU millis and memory bytes held by placed tasks, per node."""
+    rows = session.execute(
+        select(Task.node_id, func.sum(Task.cpu_millis), func.sum(Task.memory_bytes))
+        .where(Task.state.in_([s.value for s in PLACED_STATES]), Task.node_id.is_not(None))
+        .group_by(Task.node_id)
+    ).all()
+    return {str(node_id): (int(cpu or 0), int(mem or 0)) for node_id, cpu, mem in rows}
