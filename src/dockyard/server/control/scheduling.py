@@ -31,6 +31,7 @@ from dockyard.scheduler.placement import NodeView, Plan, Running, TaskRequest, p
 from dockyard.scheduler.queue import QueuedTask, Ranked, order
 from dockyard.server.state.batch import chunks
 from dockyard.server.state.jobs import bump_generations
+from dockyard.server.state.tasks import assign
 from dockyard.store.tables import Accounting, Event, Node, SchedulerSetting, Task, User
 
 TASKS = cast(Table, Task.__table__)
@@ -456,27 +457,12 @@ def commit_plan(
             }
         )
         on_placed(rows[tid])
-    table = TASKS
     if params:
-        session.execute(
-            update(table)
-            .where(table.c.id == bindparam("tid"), table.c.state == TaskState.PENDING.value)
-            .values(
-                state=TaskState.ASSIGNED.value,
-                node_id=bindparam("node"),
-                assigned_at=now,
-                reason=Reason.PLACED,
-                message="",
-                pending_detail=None,
-                gpu_indices=bindparam("gpu_indices"),
-                ports=bindparam("host_ports"),
-                port_map=bindparam("port_map"),
-            ),
-            params,
-        )
+        assign(session, params, now)
         session.execute(insert(EVENTS), events)
     bump_generations(session, touched)
     held = decision.admission.held
+    table = TASKS
     changes = []
     for tid, why in plan.pending_reasons.items():
         row = rows.get(tid)

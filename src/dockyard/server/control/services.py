@@ -37,7 +37,8 @@ from dockyard.server.errors import Conflict
 from dockyard.server.state.auth import Principal
 from dockyard.server.state.batch import chunks
 from dockyard.server.state.events import EventKind, record
-from dockyard.server.state.jobs import end_pending, request_stop, scheduling_fields
+from dockyard.server.state.jobs import request_stop, scheduling_fields
+from dockyard.server.state.tasks import end_pending
 from dockyard.store.db import Database
 from dockyard.store.errors import NotFound
 from dockyard.store.tables import Task, Workload

@@ -53,11 +53,11 @@ from dockyard.server.http.schemas import (
 )
 from dockyard.server.http.stream import event_rows, public
 from dockyard.server.state import auth
+from dockyard.server.state import tasks as task_ops
 from dockyard.server.state.events import EventKind, record
 from dockyard.server.state.jobs import (
     find_task,
     insert_jobs,
-    kill_task,
     new_jobs,
     submit_job,
     visible_tasks,
@@ -249,7 +249,7 @@ def create_app(ctx: ServerContext) -> FastAPI:
     )
     def kill(ref: str, who: CurrentUser) -> TaskOut:
         with ctx.db.write() as session:
-            task = kill_task(session, who, ref)
+            task = task_ops.kill(session, who, ref)
             out = task_out(session, task)
             node_id = task.node_id
         if node_id:

@@ -14,7 +14,6 @@ from dockyard.core.ids import new_id
 from dockyard.core.specs import JobSpec
 from dockyard.core.states import PLACED_STATES, DesiredState, Reason, TaskState
 from dockyard.scheduler.constraints import parse_constraints
-from dockyard.server.errors import Conflict
 from dockyard.server.state.auth import Principal
 from dockyard.server.state.batch import chunks
 from dockyard.server.state.events import EventKind, event_row, insert_events, record
@@ -181,34 +180,6 @@ def request_stop(session: Session, task: Task, stop_reason: str, message: str) -
         message,
         task=task,
     )
-
-
-def kill_task(session: Session, principal: Principal, ref: str) -> Task:
-    """Ask for a task to stop. Pending tasks end at once; placed ones via their agent."""
-    task = find_task(session, principal, ref)
-    state = TaskState(task.state)
-    if state.terminal:
-        raise Conflict(f"task {task.id} already ended ({task.state})")
-    if state == TaskState.PENDING:
-        end_pending(
-            session, task, Reason.KILLED, f"killed by {principal.name} before it was placed"
-        )
-        return task
-    request_stop(session, task, Reason.KILLED, f"kill requested by {principal.name}")
-    return task
-
-
-def end_pending(session: Session, task: Task, reason: str, message: str) -> None:
-    """A pending task that must not run ends at once (killed), with ``reason``."""
-    now = time.time()
-    task.state = TaskState.KILLED
-    task.reason = reason
-    task.message = message
-    task.finished_at = now
-    task.desired_state = DesiredState.STOP
-    task.stop_requested_at = now
-    task.stop_reason = reason
-    record(session, EventKind.TASK, reason, message, task=task)
 
 
 def placed_tasks(session: Session, node_id: str) -> list[Task]:

@@ -9,12 +9,13 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from dockyard.core.gpus import GPU_UUID
-from dockyard.core.states import PLACED_STATES, Reason, TaskState
+from dockyard.core.states import PLACED_STATES
 from dockyard.server.state.accounting import charge_all
 from dockyard.server.state.batch import chunks
 from dockyard.server.state.events import EventKind, record
 from dockyard.server.state.jobs import placed_tasks
 from dockyard.server.state.lifecycle import follow_up
+from dockyard.server.state.tasks import mark_lost
 from dockyard.server.state.workload_specs import workload_specs
 from dockyard.store.tables import LogLine, Node, Task
 
@@ -105,14 +106,9 @@ def mark_down(session: Session, node: Node, silence_s: float) -> list[Task]:
     )
     lost = placed_tasks(session, node.id)
     workload_specs(session, {t.workload_id for t in lost})  # one read for the follow-ups
-    now = time.time()
     with session.no_autoflush:  # flushed once, not before each follow-up's queries
+        mark_lost(session, lost, f"node {node.name} stopped sending heartbeats")
         for task in lost:
-            task.state = TaskState.LOST
-            task.reason = Reason.NODE_LOST
-            task.message = f"node {node.name} stopped sending heartbeats"
-            task.finished_at = now
-            record(session, EventKind.TASK, Reason.NODE_LOST, task.message, task=task)
             follow_up(session, task)
     charge_all(session, lost)  # the lost runs are charged once, up to node-down
     node.generation += 1

@@ -2,80 +2,30 @@
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, fields
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy import Table, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from dockyard.core.states import Reason, TaskState, can_transition
-from dockyard.server.state.accounting import charge_all, take_final_usage
+from dockyard.server.state.accounting import charge_all
 from dockyard.server.state.batch import chunks
-from dockyard.server.state.events import EventKind, event_row, insert_events
+from dockyard.server.state.events import insert_events
 from dockyard.server.state.jobs import bump_generations
 from dockyard.server.state.lifecycle import follow_up, may_replace
+from dockyard.server.state.tasks import (
+    CHANGED,
+    ENDED,
+    UNCHANGED,
+    TaskRow,
+    advance,
+    read_rows,
+    write_rows,
+)
 from dockyard.server.state.workload_specs import workload_specs
 from dockyard.store.tables import LogLine, Task
 
 MAX_LINE = 64 * 1024
-
-
-@dataclass(slots=True)
-class TaskRow:
-    """The task columns a status report reads or writes, as plain values.
-
-    Status reports are the hottest write path (every task sends three or more),
-    so they are applied to these rows and written back with one executemany,
-    not through ORM objects and the unit of work.
-    """
-
-    id: str
-    node_id: str | None
-    state: str
-    stop_reason: str
-    reason: str
-    message: str
-    container_id: str
-    started_at: float | None
-    finished_at: float | None
-    exit_code: int | None
-    log_lines_total: int | None
-    cpu_seconds: float
-    max_memory_bytes: int
-    memory_gib_s: float
-    owner_id: str
-    workload_id: str
-    name: str
-    image: str
-    attempt: int
-    created_at: float
-    cpu_millis: int
-    memory_bytes: int
-
-
-_READ = [f.name for f in fields(TaskRow)]
-#: Written back (the same columns for every row, so one statement serves the batch).
-_WRITTEN = (
-    "state",
-    "reason",
-    "message",
-    "container_id",
-    "started_at",
-    "finished_at",
-    "exit_code",
-    "log_lines_total",
-    "cpu_seconds",
-    "max_memory_bytes",
-    "memory_gib_s",
-)
-_TASKS = cast(Table, Task.__table__)
-_UPDATE = (
-    update(_TASKS)
-    .where(_TASKS.c.id == bindparam("row_id"))
-    .values({name: bindparam(name) for name in _WRITTEN})
-)
 
 
 def apply_statuses(
@@ -90,13 +40,8 @@ def apply_statuses(
     (:func:`follow_up`). Returns whether any task changed state, and the nodes
     whose tasks ended (they must converge).
     """
-    rows = {
-        row[0]: TaskRow(*row)
-        for chunk in chunks(list({str(u.get("task_id", "")) for _, u in reports}))
-        for row in session.execute(
-            select(*(_TASKS.c[name] for name in _READ)).where(_TASKS.c.id.in_(chunk))
-        )
-    }
+    rows = read_rows(session, {str(u.get("task_id", "")) for _, u in reports})
+    was = {tid: row.state for tid, row in rows.items()}
     events: list[dict[str, Any]] = []
     written: dict[str, TaskRow] = {}
     ended: dict[str, TaskRow] = {}
@@ -111,14 +56,7 @@ def apply_statuses(
         changed = changed or outcome in (CHANGED, ENDED)
         if outcome == ENDED:
             ended[row.id] = row
-    if written:
-        session.connection().execute(
-            _UPDATE,
-            [
-                {"row_id": r.id, **{name: getattr(r, name) for name in _WRITTEN}}
-                for r in written.values()
-            ],
-        )
+    write_rows(session, written.values(), was)
     insert_events(session, events)
     charge_all(session, list(ended.values()))
     workloads = workload_specs(session, {r.workload_id for r in ended.values()})
@@ -130,67 +68,6 @@ def apply_statuses(
     nodes = {r.node_id for r in ended.values() if r.node_id}
     bump_generations(session, nodes)
     return changed, nodes
-
-
-#: What :func:`advance` did: nothing, a new message only (a pull's progress: the
-#: row is written, nothing else follows), a change of state, or the task ended (the
-#: node's desired set lost it; the caller bumps the node's generation).
-UNCHANGED, PROGRESS, CHANGED, ENDED = 0, 1, 2, 3
-
-
-def advance(row: TaskRow, update: dict[str, Any], events: list[dict[str, Any]]) -> int:
-    """Apply one status report to ``row`` (already checked to come from its node):
-    UNCHANGED, PROGRESS, CHANGED or ENDED; the events it causes are appended to
-    ``events``.
-
-    A report that would move the task backwards is ignored. Times are this
-    server's receive times: an agent's clock may be off.
-    """
-    try:
-        new = TaskState(str(update.get("state")))
-    except ValueError:
-        return UNCHANGED
-    current = TaskState(row.state)
-    if new == current == TaskState.PULLING:  # progress of a pull: the message moves on
-        row.message = str(update.get("message") or "")[:4000]
-        return PROGRESS
-    if not can_transition(current, new):
-        return UNCHANGED
-    now = time.time()
-    reason = str(update.get("reason") or new.value)[:64]
-    if new == TaskState.KILLED and row.stop_reason == Reason.MAX_RUNTIME_EXCEEDED:
-        new, reason = TaskState.EXPIRED, Reason.MAX_RUNTIME_EXCEEDED
-    elif new == TaskState.KILLED and row.stop_reason:
-        reason = row.stop_reason
-    row.state = new.value
-    row.reason = reason
-    row.message = str(update.get("message") or "")[:4000]
-    if update.get("container_id"):
-        row.container_id = str(update["container_id"])[:80]
-    if new == TaskState.RUNNING:
-        row.started_at = now
-    if new.terminal:
-        code = update.get("exit_code")
-        row.exit_code = int(code) if code is not None else None
-        row.finished_at = now
-        total = update.get("log_lines_total")
-        row.log_lines_total = int(total) if total is not None else None
-        take_final_usage(row, update)
-    message = row.message or f"{current} -> {new}"
-    if new.terminal and row.exit_code is not None:
-        message = f"exit code {row.exit_code}" + (f": {row.message}" if row.message else "")
-    ids = {"task_id": row.id, "node_id": row.node_id, "owner_id": row.owner_id}
-    events.append(event_row(EventKind.TASK, row.reason, message, **ids))
-    if update.get("forced"):
-        events.append(
-            event_row(
-                EventKind.INCIDENT,
-                Reason.FORCED_KILL,
-                "process ignored SIGTERM; SIGKILL sent after the grace period",
-                **ids,
-            )
-        )
-    return ENDED if new.terminal else CHANGED
 
 
 def store_logs(session: Session, shipped: list[tuple[str, list[Any]]], dialect: str) -> int:

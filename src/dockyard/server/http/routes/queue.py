@@ -9,16 +9,14 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
-from dockyard.core.states import DesiredState, Reason, TaskState
 from dockyard.scheduler.placement import place
 from dockyard.scheduler.queue import QueuedTask, order
 from dockyard.server.control import scheduling
-from dockyard.server.errors import Conflict
 from dockyard.server.http.deps import AdminUser, CurrentUser, server_context
 from dockyard.server.http.schemas import ErrorOut, JobCreate
+from dockyard.server.state import tasks as task_ops
 from dockyard.server.state.batch import chunks
 from dockyard.server.state.events import EventKind, record
-from dockyard.server.state.jobs import find_task
 from dockyard.server.state.policy import caller_policy, enforce
 from dockyard.store.tables import Task, User
 
@@ -164,18 +162,7 @@ def delete_queued(request: Request, ref: str, who: CurrentUser) -> QueueEntryOut
     ``dequeued``; its history stays. A task already placed is a 409 (use kill)."""
     ctx = server_context(request)
     with ctx.db.write() as session:
-        task = find_task(session, who, ref)
-        if task.state != TaskState.PENDING:
-            raise Conflict(f"task {task.id} is not queued ({task.state}); use kill")
-        now = time.time()
-        task.state = TaskState.KILLED
-        task.reason = "dequeued"
-        task.message = f"removed from the queue by {who.name}"
-        task.finished_at = now
-        task.desired_state = DesiredState.STOP
-        task.stop_requested_at = now
-        task.stop_reason = Reason.KILLED
-        record(session, EventKind.TASK, "dequeued", task.message, task=task)
+        task = task_ops.dequeue(session, who, ref)
         owner = session.get(User, task.owner_id)
         return QueueEntryOut(
             position=0,
