@@ -31,7 +31,6 @@ from dockyard.server.http.stream import (
     RESET,
     EventHub,
     Subscriber,
-    event_rows,
     format_sse,
     next_item,
     public,
@@ -40,6 +39,7 @@ from dockyard.server.http.stream import (
 from dockyard.server.metrics import NODE_STATES, RequestMetricsMiddleware, ServerMetrics
 from dockyard.server.state.auth import Principal
 from dockyard.server.state.jobs import visible_tasks
+from dockyard.server.state.reads import event_rows
 from dockyard.store.tables import Event, Node, Task, User
 
 STATIC = Path(__file__).parent / "static"

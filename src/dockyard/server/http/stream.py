@@ -14,18 +14,14 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
-
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
 
 from dockyard.server.control.loops import Loop
 from dockyard.server.metrics import ServerMetrics
 from dockyard.server.state.auth import Principal
+from dockyard.server.state.reads import events_after, last_event_id
 from dockyard.store.db import Database
-from dockyard.store.tables import Event, Node, Task
 
 log = logging.getLogger(__name__)
 
@@ -38,47 +34,6 @@ MAX_QUEUED = 200
 RESET = "reset"
 #: Put on a subscriber's queue: the server is stopping.
 CLOSED = "closed"
-
-
-def event_rows(session: Session, events: Sequence[Event]) -> list[dict[str, Any]]:
-    """Events as API dicts, with the names and current state of what they concern."""
-    task_ids = {e.task_id for e in events if e.task_id}
-    node_ids = {e.node_id for e in events if e.node_id}
-    tasks: dict[str, tuple[str, str]] = {}
-    nodes: dict[str, str] = {}
-    if task_ids:
-        tasks = {
-            str(i): (str(n), str(s))
-            for i, n, s in session.execute(
-                select(Task.id, Task.name, Task.state).where(Task.id.in_(task_ids))
-            ).all()
-        }
-    if node_ids:
-        nodes = {
-            str(i): str(n)
-            for i, n in session.execute(
-                select(Node.id, Node.name).where(Node.id.in_(node_ids))
-            ).all()
-        }
-    rows = []
-    for e in events:
-        task = tasks.get(e.task_id or "")
-        rows.append(
-            {
-                "id": e.id,
-                "at": e.at,
-                "kind": e.kind,
-                "reason": e.reason,
-                "message": e.message,
-                "task_id": e.task_id,
-                "node_id": e.node_id,
-                "task_name": task[0] if task else None,
-                "task_state": task[1] if task else None,
-                "node_name": nodes.get(e.node_id or ""),
-                "owner_id": e.owner_id,
-            }
-        )
-    return rows
 
 
 def visible(principal: Principal, row: dict[str, Any]) -> bool:
@@ -130,7 +85,7 @@ class EventHub(Loop):
 
     def latest_id(self) -> int:
         with self._db.read() as session:
-            return int(session.scalar(select(func.max(Event.id))) or 0)
+            return last_event_id(session)
 
     def subscribe(self, principal: Principal, loop: asyncio.AbstractEventLoop) -> Subscriber:
         """Register a stream. Events with ids above ``start_id`` will reach it."""
@@ -185,12 +140,7 @@ class EventHub(Loop):
         if not subs:
             return 0
         with self._db.read() as session:
-            events = list(
-                session.scalars(
-                    select(Event).where(Event.id > cursor).order_by(Event.id).limit(BATCH)
-                )
-            )
-            rows = event_rows(session, events) if events else []
+            rows = events_after(session, cursor, BATCH)
         self.polls += 1
         if not rows:
             return 0

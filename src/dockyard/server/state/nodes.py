@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from dockyard.core.gpus import GPU_UUID
@@ -17,6 +17,7 @@ from dockyard.server.state.jobs import placed_tasks
 from dockyard.server.state.lifecycle import follow_up
 from dockyard.server.state.tasks import mark_lost
 from dockyard.server.state.workload_specs import workload_specs
+from dockyard.store.errors import NotFound
 from dockyard.store.tables import LogLine, Node, Task
 
 
@@ -203,3 +204,37 @@ def allocations(session: Session) -> dict[str, tuple[int, int]]:
         .group_by(Task.node_id)
     ).all()
     return {str(node_id): (int(cpu or 0), int(mem or 0)) for node_id, cpu, mem in rows}
+
+
+def find_node(session: Session, ref: str) -> Node:
+    """A node by id or name (the id wins)."""
+    node = session.scalar(
+        select(Node).where(or_(Node.id == ref, Node.name == ref)).order_by(Node.id != ref)
+    )
+    if node is None:
+        raise NotFound("node", ref)
+    return node
+
+
+def drain(session: Session, ref: str, deadline_s: float, by: str) -> Node:
+    """Start draining a node: nothing new lands; its jobs move after ``deadline_s``."""
+    node = find_node(session, ref)
+    node.draining = True
+    node.drain_deadline = time.time() + deadline_s
+    record(
+        session,
+        EventKind.NODE,
+        "node_draining",
+        f"drain by {by}; jobs stopped and moved after {deadline_s:g}s",
+        node_id=node.id,
+    )
+    return node
+
+
+def undrain(session: Session, ref: str, by: str) -> Node:
+    node = find_node(session, ref)
+    if node.draining:
+        node.draining = False
+        node.drain_deadline = None
+        record(session, EventKind.NODE, "node_undrained", f"undrain by {by}", node_id=node.id)
+    return node

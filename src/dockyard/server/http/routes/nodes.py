@@ -1,0 +1,70 @@
+"""Nodes: list, drain and undrain (admins)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response
+
+from dockyard.server.http.deps import AdminUser, CurrentUser, ServerContext, server_context
+from dockyard.server.http.schemas import DrainRequest, ErrorOut, NodeOut
+from dockyard.server.state import nodes as node_ops
+from dockyard.server.state import reads
+from dockyard.store.errors import NotFound
+
+router = APIRouter(tags=["nodes"])
+
+
+def node_out(view: reads.NodeView) -> NodeOut:
+    return NodeOut.build(view.node, view.allocated, view.tasks, view.gpus_held)
+
+
+def _node_out(ctx: ServerContext, node_id: str) -> NodeOut:
+    with ctx.db.read() as session:
+        view = reads.node_view(session, node_id)
+        if view is None:
+            raise NotFound("node", node_id)
+        return node_out(view)
+
+
+@router.get("/api/v1/nodes", response_model=list[NodeOut])
+def list_nodes(
+    request: Request,
+    _: CurrentUser,
+    response: Response,
+    state: Annotated[list[str] | None, Query(description="ready, suspect, draining, down")] = None,
+    q: Annotated[str | None, Query(max_length=255, description="name or id prefix")] = None,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int | None, Query(ge=1, le=10_000)] = None,
+) -> list[NodeOut]:
+    """Nodes by name; all of them unless ``limit`` is given. ``X-Total-Count`` has the total."""
+    with server_context(request).db.read() as session:
+        total, views = reads.list_nodes(session, states=state, q=q, offset=offset, limit=limit)
+        response.headers["X-Total-Count"] = str(total)
+        return [node_out(v) for v in views]
+
+
+@router.post(
+    "/api/v1/nodes/{ref}/drain",
+    response_model=NodeOut,
+    responses={403: {"model": ErrorOut}, 404: {"model": ErrorOut}},
+)
+def drain(request: Request, ref: str, body: DrainRequest, who: AdminUser) -> NodeOut:
+    ctx = server_context(request)
+    with ctx.db.write() as session:
+        node_id = node_ops.drain(session, ref, body.deadline_s, who.name).id
+    ctx.wake_scheduler()
+    return _node_out(ctx, node_id)
+
+
+@router.post(
+    "/api/v1/nodes/{ref}/undrain",
+    response_model=NodeOut,
+    responses={403: {"model": ErrorOut}, 404: {"model": ErrorOut}},
+)
+def undrain(request: Request, ref: str, who: AdminUser) -> NodeOut:
+    ctx = server_context(request)
+    with ctx.db.write() as session:
+        node_id = node_ops.undrain(session, ref, who.name).id
+    ctx.wake_scheduler()
+    return _node_out(ctx, node_id)

@@ -1,0 +1,141 @@
+"""Tasks: list, show, kill, and their logs (a page, or followed as NDJSON)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import StreamingResponse
+
+from dockyard.core.states import TaskState
+from dockyard.server.http.deps import CurrentUser, ServerContext, server_context
+from dockyard.server.http.schemas import (
+    ErrorOut,
+    EventOut,
+    LogLineOut,
+    LogsOut,
+    TaskDetailOut,
+    TaskOut,
+)
+from dockyard.server.state import logs as log_store
+from dockyard.server.state import reads
+from dockyard.server.state import tasks as task_ops
+from dockyard.server.state.jobs import find_task
+
+router = APIRouter(tags=["tasks"])
+
+FOLLOW_POLL_S = 0.1
+#: After a task ends, how long a follower waits for log lines still in flight.
+FOLLOW_DRAIN_S = 10.0
+
+
+def task_out(view: reads.TaskView) -> TaskOut:
+    return TaskOut.build(view.task, view.owner, view.node)
+
+
+@router.get("/api/v1/tasks", response_model=list[TaskOut])
+def list_tasks(
+    request: Request,
+    who: CurrentUser,
+    response: Response,
+    state: Annotated[list[TaskState] | None, Query()] = None,
+    active: bool = False,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 500,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    order: Literal["newest", "oldest"] = "newest",
+    q: Annotated[str | None, Query(max_length=64, description="name or id prefix")] = None,
+    node: Annotated[str | None, Query(description="node id")] = None,
+) -> list[TaskOut]:
+    """Tasks you may see, newest (or oldest) first; ``X-Total-Count`` has the total."""
+    with server_context(request).db.read() as session:
+        total, views = reads.list_tasks(
+            session,
+            who,
+            states=state,
+            active=active,
+            q=q,
+            node=node,
+            order=order,
+            offset=offset,
+            limit=limit,
+        )
+        response.headers["X-Total-Count"] = str(total)
+        return [task_out(v) for v in views]
+
+
+@router.get("/api/v1/tasks/{ref}", response_model=TaskDetailOut)
+def get_task(request: Request, ref: str, who: CurrentUser) -> TaskDetailOut:
+    with server_context(request).db.read() as session:
+        detail = reads.task_detail(session, who, ref)
+        spec = detail.spec
+        return TaskDetailOut(
+            **task_out(detail.view).model_dump(),
+            command=list(spec.command),
+            env=dict(spec.env),
+            kill_grace_s=spec.kill_grace_s,
+            restart=spec.restart.to_dict(),
+            events=[EventOut.build(e) for e in detail.events],
+        )
+
+
+@router.post(
+    "/api/v1/tasks/{ref}/kill", response_model=TaskOut, responses={409: {"model": ErrorOut}}
+)
+def kill(request: Request, ref: str, who: CurrentUser) -> TaskOut:
+    ctx = server_context(request)
+    with ctx.db.write() as session:
+        task = task_ops.kill(session, who, ref)
+        out = task_out(reads.task_view(session, task))
+        node_id = task.node_id
+    if node_id:
+        ctx.push({node_id})
+    return out
+
+
+@router.get("/api/v1/tasks/{ref}/logs", response_model=LogsOut)
+def logs(
+    request: Request,
+    ref: str,
+    who: CurrentUser,
+    after: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 5000,
+    follow: bool = False,
+) -> Any:
+    ctx = server_context(request)
+    with ctx.db.read() as session:
+        task_id = find_task(session, who, ref).id
+        if not follow:
+            page = log_store.page(session, task_id, after, limit)
+            lines = page.lines
+            return LogsOut(
+                lines=[LogLineOut.model_validate(line, from_attributes=True) for line in lines],
+                next=lines[-1].id if lines else after,
+                done=page.complete,
+            )
+    return StreamingResponse(_follow(ctx, task_id, after), media_type="application/x-ndjson")
+
+
+def _follow(ctx: ServerContext, task_id: str, after: int) -> Iterator[str]:
+    cursor = after
+    drain_deadline: float | None = None
+    state = "unknown"
+    while True:
+        with ctx.db.read() as session:
+            page = log_store.page(session, task_id, cursor, 1000)
+        state = page.state
+        for line in page.lines:
+            cursor = line.id
+            yield LogLineOut.model_validate(line, from_attributes=True).model_dump_json() + "\n"
+        if page.lines:
+            continue
+        if page.complete:
+            break
+        if page.ended:
+            drain_deadline = drain_deadline or time.monotonic() + FOLLOW_DRAIN_S
+            if time.monotonic() > drain_deadline:
+                break
+        time.sleep(FOLLOW_POLL_S)
+    yield json.dumps({"end": True, "state": state}) + "\n"

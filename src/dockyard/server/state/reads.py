@@ -1,0 +1,246 @@
+"""What the API lists and shows: tasks, nodes, events and users, read in few queries.
+
+Each function returns ORM rows (or plain values) with the names the responses
+need already looked up in bulk, so a route makes no query of its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from sqlalchemy import ColumnElement, and_, func, or_, select
+from sqlalchemy.orm import Session
+
+from dockyard.core.specs import JobSpec
+from dockyard.core.states import PLACED_STATES, TaskState
+from dockyard.server.state.auth import Principal
+from dockyard.server.state.jobs import find_task, visible_tasks
+from dockyard.server.state.nodes import allocations
+from dockyard.store.tables import Event, Node, Task, User, Workload
+
+
+@dataclass(frozen=True, slots=True)
+class TaskView:
+    """A task with its owner's and node's names."""
+
+    task: Task
+    owner: str
+    node: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class TaskDetail:
+    view: TaskView
+    spec: JobSpec
+    events: list[Event]
+
+
+@dataclass(frozen=True, slots=True)
+class NodeView:
+    """A node with what is placed on it: (CPU millis, memory bytes), task count, GPUs held."""
+
+    node: Node
+    allocated: tuple[int, int]
+    tasks: int
+    gpus_held: list[int]
+
+
+def task_view(session: Session, task: Task) -> TaskView:
+    owner = session.get(User, task.owner_id)
+    node = session.get(Node, task.node_id) if task.node_id else None
+    return TaskView(task, owner.name if owner else "?", node.name if node else None)
+
+
+def list_tasks(
+    session: Session,
+    who: Principal,
+    *,
+    states: Sequence[TaskState] | None = None,
+    active: bool = False,
+    q: str | None = None,
+    node: str | None = None,
+    order: Literal["newest", "oldest"] = "newest",
+    offset: int = 0,
+    limit: int = 500,
+) -> tuple[int, list[TaskView]]:
+    """Tasks ``who`` may see, one page, and how many match in all."""
+    query = select(Task).where(*visible_tasks(who))
+    if states:
+        query = query.where(Task.state.in_([s.value for s in states]))
+    if active:
+        query = query.where(Task.state.in_([s.value for s in TaskState if not s.terminal]))
+    if q:
+        query = query.where(
+            or_(Task.name.startswith(q, autoescape=True), Task.id.startswith(q, autoescape=True))
+        )
+    if node:
+        query = query.where(Task.node_id == node)
+    keys = (Task.created_at, Task.id)
+    ordered = query.order_by(*(k.desc() if order == "newest" else k.asc() for k in keys))
+    total = session.scalar(select(func.count()).select_from(query.subquery()))
+    tasks = list(session.scalars(ordered.offset(offset).limit(limit)))
+    users = {
+        str(k): str(v)
+        for k, v in session.execute(
+            select(User.id, User.name).where(User.id.in_({t.owner_id for t in tasks}))
+        )
+    }
+    nodes = {
+        str(k): str(v)
+        for k, v in session.execute(
+            select(Node.id, Node.name).where(Node.id.in_({t.node_id for t in tasks if t.node_id}))
+        )
+    }
+    views = [TaskView(t, users.get(t.owner_id, "?"), nodes.get(t.node_id or "")) for t in tasks]
+    return int(total or 0), views
+
+
+def task_detail(session: Session, who: Principal, ref: str) -> TaskDetail:
+    task = find_task(session, who, ref)
+    workload = session.get(Workload, task.workload_id)
+    spec = JobSpec.from_dict(workload.spec if workload else {})
+    events = list(session.scalars(select(Event).where(Event.task_id == task.id).order_by(Event.id)))
+    return TaskDetail(task_view(session, task), spec, events)
+
+
+def node_views(session: Session, nodes: list[Node]) -> list[NodeView]:
+    alloc = allocations(session)
+    placed = [s.value for s in PLACED_STATES]
+    counts = {
+        str(node_id): int(count)
+        for node_id, count in session.execute(
+            select(Task.node_id, func.count()).where(Task.state.in_(placed)).group_by(Task.node_id)
+        ).all()
+    }
+    held: dict[str, list[int]] = {}
+    for node_id, indices in session.execute(
+        select(Task.node_id, Task.gpu_indices).where(
+            Task.state.in_(placed),
+            Task.node_id.in_([n.id for n in nodes]),
+            Task.gpu_indices != "",
+        )
+    ).all():
+        held.setdefault(str(node_id), []).extend(int(i) for i in indices.split(",") if i)
+    return [
+        NodeView(n, alloc.get(n.id, (0, 0)), int(counts.get(n.id, 0)), held.get(n.id, []))
+        for n in nodes
+    ]
+
+
+def node_view(session: Session, node_id: str) -> NodeView | None:
+    node = session.get(Node, node_id)
+    return node_views(session, [node])[0] if node is not None else None
+
+
+def _node_state_is(state: str) -> ColumnElement[bool]:
+    if state == "draining":
+        return and_(Node.state == "ready", Node.draining.is_(True))
+    if state == "ready":
+        return and_(Node.state == "ready", Node.draining.is_(False))
+    return Node.state == state
+
+
+def list_nodes(
+    session: Session,
+    *,
+    states: Sequence[str] | None = None,
+    q: str | None = None,
+    offset: int = 0,
+    limit: int | None = None,
+) -> tuple[int, list[NodeView]]:
+    """Nodes by name, one page (all from ``offset`` without a limit), and the total."""
+    query = select(Node)
+    if states:
+        query = query.where(or_(*(_node_state_is(s) for s in states)))
+    if q:
+        query = query.where(
+            or_(Node.name.startswith(q, autoescape=True), Node.id.startswith(q, autoescape=True))
+        )
+    page = query.order_by(Node.name, Node.id).offset(offset)
+    if limit is not None:
+        page = page.limit(limit)
+    total = session.scalar(select(func.count()).select_from(query.subquery()))
+    return int(total or 0), node_views(session, list(session.scalars(page)))
+
+
+def list_events(
+    session: Session,
+    who: Principal,
+    *,
+    after: int = 0,
+    before: int | None = None,
+    order: Literal["asc", "desc"] = "asc",
+    limit: int = 500,
+    task: str | None = None,
+    node: str | None = None,
+    kind: str | None = None,
+) -> list[Event]:
+    """Events ``who`` may see (admins: all; users: their own work's)."""
+    query = select(Event).where(Event.id > after)
+    if before is not None:
+        query = query.where(Event.id < before)
+    if not who.is_admin:
+        query = query.where(Event.owner_id == who.user_id)
+    if task:
+        query = query.where(Event.task_id == task)
+    if node:
+        query = query.where(Event.node_id == node)
+    if kind:
+        query = query.where(Event.kind == kind)
+    query = query.order_by(Event.id.desc() if order == "desc" else Event.id).limit(limit)
+    return list(session.scalars(query))
+
+
+def event_rows(session: Session, events: Sequence[Event]) -> list[dict[str, Any]]:
+    """Events as API dicts, with the names and current state of what they concern."""
+    task_ids = {e.task_id for e in events if e.task_id}
+    node_ids = {e.node_id for e in events if e.node_id}
+    tasks: dict[str, tuple[str, str]] = {}
+    nodes: dict[str, str] = {}
+    if task_ids:
+        tasks = {
+            str(i): (str(n), str(s))
+            for i, n, s in session.execute(
+                select(Task.id, Task.name, Task.state).where(Task.id.in_(task_ids))
+            ).all()
+        }
+    if node_ids:
+        nodes = {
+            str(i): str(n)
+            for i, n in session.execute(
+                select(Node.id, Node.name).where(Node.id.in_(node_ids))
+            ).all()
+        }
+    rows = []
+    for e in events:
+        task = tasks.get(e.task_id or "")
+        rows.append(
+            {
+                "id": e.id,
+                "at": e.at,
+                "kind": e.kind,
+                "reason": e.reason,
+                "message": e.message,
+                "task_id": e.task_id,
+                "node_id": e.node_id,
+                "task_name": task[0] if task else None,
+                "task_state": task[1] if task else None,
+                "node_name": nodes.get(e.node_id or ""),
+                "owner_id": e.owner_id,
+            }
+        )
+    return rows
+
+
+def events_after(session: Session, cursor: int, limit: int) -> list[dict[str, Any]]:
+    """The event rows after id ``cursor``, oldest first (the live stream's poll)."""
+    events = list(
+        session.scalars(select(Event).where(Event.id > cursor).order_by(Event.id).limit(limit))
+    )
+    return event_rows(session, events)
+
+
+def last_event_id(session: Session) -> int:
+    return int(session.scalar(select(func.max(Event.id))) or 0)
