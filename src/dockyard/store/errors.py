@@ -16,3 +16,7 @@ class NotFound(StoreError):
         super().__init__(f"{kind} {key!r} not found")
         self.kind = kind
         self.key = key
+
+
+class StoreUnavailable(StoreError):
+    """The database did not answer (connection lost, locked past the timeout, ...)."""

@@ -22,13 +22,13 @@ from urllib.parse import quote
 
 import httpx
 from fastapi import FastAPI
-from sqlalchemy.exc import SQLAlchemyError
 from starlette.types import Message, Receive, Scope, Send
 
 from dockyard.server.http.deps import ServerContext
 from dockyard.server.http.proxy import DEFAULT_TTL_S, Endpoint, EndpointCache, ServiceRoute, pick
 from dockyard.server.metrics import ServerMetrics
 from dockyard.store.db import Database
+from dockyard.store.errors import StoreUnavailable
 
 API_PREFIX = "/svc"
 HOP_BY_HOP = frozenset(
@@ -214,7 +214,7 @@ class ServiceRouter:
         if name:
             try:
                 route = await self.cache.get(name)
-            except SQLAlchemyError:
+            except StoreUnavailable:
                 await self._fail(
                     send, 503, "store_unavailable", "the store did not answer", name, rid
                 )

@@ -19,30 +19,19 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio.to_thread
-from sqlalchemy import and_, select
 
 from dockyard.core.services import Health
 from dockyard.core.states import DesiredState, TaskState
+from dockyard.server.state.service_routes import ReplicaRow, service_rows
 from dockyard.store.db import Database
-from dockyard.store.tables import Node, Task, Workload
 
-SERVICE_KIND = "service"
 DEFAULT_TTL_S = 0.2
 #: Cached services (known or not) kept at most; expired entries go first.
 MAX_CACHED = 10_000
 
 
-@dataclass(frozen=True, slots=True)
-class Replica:
-    """One replica as the store has it (a task row joined with its node)."""
-
-    task_id: str
-    state: str
-    desired_state: str
-    health: str
-    port_map: Sequence[Sequence[int]]
-    node_state: str | None
-    node_address: str | None
+#: One replica as the store has it (a task row joined with its node).
+Replica = ReplicaRow
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,59 +112,13 @@ def pick(
 
 
 def load_service(db: Database, name: str) -> ServiceRoute | None:
-    """The live service ``name`` with its routable endpoints, or None if there is none.
-
-    One query: the service by ``(kind, name)`` (index ``ix_workloads_kind_name``),
-    outer-joined with its *running* tasks (index on ``tasks.workload_id``) and their
-    nodes (primary key). Ended tasks are not read, however many a service had.
-    """
-    query = (
-        select(
-            Workload.id,
-            Workload.spec,
-            Task.id,
-            Task.state,
-            Task.desired_state,
-            Task.health,
-            Task.port_map,
-            Node.state,
-            Node.address,
-        )
-        .select_from(Workload)
-        .outerjoin(
-            Task, and_(Task.workload_id == Workload.id, Task.state == TaskState.RUNNING.value)
-        )
-        .outerjoin(Node, Node.id == Task.node_id)
-        .where(
-            Workload.kind == SERVICE_KIND,
-            Workload.name == name,
-            Workload.deleted_at.is_(None),
-        )
-        .order_by(Workload.created_at.desc(), Workload.id)
-    )
-    with db.read() as session:
-        rows = session.execute(query).all()
-    if not rows:
+    """The live service ``name`` with its routable endpoints, or None if there is none
+    (one indexed query: :func:`~dockyard.server.state.service_routes.service_rows`)."""
+    rows = service_rows(db, name)
+    if rows is None:
         return None
-    # Names are unique among live services (the API enforces it); should two
-    # exist anyway, the newest wins.
-    workload_id = str(rows[0][0])
-    spec: Mapping[str, Any] = rows[0][1] or {}
-    replicas = [
-        Replica(
-            task_id=str(task_id),
-            state=str(state),
-            desired_state=str(desired),
-            health=str(health or ""),
-            port_map=list(port_map or []),
-            node_state=None if node_state is None else str(node_state),
-            node_address=None if address is None else str(address),
-        )
-        for wid, _, task_id, state, desired, health, port_map, node_state, address in rows
-        if wid == workload_id and task_id is not None
-    ]
-    checked = bool(spec.get("health"))
-    return ServiceRoute(name, workload_id, checked, routable(replicas, checked))
+    checked = bool(rows.spec.get("health"))
+    return ServiceRoute(name, rows.workload_id, checked, routable(rows.replicas, checked))
 
 
 @dataclass(slots=True)
