@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy.orm import object_session
 
 from dockyard.core.errors import ValidationError
 from dockyard.core.services import ServiceSpec, build_service_spec
 from dockyard.core.specs import JobSpec, build_job_spec
-from dockyard.store.tables import Event, Node, Task, User
+
+if TYPE_CHECKING:
+    from dockyard.store.tables import Event, Node, Task, User
 
 
 class ErrorOut(BaseModel):
@@ -214,7 +215,7 @@ class TaskOut(BaseModel):
     )
 
     @classmethod
-    def build(cls, task: Task, owner: str, node: str | None, address: str | None = None) -> TaskOut:
+    def build(cls, task: Task, owner: str, node: str | None, address: str = "") -> TaskOut:
         """``address``: the node's address, for ``endpoints`` (looked up if not given)."""
         uptime = None
         if task.started_at is not None:
@@ -261,14 +262,10 @@ class TaskOut(BaseModel):
         )
 
 
-def _endpoints(task: Task, address: str | None) -> list[EndpointOut]:
+def _endpoints(task: Task, address: str) -> list[EndpointOut]:
     """Published ports, once placed (host port 0: not allocated yet)."""
     if not task.port_map or not all(int(h) for _, h in task.port_map):
         return []
-    if address is None:
-        session = object_session(task)
-        node = session.get(Node, task.node_id) if session and task.node_id else None
-        address = node.address if node is not None else ""
     return [EndpointOut(container=int(c), host=int(h), address=address) for c, h in task.port_map]
 
 

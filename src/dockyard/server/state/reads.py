@@ -28,6 +28,8 @@ class TaskView:
     task: Task
     owner: str
     node: str | None
+    #: The node's address ("" when unplaced): where the task's published ports listen.
+    address: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +52,12 @@ class NodeView:
 def task_view(session: Session, task: Task) -> TaskView:
     owner = session.get(User, task.owner_id)
     node = session.get(Node, task.node_id) if task.node_id else None
-    return TaskView(task, owner.name if owner else "?", node.name if node else None)
+    return TaskView(
+        task,
+        owner.name if owner else "?",
+        node.name if node else None,
+        node.address if node else "",
+    )
 
 
 def list_tasks(
@@ -87,13 +94,18 @@ def list_tasks(
             select(User.id, User.name).where(User.id.in_({t.owner_id for t in tasks}))
         )
     }
-    nodes = {
-        str(k): str(v)
-        for k, v in session.execute(
-            select(Node.id, Node.name).where(Node.id.in_({t.node_id for t in tasks if t.node_id}))
+    nodes: dict[str, tuple[str | None, str]] = {
+        str(k): (str(name), str(address or ""))
+        for k, name, address in session.execute(
+            select(Node.id, Node.name, Node.address).where(
+                Node.id.in_({t.node_id for t in tasks if t.node_id})
+            )
         )
     }
-    views = [TaskView(t, users.get(t.owner_id, "?"), nodes.get(t.node_id or "")) for t in tasks]
+    views = []
+    for t in tasks:
+        name, address = nodes.get(t.node_id or "", (None, ""))
+        views.append(TaskView(t, users.get(t.owner_id, "?"), name, address))
     return int(total or 0), views
 
 

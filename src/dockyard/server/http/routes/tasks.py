@@ -33,7 +33,7 @@ FOLLOW_DRAIN_S = 10.0
 
 
 def task_out(view: reads.TaskView) -> TaskOut:
-    return TaskOut.build(view.task, view.owner, view.node)
+    return TaskOut.build(view.task, view.owner, view.node, view.address)
 
 
 @router.get("/api/v1/tasks", response_model=list[TaskOut])
