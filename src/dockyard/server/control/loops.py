@@ -7,7 +7,6 @@ result back in one transaction; the store stays the truth.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -20,6 +19,7 @@ from dockyard.core.states import PLACED_STATES, DesiredState, Reason, TaskState
 from dockyard.scheduler.fairshare import FairShareConfig
 from dockyard.server.control import scheduling
 from dockyard.server.control.scheduling import FairShareState
+from dockyard.server.loop import Loop
 from dockyard.server.metrics import ServerMetrics
 from dockyard.server.state import nodes as node_ops
 from dockyard.server.state.accounting import consumed_cpu_seconds
@@ -31,48 +31,6 @@ from dockyard.store.tables import Node, Task, User
 log = logging.getLogger(__name__)
 
 PENDING_BATCH = 2000
-
-
-class Loop:
-    """A thread that runs ``step`` every ``interval`` seconds or when woken."""
-
-    name = "loop"
-
-    def __init__(self, interval: float) -> None:
-        self.interval = interval
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    @property
-    def started(self) -> bool:
-        return self._thread.ident is not None
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self.started:
-            self._thread.join(5)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self._wake.wait(self.interval)
-            self._wake.clear()
-            if self._stop.is_set():
-                break
-            try:
-                self.step()
-            except Exception:
-                log.exception("%s step failed", self.name)
-
-    def step(self) -> None:
-        raise NotImplementedError
 
 
 class SchedulerLoop(Loop):

@@ -32,8 +32,8 @@ from dockyard.core.rollout import (
 from dockyard.core.services import Health, ServiceSpec
 from dockyard.core.states import ACTIVE_STATES, DesiredState, TaskState
 from dockyard.scheduler.constraints import parse_constraints
-from dockyard.server.control.loops import Loop
 from dockyard.server.errors import Conflict
+from dockyard.server.loop import Loop
 from dockyard.server.state.auth import Principal
 from dockyard.server.state.batch import chunks
 from dockyard.server.state.events import EventKind, record

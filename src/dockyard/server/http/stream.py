@@ -17,7 +17,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from dockyard.server.control.loops import Loop
+from dockyard.server.loop import Loop
 from dockyard.server.metrics import ServerMetrics
 from dockyard.server.state.auth import Principal
 from dockyard.server.state.reads import events_after, last_event_id
