@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 
 from dockyard.cli import render
-from dockyard.cli.main import JsonOpt, TokenOpt, UrlOpt, app, call, client, fail
+from dockyard.cli.app import JsonOpt, TokenOpt, UrlOpt, app, call, client, fail
 from dockyard.client import Client
 
 POLL_S = 0.3
@@ -76,9 +76,9 @@ def build(
     with client(url, token) as api:
         started = call(api.build, context, tag, file)
         result = follow_build(api, started, quiet=quiet or json_out)
-    if json_out:
-        render.print_json({**result, "lines": None})
-    if result["state"] != "succeeded":
+    succeeded = result["state"] == "succeeded"
+    render.emit(
+        {**result, "lines": None}, json_out, lambda r: str(r["image"]) if succeeded else None
+    )
+    if not succeeded:
         fail(f"build {result['id']} failed: {result['error'] or result['state']}")
-    if not json_out:
-        print(result["image"])

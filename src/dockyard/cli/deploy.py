@@ -19,7 +19,7 @@ import typer
 from rich.markup import escape
 
 from dockyard.cli import render
-from dockyard.cli.main import JsonOpt, TokenOpt, UrlOpt, app, client, fail
+from dockyard.cli.app import JsonOpt, TokenOpt, UrlOpt, app, client, fail
 from dockyard.cli.specfile import SpecFileError, load_documents, read_text
 from dockyard.client import Client, ClientError
 from dockyard.core.compose import (
@@ -114,16 +114,17 @@ def refuse(message: str, json_out: bool, refusals: Sequence[Note] = ()) -> NoRet
 def report(
     stack: str | None, done: Sequence[Applied], warnings: Sequence[Note], json_out: bool
 ) -> None:
-    if json_out:
-        out: dict[str, Any] = {
-            "services": [{"name": a.name, "action": a.action} for a in done],
-            "warnings": [n.to_dict() for n in warnings],
-        }
-        if stack is not None:
-            out["stack"] = stack
-        render.print_json(out)
-        return
-    render.table(["SERVICE", "ACTION"], [[a.name, a.action] for a in done])
+    out: dict[str, Any] = {
+        "services": [{"name": a.name, "action": a.action} for a in done],
+        "warnings": [n.to_dict() for n in warnings],
+    }
+    if stack is not None:
+        out["stack"] = stack
+    render.emit(
+        out,
+        json_out,
+        lambda _: render.table(["SERVICE", "ACTION"], [[a.name, a.action] for a in done]),
+    )
 
 
 def apply_all(

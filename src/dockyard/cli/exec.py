@@ -18,7 +18,7 @@ from typing import Annotated, Any
 
 import typer
 
-from dockyard.cli.main import TokenOpt, UrlOpt, app, call, client, command_args, fail
+from dockyard.cli.app import TokenOpt, UrlOpt, app, call, client, command_args, fail
 from dockyard.client import ClientError
 
 

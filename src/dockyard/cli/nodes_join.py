@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from dockyard.cli import render
-from dockyard.cli.main import JsonOpt, TokenOpt, UrlOpt, app, call, client
+from dockyard.cli.app import JsonOpt, TokenOpt, UrlOpt, app, call, client
 
 node_app = typer.Typer(help="Nodes: join tokens (admin).", no_args_is_help=True)
 token_app = typer.Typer(help="Join tokens new agents need (--join-token).", no_args_is_help=True)
@@ -33,10 +33,7 @@ def token_create(
     """Create a join token; it is shown once: dockyard agent --join-token TOKEN."""
     with client(url, token) as api:
         result = call(api.create_join_token, description, ttl)
-    if json_out:
-        render.print_json(result)
-    else:
-        print(result["token"])
+    render.emit(result, json_out, lambda r: str(r["token"]))
 
 
 @token_app.command("ls")
@@ -44,9 +41,10 @@ def token_ls(json_out: JsonOpt = False, url: UrlOpt = None, token: TokenOpt = No
     """List join tokens (never their secrets)."""
     with client(url, token) as api:
         rows = call(api.join_tokens)
-    if json_out:
-        render.print_json(rows)
-        return
+    render.emit(rows, json_out, _join_token_table)
+
+
+def _join_token_table(rows: list[Any]) -> None:
     render.table(
         ["ID", "STATE", "USES", "CREATED", "EXPIRES", "LAST USED", "DESCRIPTION"],
         [
@@ -74,7 +72,4 @@ def token_revoke(
     """Revoke a join token: no new node can join with it (joined nodes stay)."""
     with client(url, token) as api:
         result = call(api.revoke_join_token, token_id)
-    if json_out:
-        render.print_json(result)
-    else:
-        print(f"revoked {result['id']}")
+    render.emit(result, json_out, lambda r: f"revoked {r['id']}")

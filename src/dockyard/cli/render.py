@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from rich.console import Console
 from rich.table import Table
+
+T = TypeVar("T")
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
@@ -32,6 +34,22 @@ STATE_STYLE = {
 def print_json(data: Any) -> None:
     """Print machine-readable output: stable keys, no colour, one document."""
     print(json.dumps(data, indent=2, sort_keys=True))
+
+
+def emit(data: T, json_out: bool, human: Callable[[T], str | None]) -> None:
+    """A command's result: with ``--json`` as one JSON document, else as ``human``
+    shows it (``human`` prints it, or returns a line for this to print)."""
+    if json_out:
+        print_json(data)
+        return
+    text = human(data)
+    if text is not None:
+        print(text)
+
+
+def counts(result: dict[str, Any]) -> str:
+    """A map of counts on one line: ``tasks: 3, logs: 10``."""
+    return ", ".join(f"{k}: {v}" for k, v in result.items())
 
 
 def age(seconds: float | None) -> str:

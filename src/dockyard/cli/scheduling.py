@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
 
 from dockyard.cli import render
-from dockyard.cli.main import JsonOpt, TokenOpt, UrlOpt, app, call, client, command_args
+from dockyard.cli.app import JsonOpt, TokenOpt, UrlOpt, app, call, client, command_args
 
 queue_app = typer.Typer(
     help="The queue: position, priority, fair-share factor, reason (lock/unlock: admin).",
@@ -30,9 +30,10 @@ def queue(
         return
     with client(url, token) as api:
         result = call(api.queue, limit)
-    if json_out:
-        render.print_json(result)
-        return
+    render.emit(result, json_out, _print_queue)
+
+
+def _print_queue(result: dict[str, Any]) -> None:
     if result["locked"]:
         render.console.print(
             f"[bold red]queue locked[/] by {escape(str(result['locked_by']))}: nothing new starts"
@@ -71,10 +72,7 @@ def queue_lock(json_out: JsonOpt = False, url: UrlOpt = None, token: TokenOpt = 
     """Lock the queue (admin): running work continues, nothing new starts."""
     with client(url, token) as api:
         result = call(api.lock_queue)
-    if json_out:
-        render.print_json(result)
-    else:
-        print("queue locked")
+    render.emit(result, json_out, lambda _: "queue locked")
 
 
 @queue_app.command("unlock")
@@ -82,10 +80,7 @@ def queue_unlock(json_out: JsonOpt = False, url: UrlOpt = None, token: TokenOpt 
     """Unlock the queue (admin)."""
     with client(url, token) as api:
         result = call(api.unlock_queue)
-    if json_out:
-        render.print_json(result)
-    else:
-        print("queue unlocked")
+    render.emit(result, json_out, lambda _: "queue unlocked")
 
 
 @queue_app.command("rm")
@@ -100,11 +95,12 @@ def queue_rm(
     with client(url, token) as api:
         for ref in refs:
             removed.append(call(api.delete_queued, ref))
-    if json_out:
-        render.print_json(removed)
-    else:
-        for entry in removed:
-            print(f"{entry['id']} removed from the queue")
+    render.emit(removed, json_out, _print_removed)
+
+
+def _print_removed(removed: list[Any]) -> None:
+    for entry in removed:
+        print(f"{entry['id']} removed from the queue")
 
 
 @queue_app.command("clear-history")
@@ -120,10 +116,7 @@ def queue_clear_history(
     fair share still remembers the usage."""
     with client(url, token) as api:
         result = call(api.gc, older_than * 86400)
-    if json_out:
-        render.print_json(result)
-    else:
-        print(", ".join(f"{k}: {v}" for k, v in result.items()))
+    render.emit(result, json_out, render.counts)
 
 
 @app.command(context_settings={"allow_interspersed_args": False})
@@ -160,9 +153,10 @@ def plan(
             ports=list(port or []),
             algorithm="spread" if spread else None,
         )
-    if json_out:
-        render.print_json(result)
-        return
+    render.emit(result, json_out, _print_plan)
+
+
+def _print_plan(result: dict[str, Any]) -> None:
     if result["fits"]:
         gpus_note = f" with GPUs {','.join(map(str, result['gpus']))}" if result["gpus"] else ""
         print(f"would be placed on {result['node']}{gpus_note}")

@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 
 from dockyard.cli import render
-from dockyard.cli.main import (
+from dockyard.cli.app import (
     JsonOpt,
     TokenOpt,
     UrlOpt,
@@ -231,10 +231,7 @@ def create(
         svc = call(api.create_service, body)
         if not detach:
             svc = follow_rollout(api, name, wait)
-    if json_out:
-        render.print_json(svc)
-    else:
-        _print_service(svc)
+    render.emit(svc, json_out, _print_service)
 
 
 @service_app.command("update")
@@ -297,9 +294,11 @@ def update(
         change = svc["change"]
         if not detach and change != "unchanged":
             svc = follow_rollout(api, name, wait)
-    if json_out:
-        render.print_json(svc)
-        return
+    render.emit(svc, json_out, _print_update)
+
+
+def _print_update(svc: dict[str, Any]) -> None:
+    """The service; exit 1 if the update was reverted or failed."""
     _print_service(svc)
     if svc["rollout"].get("status") in ("reverted", "failed", "reverting"):
         fail(f"update did not go live: {svc['rollout'].get('message', '')}")
@@ -316,10 +315,7 @@ def scale(
     """Set the number of replicas."""
     with client(url, token) as api:
         svc = call(api.scale_service, name, replicas)
-    if json_out:
-        render.print_json(svc)
-    else:
-        print(f"{svc['name']} scaled to {svc['replicas']} replicas")
+    render.emit(svc, json_out, lambda s: f"{s['name']} scaled to {s['replicas']} replicas")
 
 
 @service_app.command("ls")
@@ -327,13 +323,10 @@ def ls(json_out: JsonOpt = False, url: UrlOpt = None, token: TokenOpt = None) ->
     """List services: name, owner, version, ready/replicas, rollout, image, URL."""
     with client(url, token) as api:
         services = call(api.services)
-    _service_table(services, json_out)
+    render.emit(services, json_out, _service_table)
 
 
-def _service_table(services: list[Any], json_out: bool) -> None:
-    if json_out:
-        render.print_json(services)
-        return
+def _service_table(services: list[Any]) -> None:
     render.table(
         ["NAME", "OWNER", "VERSION", "READY", "ROLLOUT", "IMAGE", "URL"],
         [
@@ -361,10 +354,7 @@ def inspect(
     """A service, its rollout and its replicas with their endpoints."""
     with client(url, token) as api:
         svc = call(api.service, name)
-    if json_out:
-        render.print_json(svc)
-    else:
-        _print_service(svc)
+    render.emit(svc, json_out, _print_service)
 
 
 @service_app.command("rm")
@@ -377,10 +367,7 @@ def rm(
     """Remove a service: its replicas are stopped."""
     with client(url, token) as api:
         svc = call(api.remove_service, name)
-    if json_out:
-        render.print_json(svc)
-    else:
-        print(f"{svc['name']} removed")
+    render.emit(svc, json_out, lambda s: f"{s['name']} removed")
 
 
 # -- templates and instances --------------------------------------------------
@@ -425,10 +412,7 @@ def template_create(
     }
     with client(url, token) as api:
         out = call(api.create_template, body)
-    if json_out:
-        render.print_json(out)
-    else:
-        print(f"template {out['name']} registered")
+    render.emit(out, json_out, lambda t: f"template {t['name']} registered")
 
 
 @template_app.command("ls")
@@ -436,9 +420,10 @@ def template_ls(json_out: JsonOpt = False, url: UrlOpt = None, token: TokenOpt =
     """Templates you can launch."""
     with client(url, token) as api:
         out = call(api.templates)
-    if json_out:
-        render.print_json(out)
-        return
+    render.emit(out, json_out, _template_table)
+
+
+def _template_table(out: list[Any]) -> None:
     render.table(
         ["NAME", "IMAGE", "PORTS", "LIFETIME", "PER USER", "DESCRIPTION"],
         [
@@ -484,10 +469,7 @@ def launch(
                 fail(f"instance {svc['name']} not ready after {wait:g}s (it keeps starting)")
             time.sleep(0.25)
             svc = call(api.service, svc["name"])
-    if json_out:
-        render.print_json(svc)
-    else:
-        print(svc["url"])
+    render.emit(svc, json_out, lambda s: str(s["url"]))
 
 
 @app.command()
@@ -495,9 +477,10 @@ def instances(json_out: JsonOpt = False, url: UrlOpt = None, token: TokenOpt = N
     """Your template instances: name, template, status, uptime, expiry, URL."""
     with client(url, token) as api:
         out = call(api.instances)
-    if json_out:
-        render.print_json(out)
-        return
+    render.emit(out, json_out, _instance_table)
+
+
+def _instance_table(out: list[Any]) -> None:
     now = time.time()
     render.table(
         ["NAME", "TEMPLATE", "ID", "READY", "UPTIME", "EXPIRES IN", "URL"],

@@ -1,0 +1,86 @@
+"""The Typer app every command module registers on, the options they share and the
+helpers they call (talking to the server only through :mod:`dockyard.client`).
+
+This module imports no command module: ``cli/main.py`` imports them to register them.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.markup import escape
+
+from dockyard.cli import render
+from dockyard.client import Client, ClientError
+
+app = typer.Typer(
+    name="dockyard",
+    help="A cluster manager for containers: batch jobs and services on Docker.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+user_app = typer.Typer(help="Manage users (admin).", no_args_is_help=True)
+token_app = typer.Typer(help="Manage API tokens.", no_args_is_help=True)
+admin_app = typer.Typer(help="Cluster maintenance (admin).", no_args_is_help=True)
+app.add_typer(user_app, name="user")
+app.add_typer(token_app, name="token")
+app.add_typer(admin_app, name="admin")
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON (documented schema).")]
+UrlOpt = Annotated[str | None, typer.Option("--url", envvar="DOCKYARD_URL", help="API URL.")]
+TokenOpt = Annotated[
+    str | None, typer.Option("--token", envvar="DOCKYARD_TOKEN", help="Bearer token.")
+]
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    render.err_console.print(f"[red]error:[/] {escape(message)}")
+    raise typer.Exit(code)
+
+
+def client(url: str | None, token: str | None) -> Client:
+    return Client(url=url, token=token)
+
+
+def call(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    try:
+        return fn(*args, **kwargs)
+    except ClientError as exc:
+        detail = f"{exc} (field: {exc.field})" if exc.field else str(exc)
+        fail(detail)
+
+
+def command_args(command: list[str] | None) -> list[str]:
+    """The COMMAND arguments after an optional leading ``--``."""
+    args = list(command or [])
+    return args[1:] if args[:1] == ["--"] else args
+
+
+def parse_env(items: list[str] | None) -> dict[str, str]:
+    """``--env KEY=VALUE`` options as a map; exits with a message on a malformed one."""
+    environment: dict[str, str] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            fail(f"--env {item!r} must be KEY=VALUE")
+        environment[key] = value
+    return environment
+
+
+def parse_since(value: str | None) -> float | None:
+    """``--since``: ``3600`` (seconds ago), ``2d``/``12h``/``30m`` ago, or an ISO date."""
+    import datetime
+    import time
+
+    if value is None:
+        return None
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        if value[-1:] in units and value[:-1].replace(".", "", 1).isdigit():
+            return time.time() - float(value[:-1]) * units[value[-1]]
+        if value.replace(".", "", 1).isdigit():
+            return time.time() - float(value)
+        return datetime.datetime.fromisoformat(value).timestamp()
+    except ValueError:
+        fail(f"--since {value!r}: use seconds, 12h, 2d or an ISO date")
