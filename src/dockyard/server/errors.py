@@ -28,3 +28,8 @@ class Conflict(ServerError):
         super().__init__(message)
         if code is not None:
             self.code = code
+
+
+class TooManyRequests(ServerError):
+    status_code = 429
+    code = "too_many_streams"

@@ -38,6 +38,7 @@ from dockyard.server.state.auth import Principal
 from dockyard.server.state.batch import chunks
 from dockyard.server.state.events import EventKind, record
 from dockyard.server.state.jobs import request_stop, scheduling_fields
+from dockyard.server.state.services import SERVICE, live_services
 from dockyard.server.state.tasks import end_pending
 from dockyard.store.db import Database
 from dockyard.store.errors import NotFound
@@ -45,13 +46,8 @@ from dockyard.store.tables import Task, Workload
 
 log = logging.getLogger(__name__)
 
-SERVICE = "service"
 #: Ended replicas younger than this are read (back-off, rollout failure detection).
 HISTORY_S = 600.0
-
-
-def live_services() -> Any:
-    return select(Workload).where(Workload.kind == SERVICE, Workload.deleted_at.is_(None))
 
 
 def find_service(session: Session, principal: Principal, name: str) -> Workload:

@@ -21,11 +21,10 @@ from fastapi.responses import FileResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
-from sqlalchemy import func, select
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from dockyard.core.states import PLACED_STATES, DesiredState, TaskState
+from dockyard.core.states import TaskState
 from dockyard.server.http.deps import CurrentUser, ServerContext
 from dockyard.server.http.stream import (
     RESET,
@@ -37,10 +36,9 @@ from dockyard.server.http.stream import (
     visible,
 )
 from dockyard.server.metrics import NODE_STATES, RequestMetricsMiddleware, ServerMetrics
+from dockyard.server.state import summary as cluster
 from dockyard.server.state.auth import Principal
-from dockyard.server.state.jobs import visible_tasks
-from dockyard.server.state.reads import event_rows
-from dockyard.store.tables import Event, Node, Task, User
+from dockyard.server.state.reads import event_rows, list_events
 
 STATIC = Path(__file__).parent / "static"
 
@@ -112,83 +110,29 @@ class SummaryOut(BaseModel):
 
 
 def summary(ctx: ServerContext, who: Principal) -> SummaryOut:
-    placed = [s.value for s in PLACED_STATES]
     with ctx.db.read() as session:
-        tasks = {
-            str(state): int(count)
-            for state, count in session.execute(
-                select(Task.state, func.count()).where(*visible_tasks(who)).group_by(Task.state)
-            ).all()
-        }
-        queue = session.scalar(
-            select(func.count()).where(
-                Task.state == TaskState.PENDING,
-                Task.desired_state == DesiredState.RUN,
-                *visible_tasks(who),
-            )
-        )
-        nodes = dict.fromkeys(NODE_STATES, 0)
-        cpu = mem = total = 0
-        for state, draining, cpu_millis, memory in session.execute(
-            select(Node.state, Node.draining, Node.cpu_millis, Node.memory_bytes)
-        ).all():
-            shown = "draining" if draining and state == "ready" else str(state)
-            nodes[shown] = nodes.get(shown, 0) + 1
-            total += 1
-            if state != "down":
-                cpu += int(cpu_millis)
-                mem += int(memory)
-        alloc_cpu, alloc_mem = session.execute(
-            select(func.sum(Task.cpu_millis), func.sum(Task.memory_bytes)).where(
-                Task.state.in_(placed)
-            )
-        ).one()
-        last_query = select(func.max(Event.id))
-        if not who.is_admin:
-            last_query = last_query.where(Event.owner_id == who.user_id)
-        last = session.scalar(last_query)
-        by_owner: dict[str, dict[str, Any]] = {}
-        if who.is_admin:
-            names = {u.id: u.name for u in session.scalars(select(User))}
-            for name in names.values():
-                by_owner[name] = {"tasks": {}, "cpu": 0.0, "memory_bytes": 0}
-            for owner_id, state, count, cpu_sum, mem_sum in session.execute(
-                select(
-                    Task.owner_id,
-                    Task.state,
-                    func.count(),
-                    func.sum(Task.cpu_millis),
-                    func.sum(Task.memory_bytes),
-                ).group_by(Task.owner_id, Task.state)
-            ).all():
-                entry = by_owner.setdefault(
-                    names.get(owner_id, "?"), {"tasks": {}, "cpu": 0.0, "memory_bytes": 0}
-                )
-                entry["tasks"][str(state)] = int(count)
-                if state in placed:
-                    entry["cpu"] += int(cpu_sum or 0) / 1000
-                    entry["memory_bytes"] += int(mem_sum or 0)
+        seen = cluster.summary(session, who)
+    nodes = dict.fromkeys(NODE_STATES, 0)
+    for state, count in seen.nodes.items():
+        nodes[state] = nodes.get(state, 0) + count
     return SummaryOut(
-        tasks_by_state={s.value: tasks.get(s.value, 0) for s in TaskState},
-        queue_depth=int(queue or 0),
+        tasks_by_state={s.value: seen.tasks.get(s.value, 0) for s in TaskState},
+        queue_depth=seen.queue_depth,
         nodes_by_state=nodes,
-        nodes=total,
-        cpu=cpu / 1000,
-        memory_bytes=mem,
-        allocated_cpu=int(alloc_cpu or 0) / 1000,
-        allocated_memory_bytes=int(alloc_mem or 0),
-        last_event_id=int(last or 0),
-        by_owner=by_owner,
+        nodes=seen.node_count,
+        cpu=seen.cpu_millis / 1000,
+        memory_bytes=seen.memory_bytes,
+        allocated_cpu=seen.allocated_cpu_millis / 1000,
+        allocated_memory_bytes=seen.allocated_memory_bytes,
+        last_event_id=seen.last_event_id,
+        by_owner=seen.by_owner,
     )
 
 
 def backlog(ctx: ServerContext, who: Principal, after: int) -> list[dict[str, Any]] | None:
     """Visible events after ``after``, or None when there are too many to replay."""
-    query = select(Event).where(Event.id > after)
-    if not who.is_admin:
-        query = query.where(Event.owner_id == who.user_id)
     with ctx.db.read() as session:
-        events = list(session.scalars(query.order_by(Event.id).limit(MAX_BACKLOG + 1)))
+        events = list_events(session, who, after=after, limit=MAX_BACKLOG + 1)
         if len(events) > MAX_BACKLOG:
             return None
         return [public(r) for r in event_rows(session, events) if visible(who, r)]

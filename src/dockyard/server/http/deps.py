@@ -12,6 +12,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.requests import HTTPConnection
 
 from dockyard.server.errors import Forbidden, Unauthorized
+from dockyard.server.http.limits import StreamLimit
 from dockyard.server.state import auth
 from dockyard.server.state.auth import Principal
 from dockyard.store.db import Database
@@ -45,6 +46,10 @@ class ServerContext:
     execs: ExecService | None = None
     #: This server instance's id (HA: several instances share one store).
     instance_id: str = ""
+    #: Open log follows, exec sessions and event streams per user (429 past the cap).
+    log_follows: StreamLimit = field(default_factory=lambda: StreamLimit("log follows"))
+    exec_sessions: StreamLimit = field(default_factory=lambda: StreamLimit("exec sessions"))
+    event_streams: StreamLimit = field(default_factory=lambda: StreamLimit("event streams"))
 
 
 def server_context(conn: HTTPConnection) -> ServerContext:

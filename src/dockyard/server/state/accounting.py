@@ -11,9 +11,12 @@ from sqlalchemy.orm import Session
 
 from dockyard.core.quota import Quota
 from dockyard.core.states import TaskState
+from dockyard.server.errors import Forbidden
+from dockyard.server.state.auth import Principal
 from dockyard.server.state.batch import chunks
 from dockyard.server.state.jobs import request_stop
 from dockyard.server.state.lifecycle import Ended
+from dockyard.server.state.users import find_user
 from dockyard.store.tables import Accounting, Node, Task, User
 
 QUOTA_EXCEEDED = "quota_exceeded"
@@ -212,3 +215,42 @@ def enforce_consumed(session: Session, owner_ids: set[str]) -> set[str]:
             touched.add(task.node_id or "")
     touched.discard("")
     return touched
+
+
+def records(
+    session: Session, principal: Principal, user: str | None, since: float | None, limit: int
+) -> list[Accounting]:
+    """Accounting records in order: of ``user`` (by name; others' only for admins), else
+    the caller's own (admins: everyone's), ended at ``since`` or later."""
+    query = select(Accounting)
+    if user:
+        target = find_user(session, user)
+        if target.id != principal.user_id and not principal.is_admin:
+            raise Forbidden("only admins read other users' accounting")
+        query = query.where(Accounting.owner_id == target.id)
+    elif not principal.is_admin:
+        query = query.where(Accounting.owner_id == principal.user_id)
+    if since is not None:
+        query = query.where(Accounting.ended_at >= since)
+    return list(session.scalars(query.order_by(Accounting.seq).limit(limit)))
+
+
+def task_counts(session: Session, owner_id: str) -> dict[str, int]:
+    """How many of the owner's tasks are in each state (states with none left out)."""
+    return {
+        str(state): int(n)
+        for state, n in session.execute(
+            select(Task.state, func.count()).where(Task.owner_id == owner_id).group_by(Task.state)
+        ).all()
+    }
+
+
+def charged_since(session: Session, owner_id: str, since: float) -> tuple[float, float]:
+    """CPU seconds and memory GiB-seconds of the owner's records ended at ``since`` or later."""
+    cpu_s, memory_gib_s = session.execute(
+        select(
+            func.coalesce(func.sum(Accounting.cpu_s), 0.0),
+            func.coalesce(func.sum(Accounting.memory_gib_s), 0.0),
+        ).where(Accounting.owner_id == owner_id, Accounting.ended_at >= since)
+    ).one()
+    return float(cpu_s), float(memory_gib_s)

@@ -26,15 +26,17 @@ def record(
     message: str = "",
     *,
     task: Task | None = None,
+    task_id: str | None = None,
     node_id: str | None = None,
     owner_id: str | None = None,
 ) -> Event:
+    """Add an event; ``task`` fills in its task, node and owner unless given."""
     event = Event(
         **event_row(
             kind,
             reason,
             message,
-            task_id=task.id if task else None,
+            task_id=task_id if task_id is not None else (task.id if task else None),
             node_id=node_id if node_id is not None else (task.node_id if task else None),
             owner_id=owner_id if owner_id is not None else (task.owner_id if task else None),
         )

@@ -25,6 +25,7 @@ from dockyard.protocol.curve import (
     parse_token,
 )
 from dockyard.server.state.auth import hash_token
+from dockyard.store.errors import NotFound
 from dockyard.store.tables import JoinToken, NodeKey
 
 
@@ -50,6 +51,23 @@ def create_token(
     session.add(row)
     session.flush()
     return row, format_token(secret, server_public)
+
+
+def list_tokens(session: Session) -> list[JoinToken]:
+    """Every join token, oldest first."""
+    return list(session.scalars(select(JoinToken).order_by(JoinToken.created_at)))
+
+
+def revoke_token(session: Session, token_id: str) -> tuple[JoinToken, bool]:
+    """Revoke a join token (NotFound if there is none); returns the row and whether it
+    was revoked just now (False: it already was)."""
+    row = session.get(JoinToken, token_id)
+    if row is None:
+        raise NotFound("join token", token_id)
+    if row.revoked_at is not None:
+        return row, False
+    row.revoked_at = time.time()
+    return row, True
 
 
 def token_out(row: JoinToken) -> dict[str, Any]:

@@ -7,45 +7,32 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import PlainTextResponse
-from sqlalchemy import delete, func, select
 
 from dockyard.core.accounting import AccountingRecord, to_csv, to_sge_line
 from dockyard.core.quota import DEFAULT_PERIOD_S, Quota
 from dockyard.core.states import TERMINAL_STATES, TaskState
 from dockyard.server.control.scheduling import fair_share_now
-from dockyard.server.errors import Forbidden
 from dockyard.server.http.deps import AdminUser, CurrentUser, server_context
 from dockyard.server.http.schemas import ErrorOut, GcOut, GcRequest, UserStatsOut
+from dockyard.server.state import accounting as accounting_ops
+from dockyard.server.state import gc as gc_ops
 from dockyard.server.state.accounting import consumed_cpu_seconds
+from dockyard.server.state.auth import Principal
 from dockyard.server.state.events import EventKind, record
-from dockyard.store.errors import NotFound
-from dockyard.store.tables import Accounting, Event, LogLine, Task, User, Workload
+from dockyard.server.state.users import list_users
 
 router = APIRouter()
 
 
 def _records(
     request: Request,
-    who_id: str,
-    is_admin: bool,
+    who: Principal,
     user: str | None,
     since: float | None,
     limit: int,
 ) -> list[AccountingRecord]:
-    query = select(Accounting)
     with server_context(request).db.read() as session:
-        if user:
-            target = session.scalar(select(User).where(User.name == user))
-            if target is None:
-                raise NotFound("user", user)
-            if target.id != who_id and not is_admin:
-                raise Forbidden("only admins read other users' accounting")
-            query = query.where(Accounting.owner_id == target.id)
-        elif not is_admin:
-            query = query.where(Accounting.owner_id == who_id)
-        if since is not None:
-            query = query.where(Accounting.ended_at >= since)
-        rows = session.scalars(query.order_by(Accounting.seq).limit(limit))
+        rows = accounting_ops.records(session, who, user, since, limit)
         return [
             AccountingRecord(
                 seq=r.seq,
@@ -91,7 +78,7 @@ def accounting(
     limit: Limit = 10_000,
 ) -> list[AccountingRecord]:
     """Accounting records of finished tasks (your own; admins: anyone's)."""
-    return _records(request, who.user_id, who.is_admin, user, since, limit)
+    return _records(request, who, user, since, limit)
 
 
 @router.get(
@@ -108,7 +95,7 @@ def export_accounting(
     limit: Limit = 100_000,
 ) -> PlainTextResponse:
     """Accounting as an SGE accounting file (qacct format) or CSV."""
-    records = _records(request, who.user_id, who.is_admin, user, since, limit)
+    records = _records(request, who, user, since, limit)
     if format == "csv":
         return PlainTextResponse(to_csv(records), media_type="text/csv")
     return PlainTextResponse("".join(to_sge_line(r) + "\n" for r in records))
@@ -120,36 +107,24 @@ def user_stats(request: Request, who: CurrentUser) -> list[UserStatsOut]:
     now = time.time()
     terminal = [s.value for s in TERMINAL_STATES]
     with server_context(request).db.read() as session:
-        users = list(session.scalars(select(User).order_by(User.name)))
+        users = list_users(session)
         fair = fair_share_now(session, now)
         if not who.is_admin:
             users = [u for u in users if u.id == who.user_id]
         out = []
         for user in users:
-            counts = dict(
-                (str(state), int(n))
-                for state, n in session.execute(
-                    select(Task.state, func.count())
-                    .where(Task.owner_id == user.id)
-                    .group_by(Task.state)
-                ).all()
-            )
+            counts = accounting_ops.task_counts(session, user.id)
             quota = Quota.from_dict(user.quota) if user.quota else Quota()
             period = quota.period_s if user.quota else DEFAULT_PERIOD_S
-            charged = session.execute(
-                select(
-                    func.coalesce(func.sum(Accounting.cpu_s), 0.0),
-                    func.coalesce(func.sum(Accounting.memory_gib_s), 0.0),
-                ).where(Accounting.owner_id == user.id, Accounting.ended_at >= now - period)
-            ).one()
+            cpu_s, memory_gib_s = accounting_ops.charged_since(session, user.id, now - period)
             out.append(
                 UserStatsOut(
                     name=user.name,
                     running=counts.get(TaskState.RUNNING, 0),
                     queued=counts.get(TaskState.PENDING, 0),
                     finished=sum(n for s, n in counts.items() if s in terminal),
-                    cpu_seconds=float(charged[0]),
-                    memory_gib_s=float(charged[1]),
+                    cpu_seconds=cpu_s,
+                    memory_gib_s=memory_gib_s,
                     quota=dict(user.quota or {}),
                     quota_cpu_hours_used=consumed_cpu_seconds(session, user.id, period, now) / 3600,
                     share=user.share,
@@ -164,38 +139,24 @@ def user_stats(request: Request, who: CurrentUser) -> list[UserStatsOut]:
 def gc(request: Request, body: GcRequest, who: AdminUser) -> GcOut:
     """Remove finished work (tasks, their logs and events, empty jobs) past the retention."""
     now = time.time()
-    cutoff = now - body.retention_s
-    terminal = [s.value for s in TERMINAL_STATES]
+    accounting_before = (
+        now - body.accounting_retention_s if body.accounting_retention_s is not None else None
+    )
     with server_context(request).db.write() as session:
-        old = list(
-            session.scalars(
-                select(Task.id).where(Task.state.in_(terminal), Task.finished_at < cutoff)
-            )
-        )
-        lines = events = tasks = workloads = acct = 0
-        for start in range(0, len(old), 500):
-            chunk = old[start : start + 500]
-            lines += session.execute(delete(LogLine).where(LogLine.task_id.in_(chunk))).rowcount  # type: ignore[attr-defined]
-            events += session.execute(delete(Event).where(Event.task_id.in_(chunk))).rowcount  # type: ignore[attr-defined]
-            tasks += session.execute(delete(Task).where(Task.id.in_(chunk))).rowcount  # type: ignore[attr-defined]
-        empty = select(Workload.id).where(~Workload.id.in_(select(Task.workload_id)))
-        workloads = session.execute(delete(Workload).where(Workload.id.in_(empty))).rowcount  # type: ignore[attr-defined]
-        if body.accounting_retention_s is not None:
-            acct = session.execute(
-                delete(Accounting).where(Accounting.ended_at < now - body.accounting_retention_s)
-            ).rowcount  # type: ignore[attr-defined]
+        removed = gc_ops.collect(session, now - body.retention_s, accounting_before)
         record(
             session,
             EventKind.USER,
             "gc",
-            f"gc by {who.name}: {tasks} tasks, {lines} log lines, {acct} accounting records",
+            f"gc by {who.name}: {removed.tasks} tasks, {removed.log_lines} log lines,"
+            f" {removed.accounting} accounting records",
         )
     asked = server_context(request).prune_nodes()
     return GcOut(
         nodes_pruned=asked,
-        tasks=tasks,
-        workloads=workloads,
-        events=events,
-        log_lines=lines,
-        accounting=acct,
+        tasks=removed.tasks,
+        workloads=removed.workloads,
+        events=removed.events,
+        log_lines=removed.log_lines,
+        accounting=removed.accounting,
     )

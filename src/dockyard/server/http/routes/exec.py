@@ -80,15 +80,15 @@ def _begin(
 
 def _end(ctx: ServerContext, who: Principal, exec_session: ExecSession, code: Any) -> None:
     with ctx.db.write() as session:
-        event = record(
+        record(
             session,
             EventKind.TASK,
             "exec_ended",
             f"{who.name}: exit {code if code is not None else '?'}",
+            task_id=exec_session.task_id,
             node_id=exec_session.node_id,
             owner_id=exec_session.owner_id,
         )
-        event.task_id = exec_session.task_id
 
 
 @router.post("/api/v1/tasks/{ref}/exec")

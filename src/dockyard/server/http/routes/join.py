@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import select
 
 from dockyard.protocol import curve
 from dockyard.server.http.deps import AdminUser, server_context
 from dockyard.server.state import join
 from dockyard.server.state.events import EventKind, record
-from dockyard.store.errors import NotFound
-from dockyard.store.tables import JoinToken
 
 router = APIRouter()
 
@@ -48,19 +44,15 @@ def create_join_token(request: Request, body: JoinTokenCreate, who: AdminUser) -
 @router.get("/api/v1/nodes/join-tokens")
 def list_join_tokens(request: Request, who: AdminUser) -> list[dict[str, Any]]:
     with server_context(request).db.read() as session:
-        rows = session.scalars(select(JoinToken).order_by(JoinToken.created_at))
-        return [join.token_out(row) for row in rows]
+        return [join.token_out(row) for row in join.list_tokens(session)]
 
 
 @router.delete("/api/v1/nodes/join-tokens/{token_id}")
 def revoke_join_token(request: Request, token_id: str, who: AdminUser) -> dict[str, Any]:
     """No new node can join with it; nodes that already joined stay."""
     with server_context(request).db.write() as session:
-        row = session.get(JoinToken, token_id)
-        if row is None:
-            raise NotFound("join token", token_id)
-        if row.revoked_at is None:
-            row.revoked_at = time.time()
+        row, revoked = join.revoke_token(session, token_id)
+        if revoked:
             record(
                 session,
                 EventKind.NODE,

@@ -7,18 +7,16 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
-from sqlalchemy import select
 
 from dockyard.scheduler.placement import place
 from dockyard.scheduler.queue import QueuedTask, order
 from dockyard.server.control import scheduling
 from dockyard.server.http.deps import AdminUser, CurrentUser, server_context
 from dockyard.server.http.schemas import ErrorOut, JobCreate
+from dockyard.server.state import queue as queue_ops
 from dockyard.server.state import tasks as task_ops
-from dockyard.server.state.batch import chunks
 from dockyard.server.state.events import EventKind, record
 from dockyard.server.state.policy import caller_policy, enforce
-from dockyard.store.tables import Task, User
 
 router = APIRouter()
 
@@ -86,16 +84,8 @@ def queue(
         if not who.is_admin:
             ranked = [r for r in ranked if r.task.owner_id == who.user_id]
         page = ranked[:limit]
-        ids = [r.task.task_id for r in page]
-        extra: dict[str, Any] = {}
-        for chunk in chunks(ids):
-            for row in session.execute(
-                select(Task.id, Task.name, Task.reason, Task.message, Task.pending_detail).where(
-                    Task.id.in_(chunk)
-                )
-            ).all():
-                extra[row.id] = row
-        names = {str(uid): str(name) for uid, name in session.execute(select(User.id, User.name))}
+        extra = queue_ops.entry_details(session, [r.task.task_id for r in page])
+        names = queue_ops.owner_names(session)
     entries = []
     for r in page:
         info = extra.get(r.task.task_id)
@@ -163,12 +153,12 @@ def delete_queued(request: Request, ref: str, who: CurrentUser) -> QueueEntryOut
     ctx = server_context(request)
     with ctx.db.write() as session:
         task = task_ops.dequeue(session, who, ref)
-        owner = session.get(User, task.owner_id)
+        owner = queue_ops.owner_name(session, task.owner_id)
         return QueueEntryOut(
             position=0,
             id=task.id,
             name=task.name,
-            owner=owner.name if owner else "?",
+            owner=owner if owner is not None else "?",
             priority=task.priority,
             factor=0.0,
             submitted_at=task.created_at,

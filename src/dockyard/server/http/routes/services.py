@@ -11,21 +11,17 @@ from __future__ import annotations
 import dataclasses
 import secrets
 import time
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
 
 from dockyard.core.errors import ValidationError
 from dockyard.core.rollout import ready
 from dockyard.core.services import DEFAULT_LIFETIME_S, ServiceSpec
-from dockyard.core.states import ACTIVE_STATES
 from dockyard.server.control.services import (
     create_service,
     find_service,
-    live_services,
     remove_service,
     replica_view,
     update_service,
@@ -33,12 +29,12 @@ from dockyard.server.control.services import (
 from dockyard.server.errors import Conflict
 from dockyard.server.http.deps import AdminUser, CurrentUser, server_context
 from dockyard.server.http.schemas import ServiceCreate
+from dockyard.server.state import services as service_ops
+from dockyard.server.state import templates as template_ops
 from dockyard.server.state.auth import Principal
-from dockyard.server.state.batch import chunks
 from dockyard.server.state.events import EventKind, record
 from dockyard.server.state.policy import caller_policy, enforce
-from dockyard.store.errors import NotFound
-from dockyard.store.tables import Node, Task, Template, User, Workload
+from dockyard.server.state.services import ServiceView
 
 router = APIRouter(tags=["services"])
 
@@ -111,51 +107,18 @@ class TemplateOut(BaseModel):
     created_at: float
 
 
-def service_out(
-    session: Session, workload: Workload, base_url: str, change: str = ""
-) -> ServiceOut:
-    return services_out(session, [workload], base_url, change)[0]
+def services_out(views: list[ServiceView], base_url: str, change: str = "") -> list[ServiceOut]:
+    return [service_out(view, base_url, change) for view in views]
 
 
-def services_out(
-    session: Session, workloads: list[Workload], base_url: str, change: str = ""
-) -> list[ServiceOut]:
-    """The API objects of ``workloads``, with their active replicas, nodes and owners
-    read in one query each (not per service)."""
-    tasks: dict[str, list[Task]] = {}
-    ids = [w.id for w in workloads]
-    for chunk in chunks(ids):
-        for task in session.scalars(
-            select(Task)
-            .where(
-                Task.workload_id.in_(chunk),
-                Task.state.in_([s.value for s in ACTIVE_STATES]),
-            )
-            .order_by(Task.created_at)
-        ):
-            tasks.setdefault(task.workload_id, []).append(task)
-    node_ids = {t.node_id for group in tasks.values() for t in group if t.node_id}
-    nodes = {n.id: n for n in session.scalars(select(Node).where(Node.id.in_(node_ids)))}
-    owner_ids = {w.owner_id for w in workloads}
-    owners = {u.id: u.name for u in session.scalars(select(User).where(User.id.in_(owner_ids)))}
-    return [
-        _service_out(w, tasks.get(w.id, []), nodes, owners, base_url, change) for w in workloads
-    ]
-
-
-def _service_out(
-    workload: Workload,
-    tasks: list[Task],
-    nodes: dict[str, Node],
-    owners: dict[str, str],
-    base_url: str,
-    change: str,
-) -> ServiceOut:
+def service_out(view: ServiceView, base_url: str, change: str = "") -> ServiceOut:
+    """The API object of a service (its active replicas, nodes and owner read already)."""
+    workload = view.workload
     spec = ServiceSpec.from_dict(workload.spec)
     checked = spec.health is not None
     detail = []
-    for task in tasks:
-        node = nodes.get(task.node_id or "")
+    for replica in view.replicas:
+        task, node = replica.task, replica.node
         detail.append(
             ReplicaOut(
                 task_id=task.id,
@@ -174,10 +137,10 @@ def _service_out(
     return ServiceOut(
         id=workload.id,
         name=workload.name,
-        owner=owners.get(workload.owner_id, workload.owner_id),
+        owner=view.owner,
         version=workload.version,
         replicas=spec.replicas,
-        running=sum(1 for t in tasks if t.state == "running"),
+        running=sum(1 for r in view.replicas if r.task.state == "running"),
         ready=sum(1 for r in detail if r.ready),
         image=spec.task.image,
         ports=list(spec.ports),
@@ -220,7 +183,7 @@ def service_body(spec: ServiceSpec) -> dict[str, Any]:
 
 
 def _checked_spec(
-    session: Session, who: Principal, body: ServiceCreate, cluster: dict[str, Any]
+    session: Any, who: Principal, body: ServiceCreate, cluster: dict[str, Any]
 ) -> tuple[ServiceSpec, dict[str, Any] | None]:
     """Validate the body and check it against the caller's container policy."""
     spec = body.to_service_spec()
@@ -236,25 +199,26 @@ def create(body: ServiceCreate, request: Request, who: CurrentUser) -> ServiceOu
     with ctx.db.write() as session:
         spec, policy = _checked_spec(session, who, body, ctx.cluster_policy)
         workload = create_service(session, who, spec, policy)
-        out = service_out(session, workload, str(request.base_url), "created")
+        out = service_out(
+            service_ops.service_view(session, workload), str(request.base_url), "created"
+        )
     return out
 
 
 @router.get("/api/v1/services", response_model=list[ServiceOut])
 def list_services(request: Request, who: CurrentUser) -> list[ServiceOut]:
     ctx = server_context(request)
-    query = live_services().order_by(Workload.name)
-    if not who.is_admin:
-        query = query.where(Workload.owner_id == who.user_id)
     with ctx.db.read() as session:
-        return services_out(session, list(session.scalars(query)), str(request.base_url))
+        views = service_ops.service_views(session, service_ops.list_services(session, who))
+        return services_out(views, str(request.base_url))
 
 
 @router.get("/api/v1/services/{name}", response_model=ServiceOut)
 def get_service(name: str, request: Request, who: CurrentUser) -> ServiceOut:
     ctx = server_context(request)
     with ctx.db.read() as session:
-        return service_out(session, find_service(session, who, name), str(request.base_url))
+        view = service_ops.service_view(session, find_service(session, who, name))
+        return service_out(view, str(request.base_url))
 
 
 @router.put("/api/v1/services/{name}", response_model=ServiceOut)
@@ -267,7 +231,9 @@ def put_service(name: str, body: ServiceCreate, request: Request, who: CurrentUs
         workload = find_service(session, who, name)
         spec, policy = _checked_spec(session, who, body, ctx.cluster_policy)
         change = update_service(session, workload, spec, policy)
-        out = service_out(session, workload, str(request.base_url), change)
+        out = service_out(
+            service_ops.service_view(session, workload), str(request.base_url), change
+        )
     return out
 
 
@@ -279,7 +245,9 @@ def scale(name: str, body: ScaleRequest, request: Request, who: CurrentUser) -> 
         spec = ServiceSpec.from_dict(workload.spec)
         scaled = dataclasses.replace(spec, replicas=body.replicas)
         change = update_service(session, workload, scaled, workload.spec.get("policy"))
-        out = service_out(session, workload, str(request.base_url), change)
+        out = service_out(
+            service_ops.service_view(session, workload), str(request.base_url), change
+        )
     return out
 
 
@@ -290,13 +258,30 @@ def delete_service(name: str, request: Request, who: CurrentUser) -> ServiceOut:
     with ctx.db.write() as session:
         workload = find_service(session, who, name)
         touched = remove_service(session, workload)
-        out = service_out(session, workload, str(request.base_url), "removed")
+        out = service_out(
+            service_ops.service_view(session, workload), str(request.base_url), "removed"
+        )
     ctx.push(touched)
     return out
 
 
 # -- templates and instances ----------------------------------------------------
-def _template_out(t: Template) -> TemplateOut:
+class _TemplateRow(Protocol):
+    """What a template's API object reads of its row."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def spec(self) -> dict[str, Any]: ...
+    @property
+    def lifetime_s(self) -> float: ...
+    @property
+    def max_per_user(self) -> int: ...
+    @property
+    def created_at(self) -> float: ...
+
+
+def _template_out(t: _TemplateRow) -> TemplateOut:
     spec = ServiceSpec.from_dict(t.spec)
     return TemplateOut(
         name=t.name,
@@ -319,19 +304,14 @@ def create_template(body: TemplateCreate, request: Request, who: AdminUser) -> T
         raise ValidationError("service", str(exc).splitlines()[0]) from None
     with ctx.db.write() as session:
         spec, policy = _checked_spec(session, who, service, ctx.cluster_policy)
-        if session.scalar(select(Template).where(Template.name == body.name)) is not None:
-            raise Conflict(f"a template named {body.name} exists", code="name_taken")
-        template = Template(
-            id=secrets.token_hex(8),
-            name=body.name,
-            spec={**spec.to_dict(), "policy": policy, "description": body.description},
-            lifetime_s=body.lifetime_s,
-            max_per_user=body.max_per_user,
-            created_by=who.user_id,
-            created_at=time.time(),
+        template = template_ops.create_template(
+            session,
+            body.name,
+            {**spec.to_dict(), "policy": policy, "description": body.description},
+            body.lifetime_s,
+            body.max_per_user,
+            who.user_id,
         )
-        session.add(template)
-        session.flush()
         record(
             session,
             EventKind.TASK,
@@ -346,7 +326,7 @@ def create_template(body: TemplateCreate, request: Request, who: AdminUser) -> T
 def list_templates(request: Request, who: CurrentUser) -> list[TemplateOut]:
     ctx = server_context(request)
     with ctx.db.read() as session:
-        return [_template_out(t) for t in session.scalars(select(Template).order_by(Template.name))]
+        return [_template_out(t) for t in template_ops.list_templates(session)]
 
 
 @router.delete("/api/v1/templates/{name}", response_model=TemplateOut)
@@ -354,11 +334,9 @@ def delete_template(name: str, request: Request, who: AdminUser) -> TemplateOut:
     """Remove a template (admin); running instances live out their lifetime."""
     ctx = server_context(request)
     with ctx.db.write() as session:
-        template = session.scalar(select(Template).where(Template.name == name))
-        if template is None:
-            raise NotFound("template", name)
+        template = template_ops.find_template(session, name)
         out = _template_out(template)
-        session.delete(template)
+        template_ops.delete_template(session, template)
         return out
 
 
@@ -367,17 +345,9 @@ def launch(name: str, request: Request, response: Response, who: CurrentUser) ->
     """Start an instance of the template, owned by the caller, expiring at its lifetime."""
     ctx = server_context(request)
     with ctx.db.write() as session:
-        template = session.scalar(select(Template).where(Template.name == name))
-        if template is None:
-            raise NotFound("template", name)
-        mine = session.scalar(
-            select(func.count()).select_from(
-                live_services()
-                .where(Workload.template == name, Workload.owner_id == who.user_id)
-                .subquery()
-            )
-        )
-        if (mine or 0) >= template.max_per_user:
+        template = template_ops.find_template(session, name)
+        mine = service_ops.count_instances(session, name, who.user_id)
+        if mine >= template.max_per_user:
             raise Conflict(
                 f"you have {mine} instance(s) of {name}; the limit is {template.max_per_user}",
                 code="instance_limit",
@@ -391,7 +361,9 @@ def launch(name: str, request: Request, response: Response, who: CurrentUser) ->
         workload = create_service(
             session, who, spec, policy, template=name, expires_at=now + template.lifetime_s
         )
-        out = service_out(session, workload, str(request.base_url), "created")
+        out = service_out(
+            service_ops.service_view(session, workload), str(request.base_url), "created"
+        )
     response.headers["Location"] = f"/api/v1/services/{out.name}"
     return out
 
@@ -400,8 +372,6 @@ def launch(name: str, request: Request, response: Response, who: CurrentUser) ->
 def instances(request: Request, who: CurrentUser) -> list[ServiceOut]:
     """Template instances you own (admins: all), newest first."""
     ctx = server_context(request)
-    query = live_services().where(Workload.template != "").order_by(Workload.created_at.desc())
-    if not who.is_admin:
-        query = query.where(Workload.owner_id == who.user_id)
     with ctx.db.read() as session:
-        return services_out(session, list(session.scalars(query)), str(request.base_url))
+        views = service_ops.service_views(session, service_ops.list_instances(session, who))
+        return services_out(views, str(request.base_url))

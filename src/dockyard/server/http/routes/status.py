@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel
-from sqlalchemy import select
 
 from dockyard.server.control.leader import LEASE_ROW, db_now
 from dockyard.server.http.deps import CurrentUser, server_context
-from dockyard.store.tables import LeaderLease, ServerInstance
+from dockyard.server.state import leases
 
 router = APIRouter(tags=["status"])
 
@@ -39,7 +38,7 @@ def status(request: Request, who: CurrentUser) -> StatusOut:
     ctx = server_context(request)
     with ctx.db.read() as session:
         now = db_now(session)
-        lease = session.get(LeaderLease, LEASE_ROW)
+        lease = leases.lease(session, LEASE_ROW)
         alive = lease is not None and now - lease.renewed_at <= lease.lease_s
         leader = lease.holder if lease is not None and alive else None
         instances = [
@@ -51,7 +50,7 @@ def status(request: Request, who: CurrentUser) -> StatusOut:
                 leader=i.id == leader,
                 this=i.id == ctx.instance_id,
             )
-            for i in session.scalars(select(ServerInstance).order_by(ServerInstance.started_at))
+            for i in leases.instances(session)
         ]
         return StatusOut(
             instance=ctx.instance_id,

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
 from dockyard.core.states import TaskState
 from dockyard.server.http.deps import CurrentUser, ServerContext, server_context
+from dockyard.server.http.limits import Slot
 from dockyard.server.http.schemas import (
     ErrorOut,
     EventOut,
@@ -115,27 +118,40 @@ def logs(
                 next=lines[-1].id if lines else after,
                 done=page.complete,
             )
-    return StreamingResponse(_follow(ctx, task_id, after), media_type="application/x-ndjson")
+    slot = ctx.log_follows.slot(who.user_id)  # 429 past the cap
+    stream = _follow(ctx, slot, task_id, after)
+    slot.tie_to(stream)  # given back even if the client left before the stream started
+    return StreamingResponse(stream, media_type="application/x-ndjson")
 
 
-def _follow(ctx: ServerContext, task_id: str, after: int) -> Iterator[str]:
+async def _follow(ctx: ServerContext, slot: Slot, task_id: str, after: int) -> AsyncIterator[str]:
+    """Lines as they are stored, then ``{"end": true, "state": ...}`` once the task
+    ended and its lines are in (or after a drain). Async: a follow holds no worker
+    thread between polls; a client that goes away cancels it at once."""
     cursor = after
     drain_deadline: float | None = None
     state = "unknown"
-    while True:
-        with ctx.db.read() as session:
-            page = log_store.page(session, task_id, cursor, 1000)
-        state = page.state
-        for line in page.lines:
-            cursor = line.id
-            yield LogLineOut.model_validate(line, from_attributes=True).model_dump_json() + "\n"
-        if page.lines:
-            continue
-        if page.complete:
-            break
-        if page.ended:
-            drain_deadline = drain_deadline or time.monotonic() + FOLLOW_DRAIN_S
-            if time.monotonic() > drain_deadline:
+    try:
+        while True:
+            page = await run_in_threadpool(_page, ctx, task_id, cursor)
+            state = page.state
+            for line in page.lines:
+                cursor = line.id
+                yield LogLineOut.model_validate(line, from_attributes=True).model_dump_json() + "\n"
+            if page.lines:
+                continue
+            if page.complete:
                 break
-        time.sleep(FOLLOW_POLL_S)
-    yield json.dumps({"end": True, "state": state}) + "\n"
+            if page.ended:
+                drain_deadline = drain_deadline or time.monotonic() + FOLLOW_DRAIN_S
+                if time.monotonic() > drain_deadline:
+                    break
+            await asyncio.sleep(FOLLOW_POLL_S)
+        yield json.dumps({"end": True, "state": state}) + "\n"
+    finally:
+        slot.release()
+
+
+def _page(ctx: ServerContext, task_id: str, cursor: int) -> log_store.LogPage:
+    with ctx.db.read() as session:
+        return log_store.page(session, task_id, cursor, 1000)

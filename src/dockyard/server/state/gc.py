@@ -1,0 +1,50 @@
+"""Garbage collection: removing finished work past its retention."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from dockyard.core.states import TERMINAL_STATES
+from dockyard.store.tables import Accounting, Event, LogLine, Task, Workload
+
+#: Tasks deleted (with their log lines and events) per statement.
+CHUNK = 500
+
+
+@dataclass(frozen=True, slots=True)
+class Collected:
+    """How many rows of each kind were removed."""
+
+    tasks: int
+    workloads: int
+    events: int
+    log_lines: int
+    accounting: int
+
+
+def collect(session: Session, finished_before: float, accounting_before: float | None) -> Collected:
+    """Delete tasks that ended before ``finished_before`` with their log lines and events,
+    then workloads left without tasks, and (``accounting_before`` given) accounting
+    records that ended before it."""
+    terminal = [s.value for s in TERMINAL_STATES]
+    old = list(
+        session.scalars(
+            select(Task.id).where(Task.state.in_(terminal), Task.finished_at < finished_before)
+        )
+    )
+    lines = events = tasks = acct = 0
+    for start in range(0, len(old), CHUNK):
+        chunk = old[start : start + CHUNK]
+        lines += session.execute(delete(LogLine).where(LogLine.task_id.in_(chunk))).rowcount  # type: ignore[attr-defined]
+        events += session.execute(delete(Event).where(Event.task_id.in_(chunk))).rowcount  # type: ignore[attr-defined]
+        tasks += session.execute(delete(Task).where(Task.id.in_(chunk))).rowcount  # type: ignore[attr-defined]
+    empty = select(Workload.id).where(~Workload.id.in_(select(Task.workload_id)))
+    workloads = session.execute(delete(Workload).where(Workload.id.in_(empty))).rowcount  # type: ignore[attr-defined]
+    if accounting_before is not None:
+        acct = session.execute(
+            delete(Accounting).where(Accounting.ended_at < accounting_before)
+        ).rowcount  # type: ignore[attr-defined]
+    return Collected(tasks, workloads, events, lines, acct)
