@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -32,6 +33,9 @@ _CPU_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(m?)\s*$")
 
 #: Smallest memory limit Docker accepts.
 MIN_MEMORY = 6 * 1024**2
+#: Largest quantities accepted (far above any node; keeps values inside a BIGINT).
+MAX_MEMORY = 1024**5
+MAX_CPU_MILLIS = 1_000_000
 
 
 def parse_memory(value: str | int, field: str = "memory") -> int:
@@ -44,7 +48,12 @@ def parse_memory(value: str | int, field: str = "memory") -> int:
         match = _MEM_RE.match(value)
         if not match or match.group(2).lower() not in _MEM_UNITS:
             raise ValidationError(field, f"cannot parse size {value!r} (use e.g. 64m, 1g)")
-        amount = int(float(match.group(1)) * _MEM_UNITS[match.group(2).lower()])
+        number = float(match.group(1))
+        if not math.isfinite(number) or number > MAX_MEMORY:
+            raise ValidationError(field, "is larger than any node")
+        amount = int(number * _MEM_UNITS[match.group(2).lower()])
+    if amount > MAX_MEMORY:
+        raise ValidationError(field, "is larger than any node")
     if amount < MIN_MEMORY:
         raise ValidationError(field, f"must be at least {MIN_MEMORY // 1024**2}m")
     return amount
@@ -54,17 +63,24 @@ def parse_cpu(value: str | float | int, field: str = "cpu") -> int:
     """Parse ``0.5``, ``2`` or ``500m`` into millicores."""
     if isinstance(value, bool):
         raise ValidationError(field, "must be a number of cores such as 0.5 or 500m")
-    if isinstance(value, int | float):
-        millis = round(float(value) * 1000)
+    if isinstance(value, int) and abs(value) > MAX_CPU_MILLIS:  # float() would overflow
+        number, unit = math.copysign(math.inf, value), 1000
+    elif isinstance(value, int | float):
+        number, unit = float(value), 1000
     else:
         match = _CPU_RE.match(value)
         if not match:
             raise ValidationError(field, f"cannot parse CPU {value!r} (use e.g. 0.5 or 500m)")
-        number = float(match.group(1))
-        millis = round(number) if match.group(2) else round(number * 1000)
+        number, unit = float(match.group(1)), 1 if match.group(2) else 1000
+    scaled = number * unit  # inf for 1e308 cores: compared, never rounded
+    if math.isnan(scaled):
+        raise ValidationError(field, "must be a number of cores such as 0.5 or 500m")
+    if scaled > MAX_CPU_MILLIS:
+        raise ValidationError(field, "is larger than any node")
+    millis = round(scaled) if scaled > 0 else 0
     if millis <= 0:
         raise ValidationError(field, "must be greater than zero")
-    if millis > 1_000_000:
+    if millis > MAX_CPU_MILLIS:
         raise ValidationError(field, "is larger than any node")
     return millis
 
