@@ -64,7 +64,7 @@ def parse_cpu(value: str | float | int, field: str = "cpu") -> int:
     if isinstance(value, bool):
         raise ValidationError(field, "must be a number of cores such as 0.5 or 500m")
     if isinstance(value, int) and abs(value) > MAX_CPU_MILLIS:  # float() would overflow
-        number, unit = math.copysign(math.inf, value), 1000
+        number, unit = (math.inf if value > 0 else -math.inf), 1000
     elif isinstance(value, int | float):
         number, unit = float(value), 1000
     else:
