@@ -50,6 +50,7 @@ from dockyard.files import write_atomic
 from dockyard.server.gateway.builds import BuildService, _default_name
 from dockyard.server.state.auth import Principal
 from dockyard.server.state.events import record
+from dockyard.server.state.images import check_images
 from dockyard.server.state.jobs import submit_job
 from dockyard.server.state.policy import enforce, policy_for
 from dockyard.store.db import Database
@@ -246,6 +247,7 @@ class DropFolder:
             if user is None:
                 raise DropError("owner vanished")
             policy = policy_for(user, self._policy)
+            check_images(session, who, [("image", spec.image)])
             spec = enforce(spec, policy)
             task = submit_job(session, who, spec, self._cap, policy.to_dict() if policy else None)
             task_id = task.id

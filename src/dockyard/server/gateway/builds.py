@@ -36,6 +36,7 @@ from dockyard.protocol.messages import Message, MsgType
 from dockyard.server.errors import Conflict
 from dockyard.server.state.auth import Principal
 from dockyard.server.state.events import record
+from dockyard.server.state.images import check_dockerfile
 from dockyard.store.db import Database
 from dockyard.store.tables import Node
 
@@ -172,6 +173,9 @@ class BuildService:
             extracted = archive.extract(source, ctx_dir, self._limits)
             if not (ctx_dir / dockerfile).is_file():
                 raise ValidationError("dockerfile", f"{dockerfile} not found in the context")
+            text = (ctx_dir / dockerfile).read_text(errors="replace")
+            with self._db.read() as session:  # FROM another user's image: refused
+                check_dockerfile(session, who, text)
             context = archive.pack(ctx_dir)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)

@@ -13,9 +13,11 @@ from typing import Any, Literal
 from sqlalchemy import ColumnElement, and_, func, or_, select
 from sqlalchemy.orm import Session
 
+from dockyard.core.image_ref import namespace
 from dockyard.core.specs import JobSpec
 from dockyard.core.states import PLACED_STATES, TaskState
 from dockyard.server.state.auth import Principal
+from dockyard.server.state.images import user_namespaces, visible_images
 from dockyard.server.state.jobs import find_task, visible_tasks
 from dockyard.server.state.nodes import allocations
 from dockyard.store.tables import Event, Node, Task, User, Workload
@@ -47,6 +49,8 @@ class NodeView:
     allocated: tuple[int, int]
     tasks: int
     gpus_held: list[int]
+    #: The node's images the viewer may see (others' private builds left out).
+    images: list[str]
 
 
 def task_view(session: Session, task: Task) -> TaskView:
@@ -117,7 +121,7 @@ def task_detail(session: Session, who: Principal, ref: str) -> TaskDetail:
     return TaskDetail(task_view(session, task), spec, events)
 
 
-def node_views(session: Session, nodes: list[Node]) -> list[NodeView]:
+def node_views(session: Session, nodes: list[Node], who: Principal) -> list[NodeView]:
     alloc = allocations(session)
     placed = [s.value for s in PLACED_STATES]
     counts = {
@@ -135,15 +139,27 @@ def node_views(session: Session, nodes: list[Node]) -> list[NodeView]:
         )
     ).all():
         held.setdefault(str(node_id), []).extend(int(i) for i in indices.split(",") if i)
+    listed = {str(i) for n in nodes for i in (n.images or [])}
+    users = set() if who.is_admin else user_namespaces(session, _namespaces(listed))
     return [
-        NodeView(n, alloc.get(n.id, (0, 0)), int(counts.get(n.id, 0)), held.get(n.id, []))
+        NodeView(
+            n,
+            alloc.get(n.id, (0, 0)),
+            int(counts.get(n.id, 0)),
+            held.get(n.id, []),
+            visible_images([str(i) for i in (n.images or [])], who, users),
+        )
         for n in nodes
     ]
 
 
-def node_view(session: Session, node_id: str) -> NodeView | None:
+def _namespaces(images: set[str]) -> set[str]:
+    return {ns for i in images if (ns := namespace(i)) is not None}
+
+
+def node_view(session: Session, node_id: str, who: Principal) -> NodeView | None:
     node = session.get(Node, node_id)
-    return node_views(session, [node])[0] if node is not None else None
+    return node_views(session, [node], who)[0] if node is not None else None
 
 
 def _node_state_is(state: str) -> ColumnElement[bool]:
@@ -156,6 +172,7 @@ def _node_state_is(state: str) -> ColumnElement[bool]:
 
 def list_nodes(
     session: Session,
+    who: Principal,
     *,
     states: Sequence[str] | None = None,
     q: str | None = None,
@@ -174,7 +191,7 @@ def list_nodes(
     if limit is not None:
         page = page.limit(limit)
     total = session.scalar(select(func.count()).select_from(query.subquery()))
-    return int(total or 0), node_views(session, list(session.scalars(page)))
+    return int(total or 0), node_views(session, list(session.scalars(page)), who)
 
 
 def list_events(

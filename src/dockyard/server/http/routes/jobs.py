@@ -9,6 +9,7 @@ from dockyard.server.http.deps import CurrentUser, server_context
 from dockyard.server.http.routes.tasks import task_out
 from dockyard.server.http.schemas import JobBatch, JobBatchOut, JobCreate, TaskOut
 from dockyard.server.state import reads
+from dockyard.server.state.images import check_images
 from dockyard.server.state.jobs import insert_jobs, new_jobs, submit_job
 from dockyard.server.state.policy import caller_policy, enforce
 
@@ -21,6 +22,7 @@ def create_job(request: Request, body: JobCreate, who: CurrentUser) -> TaskOut:
     spec = body.to_spec()
     with ctx.db.write() as session:
         policy = caller_policy(session, who, ctx.cluster_policy)
+        check_images(session, who, [("image", spec.image)])
         spec = enforce(spec, policy)
         task = submit_job(
             session, who, spec, ctx.max_runtime_cap_s, policy.to_dict() if policy else None
@@ -44,6 +46,7 @@ def create_jobs(request: Request, body: JobBatch, who: CurrentUser) -> JobBatchO
     # Checked and built before the write transaction: only the inserts hold it.
     with ctx.db.read() as session:
         policy = caller_policy(session, who, ctx.cluster_policy)
+        check_images(session, who, [(f"jobs[{i}].image", s.image) for i, s in enumerate(specs)])
     stored = policy.to_dict() if policy else None
     enforced = [enforce(spec, policy) for spec in specs]
     jobs = new_jobs(who, enforced, ctx.max_runtime_cap_s, stored)

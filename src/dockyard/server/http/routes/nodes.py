@@ -10,18 +10,20 @@ from dockyard.server.http.deps import AdminUser, CurrentUser, ServerContext, ser
 from dockyard.server.http.schemas import DrainRequest, ErrorOut, NodeOut
 from dockyard.server.state import nodes as node_ops
 from dockyard.server.state import reads
+from dockyard.server.state.auth import Principal
 from dockyard.store.errors import NotFound
 
 router = APIRouter(tags=["nodes"])
 
 
 def node_out(view: reads.NodeView) -> NodeOut:
-    return NodeOut.build(view.node, view.allocated, view.tasks, view.gpus_held)
+    out = NodeOut.build(view.node, view.allocated, view.tasks, view.gpus_held)
+    return out.model_copy(update={"images": view.images})
 
 
-def _node_out(ctx: ServerContext, node_id: str) -> NodeOut:
+def _node_out(ctx: ServerContext, node_id: str, who: Principal) -> NodeOut:
     with ctx.db.read() as session:
-        view = reads.node_view(session, node_id)
+        view = reads.node_view(session, node_id, who)
         if view is None:
             raise NotFound("node", node_id)
         return node_out(view)
@@ -30,7 +32,7 @@ def _node_out(ctx: ServerContext, node_id: str) -> NodeOut:
 @router.get("/api/v1/nodes", response_model=list[NodeOut])
 def list_nodes(
     request: Request,
-    _: CurrentUser,
+    who: CurrentUser,
     response: Response,
     state: Annotated[list[str] | None, Query(description="ready, suspect, draining, down")] = None,
     q: Annotated[str | None, Query(max_length=255, description="name or id prefix")] = None,
@@ -39,7 +41,7 @@ def list_nodes(
 ) -> list[NodeOut]:
     """Nodes by name; all of them unless ``limit`` is given. ``X-Total-Count`` has the total."""
     with server_context(request).db.read() as session:
-        total, views = reads.list_nodes(session, states=state, q=q, offset=offset, limit=limit)
+        total, views = reads.list_nodes(session, who, states=state, q=q, offset=offset, limit=limit)
         response.headers["X-Total-Count"] = str(total)
         return [node_out(v) for v in views]
 
@@ -54,7 +56,7 @@ def drain(request: Request, ref: str, body: DrainRequest, who: AdminUser) -> Nod
     with ctx.db.write() as session:
         node_id = node_ops.drain(session, ref, body.deadline_s, who.name).id
     ctx.wake_scheduler()
-    return _node_out(ctx, node_id)
+    return _node_out(ctx, node_id, who)
 
 
 @router.post(
@@ -67,4 +69,4 @@ def undrain(request: Request, ref: str, who: AdminUser) -> NodeOut:
     with ctx.db.write() as session:
         node_id = node_ops.undrain(session, ref, who.name).id
     ctx.wake_scheduler()
-    return _node_out(ctx, node_id)
+    return _node_out(ctx, node_id, who)

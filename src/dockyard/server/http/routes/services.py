@@ -33,6 +33,7 @@ from dockyard.server.state import services as service_ops
 from dockyard.server.state import templates as template_ops
 from dockyard.server.state.auth import Principal
 from dockyard.server.state.events import EventKind, record
+from dockyard.server.state.images import check_images
 from dockyard.server.state.policy import caller_policy, enforce
 from dockyard.server.state.services import ServiceView
 
@@ -188,6 +189,7 @@ def _checked_spec(
     """Validate the body and check it against the caller's container policy."""
     spec = body.to_service_spec()
     policy = caller_policy(session, who, cluster)
+    check_images(session, who, [("image", spec.task.image)])
     task = enforce(spec.task, policy)
     return dataclasses.replace(spec, task=task), (policy.to_dict() if policy else None)
 

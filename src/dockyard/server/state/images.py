@@ -1,0 +1,71 @@
+"""Who may use which image: images under a user's namespace are that user's.
+
+dockyard's builds tag every image ``<owner>/<name>:<tag>`` on the nodes, so a
+reference whose namespace (:func:`dockyard.core.image_ref.namespace`) is a
+user's name is that user's private build. Other users may not run it, build
+``FROM`` it, or see its name in the node listing; admins may.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from dockyard.core.image_ref import dockerfile_images, namespace
+from dockyard.core.security import PolicyViolation
+from dockyard.server.state.auth import Principal
+from dockyard.store.tables import User
+
+RULE = "image_namespace"
+
+
+def user_namespaces(session: Session, names: Iterable[str]) -> set[str]:
+    """Which of ``names`` are users' names (one indexed query)."""
+    wanted = sorted(set(names))
+    if not wanted:
+        return set()
+    return set(session.scalars(select(User.name).where(User.name.in_(wanted))))
+
+
+def check_images(session: Session, who: Principal, refs: Sequence[tuple[str, str]]) -> None:
+    """Refuse (PolicyViolation, a 403 naming the field) any ``(field, reference)`` in
+    another user's namespace. Admins may use every image."""
+    if who.is_admin:
+        return
+    foreign = {
+        ns: (field, ref)
+        for field, ref in refs
+        if (ns := namespace(ref)) is not None and ns != who.name
+    }
+    for ns in sorted(user_namespaces(session, foreign)):
+        field, ref = foreign[ns]
+        raise PolicyViolation(
+            field, RULE, f"{ref} is {ns}'s image: images under {ns}/ are usable by {ns} only"
+        )
+
+
+def check_dockerfile(session: Session, who: Principal, text: str) -> None:
+    """Refuse a build whose Dockerfile reads another user's image (``FROM``,
+    ``COPY --from``, ``RUN --mount=from=``) or an image it cannot resolve (a ``$``
+    left after the ``ARG`` defaults)."""
+    if who.is_admin:
+        return
+    refs = dockerfile_images(text)
+    for ref in refs:
+        if "$" in ref:
+            raise PolicyViolation(
+                "dockerfile",
+                RULE,
+                f"cannot tell which image {ref!r} is: give the image by name or an ARG default",
+            )
+    check_images(session, who, [("dockerfile", ref) for ref in refs])
+
+
+def visible_images(images: Iterable[str], who: Principal, users: set[str]) -> list[str]:
+    """The image names of a node ``who`` may see: all for admins; for users, their own
+    and those under no user's namespace (``users``: every user namespace in play)."""
+    if who.is_admin:
+        return list(images)
+    return [i for i in images if (ns := namespace(i)) is None or ns == who.name or ns not in users]
