@@ -15,10 +15,15 @@ _SEPARATOR = r"(?:[._]|__|[-]+)"
 _PATH_COMPONENT = rf"{_ALNUM}(?:{_SEPARATOR}{_ALNUM})*"
 _DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
 _DOMAIN = rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[0-9a-fA-F:]+\])(?::[0-9]+)?"
-_TAG = r"[\w][\w.-]{0,127}"
+#: ASCII only: ``\w`` would also match any Unicode letter or digit.
+_TAG = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
 _DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}"
 _NAME = rf"(?:{_DOMAIN}/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*"
-_REFERENCE = re.compile(rf"^(?P<name>{_NAME})(?::(?P<tag>{_TAG}))?(?:@(?P<digest>{_DIGEST}))?$")
+#: Matched with ``fullmatch`` (a ``$`` would also match before a trailing newline), and
+#: ASCII only (``re.ASCII``), like Docker's own grammar.
+_REFERENCE = re.compile(
+    rf"(?P<name>{_NAME})(?::(?P<tag>{_TAG}))?(?:@(?P<digest>{_DIGEST}))?", re.ASCII
+)
 
 MAX_LENGTH = 255
 
@@ -29,7 +34,7 @@ def validate_image(reference: str, field: str = "image") -> str:
         raise ValidationError(field, "is required")
     if len(reference) > MAX_LENGTH:
         raise ValidationError(field, f"is longer than {MAX_LENGTH} characters")
-    match = _REFERENCE.match(reference)
+    match = _REFERENCE.fullmatch(reference)
     if match is None:
         raise ValidationError(field, f"{reference!r} is not a valid image reference")
     digest = match.group("digest")
