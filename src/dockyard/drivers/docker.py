@@ -133,9 +133,7 @@ class DockerDriver:
 
     def _pull_with_progress(self, image: str, say: Callable[[str], None]) -> None:
         """Pull, reporting the bytes of all layers at most once a second."""
-        repo, tag = image, "latest"
-        if ":" in image.rsplit("/", 1)[-1]:
-            repo, tag = image.rsplit(":", 1)
+        repo, tag = pull_target(image)
         layers: dict[str, tuple[int, int]] = {}
         last = 0.0
         for event in self._client.api.pull(repo, tag=tag, stream=True, decode=True):
@@ -412,6 +410,18 @@ class DockerDriver:
             return fn()
         except (requests.exceptions.RequestException, docker.errors.DockerException) as exc:
             raise RuntimeUnavailable(f"Docker Engine error: {exc}") from exc
+
+
+def pull_target(image: str) -> tuple[str, str]:
+    """The repository and the tag or digest to ask the Engine for: a digest-pinned
+    reference (``name@sha256:...``, also ``name:tag@sha256:...``) is pulled by its
+    digest (the tag is then only a label), anything else by its tag (``latest`` if
+    none)."""
+    name, at, digest = image.partition("@")
+    repo, tag = name, "latest"
+    if ":" in name.rsplit("/", 1)[-1]:
+        repo, tag = name.rsplit(":", 1)
+    return (repo, digest) if at else (repo, tag)
 
 
 def _gpu_requests(spec: ContainerSpec) -> list[docker.types.DeviceRequest] | None:
