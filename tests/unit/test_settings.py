@@ -87,6 +87,18 @@ def test_bad_values_name_the_key(tmp_path: Path, text: str, key: str) -> None:
     assert info.value.key.endswith(key)
 
 
+def test_max_body_bytes(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from dockyard.server.http.limits import DEFAULT_MAX_BODY_BYTES
+
+    assert load(ServerConfig, "server", None, file_data={}).max_body_bytes == DEFAULT_MAX_BODY_BYTES
+    monkeypatch.setenv("DOCKYARD_SERVER_MAX_BODY_BYTES", "65536")
+    assert load(ServerConfig, "server", None, file_data={}).max_body_bytes == 65536
+    monkeypatch.setenv("DOCKYARD_SERVER_MAX_BODY_BYTES", "10")
+    with pytest.raises(ConfigError) as info:
+        load(ServerConfig, "server", None, file_data={})
+    assert info.value.key == "server.max_body_bytes"
+
+
 def test_unknown_env_option_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DOCKYARD_SERVER_PROT", "1")
     with pytest.raises(ConfigError) as info:

@@ -15,6 +15,9 @@ from dockyard.settings import ConfigError
 from dockyard.store.db import sqlite_url
 
 STORES = ("sqlite", "postgresql")
+#: ``max_body_bytes`` default: 1 MiB (the HTTP layer's ``limits.DEFAULT_MAX_BODY_BYTES``).
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+MIN_BODY_BYTES = 4096
 
 
 @dataclass
@@ -52,8 +55,15 @@ class ServerConfig:
     #: A second listener (same host) that serves only the service router,
     #: ``/NAME/<path>`` (docs/routing.md); 0: off.
     ingress_port: int = 0
+    #: Largest JSON request body (bytes): a larger one is a 413 before it is read.
+    #: Build-context uploads have their own limit (512 MiB).
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
 
     def __post_init__(self) -> None:
+        if not MIN_BODY_BYTES <= self.max_body_bytes <= 2**31:
+            raise ConfigError(
+                "server.max_body_bytes", f"must be between {MIN_BODY_BYTES} and {2**31} bytes"
+            )
         if not 0 <= self.ingress_port <= 65535:
             raise ConfigError("server.ingress_port", "must be a port number (0: off)")
         if (self.tls_certfile is None) != (self.tls_keyfile is None):

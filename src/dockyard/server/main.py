@@ -81,6 +81,7 @@ class Server:
                 builds=self.builds,
                 execs=self.execs,
                 instance_id=self.instance_id,
+                max_body_bytes=cfg.max_body_bytes,
             )
         )
 

@@ -16,8 +16,10 @@ from dockyard.core.security import PolicyViolation
 from dockyard.server.errors import ServerError
 from dockyard.server.http.dashboard import install as install_dashboard
 from dockyard.server.http.deps import ServerContext
+from dockyard.server.http.guard import RequestGuard
 from dockyard.server.http.ingress import install as install_ingress
 from dockyard.server.http.routes.accounting import router as accounting_router
+from dockyard.server.http.routes.builds import MAX_UPLOAD_BYTES
 from dockyard.server.http.routes.builds import router as builds_router
 from dockyard.server.http.routes.events import router as events_router
 from dockyard.server.http.routes.exec import router as exec_router
@@ -47,6 +49,13 @@ def create_app(ctx: ServerContext) -> FastAPI:
         responses={401: {"model": ErrorOut}, 422: {"model": ErrorOut}},
     )
     app.state.ctx = ctx
+    # Innermost of the middlewares (added first): the security headers and the request
+    # metrics apply to its refusals too.
+    app.add_middleware(
+        RequestGuard,
+        max_body_bytes=ctx.max_body_bytes,
+        route_limits={("POST", "/api/v1/builds"): MAX_UPLOAD_BYTES},
+    )
     app.include_router(accounting_router)
     app.include_router(status_router)
     app.include_router(services_router)
@@ -87,7 +96,8 @@ def create_app(ctx: ServerContext) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        codes = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
+        code = codes.get(exc.status_code, "http_error")
         return _error(exc.status_code, code, str(exc.detail))
 
     @app.get("/healthz", include_in_schema=False)

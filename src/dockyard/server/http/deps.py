@@ -12,7 +12,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.requests import HTTPConnection
 
 from dockyard.server.errors import Forbidden, Unauthorized
-from dockyard.server.http.limits import StreamLimit
+from dockyard.server.http.limits import DEFAULT_MAX_BODY_BYTES, StreamLimit
 from dockyard.server.state import auth
 from dockyard.server.state.auth import Principal
 from dockyard.store.db import Database
@@ -50,6 +50,8 @@ class ServerContext:
     log_follows: StreamLimit = field(default_factory=lambda: StreamLimit("log follows"))
     exec_sessions: StreamLimit = field(default_factory=lambda: StreamLimit("exec sessions"))
     event_streams: StreamLimit = field(default_factory=lambda: StreamLimit("event streams"))
+    #: Largest request body (bytes) of any route without its own limit (413 past it).
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
 
 
 def server_context(conn: HTTPConnection) -> ServerContext:

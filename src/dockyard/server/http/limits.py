@@ -1,4 +1,5 @@
-"""Caps on what one user may hold open at once (log follows, exec sessions, event streams).
+"""Caps on what one user may hold open at once (log follows, exec sessions, event streams),
+and the default request-body limit (enforced by ``guard.RequestGuard``).
 
 Long-lived requests never hold a worker thread (they are async), but each still
 costs the server a poll or a relay; a cap per user keeps one user from starving
@@ -16,6 +17,8 @@ from dockyard.server.errors import TooManyRequests
 
 #: Open streams one user may hold, per kind of stream.
 DEFAULT_PER_USER = 16
+#: Largest request body of a route without its own limit (``server.max_body_bytes``).
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 
 
 class StreamLimit:

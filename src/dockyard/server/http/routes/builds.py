@@ -19,6 +19,9 @@ from dockyard.store.errors import NotFound
 
 router = APIRouter()
 
+#: The largest build context one upload may carry (the request guard's limit for this route).
+MAX_UPLOAD_BYTES = Limits().max_total_bytes
+
 
 def _builds(request: Request) -> BuildService:
     ctx = server_context(request)
@@ -37,7 +40,7 @@ async def create_build(
 ) -> dict[str, Any]:
     """Upload a build context as the raw request body; the build starts on every ready node."""
     builds = _builds(request)
-    limit = Limits().max_total_bytes
+    limit = MAX_UPLOAD_BYTES
     workdir = Path(tempfile.mkdtemp(prefix="dockyard-upload-"))
     try:
         upload = workdir / "context"
