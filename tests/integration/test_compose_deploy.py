@@ -107,3 +107,22 @@ def test_refused_files_create_nothing(local: LocalCluster, tmp_path: Path) -> No
     finally:
         with local.client() as admin:
             admin.remove_service("taken_b")
+
+
+def test_images_from_other_registries_are_refused_and_nothing_stays(
+    local: LocalCluster, tmp_path: Path
+) -> None:
+    """A compose file naming an image on a registry the admin did not allow (here a
+    port on the node's loopback) is refused by the server; the run leaves nothing."""
+    with local.client() as admin:
+        token = admin.add_user("dave", home=str(tmp_path))["token"]
+    path = tmp_path / "compose.yaml"
+    path.write_text(
+        "services:\n  a:\n    image: busybox\n  b:\n    image: 127.0.0.1:2375/probe:1\n"
+    )
+    code, out = deploy(local, path, token, "--name", "reg")
+    assert code == 1
+    flat = " ".join(out.split())
+    assert "refused by your container policy: image: registry 127.0.0.1:2375" in flat
+    with Client(url=local.url, token=token) as dave:
+        assert dave.services() == []

@@ -1,9 +1,10 @@
 """Container security options and the policy that limits them. Pure.
 
 Non-admins never get privileged mode, host namespaces, added capabilities,
-devices, an unconfined seccomp profile, sysctls, the Docker socket, or bind
-mounts outside their allowed roots — unless an admin's policy allows that
-specific thing. Paths are resolved (``..`` and symlinks) by a resolver the
+devices, an unconfined seccomp profile, sysctls, the Docker socket, bind
+mounts outside their allowed roots, images from a registry other than Docker
+Hub, or host ports below 1024 — unless an admin's policy allows that specific
+thing. Paths are resolved (``..`` and symlinks) by a resolver the
 caller injects (the server and, again, the agent use ``os.path.realpath``);
 the check runs on the resolved path and the resolved path is what gets mounted.
 """
@@ -19,8 +20,18 @@ from typing import Any
 from dockyard.core.errors import ValidationError
 
 DOCKER_SOCKETS = ("/var/run/docker.sock", "/run/docker.sock", "/run/containerd")
-_VOLUME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$")
+_VOLUME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}", re.ASCII)  # fullmatch
 _NAMESPACE_MODES = ("network_mode", "pid_mode", "ipc_mode", "uts_mode", "userns_mode")
+#: Registry hosts Docker itself reads as Docker Hub (``docker.io/library/busybox``).
+DOCKER_HUB = ("docker.io", "index.docker.io")
+#: An ``allowed_registries`` entry: ``*`` (any registry) or a ``host[:port]``.
+_REGISTRY_RE = re.compile(
+    r"\*|(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*"
+    r"|\[[0-9a-f:]+\])(?::[0-9]{1,5})?",
+    re.ASCII,
+)
+#: Host ports below this need ``allow_privileged_ports`` (root's ports on a Linux host).
+PRIVILEGED_PORTS = 1024
 
 
 class PolicyViolation(ValidationError):
@@ -120,6 +131,10 @@ class ContainerPolicy:
     allow_sysctls: bool = False
     allow_docker_socket: bool = False
     default_user: str = ""
+    #: Registry hosts (``host[:port]``, lowercase; ``*``: any) images may come from,
+    #: besides Docker Hub (a reference with no registry host), which is always allowed.
+    allowed_registries: tuple[str, ...] = ()
+    allow_privileged_ports: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -132,6 +147,8 @@ class ContainerPolicy:
             "allow_sysctls": self.allow_sysctls,
             "allow_docker_socket": self.allow_docker_socket,
             "default_user": self.default_user,
+            "allowed_registries": list(self.allowed_registries),
+            "allow_privileged_ports": self.allow_privileged_ports,
         }
 
     @classmethod
@@ -152,6 +169,8 @@ class ContainerPolicy:
             allow_sysctls=bool(data.get("allow_sysctls", False)),
             allow_docker_socket=bool(data.get("allow_docker_socket", False)),
             default_user=str(data.get("default_user") or ""),
+            allowed_registries=_registries(data.get("allowed_registries")),
+            allow_privileged_ports=bool(data.get("allow_privileged_ports", False)),
         )
 
 
@@ -165,7 +184,67 @@ POLICY_KEYS = (
     "allow_sysctls",
     "allow_docker_socket",
     "default_user",
+    "allowed_registries",
+    "allow_privileged_ports",
 )
+
+
+def _registries(value: Any) -> tuple[str, ...]:
+    """``allowed_registries`` as lowercase ``host[:port]`` entries (or ``*``)."""
+    if value is None:
+        return ()
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        raise ValidationError("policy", "allowed_registries must be a list of host[:port]")
+    out = tuple(v.strip().lower() for v in value)
+    for entry in out:
+        if not _REGISTRY_RE.fullmatch(entry):
+            raise ValidationError(
+                "policy", f"allowed_registries: {entry!r} is not a host[:port] or *"
+            )
+    return out
+
+
+def registry_host(reference: str) -> str:
+    """The registry a valid image reference names, as ``host[:port]`` in lowercase;
+    ``""`` for Docker Hub (no registry host, or ``docker.io``).
+
+    As Docker reads it: the first of several path components is a registry host
+    when it has a ``.`` or a ``:``, is ``localhost``, or has an uppercase letter.
+    """
+    name = reference.split("@", 1)[0]
+    first, slash, _ = name.partition("/")
+    if not slash:
+        return ""
+    if "." in first or ":" in first or first == "localhost" or first != first.lower():
+        host = first.lower()
+        return "" if host in DOCKER_HUB else host
+    return ""
+
+
+def check_image(image: str, policy: ContainerPolicy, field_name: str = "image") -> None:
+    """Refuse (rule ``registry``) an image from a registry the policy does not list:
+    a node's Docker Engine fetches whatever host a reference names, so an arbitrary
+    ``127.0.0.1:PORT/x`` would make it probe the node's own ports."""
+    host = registry_host(image)
+    if not host or "*" in policy.allowed_registries or host in policy.allowed_registries:
+        return
+    allowed = ", ".join(["Docker Hub", *policy.allowed_registries])
+    raise PolicyViolation(
+        field_name, "registry", f"registry {host} is not allowed (allowed: {allowed})"
+    )
+
+
+def check_host_ports(ports: Iterable[int], policy: ContainerPolicy) -> None:
+    """Refuse (rule ``privileged_port``) a host port below 1024 unless allowed."""
+    if policy.allow_privileged_ports:
+        return
+    for port in ports:
+        if port < PRIVILEGED_PORTS:
+            raise PolicyViolation(
+                "ports",
+                "privileged_port",
+                f"host port {port} is privileged (below {PRIVILEGED_PORTS}): not allowed",
+            )
 
 
 def parse_mount(text: str) -> Mount:
@@ -185,7 +264,7 @@ def validate_mount(mount: Mount) -> Mount:
         raise ValidationError("mounts", f"kind {mount.kind!r} must be bind or volume")
     if not mount.target.startswith("/") or "\x00" in mount.target:
         raise ValidationError("mounts", f"target {mount.target!r} must be an absolute path")
-    if mount.kind == "volume" and not _VOLUME_RE.match(mount.source):
+    if mount.kind == "volume" and not _VOLUME_RE.fullmatch(mount.source):
         raise ValidationError("mounts", f"volume name {mount.source!r} is invalid")
     if mount.kind == "bind" and (not mount.source.startswith("/") or "\x00" in mount.source):
         raise ValidationError("mounts", f"bind source {mount.source!r} must be an absolute path")
@@ -202,9 +281,16 @@ def check(
     mounts: Iterable[Mount],
     policy: ContainerPolicy,
     resolve: Callable[[str], str],
+    *,
+    image: str = "",
+    host_ports: Iterable[int] = (),
 ) -> list[Mount]:
     """Raise :class:`PolicyViolation` for the first forbidden thing; else return the
-    mounts with bind sources replaced by their resolved paths."""
+    mounts with bind sources replaced by their resolved paths. ``image`` (its
+    registry) and ``host_ports`` are checked when given."""
+    if image:
+        check_image(image, policy)
+    check_host_ports(host_ports, policy)
     if options.privileged and not policy.allow_privileged:
         raise PolicyViolation("privileged", "no_privileged", "privileged mode is not allowed")
     for cap in options.cap_add:

@@ -44,15 +44,23 @@ def caller_policy(
 
 
 def enforce(spec: JobSpec, policy: ContainerPolicy | None) -> JobSpec:
-    """Check ``spec`` against ``policy`` (raising PolicyViolation) and return it with
-    bind sources resolved and the policy's default user applied."""
+    """Check ``spec`` against ``policy`` (raising PolicyViolation: its options, mounts,
+    image registry and host ports) and return it with bind sources resolved and the
+    policy's default user applied."""
     if policy is None:  # admins: not limited, but bind sources are still resolved
         mounts = tuple(
             dataclasses.replace(m, source=os.path.realpath(m.source)) if m.kind == "bind" else m
             for m in spec.mounts
         )
         return dataclasses.replace(spec, mounts=mounts)
-    resolved = check(spec.security, spec.mounts, policy, os.path.realpath)
+    resolved = check(
+        spec.security,
+        spec.mounts,
+        policy,
+        os.path.realpath,
+        image=spec.image,
+        host_ports=spec.ports,
+    )
     security = spec.security
     if not security.user and policy.default_user:
         security = dataclasses.replace(security, user=policy.default_user)
