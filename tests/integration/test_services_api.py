@@ -143,6 +143,45 @@ def test_templates_instances_limit_and_expiry(two: LocalCluster) -> None:
             player.remove_service(again["name"])
 
 
+def test_an_instance_cannot_be_scaled_past_its_template(two: LocalCluster) -> None:
+    """``max_per_user`` bounds the copies of a template a user runs: scaling (or
+    updating) an instance to more replicas than the template's is a 409, so one
+    instance cannot become a hundred; down and back up to the template's is fine."""
+    with two.client() as admin:
+        admin.add_user("scaler")
+        token = admin.create_token("scaler")["token"]
+        admin.create_template(
+            {"name": "chal2", "service": {"image": "busybox", "ports": [80]}, "max_per_user": 1}
+        )
+        try:
+            with two.client(token) as player:
+                inst = player.launch("chal2")
+                name = inst["name"]
+                for attempt in (
+                    lambda: player.scale_service(name, 50),
+                    lambda: player.update_service(name, {**inst["spec"], "replicas": 2}),
+                    lambda: player.apply_service({**inst["spec"], "name": name, "replicas": 9}),
+                ):
+                    with pytest.raises(ClientError) as refused:
+                        attempt()
+                    assert refused.value.status == 409, refused.value
+                    assert refused.value.code == "instance_limit"
+                    assert player.service(name)["replicas"] == 1
+                assert player.scale_service(name, 0)["replicas"] == 0
+                assert player.scale_service(name, 1)["replicas"] == 1
+                # Gone with its template: the instance may not grow past what it runs.
+                admin.remove_template("chal2")
+                with pytest.raises(ClientError) as gone:
+                    player.scale_service(name, 3)
+                assert gone.value.status == 409
+                # Admins are not limited.
+                assert admin.scale_service(name, 2)["replicas"] == 2
+                player.remove_service(name)
+        finally:
+            if any(t["name"] == "chal2" for t in admin.templates()):
+                admin.remove_template("chal2")
+
+
 @pytest.mark.parametrize(
     ("patch", "field"),
     [

@@ -9,9 +9,11 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from dockyard.core.services import ServiceSpec
 from dockyard.server.errors import Conflict
+from dockyard.server.state.auth import Principal
 from dockyard.store.errors import NotFound
-from dockyard.store.tables import Template
+from dockyard.store.tables import Template, Workload
 
 
 def find_template(session: Session, name: str) -> Template:
@@ -54,3 +56,28 @@ def create_template(
 
 def delete_template(session: Session, template: Template) -> None:
     session.delete(template)
+
+
+def check_instance_replicas(
+    session: Session, who: Principal, workload: Workload, replicas: int
+) -> None:
+    """Refuse (409 ``instance_limit``) a non-admin's scale or update of a template
+    instance to more replicas than its template runs: each replica is a copy of the
+    challenge, so scaling one instance up would get round ``max_per_user``.
+
+    Once the template is gone the instance may not grow past what it runs now.
+    """
+    if not workload.template or who.is_admin:
+        return
+    template = session.scalar(select(Template).where(Template.name == workload.template))
+    if template is not None:
+        raw = {k: v for k, v in template.spec.items() if k not in ("policy", "description")}
+        cap = ServiceSpec.from_dict(raw).replicas
+    else:
+        cap = ServiceSpec.from_dict(workload.spec).replicas
+    if replicas > cap:
+        raise Conflict(
+            f"{workload.name} is an instance of template {workload.template}: "
+            f"it runs at most {cap} replica(s)",
+            code="instance_limit",
+        )

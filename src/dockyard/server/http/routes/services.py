@@ -232,6 +232,7 @@ def put_service(name: str, body: ServiceCreate, request: Request, who: CurrentUs
     with ctx.db.write() as session:
         workload = find_service(session, who, name)
         spec, policy = _checked_spec(session, who, body, ctx.cluster_policy)
+        template_ops.check_instance_replicas(session, who, workload, spec.replicas)
         change = update_service(session, workload, spec, policy)
         out = service_out(
             service_ops.service_view(session, workload), str(request.base_url), change
@@ -244,6 +245,7 @@ def scale(name: str, body: ScaleRequest, request: Request, who: CurrentUser) -> 
     ctx = server_context(request)
     with ctx.db.write() as session:
         workload = find_service(session, who, name)
+        template_ops.check_instance_replicas(session, who, workload, body.replicas)
         spec = ServiceSpec.from_dict(workload.spec)
         scaled = dataclasses.replace(spec, replicas=body.replicas)
         change = update_service(session, workload, scaled, workload.spec.get("policy"))
