@@ -223,6 +223,29 @@ def test_request_id_forwarded_headers_and_hop_by_hop(
     assert http.get("/svc/hdrs").text == "b0"
 
 
+ORIGIN_WIDE = ("set-cookie", "clear-site-data", "strict-transport-security", "alt-svc")
+
+
+def test_services_cannot_set_cookies_or_clear_data_on_the_dashboard_origin(
+    cluster: LocalCluster, backends: list[Backend], http: httpx.Client
+) -> None:
+    """On the API port a service shares the dashboard's origin: its Set-Cookie and
+    Clear-Site-Data (which would wipe the stored API token), HSTS and Alt-Svc are
+    dropped. The ingress port is the service's own origin: they pass there."""
+    _service(cluster, "cookies", _node(cluster), [backends[0].port])
+    response = http.get("/svc/cookies/origin-headers")
+    assert response.status_code == 200 and response.text == "b0"
+    for name in ORIGIN_WIDE:
+        assert name not in response.headers, (name, response.headers)
+    assert not response.cookies
+    assert response.headers["x-service-header"] == "kept"
+    base = f"http://127.0.0.1:{cluster.server.cfg.ingress_port}"
+    with httpx.Client(base_url=base, timeout=30) as ingress:
+        own = ingress.get("/cookies/origin-headers")
+    assert own.headers.get_list("set-cookie") == ["session=stolen; Path=/", "other=1; Path=/api"]
+    assert all(name in own.headers for name in ORIGIN_WIDE)
+
+
 def test_refused_connection_is_retried_on_another_replica(
     cluster: LocalCluster, backends: list[Backend], http: httpx.Client
 ) -> None:

@@ -3,6 +3,7 @@
 ``GET /id`` -> the id; ``GET /headers`` -> the request headers as JSON;
 ``POST|PUT /upload`` -> ``{"sha256", "bytes"}`` of the body (Content-Length or
 chunked); ``GET /download?n=BYTES`` -> ``n`` bytes of :func:`pattern`;
+``GET /origin-headers`` -> sets cookies, ``Clear-Site-Data``, HSTS and ``Alt-Svc``;
 ``GET /stream`` -> chunks for up to 60 s (``stream_broken`` is set when the
 reader goes away); ``ANY /die`` -> the connection is closed without an answer. Every request is
 counted in ``hits`` (by path).
@@ -89,6 +90,19 @@ def _handler(backend: Backend) -> type[BaseHTTPRequestHandler]:
                 headers = [[k.lower(), v] for k, v in self.headers.items()]
                 body = json.dumps({"id": backend.ident, "headers": headers, "path": self.path})
                 self._send(200, body.encode(), "application/json")
+            elif url.path == "/origin-headers":  # what would act on a whole origin
+                body = backend.ident.encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain")
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Set-Cookie", "session=stolen; Path=/")
+                self.send_header("Set-Cookie", "other=1; Path=/api")
+                self.send_header("Clear-Site-Data", '"storage", "cookies"')
+                self.send_header("Strict-Transport-Security", "max-age=31536000")
+                self.send_header("Alt-Svc", 'h2=":9999"')
+                self.send_header("X-Service-Header", "kept")
+                self.end_headers()
+                self.wfile.write(body)
             elif url.path == "/stream":  # 64 KiB chunks for up to 60 s, until the reader leaves
                 self.send_response(200)
                 self.send_header("Content-Type", "application/octet-stream")

@@ -65,6 +65,20 @@ UPSTREAM_LIMITS = httpx.Limits(max_connections=1000, max_keepalive_connections=2
 #: On the API origin, proxied pages run sandboxed (an opaque origin), so a
 #: service's scripts cannot read the dashboard's stored token.
 SANDBOX_CSP = b"sandbox allow-scripts allow-forms allow-popups allow-modals allow-downloads"
+#: Upstream headers dropped on the API port: the server writes Date and Server itself,
+#: and a service must not act on the dashboard's origin as a whole there: set or
+#: clear its cookies, wipe its storage (where the browser keeps the API token),
+#: pin it to HTTPS or move its connections elsewhere.
+API_DROPPED = frozenset(
+    {
+        b"date",
+        b"server",
+        b"set-cookie",
+        b"clear-site-data",
+        b"strict-transport-security",
+        b"alt-svc",
+    }
+)
 #: "Nothing reached the replica": safe to try another one for any method.
 NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
@@ -395,7 +409,7 @@ def install(app: FastAPI, ctx: ServerContext) -> ServiceRouter:
     """Route ``/svc/NAME`` and ``/svc/NAME/<path>`` (any method) on the API app."""
     if ctx.metrics is None:
         ctx.metrics = ServerMetrics()
-    router = ServiceRouter(ctx.db, ctx.metrics, API_PREFIX)
+    router = ServiceRouter(ctx.db, ctx.metrics, API_PREFIX, drop_response=API_DROPPED)
     for path in (f"{API_PREFIX}/{{name}}", f"{API_PREFIX}/{{name}}/{{path:path}}"):
         app.router.add_route(path, router, include_in_schema=False)  # type: ignore[arg-type]
     app.router.on_shutdown.append(router.aclose)
