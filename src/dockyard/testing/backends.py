@@ -91,10 +91,10 @@ def _handler(backend: Backend) -> type[BaseHTTPRequestHandler]:
                 body = json.dumps({"id": backend.ident, "headers": headers, "path": self.path})
                 self._send(200, body.encode(), "application/json")
             elif url.path == "/origin-headers":  # what would act on a whole origin
-                body = backend.ident.encode()
+                ident = backend.ident.encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "text/plain")
-                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Content-Length", str(len(ident)))
                 self.send_header("Set-Cookie", "session=stolen; Path=/")
                 self.send_header("Set-Cookie", "other=1; Path=/api")
                 self.send_header("Clear-Site-Data", '"storage", "cookies"')
@@ -102,7 +102,7 @@ def _handler(backend: Backend) -> type[BaseHTTPRequestHandler]:
                 self.send_header("Alt-Svc", 'h2=":9999"')
                 self.send_header("X-Service-Header", "kept")
                 self.end_headers()
-                self.wfile.write(body)
+                self.wfile.write(ident)
             elif url.path == "/stream":  # 64 KiB chunks for up to 60 s, until the reader leaves
                 self.send_response(200)
                 self.send_header("Content-Type", "application/octet-stream")
