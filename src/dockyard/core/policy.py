@@ -22,6 +22,7 @@ A task killed by its owner, or expired at its max runtime, is never replaced.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -44,9 +45,39 @@ DEFAULT_RESCHEDULE_ATTEMPTS = 3
 DEFAULT_RESCHEDULE_INTERVAL_S = 3600.0
 DEFAULT_RESCHEDULE_DELAY_S = 0.0
 DEFAULT_RESCHEDULE_MAX_DELAY_S = 300.0
+#: Largest restart count and longest period a policy may name (a year).
+MAX_ATTEMPTS = 1_000_000
+MAX_PERIOD_S = 365 * 86400.0
 
 #: Stop reasons (why the server asked a task to stop) that call for a replacement.
 RESCHEDULE_STOP_REASONS = frozenset({"node_drained"})
+
+
+def _number(
+    data: Mapping[str, Any],
+    key: str,
+    default: float,
+    high: float = MAX_PERIOD_S,
+    *,
+    whole: bool = False,
+) -> float:
+    """``data[key]`` (or the default) as a finite number from 0 to ``high``; else a
+    ValidationError naming ``restart.<key>`` (never a TypeError or OverflowError)."""
+    value = data.get(key, default)
+    kind = "a whole number" if whole else "a number"
+    if isinstance(value, str):  # "2.5" was taken before; stored policies may have it
+        try:
+            value = float(value) if len(value) <= 64 else math.nan
+        except ValueError:
+            raise ValidationError(f"restart.{key}", f"must be {kind}") from None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValidationError(f"restart.{key}", f"must be {kind}")
+    if whole and not isinstance(value, int):
+        if not (math.isfinite(value) and value.is_integer()):
+            raise ValidationError(f"restart.{key}", f"must be {kind}")
+    if not 0 <= value <= high:  # also NaN and infinities
+        raise ValidationError(f"restart.{key}", f"must be between 0 and {high:g}")
+    return float(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,24 +110,28 @@ class RestartPolicy:
         data = data or {}
         try:
             mode = RestartMode(data.get("mode", RestartMode.NEVER))
-        except ValueError:
+        except (TypeError, ValueError):  # also an unhashable value
             raise ValidationError(
                 "restart", f"must be one of {', '.join(m.value for m in RestartMode)}"
             ) from None
         max_attempts = data.get("max_attempts")
         policy = cls(
             mode=mode,
-            max_attempts=None if max_attempts is None else int(max_attempts),
-            initial_delay_s=float(data.get("initial_delay_s", DEFAULT_INITIAL_DELAY_S)),
-            max_delay_s=float(data.get("max_delay_s", DEFAULT_MAX_DELAY_S)),
-            reset_after_s=float(data.get("reset_after_s", DEFAULT_RESET_AFTER_S)),
-            reschedule_attempts=int(data.get("reschedule_attempts", DEFAULT_RESCHEDULE_ATTEMPTS)),
-            reschedule_interval_s=float(
-                data.get("reschedule_interval_s", DEFAULT_RESCHEDULE_INTERVAL_S)
+            max_attempts=None
+            if max_attempts is None
+            else int(_number(data, "max_attempts", 0, MAX_ATTEMPTS, whole=True)),
+            initial_delay_s=_number(data, "initial_delay_s", DEFAULT_INITIAL_DELAY_S),
+            max_delay_s=_number(data, "max_delay_s", DEFAULT_MAX_DELAY_S),
+            reset_after_s=_number(data, "reset_after_s", DEFAULT_RESET_AFTER_S),
+            reschedule_attempts=int(
+                _number(data, "reschedule_attempts", DEFAULT_RESCHEDULE_ATTEMPTS, whole=True)
             ),
-            reschedule_delay_s=float(data.get("reschedule_delay_s", DEFAULT_RESCHEDULE_DELAY_S)),
-            reschedule_max_delay_s=float(
-                data.get("reschedule_max_delay_s", DEFAULT_RESCHEDULE_MAX_DELAY_S)
+            reschedule_interval_s=_number(
+                data, "reschedule_interval_s", DEFAULT_RESCHEDULE_INTERVAL_S
+            ),
+            reschedule_delay_s=_number(data, "reschedule_delay_s", DEFAULT_RESCHEDULE_DELAY_S),
+            reschedule_max_delay_s=_number(
+                data, "reschedule_max_delay_s", DEFAULT_RESCHEDULE_MAX_DELAY_S
             ),
         )
         policy.validate()

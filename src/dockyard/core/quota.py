@@ -9,6 +9,7 @@ user whose consumed CPU-hours pass the bound are stopped with ``quota_exceeded``
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +18,10 @@ from dockyard.core.errors import ValidationError
 from dockyard.core.resources import parse_cpu, parse_memory
 
 DEFAULT_PERIOD_S = 30 * 86400.0
+#: Bounds of the counted quotas (far above any cluster) and of the period (10 years).
+MAX_TASKS = 10**9
+MAX_CPU_HOURS = 1e12
+MAX_PERIOD_S = 10 * 365 * 86400.0
 QUOTA_KEYS = ("max_cpu", "max_memory", "max_tasks", "cpu_hours", "period_s")
 
 
@@ -35,26 +40,49 @@ class Quota:
         if unknown:
             raise ValidationError("quota", f"unknown keys: {', '.join(sorted(unknown))}")
         try:
-            quota = cls(
+            return cls(
                 max_cpu_millis=None
                 if data.get("max_cpu") is None
                 else parse_cpu(data["max_cpu"], "quota.max_cpu"),
                 max_memory_bytes=None
                 if data.get("max_memory") is None
                 else parse_memory(data["max_memory"], "quota.max_memory"),
-                max_tasks=None if data.get("max_tasks") is None else int(data["max_tasks"]),
-                cpu_hours=None if data.get("cpu_hours") is None else float(data["cpu_hours"]),
-                period_s=float(data.get("period_s", DEFAULT_PERIOD_S)),
+                max_tasks=None
+                if data.get("max_tasks") is None
+                else int(_number(data["max_tasks"], "max_tasks", 0, MAX_TASKS, whole=True)),
+                cpu_hours=None
+                if data.get("cpu_hours") is None
+                else _number(data["cpu_hours"], "cpu_hours", 0, MAX_CPU_HOURS),
+                period_s=_number(
+                    data.get("period_s", DEFAULT_PERIOD_S),
+                    "period_s",
+                    0,
+                    MAX_PERIOD_S,
+                    low_open=True,
+                ),
             )
         except (TypeError, ValueError) as exc:
             raise ValidationError("quota", f"malformed quota: {exc}") from None
-        if quota.max_tasks is not None and quota.max_tasks < 0:
-            raise ValidationError("quota.max_tasks", "must be 0 or more")
-        if quota.cpu_hours is not None and quota.cpu_hours < 0:
-            raise ValidationError("quota.cpu_hours", "must be 0 or more")
-        if quota.period_s <= 0:
-            raise ValidationError("quota.period_s", "must be more than 0")
-        return quota
+
+
+def _number(
+    value: Any, key: str, low: float, high: float, *, whole: bool = False, low_open: bool = False
+) -> float:
+    """A finite number in range (a numeric string is taken), else a ValidationError
+    naming ``quota.<key>``: never a TypeError or an OverflowError."""
+    if isinstance(value, str):
+        try:
+            value = float(value) if len(value) <= 64 else math.nan
+        except ValueError:
+            raise ValidationError(f"quota.{key}", "must be a number") from None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValidationError(f"quota.{key}", "must be a number")
+    if whole and not (isinstance(value, int) or (math.isfinite(value) and value.is_integer())):
+        raise ValidationError(f"quota.{key}", "must be a whole number")
+    if not (low < value if low_open else low <= value) or not value <= high:  # and NaN
+        above = "more than" if low_open else "at least"
+        raise ValidationError(f"quota.{key}", f"must be {above} {low:g} and at most {high:g}")
+    return float(value)
 
 
 @dataclass(slots=True)

@@ -82,7 +82,7 @@ class HealthCheck:
         command = data.get("command") or ()
         if isinstance(command, str):
             command = ("sh", "-c", command)
-        if not all(isinstance(a, str) for a in command):
+        if not isinstance(command, list | tuple) or not all(isinstance(a, str) for a in command):
             raise ValidationError("health.command", "must be a list of strings")
         if kind == HealthKind.CMD and not command:
             raise ValidationError("health.command", "a cmd check needs a command")

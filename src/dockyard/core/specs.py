@@ -144,7 +144,7 @@ def build_job_spec(
             raise ValidationError(f"env.{key}", "must be a string without NUL bytes")
     cpu_millis = parse_cpu(DEFAULT_CPU if cpu is None else cpu)
     memory_bytes = parse_memory(DEFAULT_MEMORY if memory is None else memory)
-    grace = DEFAULT_KILL_GRACE_S if kill_grace_s is None else float(kill_grace_s)
+    grace = DEFAULT_KILL_GRACE_S if kill_grace_s is None else _float(kill_grace_s, "kill_grace_s")
     if not 0 <= grace <= MAX_KILL_GRACE_S:
         raise ValidationError("kill_grace_s", f"must be between 0 and {MAX_KILL_GRACE_S:g}")
     if isinstance(restart, str):
@@ -155,7 +155,8 @@ def build_job_spec(
         policy = RestartPolicy(mode=RestartMode(restart))
     else:
         policy = RestartPolicy.from_dict(restart)
-    if max_runtime_s is not None and not 0 < float(max_runtime_s) <= MAX_RUNTIME_LIMIT_S:
+    runtime = None if max_runtime_s is None else _float(max_runtime_s, "max_runtime_s")
+    if runtime is not None and not 0 < runtime <= MAX_RUNTIME_LIMIT_S:
         raise ValidationError("max_runtime_s", "must be more than 0 and at most a year")
     prio = 0 if priority is None else priority
     if isinstance(prio, bool) or not isinstance(prio, int) or abs(prio) > MAX_PRIORITY:
@@ -188,7 +189,7 @@ def build_job_spec(
         resources=Resources(cpu_millis, memory_bytes),
         kill_grace_s=grace,
         restart=policy,
-        max_runtime_s=None if max_runtime_s is None else float(max_runtime_s),
+        max_runtime_s=runtime,
         mounts=tuple(
             parse_mount(m) if isinstance(m, str) else validate_mount(_mount_from(m))
             for m in mounts or ()
@@ -200,6 +201,16 @@ def build_job_spec(
         gpus=gpu_count,
         algorithm=algo,
     )
+
+
+def _float(value: Any, field_name: str) -> float:
+    """A number (NaN and infinities fail the range checks after), never a TypeError."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValidationError(field_name, "must be a number")
+    try:
+        return float(value)
+    except (ValueError, OverflowError):
+        raise ValidationError(field_name, "must be a number") from None
 
 
 def _mount_from(data: Mapping[str, Any]) -> Mount:

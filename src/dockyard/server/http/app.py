@@ -41,6 +41,14 @@ def _error(status: int, code: str, message: str, field: str | None = None) -> JS
     return JSONResponse(status_code=status, content=body, headers=headers)
 
 
+def field_name(loc: list[Any]) -> str | None:
+    """A pydantic error location as the core names fields: ``jobs[0].ports[1]``."""
+    name = ""
+    for part in loc:
+        name += f"[{part}]" if isinstance(part, int) else f".{part}" if name else str(part)
+    return name or None
+
+
 def create_app(ctx: ServerContext) -> FastAPI:
     app = FastAPI(
         title="dockyard",
@@ -81,10 +89,8 @@ def create_app(ctx: ServerContext) -> FastAPI:
     @app.exception_handler(RequestValidationError)
     def _request_validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         first: dict[str, Any] = exc.errors()[0] if exc.errors() else {}
-        loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path")]
-        return _error(
-            422, "invalid", str(first.get("msg", "invalid request")), ".".join(loc) or None
-        )
+        loc = [p for p in first.get("loc", ()) if p not in ("body", "query", "path", "header")]
+        return _error(422, "invalid", str(first.get("msg", "invalid request")), field_name(loc))
 
     @app.exception_handler(NotFound)
     def _not_found(_: Request, exc: NotFound) -> JSONResponse:

@@ -26,6 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dockyard.core.states import TaskState
 from dockyard.server.http.deps import CurrentUser, ServerContext
+from dockyard.server.http.schemas import INT64_MAX
 from dockyard.server.http.stream import (
     RESET,
     EventHub,
@@ -172,7 +173,7 @@ def install(app: FastAPI, ctx: ServerContext) -> None:
     )
     async def event_stream(
         who: CurrentUser,
-        after: Annotated[int | None, Query(ge=0)] = None,
+        after: Annotated[int | None, Query(ge=0, le=INT64_MAX)] = None,
         last_event_id: Annotated[str | None, Header()] = None,
     ) -> StreamingResponse:
         """Server-sent events: each new event you may see, as it is recorded.
@@ -182,8 +183,9 @@ def install(app: FastAPI, ctx: ServerContext) -> None:
         ``task_state``, ``node_name``), ``reset`` (you fell behind: reload), and
         comment lines as keep-alives.
         """
-        if after is None and last_event_id and last_event_id.isdigit():
-            after = int(last_event_id)
+        resume = last_event_id or ""
+        if after is None and resume.isascii() and resume.isdigit() and len(resume) <= 19:
+            after = min(int(resume), INT64_MAX)  # an id past BIGINT is no id: nothing newer
         loop = asyncio.get_running_loop()
         sub = await run_in_threadpool(hub.subscribe, who, loop)
         try:

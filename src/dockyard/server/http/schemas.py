@@ -3,16 +3,31 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from dockyard.core.errors import ValidationError
-from dockyard.core.services import ServiceSpec, build_service_spec
-from dockyard.core.specs import JobSpec, build_job_spec
+from dockyard.core.services import MAX_REPLICAS, ServiceSpec, build_service_spec
+from dockyard.core.specs import (
+    MAX_GPUS,
+    MAX_KILL_GRACE_S,
+    MAX_PRIORITY,
+    MAX_RUNTIME_LIMIT_S,
+    JobSpec,
+    build_job_spec,
+)
 
 if TYPE_CHECKING:
     from dockyard.store.tables import Event, Node, Task, User
+
+#: The largest integer the store holds (BIGINT): every integer the API takes is at most
+#: this, so a larger one is a 422 naming the field rather than an overflow (a 500).
+INT64_MAX = 2**63 - 1
+#: A TCP port number.
+Port = Annotated[int, Field(ge=1, le=65535)]
+#: Retention periods: at most a century.
+MAX_RETENTION_S = 100 * 365 * 86400.0
 
 
 class ErrorOut(BaseModel):
@@ -31,12 +46,16 @@ class JobCreate(BaseModel):
     env: dict[str, str] = Field(default_factory=dict)
     cpu: float | str | None = Field(default=None, description="cores: 0.5, 2 or 500m")
     memory: int | str | None = Field(default=None, description="bytes or 64m, 1g")
-    kill_grace_s: float | None = Field(default=None, description="SIGTERM to SIGKILL delay")
+    kill_grace_s: float | None = Field(
+        default=None, ge=0, le=MAX_KILL_GRACE_S, description="SIGTERM to SIGKILL delay"
+    )
     restart: str | dict[str, Any] | None = Field(
         default=None,
         description="never | on-failure | always, or a policy object (see docs/failures.md)",
     )
-    max_runtime_s: float | None = Field(default=None, description="kill after this many seconds")
+    max_runtime_s: float | None = Field(
+        default=None, gt=0, le=MAX_RUNTIME_LIMIT_S, description="kill after this many seconds"
+    )
     mounts: list[str | dict[str, Any]] = Field(
         default_factory=list,
         max_length=64,
@@ -53,14 +72,21 @@ class JobCreate(BaseModel):
     security_opt: list[str] = Field(default_factory=list, max_length=64)
     sysctls: dict[str, str] = Field(default_factory=dict)
     user: str = Field(default="", max_length=64, description="user[:group] inside the container")
-    priority: int = Field(default=0, description="queue priority (higher first), -1000..1000")
+    priority: int = Field(
+        default=0,
+        ge=-MAX_PRIORITY,
+        le=MAX_PRIORITY,
+        description="queue priority (higher first), -1000..1000",
+    )
     constraints: list[str] = Field(
         default_factory=list,
         max_length=32,
         description="node label constraints: zone=a, k!=v, k in a,b",
     )
-    ports: list[int] = Field(default_factory=list, max_length=64, description="host ports it needs")
-    gpus: int = Field(default=0, description="whole GPUs, exclusive")
+    ports: list[Port] = Field(
+        default_factory=list, max_length=64, description="host ports it needs"
+    )
+    gpus: int = Field(default=0, ge=0, le=MAX_GPUS, description="whole GPUs, exclusive")
     algorithm: str = Field(default="binpack", description="binpack or spread")
 
     def to_spec(self) -> JobSpec:
@@ -119,8 +145,10 @@ class ServiceCreate(JobCreate):
     scheduler allocates; ``restart``, ``max_runtime_s`` and ``algorithm`` do not
     apply (replicas always restart and are spread)."""
 
-    replicas: int = Field(default=1, description="copies to keep running, 0..1000")
-    ports: list[int] = Field(
+    replicas: int = Field(
+        default=1, ge=0, le=MAX_REPLICAS, description="copies to keep running, 0..1000"
+    )
+    ports: list[Port] = Field(
         default_factory=list, max_length=16, description="container ports to publish"
     )
     health: dict[str, Any] | None = Field(
@@ -464,9 +492,14 @@ class UserStatsOut(BaseModel):
 class GcRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    retention_s: float = Field(default=7 * 86400, ge=0, description="keep finished work this long")
+    retention_s: float = Field(
+        default=7 * 86400, ge=0, le=MAX_RETENTION_S, description="keep finished work this long"
+    )
     accounting_retention_s: float | None = Field(
-        default=None, ge=0, description="also drop accounting records older than this"
+        default=None,
+        ge=0,
+        le=MAX_RETENTION_S,
+        description="also drop accounting records older than this",
     )
 
 

@@ -63,6 +63,8 @@ def _records(
 
 
 Limit = Annotated[int, Query(ge=1, le=100_000)]
+#: Epoch seconds: finite (``inf``/``nan`` are a 422).
+Since = Annotated[float | None, Query(allow_inf_nan=False, description="epoch seconds")]
 
 
 @router.get(
@@ -74,7 +76,7 @@ def accounting(
     request: Request,
     who: CurrentUser,
     user: str | None = None,
-    since: Annotated[float | None, Query(description="epoch seconds")] = None,
+    since: Since = None,
     limit: Limit = 10_000,
 ) -> list[AccountingRecord]:
     """Accounting records of finished tasks (your own; admins: anyone's)."""
@@ -91,7 +93,7 @@ def export_accounting(
     who: CurrentUser,
     format: Annotated[str, Query(pattern="^(sge|csv)$")] = "sge",
     user: str | None = None,
-    since: Annotated[float | None, Query(description="epoch seconds")] = None,
+    since: Since = None,
     limit: Limit = 100_000,
 ) -> PlainTextResponse:
     """Accounting as an SGE accounting file (qacct format) or CSV."""

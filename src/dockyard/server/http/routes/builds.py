@@ -15,6 +15,7 @@ from dockyard.core.errors import ValidationError
 from dockyard.server.errors import Conflict
 from dockyard.server.gateway.builds import BuildService
 from dockyard.server.http.deps import CurrentUser, server_context
+from dockyard.server.http.schemas import INT64_MAX
 from dockyard.store.errors import NotFound
 
 router = APIRouter()
@@ -69,7 +70,7 @@ def get_build(
     request: Request,
     build_id: str,
     who: CurrentUser,
-    since: Annotated[int, Query(ge=0)] = 0,
+    since: Annotated[int, Query(ge=0, le=INT64_MAX)] = 0,
 ) -> dict[str, Any]:
     """The build's state and its output lines from ``since``."""
     builds = _builds(request)

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Request
 
 from dockyard.server.http.deps import CurrentUser, server_context
-from dockyard.server.http.schemas import EventOut
+from dockyard.server.http.schemas import INT64_MAX, EventOut
 from dockyard.server.http.stream import public
 from dockyard.server.state import reads
 
@@ -18,8 +18,10 @@ router = APIRouter(tags=["events"])
 def list_events(
     request: Request,
     who: CurrentUser,
-    after: Annotated[int, Query(ge=0)] = 0,
-    before: Annotated[int | None, Query(ge=1, description="only ids below this")] = None,
+    after: Annotated[int, Query(ge=0, le=INT64_MAX)] = 0,
+    before: Annotated[
+        int | None, Query(ge=1, le=INT64_MAX, description="only ids below this")
+    ] = None,
     order: Literal["asc", "desc"] = "asc",
     limit: Annotated[int, Query(ge=1, le=10_000)] = 500,
     task: str | None = None,

@@ -35,6 +35,9 @@ from dockyard.store.errors import NotFound
 router = APIRouter()
 
 MAX_OUTPUT = 1024 * 1024
+#: A terminal's columns or rows, at most.
+MAX_TERMINAL = 10_000
+TerminalSize = Annotated[int, Query(ge=1, le=MAX_TERMINAL)]
 
 
 class ExecRequest(BaseModel):
@@ -138,8 +141,8 @@ async def exec_socket(
     ref: str,
     command: Annotated[list[str], Query()],
     tty: bool = True,
-    cols: int = 80,
-    rows: int = 24,
+    cols: TerminalSize = 80,
+    rows: TerminalSize = 24,
 ) -> None:
     ctx = server_context(websocket)
     header = websocket.headers.get("authorization", "")
@@ -172,9 +175,11 @@ async def exec_socket(
                     control = json.loads(message["text"])
                 except ValueError:
                     continue
-                if "resize" in control:
-                    cols_rows = control["resize"]
-                    service.resize(exec_session, int(cols_rows[0]), int(cols_rows[1]))
+                if not isinstance(control, dict):
+                    continue
+                size = _terminal_size(control.get("resize"))
+                if size is not None:
+                    service.resize(exec_session, *size)
                 if control.get("eof"):
                     service.hangup(exec_session)
 
@@ -202,3 +207,15 @@ async def exec_socket(
             await websocket.close()
         except (RuntimeError, WebSocketDisconnect):  # the client already went away
             pass
+
+
+def _terminal_size(value: Any) -> tuple[int, int] | None:
+    """``[cols, rows]`` of a resize message, or None when it is not two sane integers."""
+    if not isinstance(value, list) or len(value) != 2:
+        return None
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        return None
+    cols, rows = value
+    if not (1 <= cols <= MAX_TERMINAL and 1 <= rows <= MAX_TERMINAL):
+        return None
+    return cols, rows

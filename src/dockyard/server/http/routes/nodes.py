@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 
 from dockyard.server.http.deps import AdminUser, CurrentUser, ServerContext, server_context
-from dockyard.server.http.schemas import DrainRequest, ErrorOut, NodeOut
+from dockyard.server.http.schemas import INT64_MAX, DrainRequest, ErrorOut, NodeOut
 from dockyard.server.state import nodes as node_ops
 from dockyard.server.state import reads
 from dockyard.server.state.auth import Principal
@@ -36,7 +36,7 @@ def list_nodes(
     response: Response,
     state: Annotated[list[str] | None, Query(description="ready, suspect, draining, down")] = None,
     q: Annotated[str | None, Query(max_length=255, description="name or id prefix")] = None,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=INT64_MAX)] = 0,
     limit: Annotated[int | None, Query(ge=1, le=10_000)] = None,
 ) -> list[NodeOut]:
     """Nodes by name; all of them unless ``limit`` is given. ``X-Total-Count`` has the total."""

@@ -16,6 +16,7 @@ from dockyard.core.states import TaskState
 from dockyard.server.http.deps import CurrentUser, ServerContext, server_context
 from dockyard.server.http.limits import Slot
 from dockyard.server.http.schemas import (
+    INT64_MAX,
     ErrorOut,
     EventOut,
     LogLineOut,
@@ -47,7 +48,7 @@ def list_tasks(
     state: Annotated[list[TaskState] | None, Query()] = None,
     active: bool = False,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 500,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=INT64_MAX)] = 0,
     order: Literal["newest", "oldest"] = "newest",
     q: Annotated[str | None, Query(max_length=64, description="name or id prefix")] = None,
     node: Annotated[str | None, Query(description="node id")] = None,
@@ -103,7 +104,7 @@ def logs(
     request: Request,
     ref: str,
     who: CurrentUser,
-    after: Annotated[int, Query(ge=0)] = 0,
+    after: Annotated[int, Query(ge=0, le=INT64_MAX)] = 0,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 5000,
     follow: bool = False,
 ) -> Any:
