@@ -16,6 +16,7 @@ from dockyard.core.security import PolicyViolation
 from dockyard.server.errors import ServerError
 from dockyard.server.http.dashboard import install as install_dashboard
 from dockyard.server.http.deps import ServerContext
+from dockyard.server.http.docs import install as install_docs
 from dockyard.server.http.guard import RequestGuard
 from dockyard.server.http.ingress import install as install_ingress
 from dockyard.server.http.routes.accounting import router as accounting_router
@@ -55,6 +56,8 @@ def create_app(ctx: ServerContext) -> FastAPI:
         version=__version__,
         description="Cluster manager for containers. Authenticate with `Authorization: Bearer`.",
         responses={401: {"model": ErrorOut}, 422: {"model": ErrorOut}},
+        docs_url=None,  # /docs is served from local files (http/docs.py), no CDN
+        redoc_url=None,
     )
     app.state.ctx = ctx
     # Innermost of the middlewares (added first): the security headers and the request
@@ -74,6 +77,7 @@ def create_app(ctx: ServerContext) -> FastAPI:
     app.include_router(queue_router)
     install_dashboard(app, ctx)  # /, /ui, /metrics, /api/v1/summary, /api/v1/events/stream
     install_ingress(app, ctx)  # /svc/NAME/...: requests routed to services (docs/routing.md)
+    install_docs(app)  # /docs: Swagger UI from this server's files
     for router in (users_router, jobs_router, tasks_router, nodes_router, events_router):
         app.include_router(router)
 
