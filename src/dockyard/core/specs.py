@@ -13,8 +13,9 @@ from dockyard.core.policy import RestartMode, RestartPolicy
 from dockyard.core.resources import Resources, parse_cpu, parse_memory
 from dockyard.core.security import Mount, SecurityOptions, parse_mount, validate_mount
 
-_NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$")
-_ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+#: Matched with ``fullmatch``: a ``$`` would also match before a trailing newline.
+_NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}", re.ASCII)
+_ENV_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*", re.ASCII)
 
 DEFAULT_CPU = "0.1"
 DEFAULT_MEMORY = "128m"
@@ -94,7 +95,7 @@ class JobSpec:
 
 
 def validate_name(name: str, field_name: str = "name") -> str:
-    if not isinstance(name, str) or not _NAME_RE.match(name):
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
         raise ValidationError(
             field_name,
             "must be 1-63 characters of letters, digits, '_', '.' or '-', "
@@ -138,7 +139,7 @@ def build_job_spec(
             raise ValidationError(f"command[{index}]", "must not contain NUL bytes")
     environment = dict(env or {})
     for key, value in environment.items():
-        if not isinstance(key, str) or not _ENV_KEY_RE.match(key):
+        if not isinstance(key, str) or not _ENV_KEY_RE.fullmatch(key):
             raise ValidationError("env", f"invalid variable name {key!r}")
         if not isinstance(value, str) or "\x00" in value:
             raise ValidationError(f"env.{key}", "must be a string without NUL bytes")
