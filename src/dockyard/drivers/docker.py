@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import socket
 import time
 from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import docker
@@ -44,11 +46,14 @@ from dockyard.drivers.errors import (
     RuntimeUnavailable,
     StartFailed,
 )
+from dockyard.drivers.pins import MountPins
 
 log = logging.getLogger(__name__)
 
 PULL_ATTEMPTS = 3
 BUILD_ATTEMPTS = 3
+#: Where bind sources are pinned (root-owned, 0700; ``DOCKYARD_PIN_DIR`` moves it).
+DEFAULT_PIN_DIR = Path(os.environ.get("DOCKYARD_PIN_DIR") or "/run/dockyard/pins")
 
 _NOT_FOUND_HINTS = ("not found", "manifest unknown", "pull access denied", "does not exist")
 
@@ -62,13 +67,21 @@ class DockerDriver:
 
     name = "docker"
 
-    def __init__(self, client: Any | None = None, pull_attempts: int = PULL_ATTEMPTS) -> None:
+    def __init__(
+        self,
+        client: Any | None = None,
+        pull_attempts: int = PULL_ATTEMPTS,
+        pins: MountPins | None = None,
+    ) -> None:
         try:
             self._client = client or docker.from_env(timeout=60)
             self._client.ping()
         except docker.errors.DockerException as exc:
             raise RuntimeUnavailable(f"cannot reach Docker Engine: {exc}") from exc
         self._pull_attempts = pull_attempts
+        #: Bind sources are pinned before Docker mounts them (drivers/pins.py).
+        self.pins = pins or MountPins(DEFAULT_PIN_DIR)
+        self._pinned: dict[str, str] = {}  # container id -> its pins' key
 
     # -- node -------------------------------------------------------------
     def capacity(self) -> Resources:
@@ -236,7 +249,22 @@ class DockerDriver:
 
     # -- containers -------------------------------------------------------
     def create(self, spec: ContainerSpec) -> str:
+        key = spec.container_name
+        sources = {
+            i: self.pins.pin(key, i, m.source)  # MountRace if it changed since the check
+            for i, m in enumerate(spec.mounts)
+            if m.kind == "bind"
+        }
+        try:
+            container_id = self._create(spec, sources)
+        except BaseException:
+            self.pins.release(key)
+            raise
+        if sources:
+            self._pinned[container_id] = key
+        return container_id
 
+    def _create(self, spec: ContainerSpec, sources: Mapping[int, str]) -> str:
         try:
             container = self._client.containers.create(
                 spec.image,
@@ -261,7 +289,7 @@ class DockerDriver:
                 devices=list(spec.security.devices) or None,
                 sysctls=dict(spec.security.sysctls) or None,
                 user=spec.security.user or None,
-                volumes=_volumes(spec),
+                volumes=_volumes(spec, sources),
                 init=True,
                 log_config=LogConfig(type="json-file"),
                 detach=True,
@@ -358,14 +386,25 @@ class DockerDriver:
             raise DriverError(f"signal failed: {exc.explanation or exc}") from exc
 
     def remove(self, container_id: str) -> None:
+        key = self._pinned.pop(container_id, None)
+        if key is None and self.pins.keys():  # pinned before this agent started
+            key = self._name_of(container_id)
         try:
             self._client.api.remove_container(container_id, force=True)
         except docker.errors.NotFound:
-            return
+            pass
         except docker.errors.APIError as exc:
             if exc.status_code == 409:  # removal already in progress
                 return
             raise DriverError(f"remove failed: {exc.explanation or exc}") from exc
+        if key:
+            self.pins.release(key)
+
+    def _name_of(self, container_id: str) -> str | None:
+        try:
+            return str(self._client.api.inspect_container(container_id)["Name"]).lstrip("/")
+        except (docker.errors.DockerException, requests.exceptions.RequestException, KeyError):
+            return None
 
     def logs(self, container_id: str, stream: str, follow: bool) -> Iterator[LogLine]:
         try:
@@ -435,11 +474,17 @@ def _gpu_requests(spec: ContainerSpec) -> list[docker.types.DeviceRequest] | Non
     ]
 
 
-def _volumes(spec: ContainerSpec) -> dict[str, dict[str, str]] | None:
-    """Docker's ``volumes`` argument: resolved bind sources and per-owner volume names."""
+def _volumes(
+    spec: ContainerSpec, sources: Mapping[int, str] | None = None
+) -> dict[str, dict[str, str]] | None:
+    """Docker's ``volumes`` argument: bind sources (pinned, by mount index, where
+    ``sources`` has them) and per-owner volume names."""
     out: dict[str, dict[str, str]] = {}
-    for mount in spec.mounts:
-        source = mount.source if mount.kind == "bind" else volume_name(spec.owner, mount.source)
+    for index, mount in enumerate(spec.mounts):
+        if mount.kind == "bind":
+            source = (sources or {}).get(index, mount.source)
+        else:
+            source = volume_name(spec.owner, mount.source)
         out[source] = {"bind": mount.target, "mode": "ro" if mount.read_only else "rw"}
     return out or None
 
