@@ -10,8 +10,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -24,142 +22,13 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
-from dockyard.client import Client, ClientError
-from dockyard.protocol import curve
+from dockyard.client import ClientError
 from dockyard.testing import postgres
-from dockyard.testing.cluster import free_port
+from dockyard.testing.ha import HACluster, freeze_leader_in_transaction
 from dockyard.testing.wait import wait_for
 
 LEASE_S = 1.2  # the default
 FAILOVER_BUDGET_S = 2.0  # issue 8: a new leader within 2 s
-
-
-class HACluster:
-    def __init__(self, db_url: str, root: Path, count: int = 3) -> None:
-        self.db_url = db_url
-        self.root = root
-        self.names = [f"s{i}" for i in range(count)]
-        self.ports = {n: free_port() for n in self.names}
-        self.gateways = {n: f"tcp://127.0.0.1:{free_port()}" for n in self.names}
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        self.agent: subprocess.Popen[bytes] | None = None
-
-    def url(self, name: str) -> str:
-        return f"http://127.0.0.1:{self.ports[name]}"
-
-    def start_server(self, name: str) -> None:
-        data = self.root / name
-        data.mkdir(exist_ok=True)
-        first = self.root / self.names[0]
-        if name != self.names[0]:  # every instance serves with the same CURVE key pair
-            for key in (curve.SECRET_FILE, curve.PUBLIC_FILE):
-                shutil.copy2(first / key, data / key)
-        with open(self.root / f"{name}.log", "ab") as log:
-            self.procs[name] = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "dockyard",
-                    "server",
-                    "--db",
-                    self.db_url,
-                    "--data-dir",
-                    str(data),
-                    "--port",
-                    str(self.ports[name]),
-                    "--gateway",
-                    self.gateways[name],
-                    "--heartbeat",
-                    "0.5",
-                    "--node-grace",
-                    "3",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        wait_for(lambda: _healthy(self.url(name)), timeout=60, message=f"{name} health")
-
-    @property
-    def token(self) -> str:
-        return (self.root / self.names[0] / "admin.token").read_text().strip()
-
-    def client(self, name: str) -> Client:
-        return Client(url=self.url(name), token=self.token)
-
-    def live(self) -> list[str]:
-        return [n for n, p in self.procs.items() if p.poll() is None]
-
-    def status(self, name: str) -> dict[str, Any] | None:
-        try:
-            with self.client(name) as api:
-                return api.status()
-        except ClientError:
-            return None
-
-    def leader(self, among: list[str] | None = None, above_term: int = 0) -> tuple[str, int]:
-        """Wait for a leader (an instance name) with a term above ``above_term``."""
-        ids: dict[str, str] = {}
-
-        def find() -> tuple[str, int] | None:
-            for name in among or self.live():
-                st = self.status(name)
-                if st is None:
-                    continue
-                ids[st["instance"]] = name
-                if st["leader"] in ids and (st["term"] or 0) > above_term:
-                    return ids[st["leader"]], int(st["term"])
-            return None
-
-        return wait_for(find, timeout=30, interval=0.05, message="a leader")
-
-    def start_agent(self, token: str) -> None:
-        with open(self.root / "agent.log", "ab") as log:
-            self.agent = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "dockyard",
-                    "agent",
-                    "--driver",
-                    "sim",
-                    "--nodes",
-                    "3",
-                    "--name",
-                    "hollow",
-                    "--heartbeat",
-                    "0.5",
-                    "--data-dir",
-                    str(self.root / "agent"),
-                    "--server",
-                    ",".join(self.gateways.values()),
-                    "--join-token",
-                    token,
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-
-    def close(self) -> None:
-        for proc in [*self.procs.values(), *([self.agent] if self.agent else [])]:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGCONT)
-                proc.kill()
-                proc.wait(30)
-
-    def logs(self) -> str:
-        return "\n".join(
-            f"--- {p.name}\n{p.read_text(errors='replace')[-4000:]}"
-            for p in sorted(self.root.glob("*.log"))
-        )
-
-
-def _healthy(url: str) -> bool:
-    try:
-        return httpx.get(url + "/healthz", timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 @pytest.fixture(scope="module")
@@ -317,3 +186,95 @@ def test_leader_losing_its_database_steps_down(ha: HACluster) -> None:
     with Submitter(ha, "pgkill") as sub:
         wait_for(lambda: len(sub.acked) >= 10, timeout=30, message="submissions")
     assert_no_loss_no_duplicates(ha, sub.acked)
+
+
+def test_leader_frozen_inside_a_transaction_is_cut_off_and_fenced(ha: HACluster) -> None:
+    """SIGSTOP the leader while its scheduler's fenced transaction holds the lease row
+    (``FOR SHARE``) and has written a placement (proven from ``pg_stat_activity`` /
+    ``pg_locks``, see ``freeze_leader_in_transaction``). The database cuts that
+    transaction off, a follower takes over within the budget, and when the old leader
+    wakes up its placement never lands: the queue is locked meanwhile, so only the stale
+    write could have placed the job, and the store shows it was not placed until the
+    new leader did, after the unlock."""
+    leader, term = ha.leader()
+    old_instance = (ha.status(leader) or {})["instance"]
+    others = [n for n in ha.live() if n != leader]
+    store = create_engine(ha.db_url)
+
+    def submit() -> str:
+        with ha.client(others[0]) as api:
+            return str(api.run_job("frozen", "sim", ["sleep", "600"], cpu="10m")["workload_id"])
+
+    def tasks_of(job: str) -> list[Any]:
+        with store.connect() as conn:
+            return list(
+                conn.execute(
+                    text(
+                        "SELECT id, state, node_id, assigned_at FROM tasks WHERE workload_id = :job"
+                    ),
+                    {"job": job},
+                )
+            )
+
+    def placed_events(task_id: str) -> int:
+        with store.connect() as conn:
+            return int(
+                conn.execute(
+                    text("SELECT count(*) FROM events WHERE task_id = :t AND reason = 'placed'"),
+                    {"t": task_id},
+                ).scalar_one()
+            )
+
+    frozen = freeze_leader_in_transaction(ha, leader, submit)
+    unlocked = False
+    try:
+        try:
+            with ha.client(others[0]) as api:  # nothing new is placed by the next leader
+                api.lock_queue()
+            new, new_term = ha.leader(among=others, above_term=term, timeout=10)
+            takeover_s = time.monotonic() - frozen.stopped_mono
+        finally:
+            with store.connect() as conn:
+                woke_at = float(conn.execute(text("SELECT EXTRACT(EPOCH FROM now())")).scalar_one())
+            os.killpg(frozen.pid, signal.SIGCONT)
+        assert new != leader and new_term > term
+        assert takeover_s <= FAILOVER_BUDGET_S + 0.5, takeover_s  # + polling slack
+
+        # The old leader wakes inside its transaction and tries to finish the placement:
+        # refused (its backend was terminated), and it becomes a follower, without crashing.
+        def old_follows() -> bool:
+            with store.connect() as conn:
+                row = conn.execute(
+                    text("SELECT term, seen_at FROM server_instances WHERE id = :i"),
+                    {"i": old_instance},
+                ).one_or_none()
+                backend = conn.execute(
+                    text("SELECT 1 FROM pg_stat_activity WHERE pid = :p"),
+                    {"p": frozen.backend_pid},
+                ).one_or_none()
+            return row is not None and row.term is None and row.seen_at > woke_at and not backend
+
+        wait_for(old_follows, timeout=15, message="old leader follows, its transaction gone")
+        assert ha.procs[leader].poll() is None, "the old leader crashed"
+        [task] = tasks_of(frozen.job_id)
+        assert (task.state, task.node_id, task.assigned_at) == ("pending", None, None)
+        assert placed_events(task.id) == 0
+        assert ha.leader()[0] == new
+
+        unlocked_at = time.time()
+        with ha.client(new) as api:
+            api.unlock_queue()
+        unlocked = True
+        wait_for(
+            lambda: tasks_of(frozen.job_id)[0].assigned_at is not None,
+            timeout=30,
+            message="the job placed by the new leader",
+        )
+        [task] = tasks_of(frozen.job_id)
+        assert task.assigned_at >= unlocked_at  # placed by the new leader's pass
+        assert placed_events(task.id) == 1
+    finally:
+        if not unlocked:
+            with ha.client(ha.leader()[0]) as api:
+                api.unlock_queue()
+        store.dispose()

@@ -12,7 +12,14 @@ that every ``lease_s / 3`` seconds, in one transaction with the lease row locked
 Times are the **database's** clock, so instances on different machines agree.
 An instance that cannot renew (database gone, statement failed) steps down at
 once, as does one that has not renewed within ``lease_s`` by its own monotonic
-clock. Leader-only writes go through :class:`FencedDatabase`, which re-reads
+clock. On PostgreSQL every session is bounded by timeouts tied to the lease
+(:meth:`SessionTimeouts.for_lease <dockyard.store.db.SessionTimeouts.for_lease>`):
+an instance frozen inside a transaction that holds the lease row's lock is cut
+off by the database within half a lease, and a lease attempt that times out on a
+lock or a statement is a round without a lease (a follower stays one; a leader
+keeps only what is left of its lease by its own clock) and is retried next round.
+
+Leader-only writes go through :class:`FencedDatabase`, which re-reads
 ``(holder, term)`` with a shared row lock inside the same transaction: a paused
 or partitioned old leader can never write after a new one took over (the new
 leader's term update waits for, or invalidates, any fenced transaction).
@@ -31,13 +38,25 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from dockyard.server.errors import ServerError
-from dockyard.store.db import Database
+from dockyard.store.db import Database, SessionTimeouts
 from dockyard.store.tables import LeaderLease, ServerInstance
 
 log = logging.getLogger(__name__)
 
 DEFAULT_LEASE_S = 1.2
 LEASE_ROW = 1
+#: SQLSTATEs of PostgreSQL's session timeouts: lock_timeout, statement_timeout (and
+#: a cancel), idle_in_transaction_session_timeout.
+TIMEOUT_SQLSTATES = {
+    "55P03": "lock timeout",
+    "57014": "statement timeout",
+    "25P03": "idle-in-transaction timeout",
+}
+
+
+def timed_out(exc: BaseException) -> str | None:
+    """Which session timeout ``exc`` (a SQLAlchemy error) is, or None."""
+    return TIMEOUT_SQLSTATES.get(str(getattr(getattr(exc, "orig", None), "sqlstate", None)))
 
 
 class NotLeader(ServerError):
@@ -81,6 +100,9 @@ class LeaderElector:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="leader", daemon=True)
         self.fenced_writes = 0
+        self.timeouts = 0  # lease attempts cut short by a session timeout
+        # Bound every session of this store (a no-op on SQLite) before the first tick.
+        db.set_session_timeouts(SessionTimeouts.for_lease(lease_s))
         # A connection to the store found dead (a terminated backend, a restart, a
         # cut): step down at once; the next tick decides again on a fresh connection.
         event.listen(db.write_engine.pool, "invalidate", self._on_invalidate)
@@ -128,7 +150,21 @@ class LeaderElector:
     def tick(self) -> None:
         try:
             term = self._attempt()
-        except (SQLAlchemyError, OSError) as exc:
+        except SQLAlchemyError as exc:
+            why = timed_out(exc)
+            if why is None:
+                log.warning("lease attempt failed: %s", exc)
+                self._step_down("database unreachable")
+                return
+            # Not leader this round: nothing was decided (the transaction is rolled
+            # back). A leader keeps what is left of its lease by its own clock and
+            # retries next round; once that is gone, it steps down.
+            self.timeouts += 1
+            log.warning("lease attempt hit a %s; retrying next round", why)
+            if self.term is None:
+                self._step_down(f"lease not renewed within {self.lease_s}s ({why})")
+            return
+        except OSError as exc:
             log.warning("lease attempt failed: %s", exc)
             self._step_down("database unreachable")
             return
@@ -146,8 +182,12 @@ class LeaderElector:
     def _attempt(self) -> int | None:
         try:
             with self._db.write() as session:
-                now = db_now(session)
                 lease = session.get(LeaderLease, LEASE_ROW, with_for_update=True)
+                # The clock is read once the row is ours: a wait for its lock (a fenced
+                # write in flight, a frozen holder) must not make ``now`` stale, or this
+                # instance would record a renewal in the past and the next one would
+                # find the lease it just took already expired.
+                now = db_now(session)
                 term: int | None = None
                 if lease is None:
                     session.add(
