@@ -1,4 +1,4 @@
-"""Absurd numbers are a 422 naming the field, never a 500 (or stored).
+"""Absurd numbers (and NUL characters) are a 422 naming the field, never a 500 (or stored).
 
 Swept from the served OpenAPI document, so a parameter or body field added later
 is covered without a new entry: every integer or number query/path parameter,
@@ -9,8 +9,10 @@ keys of the free-form objects the core validates (``restart``, ``health``,
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
+import os
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -21,6 +23,7 @@ import pytest
 from dockyard.core.policy import RestartPolicy
 from dockyard.core.quota import QUOTA_KEYS
 from dockyard.core.services import HealthCheck, HealthKind, UpdateConfig
+from dockyard.testing import postgres
 from dockyard.testing.cluster import LocalCluster
 
 #: Integers past BIGINT, far past it, and numbers past any range (raw JSON tokens).
@@ -47,13 +50,25 @@ MINIMAL: dict[str, dict[str, Any]] = {
 }
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[LocalCluster]:
-    cluster = LocalCluster().start()
-    try:
-        yield cluster
-    finally:
-        cluster.close()
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def server(request: pytest.FixtureRequest) -> Iterator[LocalCluster]:
+    """On each store: PostgreSQL refuses integers past BIGINT and NUL characters."""
+    with _database(str(request.param)) as db_url:
+        cluster = LocalCluster(db_url=db_url).start()
+        try:
+            yield cluster
+        finally:
+            cluster.close()
+
+
+def _database(backend: str) -> contextlib.AbstractContextManager[str | None]:
+    if backend == "sqlite":
+        return contextlib.nullcontext(None)
+    if not postgres.available():
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL not reachable at {postgres.admin_url()} (scripts/setup.sh)")
+        pytest.skip("PostgreSQL not reachable here (scripts/setup.sh starts one)")
+    return postgres.fresh_database("dy_bounds")
 
 
 @pytest.fixture(scope="module")
@@ -278,9 +293,81 @@ def test_in_range_extremes_are_not_server_errors(api: httpx.Client) -> None:
     assert api.get("/api/v1/tasks", params={"offset": top}).json() == []
     assert api.get("/api/v1/nodes", params={"offset": top}).json() == []
     assert api.get("/api/v1/accounting", params={"since": "1e308"}).json() == []
+    task = api.post("/api/v1/jobs", json={"name": "extremes", "image": "busybox"}).json()["id"]
+    page = api.get(f"/api/v1/tasks/{task}/logs", params={"after": top}).json()
+    assert page["lines"] == [] and page["next"] == 2**63 - 1
 
 
 @pytest.mark.parametrize("command", [5, 1.5, True, {"a": "b"}, [1, 2]])
 def test_a_health_command_of_the_wrong_type(api: httpx.Client, command: Any) -> None:
     body = {"name": "bounds-h", "image": "busybox", "health": {"kind": "cmd", "command": command}}
     assert_refused(api.post("/api/v1/services", json=body), "health", f"command={command!r}")
+
+
+def string_fields(
+    schema: dict[str, Any], node: dict[str, Any], path: tuple[str | int, ...] = ()
+) -> Iterator[tuple[str | int, ...]]:
+    """The path of every string field under ``node`` (array items as index 0)."""
+    node = resolve(schema, node)
+    options = [resolve(schema, o) for o in node.get("anyOf", [])] or [node]
+    for option in options:
+        kind = option.get("type")
+        if kind == "string" and path:
+            yield path
+        elif kind == "array" and "items" in option:
+            yield from string_fields(schema, option["items"], (*path, 0))
+        elif kind == "object" or "properties" in option:
+            for name, child in option.get("properties", {}).items():
+                yield from string_fields(schema, child, (*path, name))
+
+
+def test_nul_characters_in_parameters(api: httpx.Client, schema: dict[str, Any]) -> None:
+    """PostgreSQL cannot compare a string with NUL in it: a 422, not a 500 or a match."""
+    seen: set[str] = set()
+    for method, path, op in operations(schema):
+        for param in op.get("parameters", []):
+            if param["in"] not in ("query", "path") or "string" not in kinds(
+                schema, param["schema"]
+            ):
+                continue
+            if method == "GET" and path == "/api/v1/events/stream" and param["in"] == "query":
+                continue  # (only integer query parameters)
+            target, params = url_of(path), {param["name"]: "a\x00b"}
+            if param["in"] == "path":
+                target = url_of(path.replace("{" + param["name"] + "}", "a%00b"))
+                params = {}
+            response = api.request(method, target, params=params, json={})
+            assert_refused(response, param["name"], f"{method} {path} {param['name']}")
+            seen.add(param["name"])
+    assert {"q", "ref", "name", "user", "kind", "task", "node"} <= seen, seen
+
+
+def test_nul_characters_in_bodies(api: httpx.Client, schema: dict[str, Any]) -> None:
+    swept: set[str] = set()
+    for method, path, op in operations(schema):
+        content = op.get("requestBody", {}).get("content", {})
+        if "application/json" not in content:
+            continue
+        body_schema = content["application/json"]["schema"]
+        name = body_schema["$ref"].rsplit("/", 1)[1]
+        base = MINIMAL.get(name, {"name": "bounds"} if name == "UserCreate" else {})
+        for field_path in string_fields(schema, body_schema):
+            top = str(field_path[0])
+            text = with_value(base, field_path, json.dumps("a\x00b"))
+            response = api.request(
+                method, url_of(path), content=text, headers={"Content-Type": "application/json"}
+            )
+            assert_refused(response, top, f"{method} {path} {field_path}")
+            swept.add(f"{name}.{top}")
+        for key in ("env", "labels", "sysctls"):  # string maps: keys and values
+            if key in resolve(schema, body_schema).get("properties", {}):
+                for entry in ({"A\x00": "v"}, {"A": "v\x00"}):
+                    body = json.dumps({**base, key: entry})
+                    response = api.request(
+                        method,
+                        url_of(path),
+                        content=body,
+                        headers={"Content-Type": "application/json"},
+                    )
+                    assert_refused(response, key, f"{method} {path} {key}={entry!r}")
+    assert {"JobCreate.name", "JobCreate.image", "JobCreate.command", "UserCreate.name"} <= swept

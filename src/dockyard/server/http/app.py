@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import HTTPConnection
 
 from dockyard import __version__
 from dockyard.core.errors import ValidationError
@@ -32,7 +33,7 @@ from dockyard.server.http.routes.services import router as services_router
 from dockyard.server.http.routes.status import router as status_router
 from dockyard.server.http.routes.tasks import router as tasks_router
 from dockyard.server.http.routes.users import router as users_router
-from dockyard.server.http.schemas import ErrorOut
+from dockyard.server.http.schemas import ERROR_MEANINGS, ErrorOut, errors
 from dockyard.store.errors import NotFound
 
 
@@ -50,12 +51,23 @@ def field_name(loc: list[Any]) -> str | None:
     return name or None
 
 
+def no_nul_parameters(conn: HTTPConnection) -> None:
+    """No query or path parameter may hold a NUL character: a 422 naming it (PostgreSQL
+    cannot compare one; no name or id has one). Bodies: ``schemas.RequestBody``."""
+    if conn.scope["type"] != "http":
+        return
+    for name, value in [*conn.path_params.items(), *conn.query_params.multi_items()]:
+        if "\x00" in name or "\x00" in str(value):
+            raise ValidationError(name.replace("\x00", "\\x00"), "must not contain NUL characters")
+
+
 def create_app(ctx: ServerContext) -> FastAPI:
     app = FastAPI(
         title="dockyard",
         version=__version__,
         description="Cluster manager for containers. Authenticate with `Authorization: Bearer`.",
-        responses={401: {"model": ErrorOut}, 422: {"model": ErrorOut}},
+        responses=errors(401, 413, 422),  # any request; each route adds its own
+        dependencies=[Depends(no_nul_parameters)],
         docs_url=None,  # /docs is served from local files (http/docs.py), no CDN
         redoc_url=None,
     )
@@ -114,4 +126,38 @@ def create_app(ctx: ServerContext) -> FastAPI:
     def healthz() -> dict[str, str]:
         return {"status": "ok", "version": __version__}
 
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document_errors(generate())
+        return app.openapi_schema or {}
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+#: Request bodies that carry a workload spec: the container policy may refuse them.
+SPEC_BODIES = ("JobCreate", "JobBatch", "ServiceCreate", "TemplateCreate")
+
+
+def document_errors(schema: dict[str, Any]) -> None:
+    """Statuses that follow from what an operation takes, added to the document: a JSON
+    body may be malformed (400); a workload spec may be refused by policy (403)."""
+    ref = {"$ref": "#/components/schemas/ErrorOut"}
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            body = operation.get("requestBody", {}).get("content", {}).get("application/json")
+            if body is None:
+                continue
+            codes = [400]
+            if str(body.get("schema", {}).get("$ref", "")).endswith(SPEC_BODIES):
+                codes.append(403)
+            for code in codes:
+                operation["responses"].setdefault(
+                    str(code),
+                    {
+                        "description": ERROR_MEANINGS[code],
+                        "content": {"application/json": {"schema": ref}},
+                    },
+                )

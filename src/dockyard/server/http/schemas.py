@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import re
 import time
 from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from dockyard.core import image_ref
 from dockyard.core.errors import ValidationError
+from dockyard.core.policy import RestartMode
+from dockyard.core.resources import MAX_CPU_MILLIS, MAX_MEMORY, MIN_MEMORY
 from dockyard.core.services import MAX_REPLICAS, ServiceSpec, build_service_spec
 from dockyard.core.specs import (
+    ENV_KEY_PATTERN,
     MAX_GPUS,
     MAX_KILL_GRACE_S,
     MAX_PRIORITY,
     MAX_RUNTIME_LIMIT_S,
+    NAME_PATTERN,
+    SCHEDULING_ALGORITHMS,
     JobSpec,
     build_job_spec,
 )
@@ -29,6 +36,40 @@ Port = Annotated[int, Field(ge=1, le=65535)]
 #: Retention periods: at most a century.
 MAX_RETENTION_S = 100 * 365 * 86400.0
 
+# What the core accepts, stated in the document (the core checks it, with its own
+# messages): clients and schemathesis generate valid bodies from these.
+#: An image reference (core/image_ref.py's grammar, named groups dropped for JSON Schema).
+IMAGE_PATTERN = "^" + re.sub(r"\(\?P<\w+>", "(?:", image_ref._REFERENCE.pattern) + "$"
+CPU_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_CPU_MILLIS / 1000},
+        {"type": "string", "pattern": r"^ *[0-9]{1,7}(\.[0-9]{1,3})? *m? *$"},
+        {"type": "null"},
+    ],
+    "description": "cores: 0.5, 2 or 500m",
+}
+MEMORY_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        {"type": "integer", "minimum": MIN_MEMORY, "maximum": MAX_MEMORY},
+        {
+            "type": "string",
+            "pattern": r"^ *[0-9]{1,16}(\.[0-9]{1,3})? *([kKmMgGtT][iI]?[bB]?|[bB])? *$",
+        },
+        {"type": "null"},
+    ],
+    "description": "bytes or 64m, 1g",
+}
+
+
+def _replace(schema: dict[str, Any]) -> Any:
+    """``json_schema_extra`` that states a field's whole schema."""
+
+    def extra(field_schema: dict[str, Any]) -> None:
+        field_schema.clear()
+        field_schema.update(schema)
+
+    return extra
+
 
 class ErrorOut(BaseModel):
     error: str = Field(description="machine-readable error code")
@@ -37,21 +78,81 @@ class ErrorOut(BaseModel):
     rule: str | None = Field(default=None, description="the policy rule that refused it")
 
 
-class JobCreate(BaseModel):
+#: What each error status of the API means (the body is always an ErrorOut).
+ERROR_MEANINGS = {
+    400: "The body is not JSON (not UTF-8, nested too deep)",
+    401: "No valid bearer token",
+    403: "Not allowed: admins only, or refused by the container policy (rule names it)",
+    404: "No such object, or one the caller may not see",
+    409: "Conflicts with the current state (name taken, not running, disabled, ...)",
+    413: "Request body larger than the limit",
+    422: "Invalid input (field names it)",
+    429: "Too many open streams for this user",
+    503: "This server instance is not the leader",
+}
+
+
+def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """``responses=`` of a route: the error statuses it may answer, with ErrorOut bodies."""
+    return {code: {"model": ErrorOut, "description": ERROR_MEANINGS[code]} for code in codes}
+
+
+def has_nul(value: Any) -> bool:
+    """Whether a string anywhere in ``value`` (keys too) holds a NUL character. Iterative:
+    a body nested as deep as the JSON parser allows cannot exhaust the stack here."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+    return False
+
+
+class RequestBody(BaseModel):
+    """A JSON request body: unknown fields are refused, and so is a NUL character in any
+    string of it (PostgreSQL cannot store one; no name, path or command has one)."""
+
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(max_length=63)
-    image: str = Field(max_length=255)
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        if has_nul(value):
+            raise ValueError("must not contain NUL characters")
+        return value
+
+
+class JobCreate(RequestBody):
+    name: str = Field(max_length=63, json_schema_extra={"pattern": NAME_PATTERN})
+    image: str = Field(max_length=255, json_schema_extra={"pattern": IMAGE_PATTERN})
     command: list[str] = Field(default_factory=list, max_length=4096)
-    env: dict[str, str] = Field(default_factory=dict)
-    cpu: float | str | None = Field(default=None, description="cores: 0.5, 2 or 500m")
-    memory: int | str | None = Field(default=None, description="bytes or 64m, 1g")
+    env: dict[str, str] = Field(
+        default_factory=dict, json_schema_extra={"propertyNames": {"pattern": ENV_KEY_PATTERN}}
+    )
+    cpu: float | str | None = Field(default=None, json_schema_extra=_replace(CPU_SCHEMA))
+    memory: int | str | None = Field(default=None, json_schema_extra=_replace(MEMORY_SCHEMA))
     kill_grace_s: float | None = Field(
         default=None, ge=0, le=MAX_KILL_GRACE_S, description="SIGTERM to SIGKILL delay"
     )
     restart: str | dict[str, Any] | None = Field(
         default=None,
-        description="never | on-failure | always, or a policy object (see docs/failures.md)",
+        json_schema_extra=_replace(
+            {
+                "anyOf": [
+                    {"type": "string", "enum": [m.value for m in RestartMode]},
+                    {"type": "object"},
+                    {"type": "null"},
+                ],
+                "description": "never | on-failure | always, or a policy object "
+                "(see docs/failures.md)",
+            }
+        ),
     )
     max_runtime_s: float | None = Field(
         default=None, gt=0, le=MAX_RUNTIME_LIMIT_S, description="kill after this many seconds"
@@ -87,7 +188,11 @@ class JobCreate(BaseModel):
         default_factory=list, max_length=64, description="host ports it needs"
     )
     gpus: int = Field(default=0, ge=0, le=MAX_GPUS, description="whole GPUs, exclusive")
-    algorithm: str = Field(default="binpack", description="binpack or spread")
+    algorithm: str = Field(
+        default="binpack",
+        description="binpack or spread",
+        json_schema_extra={"enum": list(SCHEDULING_ALGORITHMS)},
+    )
 
     def to_spec(self) -> JobSpec:
         """The validated job spec (raises ValidationError naming the field)."""
@@ -127,9 +232,7 @@ class JobCreate(BaseModel):
         )
 
 
-class JobBatch(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class JobBatch(RequestBody):
     jobs: list[JobCreate] = Field(min_length=1, max_length=1000)
 
 
@@ -179,9 +282,7 @@ class ServiceCreate(JobCreate):
         )
 
 
-class DrainRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class DrainRequest(RequestBody):
     deadline_s: float = Field(
         default=60.0, ge=0, le=86400, description="then running jobs are stopped and moved"
     )
@@ -404,17 +505,13 @@ class LogsOut(BaseModel):
     done: bool = Field(description="the task ended and every line it wrote is here")
 
 
-class UserCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field(max_length=63)
+class UserCreate(RequestBody):
+    name: str = Field(max_length=63, json_schema_extra={"pattern": NAME_PATTERN})
     admin: bool = False
     home: str = Field(default="", max_length=1024, description="default: /home/NAME")
 
 
-class UserUpdate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class UserUpdate(RequestBody):
     home: str | None = Field(default=None, max_length=1024)
     policy: dict[str, Any] | None = Field(
         default=None, description="container policy overrides (docs/security.md)"
@@ -452,9 +549,7 @@ class UserOut(BaseModel):
         )
 
 
-class TokenCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class TokenCreate(RequestBody):
     user: str | None = Field(default=None, description="whose token (admins only); default: you")
     description: str = Field(default="", max_length=200)
 
@@ -489,9 +584,7 @@ class UserStatsOut(BaseModel):
     factor: float = Field(default=1.0, description="fair-share factor 2^(-U/S), 0..1")
 
 
-class GcRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class GcRequest(RequestBody):
     retention_s: float = Field(
         default=7 * 86400, ge=0, le=MAX_RETENTION_S, description="keep finished work this long"
     )

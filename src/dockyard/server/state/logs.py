@@ -8,6 +8,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from dockyard.core.states import TaskState
+from dockyard.server.state.reads import cursor
 from dockyard.store.tables import LogLine, Task
 
 
@@ -26,7 +27,7 @@ def read_lines(session: Session, task_id: str, after: int, limit: int) -> list[L
     return list(
         session.scalars(
             select(LogLine)
-            .where(LogLine.task_id == task_id, LogLine.id > after)
+            .where(LogLine.task_id == task_id, LogLine.id > cursor(after))
             .order_by(LogLine.id)
             .limit(limit)
         )

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, and_, func, or_, select
+from sqlalchemy import BigInteger, ColumnElement, and_, func, literal, or_, select
 from sqlalchemy.orm import Session
 
 from dockyard.core.image_ref import namespace
@@ -21,6 +21,14 @@ from dockyard.server.state.images import user_namespaces, visible_images
 from dockyard.server.state.jobs import find_task, visible_tasks
 from dockyard.server.state.nodes import allocations
 from dockyard.store.tables import Event, Node, Task, User, Workload
+
+
+def cursor(value: int) -> ColumnElement[int]:
+    """An id cursor bound as a BIGINT: ``events.id`` and ``log_lines.id`` are INTEGER
+    (32 bits on PostgreSQL, which refuses a larger parameter cast to their type), and
+    the API takes any cursor up to 2^63-1; compared as BIGINT, one past every id
+    simply matches nothing (``id > cursor``) or everything (``id < cursor``)."""
+    return literal(value, BigInteger)
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,9 +215,9 @@ def list_events(
     kind: str | None = None,
 ) -> list[Event]:
     """Events ``who`` may see (admins: all; users: their own work's)."""
-    query = select(Event).where(Event.id > after)
+    query = select(Event).where(Event.id > cursor(after))
     if before is not None:
-        query = query.where(Event.id < before)
+        query = query.where(Event.id < cursor(before))
     if not who.is_admin:
         query = query.where(Event.owner_id == who.user_id)
     if task:
@@ -263,10 +271,12 @@ def event_rows(session: Session, events: Sequence[Event]) -> list[dict[str, Any]
     return rows
 
 
-def events_after(session: Session, cursor: int, limit: int) -> list[dict[str, Any]]:
-    """The event rows after id ``cursor``, oldest first (the live stream's poll)."""
+def events_after(session: Session, after: int, limit: int) -> list[dict[str, Any]]:
+    """The event rows after id ``after``, oldest first (the live stream's poll)."""
     events = list(
-        session.scalars(select(Event).where(Event.id > cursor).order_by(Event.id).limit(limit))
+        session.scalars(
+            select(Event).where(Event.id > cursor(after)).order_by(Event.id).limit(limit)
+        )
     )
     return event_rows(session, events)
 

@@ -13,7 +13,7 @@ from dockyard.core.quota import DEFAULT_PERIOD_S, Quota
 from dockyard.core.states import TERMINAL_STATES, TaskState
 from dockyard.server.control.scheduling import fair_share_now
 from dockyard.server.http.deps import AdminUser, CurrentUser, server_context
-from dockyard.server.http.schemas import ErrorOut, GcOut, GcRequest, UserStatsOut
+from dockyard.server.http.schemas import GcOut, GcRequest, UserStatsOut, errors
 from dockyard.server.state import accounting as accounting_ops
 from dockyard.server.state import gc as gc_ops
 from dockyard.server.state.accounting import consumed_cpu_seconds
@@ -70,7 +70,7 @@ Since = Annotated[float | None, Query(allow_inf_nan=False, description="epoch se
 @router.get(
     "/api/v1/accounting",
     response_model=list[AccountingRecord],
-    responses={403: {"model": ErrorOut}, 404: {"model": ErrorOut}},
+    responses=errors(403, 404),
 )
 def accounting(
     request: Request,
@@ -86,7 +86,7 @@ def accounting(
 @router.get(
     "/api/v1/accounting/export",
     response_class=PlainTextResponse,
-    responses={403: {"model": ErrorOut}},
+    responses=errors(403, 404),
 )
 def export_accounting(
     request: Request,
@@ -137,7 +137,7 @@ def user_stats(request: Request, who: CurrentUser) -> list[UserStatsOut]:
         return out
 
 
-@router.post("/api/v1/admin/gc", response_model=GcOut, responses={403: {"model": ErrorOut}})
+@router.post("/api/v1/admin/gc", response_model=GcOut, responses=errors(403))
 def gc(request: Request, body: GcRequest, who: AdminUser) -> GcOut:
     """Remove finished work (tasks, their logs and events, empty jobs) past the retention."""
     now = time.time()

@@ -15,7 +15,7 @@ from dockyard.core.errors import ValidationError
 from dockyard.server.errors import Conflict
 from dockyard.server.gateway.builds import BuildService
 from dockyard.server.http.deps import CurrentUser, server_context
-from dockyard.server.http.schemas import INT64_MAX
+from dockyard.server.http.schemas import INT64_MAX, errors
 from dockyard.store.errors import NotFound
 
 router = APIRouter()
@@ -31,7 +31,7 @@ def _builds(request: Request) -> BuildService:
     return ctx.builds
 
 
-@router.post("/api/v1/builds", status_code=201)
+@router.post("/api/v1/builds", status_code=201, responses=errors(403, 409, 503))
 async def create_build(
     request: Request,
     who: CurrentUser,
@@ -60,12 +60,12 @@ async def create_build(
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-@router.get("/api/v1/builds")
+@router.get("/api/v1/builds", responses=errors(409))
 def list_builds(request: Request, who: CurrentUser) -> list[dict[str, Any]]:
     return _builds(request).list(None if who.is_admin else who.user_id)
 
 
-@router.get("/api/v1/builds/{build_id}")
+@router.get("/api/v1/builds/{build_id}", responses=errors(404, 409))
 def get_build(
     request: Request,
     build_id: str,

@@ -19,13 +19,14 @@ import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, WebSocket, WebSocketDisconnect
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from starlette.concurrency import run_in_threadpool
 
 from dockyard.core.states import TaskState
 from dockyard.server.errors import Conflict, ServerError, Unauthorized
 from dockyard.server.gateway.execs import ExecService, ExecSession
 from dockyard.server.http.deps import CurrentUser, ServerContext, server_context
+from dockyard.server.http.schemas import RequestBody, errors
 from dockyard.server.state import auth
 from dockyard.server.state.auth import Principal
 from dockyard.server.state.events import EventKind, record
@@ -40,9 +41,7 @@ MAX_TERMINAL = 10_000
 TerminalSize = Annotated[int, Query(ge=1, le=MAX_TERMINAL)]
 
 
-class ExecRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ExecRequest(RequestBody):
     command: list[str] = Field(min_length=1, max_length=256)
     timeout_s: float = Field(default=60.0, gt=0, le=3600)
 
@@ -94,7 +93,7 @@ def _end(ctx: ServerContext, who: Principal, exec_session: ExecSession, code: An
         )
 
 
-@router.post("/api/v1/tasks/{ref}/exec")
+@router.post("/api/v1/tasks/{ref}/exec", responses=errors(404, 409, 503))
 def exec_command(request: Request, ref: str, body: ExecRequest, who: CurrentUser) -> dict[str, Any]:
     ctx = server_context(request)
     service = _service(ctx)

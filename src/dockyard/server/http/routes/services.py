@@ -14,7 +14,7 @@ import time
 from typing import Any, Literal, Protocol
 
 from fastapi import APIRouter, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from dockyard.core.errors import ValidationError
 from dockyard.core.rollout import ready
@@ -28,7 +28,7 @@ from dockyard.server.control.services import (
 )
 from dockyard.server.errors import Conflict
 from dockyard.server.http.deps import AdminUser, CurrentUser, server_context
-from dockyard.server.http.schemas import ServiceCreate
+from dockyard.server.http.schemas import RequestBody, ServiceCreate, errors
 from dockyard.server.state import services as service_ops
 from dockyard.server.state import templates as template_ops
 from dockyard.server.state.auth import Principal
@@ -82,15 +82,11 @@ class ServiceOut(BaseModel):
     change: Literal["created", "unchanged", "scaled", "rolling", "removed", ""] = ""
 
 
-class ScaleRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ScaleRequest(RequestBody):
     replicas: int = Field(ge=0, le=1000)
 
 
-class TemplateCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class TemplateCreate(RequestBody):
     name: str = Field(max_length=48, description="instances are named NAME-xxxxxx")
     service: dict[str, Any] = Field(description="a service body (as for POST /services)")
     lifetime_s: float = Field(default=DEFAULT_LIFETIME_S, gt=0, le=MAX_LIFETIME_S)
@@ -194,7 +190,9 @@ def _checked_spec(
     return dataclasses.replace(spec, task=task), (policy.to_dict() if policy else None)
 
 
-@router.post("/api/v1/services", response_model=ServiceOut, status_code=201)
+@router.post(
+    "/api/v1/services", response_model=ServiceOut, status_code=201, responses=errors(403, 409)
+)
 def create(body: ServiceCreate, request: Request, who: CurrentUser) -> ServiceOut:
     """Create a service; its replicas start as the controller places them."""
     ctx = server_context(request)
@@ -215,7 +213,7 @@ def list_services(request: Request, who: CurrentUser) -> list[ServiceOut]:
         return services_out(views, str(request.base_url))
 
 
-@router.get("/api/v1/services/{name}", response_model=ServiceOut)
+@router.get("/api/v1/services/{name}", response_model=ServiceOut, responses=errors(404))
 def get_service(name: str, request: Request, who: CurrentUser) -> ServiceOut:
     ctx = server_context(request)
     with ctx.db.read() as session:
@@ -223,7 +221,7 @@ def get_service(name: str, request: Request, who: CurrentUser) -> ServiceOut:
         return service_out(view, str(request.base_url))
 
 
-@router.put("/api/v1/services/{name}", response_model=ServiceOut)
+@router.put("/api/v1/services/{name}", response_model=ServiceOut, responses=errors(403, 404, 409))
 def put_service(name: str, body: ServiceCreate, request: Request, who: CurrentUser) -> ServiceOut:
     """Replace the spec: changing only replicas/update scales; anything else rolls out."""
     if body.name != name:
@@ -240,7 +238,7 @@ def put_service(name: str, body: ServiceCreate, request: Request, who: CurrentUs
     return out
 
 
-@router.post("/api/v1/services/{name}/scale", response_model=ServiceOut)
+@router.post("/api/v1/services/{name}/scale", response_model=ServiceOut, responses=errors(404))
 def scale(name: str, body: ScaleRequest, request: Request, who: CurrentUser) -> ServiceOut:
     ctx = server_context(request)
     with ctx.db.write() as session:
@@ -255,7 +253,7 @@ def scale(name: str, body: ScaleRequest, request: Request, who: CurrentUser) -> 
     return out
 
 
-@router.delete("/api/v1/services/{name}", response_model=ServiceOut)
+@router.delete("/api/v1/services/{name}", response_model=ServiceOut, responses=errors(404))
 def delete_service(name: str, request: Request, who: CurrentUser) -> ServiceOut:
     """Remove the service: its replicas are stopped; the name is free again."""
     ctx = server_context(request)
@@ -298,7 +296,9 @@ def _template_out(t: _TemplateRow) -> TemplateOut:
     )
 
 
-@router.post("/api/v1/templates", response_model=TemplateOut, status_code=201)
+@router.post(
+    "/api/v1/templates", response_model=TemplateOut, status_code=201, responses=errors(403, 409)
+)
 def create_template(body: TemplateCreate, request: Request, who: AdminUser) -> TemplateOut:
     """Register a template (admin). Its spec is checked now, with the admin's policy."""
     ctx = server_context(request)
@@ -333,7 +333,7 @@ def list_templates(request: Request, who: CurrentUser) -> list[TemplateOut]:
         return [_template_out(t) for t in template_ops.list_templates(session)]
 
 
-@router.delete("/api/v1/templates/{name}", response_model=TemplateOut)
+@router.delete("/api/v1/templates/{name}", response_model=TemplateOut, responses=errors(403, 404))
 def delete_template(name: str, request: Request, who: AdminUser) -> TemplateOut:
     """Remove a template (admin); running instances live out their lifetime."""
     ctx = server_context(request)
@@ -344,7 +344,12 @@ def delete_template(name: str, request: Request, who: AdminUser) -> TemplateOut:
         return out
 
 
-@router.post("/api/v1/templates/{name}/launch", response_model=ServiceOut, status_code=201)
+@router.post(
+    "/api/v1/templates/{name}/launch",
+    response_model=ServiceOut,
+    status_code=201,
+    responses=errors(404, 409),
+)
 def launch(name: str, request: Request, response: Response, who: CurrentUser) -> ServiceOut:
     """Start an instance of the template, owned by the caller, expiring at its lifetime."""
     ctx = server_context(request)

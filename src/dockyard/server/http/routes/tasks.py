@@ -17,12 +17,12 @@ from dockyard.server.http.deps import CurrentUser, ServerContext, server_context
 from dockyard.server.http.limits import Slot
 from dockyard.server.http.schemas import (
     INT64_MAX,
-    ErrorOut,
     EventOut,
     LogLineOut,
     LogsOut,
     TaskDetailOut,
     TaskOut,
+    errors,
 )
 from dockyard.server.state import logs as log_store
 from dockyard.server.state import reads
@@ -70,7 +70,7 @@ def list_tasks(
         return [task_out(v) for v in views]
 
 
-@router.get("/api/v1/tasks/{ref}", response_model=TaskDetailOut)
+@router.get("/api/v1/tasks/{ref}", response_model=TaskDetailOut, responses=errors(404))
 def get_task(request: Request, ref: str, who: CurrentUser) -> TaskDetailOut:
     with server_context(request).db.read() as session:
         detail = reads.task_detail(session, who, ref)
@@ -85,9 +85,7 @@ def get_task(request: Request, ref: str, who: CurrentUser) -> TaskDetailOut:
         )
 
 
-@router.post(
-    "/api/v1/tasks/{ref}/kill", response_model=TaskOut, responses={409: {"model": ErrorOut}}
-)
+@router.post("/api/v1/tasks/{ref}/kill", response_model=TaskOut, responses=errors(404, 409))
 def kill(request: Request, ref: str, who: CurrentUser) -> TaskOut:
     ctx = server_context(request)
     with ctx.db.write() as session:
@@ -99,7 +97,7 @@ def kill(request: Request, ref: str, who: CurrentUser) -> TaskOut:
     return out
 
 
-@router.get("/api/v1/tasks/{ref}/logs", response_model=LogsOut)
+@router.get("/api/v1/tasks/{ref}/logs", response_model=LogsOut, responses=errors(404, 429))
 def logs(
     request: Request,
     ref: str,
