@@ -1,5 +1,7 @@
 """The HTTP app: the routers of every resource and the exception handlers. Every
-route but /healthz (and the ingress under /svc/) needs a bearer token."""
+route needs a bearer token but /healthz, the dashboard's files, /docs and
+/openapi.json, and the ingress under /svc/ (docs/security.md; checked route by
+route by tests/integration/test_authz_sweep.py)."""
 
 from __future__ import annotations
 
