@@ -226,6 +226,7 @@ def test_leader_frozen_inside_a_transaction_is_cut_off_and_fenced(ha: HACluster)
             )
 
     frozen = freeze_leader_in_transaction(ha, leader, submit)
+    assert frozen.job_id is not None
     unlocked = False
     try:
         try:

@@ -7,8 +7,8 @@ and restarted) sharing one CURVE key pair, and one hollow-node agent process
 
 :func:`freeze_leader_in_transaction` stops the leader with ``SIGSTOP`` at a point
 proven from PostgreSQL itself: its backend is in a transaction that holds the lease
-row's lock (the fence's ``FOR SHARE``) and has written the placement of a job the
-caller just submitted. No hook in the server: the node rows are locked from a test
+row's lock (the fence's ``FOR SHARE``) and has written a placement (of a job the
+caller just submitted, or any). No hook in the server: the node rows are locked from a test
 connection, so the scheduler's placement transaction of that job blocks on them
 (``pg_stat_activity``: waiting on a lock); the leader is stopped there, then the node
 locks are released, so its backend finishes the statement and sits ``idle in
@@ -184,12 +184,14 @@ class HACluster:
 
 # -- freezing the leader inside a transaction ----------------------------------------
 
-#: The leader's backends in a transaction holding the lease row's lock, with their xid.
-_LEASE_HOLDERS = text(
-    "SELECT a.pid, a.backend_xid::text AS xid, a.state, a.wait_event_type"
+#: The leader's backends in a transaction that holds the lease row's lock and has
+#: written something (an xid), blocked by the ``:locker`` session's locks.
+_BLOCKED_LEASE_HOLDERS = text(
+    "SELECT a.pid, a.backend_xid::text AS xid"
     " FROM pg_stat_activity a"
     " WHERE a.datname = current_database() AND a.client_port = ANY(:ports)"
-    " AND a.backend_xid IS NOT NULL"
+    " AND a.backend_xid IS NOT NULL AND a.wait_event_type = 'Lock'"
+    " AND CAST(:locker AS integer) = ANY(pg_blocking_pids(a.pid))"
     " AND EXISTS (SELECT 1 FROM pg_locks l WHERE l.pid = a.pid AND l.granted"
     " AND l.relation = 'leader_lease'::regclass)"
 )
@@ -204,8 +206,10 @@ class FrozenLeader:
     #: Its PostgreSQL backend, in the transaction, and that transaction's id.
     backend_pid: int
     xid: str
-    #: The job whose placement that transaction had written (uncommitted).
-    job_id: str
+    #: The job whose placement that transaction had written (uncommitted), if the
+    #: caller submitted one; and the task rows it had written.
+    job_id: str | None
+    task_ids: list[str]
     #: ``time.monotonic()`` and ``time.time()`` just before the SIGSTOP.
     stopped_mono: float
     stopped_wall: float
@@ -224,43 +228,53 @@ def pg_client_ports(pid: int, db_url: str) -> list[int]:
 def freeze_leader_in_transaction(
     cluster: HACluster,
     leader: str,
-    submit: Callable[[], str],
+    submit: Callable[[], str] | None = None,
     timeout: float = 10.0,
 ) -> FrozenLeader:
-    """SIGSTOP ``leader`` while its backend is inside the scheduler's fenced transaction
-    (lease row share-locked, a placement of the job ``submit()`` returns written).
+    """SIGSTOP ``leader`` while its backend is inside the scheduler's fenced transaction:
+    the lease row share-locked, placements written (uncommitted).
 
-    ``submit`` submits one job (through any instance's API) and returns its id. The
-    leader's node rows are locked meanwhile, so its placement transaction blocks; it is
-    stopped while blocked (each poll reads ``pg_stat_activity`` and ``pg_locks``), then
-    the locks are released. Raises ``AssertionError`` if that is not seen in time."""
+    With ``submit`` (submits one job through any instance's API, returns its id) the
+    placement must be that job's; without, any placement (under steady submissions).
+    The node rows are locked from here meanwhile, so the placement transaction blocks
+    on them (the FK check of ``tasks.node_id``); each poll reads ``pg_stat_activity``,
+    ``pg_locks`` and ``pg_blocking_pids``, and the task rows' ``xmax`` (the id of the
+    transaction updating them). The leader is stopped while blocked there, then the
+    locks are released. Raises ``AssertionError`` if that is not seen in time."""
     proc = cluster.procs[leader]
-    engine = create_engine(cluster.db_url, pool_size=2)
+    engine = create_engine(cluster.db_url, pool_size=1)
     monitor = create_engine(cluster.db_url, isolation_level="AUTOCOMMIT", pool_size=1)
     stopped = False
     try:
         with engine.connect() as locker, monitor.connect() as mon:
+            locker_pid = int(locker.execute(text("SELECT pg_backend_pid()")).scalar_one())
             # Every node row, locked until rollback: the placement's FK check (and the
             # generation bump after it) waits here, inside the fenced transaction.
             locked = locker.execute(text("SELECT id FROM nodes FOR UPDATE")).all()
             assert locked, "no nodes to place on"
-            job_id = submit()
+            job_id = submit() if submit is not None else None
 
-            def blocked_placement() -> tuple[int, str] | None:
+            def written(xid: str) -> list[str]:
+                # Pending as committed, being updated by it: being placed (a status
+                # report, say, updates tasks already placed).
+                sql = "SELECT id FROM tasks WHERE xmax::text = :x AND state = 'pending'"
+                if job_id is not None:
+                    sql += " AND workload_id = :job"
+                return list(mon.execute(text(sql), {"job": job_id, "x": xid}).scalars())
+
+            def blocked_placement() -> tuple[int, str, list[str]] | None:
                 ports = pg_client_ports(proc.pid, cluster.db_url)
-                xmax = mon.execute(
-                    text("SELECT xmax::text FROM tasks WHERE workload_id = :job"), {"job": job_id}
-                ).scalar()
-                for row in mon.execute(_LEASE_HOLDERS, {"ports": ports}):
-                    if row.xid == xmax and row.wait_event_type == "Lock":
-                        return int(row.pid), str(row.xid)
+                rows = mon.execute(_BLOCKED_LEASE_HOLDERS, {"ports": ports, "locker": locker_pid})
+                for row in rows.all():
+                    if tasks := written(str(row.xid)):
+                        return int(row.pid), str(row.xid), tasks
                 return None
 
-            backend_pid, xid = wait_for(
+            backend_pid, xid, task_ids = wait_for(
                 blocked_placement,
                 timeout=timeout,
                 interval=0.005,
-                message=f"{leader}'s placement of {job_id} blocked inside its fenced write",
+                message=f"{leader}'s placement of {job_id or 'a task'} blocked in its fenced write",
             )
             stopped_mono, stopped_wall = time.monotonic(), time.time()
             os.killpg(proc.pid, signal.SIGSTOP)
@@ -292,6 +306,7 @@ def freeze_leader_in_transaction(
             backend_pid=backend_pid,
             xid=xid,
             job_id=job_id,
+            task_ids=task_ids,
             stopped_mono=stopped_mono,
             stopped_wall=stopped_wall,
             state_after=state_after,
