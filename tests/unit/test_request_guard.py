@@ -159,3 +159,36 @@ def test_the_service_router_is_not_limited() -> None:
     app = App()
     status, _, _ = call(RequestGuard(app, 1000), "/svc/web/upload", [b"x" * 1000] * 5)
     assert status == 201 and app.read == 5000
+
+
+@pytest.mark.parametrize(
+    ("headers", "closes"),
+    [
+        ({}, False),
+        ({"Content-Length": "0"}, False),
+        ({"Content-Length": "10"}, True),
+        ({"Transfer-Encoding": "chunked"}, True),
+    ],
+)
+def test_a_refusal_closes_the_connection_only_over_an_unread_body(
+    headers: dict[str, str], closes: bool
+) -> None:
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        raise AssertionError("the body is not read")
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope: Scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/api/v1/jobs",
+        "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+    }
+    asyncio.run(RequestGuard(App())(scope, receive, send))
+    start = sent[0]
+    assert start["status"] == 401
+    assert ((b"connection", b"close") in start["headers"]) is closes
+    assert (b"www-authenticate", b"Bearer") in start["headers"]

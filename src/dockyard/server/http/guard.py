@@ -62,14 +62,24 @@ def needs_token(path: str) -> bool:
     return path == API_PREFIX or path.startswith(API_PREFIX + "/")
 
 
-async def refuse(send: Send, status: int, code: str, message: str) -> None:
-    """Send the API's JSON error (with ``WWW-Authenticate`` on a 401)."""
+def has_body(scope: Scope) -> bool:
+    """The request says a body follows (a length above 0, or chunked)."""
+    for name, value in scope.get("headers", ()):
+        if name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0"):
+            return True
+    return False
+
+
+async def refuse(send: Send, status: int, code: str, message: str, close: bool) -> None:
+    """Send the API's JSON error (with ``WWW-Authenticate`` on a 401); ``close``: the
+    body is left unread, so the connection cannot carry another request."""
     body = json.dumps(ErrorOut(error=code, message=message).model_dump()).encode()
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),
-        (b"connection", b"close"),  # the unread body makes the connection useless
     ]
+    if close:
+        headers.append((b"connection", b"close"))
     if status == 401:
         headers.append((b"www-authenticate", b"Bearer"))
     await send({"type": "http.response.start", "status": status, "headers": headers})
@@ -102,7 +112,7 @@ class RequestGuard:
             return
         path, method = str(scope.get("path", "")), str(scope.get("method", ""))
         if needs_token(path) and not has_bearer(scope):
-            await refuse(send, 401, "unauthorized", "missing bearer token")
+            await refuse(send, 401, "unauthorized", "missing bearer token", has_body(scope))
             return
         limit = self.limit_for(method, path)
         if limit is None:
@@ -110,7 +120,7 @@ class RequestGuard:
             return
         declared = content_length(scope)
         if declared is not None and declared > limit:
-            await refuse(send, 413, "too_large", f"request body larger than {limit} bytes")
+            await refuse(send, 413, "too_large", f"request body larger than {limit} bytes", True)
             return
 
         received = 0
@@ -129,9 +139,8 @@ class RequestGuard:
                     cut = True
                     if not started:
                         started = refused = True
-                        await refuse(
-                            send, 413, "too_large", f"request body larger than {limit} bytes"
-                        )
+                        text = f"request body larger than {limit} bytes"
+                        await refuse(send, 413, "too_large", text, True)
                     raise BodyTooLarge(limit)
             return message
 
