@@ -50,7 +50,7 @@ import psutil
 import zmq
 from prometheus_client.parser import text_string_to_metric_families
 
-from dockyard.protocol.messages import Message, MsgType, decode, encode
+from dockyard.protocol.messages import Desired, Heartbeat, Hello, Welcome, decode, encode
 from dockyard.testing.cluster import ProcessCluster
 from dockyard.testing.stats import cpu_seconds
 from dockyard.testing.wait import WaitTimeout, wait_for
@@ -82,14 +82,6 @@ def load_process(endpoint: str, node_ids: list[str], ctl: Connection) -> None:
         sock.connect(endpoint)
         socks.append(sock)
         poller.register(sock, zmq.POLLIN)
-    hello = {
-        "name": "",
-        "address": "127.0.0.1",
-        "driver": "sim",
-        "version": "bench",
-        "labels": {},
-        "capacity": {"cpu_millis": 4000, "memory_bytes": 8 << 30},
-    }
     welcomed: set[int] = set()
     generations: dict[int, int] = {}
     deadline = time.monotonic() + 120
@@ -98,30 +90,38 @@ def load_process(endpoint: str, node_ids: list[str], ctl: Connection) -> None:
         if time.monotonic() >= next_hello:  # (re)send hello to those not welcomed yet
             for i, sock in enumerate(socks):
                 if i not in welcomed:
-                    body: dict[str, Any] = {**hello, "node_id": node_ids[i], "name": node_ids[i]}
+                    hello = Hello(
+                        node_id=node_ids[i],
+                        name=node_ids[i],
+                        address="127.0.0.1",
+                        driver="sim",
+                        version="bench",
+                        cpu_millis=4000,
+                        memory_bytes=8 << 30,
+                    )
                     try:
-                        sock.send(encode(Message(MsgType.HELLO, body)), zmq.NOBLOCK)
+                        sock.send(encode(hello), zmq.NOBLOCK)
                     except zmq.Again:  # not connected yet: the next round re-sends
                         pass
             next_hello = time.monotonic() + 5
         for sock, _ in poller.poll(200):
             while True:
                 try:
-                    msg = decode(sock.recv(zmq.NOBLOCK))
+                    msg, _ = decode(sock.recv(zmq.NOBLOCK))
                 except zmq.Again:
                     break
-                if msg.type == MsgType.WELCOME:
+                if isinstance(msg, Welcome):
                     welcomed.add(socks.index(sock))
-                elif msg.type == MsgType.DESIRED:  # as a real agent: hold this generation
-                    generations[socks.index(sock)] = int(msg.body.get("generation", 0))
+                elif isinstance(msg, Desired):  # as a real agent: hold this generation
+                    generations[socks.index(sock)] = msg.generation
     settle = time.monotonic() + 10  # the desired sets that follow the last welcomes
     while len(generations) < len(socks) and time.monotonic() < settle:
         for sock, _ in poller.poll(200):
             try:
                 while True:
-                    msg = decode(sock.recv(zmq.NOBLOCK))
-                    if msg.type == MsgType.DESIRED:
-                        generations[socks.index(sock)] = int(msg.body.get("generation", 0))
+                    msg, _ = decode(sock.recv(zmq.NOBLOCK))
+                    if isinstance(msg, Desired):
+                        generations[socks.index(sock)] = msg.generation
             except zmq.Again:
                 pass
     ctl.send({"registered": len(welcomed), "rss": psutil.Process().memory_info().rss})
@@ -141,16 +141,17 @@ def load_process(endpoint: str, node_ids: list[str], ctl: Connection) -> None:
                 break
             due = int(rate * elapsed) - sent
             for _ in range(min(due, 2000)):
-                body = {
-                    "node_id": node_ids[i],
-                    "sent_at": time.time(),
-                    "generation": generations.get(i, 1),
-                    "usage": {"cpu_percent": 1.0, "memory_bytes": 1 << 20},
-                    "running": 0,
-                    "unacked": 0,
-                }
+                beat = Heartbeat(
+                    node_id=node_ids[i],
+                    sent_at=time.time(),
+                    generation=generations.get(i, 1),
+                    cpu_percent=1.0,
+                    memory_bytes=1 << 20,
+                    running=0,
+                    unacked=0,
+                )
                 try:
-                    socks[i].send(encode(Message(MsgType.HEARTBEAT, body)), zmq.NOBLOCK)
+                    socks[i].send(encode(beat), zmq.NOBLOCK)
                     sent += 1
                 except zmq.Again:
                     pass

@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import select
 
 from dockyard.core.states import TaskState
+from dockyard.protocol.messages import HealthReport
 from dockyard.server.state.health import apply_health
 from dockyard.store.db import Database
 from dockyard.store.tables import Event, Node, Task, User, Workload
@@ -60,8 +61,7 @@ def db(tmp_path: Path) -> Iterator[Database]:
 
 def _apply(db: Database, node_id: str, health: str, at: float, message: str = "") -> bool:
     with db.write() as session:
-        body = {"task_id": "t", "health": health, "message": message, "at": at}
-        return apply_health(session, node_id, body)
+        return apply_health(session, node_id, HealthReport(node_id, "t", health, message, at))
 
 
 def _state(db: Database) -> tuple[str, float | None, list[tuple[str, str]]]:
@@ -105,7 +105,7 @@ def test_reports_from_another_node_bad_values_or_for_ended_tasks_are_ignored(
     assert not _apply(db, "n1", "great", 11.0)
     assert not _apply(db, "n1", "", 11.0)
     with db.write() as session:
-        assert not apply_health(session, "n1", {"task_id": "t", "health": "healthy"})
+        assert not apply_health(session, "n1", HealthReport("n1", "t2", "healthy", "", 11.0))
         task = session.get(Task, "t")
         assert task is not None
         task.state = TaskState.FAILED

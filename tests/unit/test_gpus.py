@@ -12,6 +12,7 @@ from dockyard.agent.gpus import declared, detect_gpus, inventory
 from dockyard.agent.main import AgentConfig
 from dockyard.drivers.base import ContainerSpec
 from dockyard.drivers.docker import _gpu_requests
+from dockyard.protocol.messages import Desired, DesiredEntry, TaskTemplate
 from dockyard.settings import ConfigError
 
 UUID_A = "GPU-5f3e2a1b-0000-4c1d-9e8f-aaaaaaaaaaaa"
@@ -113,15 +114,9 @@ def test_reconciler_gives_the_runtime_the_nodes_uuids() -> None:
     )
     reconciler.start()
     try:
-        entry = {
-            "task_id": "t1",
-            "image": "busybox",
-            "command": ["sleep", "60"],
-            "cpu_millis": 100,
-            "memory_bytes": 1 << 24,
-            "gpus": [1],
-        }
-        reconciler.set_desired({"generation": 1, "tasks": [entry]})
+        template = TaskTemplate(command=("sleep", "60"))
+        entry = DesiredEntry("t1", "busybox", 100, 1 << 24, template=template, gpus=(1,))
+        reconciler.set_desired(Desired("n1", 1, (entry,)))
         wait_for(lambda: created, timeout=10, message="container created")
     finally:
         reconciler.stop()
@@ -134,5 +129,4 @@ def test_server_keeps_only_well_formed_uuids_of_reported_gpus() -> None:
 
     reported = {"0": UUID_A, "1": "not-a-uuid", "7": UUID_B, "x": UUID_B}
     assert _gpu_uuids(reported, "0,1") == {"0": UUID_A}
-    assert _gpu_uuids(["GPU-1"], "0") == {}
-    assert _gpu_uuids(None, "") == {}
+    assert _gpu_uuids({}, "") == {}

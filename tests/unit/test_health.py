@@ -16,6 +16,7 @@ from dockyard.core.resources import Resources
 from dockyard.core.services import Health, HealthCheck, HealthKind
 from dockyard.drivers.base import ContainerSpec
 from dockyard.drivers.sim import SimDriver
+from dockyard.protocol.messages import DesiredEntry, HealthReport, TaskTemplate
 from dockyard.testing.wait import wait_for
 
 
@@ -148,14 +149,14 @@ def _running_sim(driver: SimDriver, task_id: str) -> str:
 
 def test_monitor_on_sim_reports_healthy_at_once_and_only_transitions() -> None:
     driver = SimDriver()
-    reports: list[dict[str, Any]] = []
-    monitor = HealthMonitor(driver, reports.append)
+    reports: list[HealthReport] = []
+    monitor = HealthMonitor(driver, "n1", reports.append)
     try:
         container_id = _running_sim(driver, "t1")
         monitor.watch("t1", container_id, check(kind="http", interval_s=0.1), ((80, 30080),))
         wait_for(lambda: reports, timeout=5, message="a health report")
-        assert reports[0]["task_id"] == "t1" and reports[0]["health"] == "healthy"
-        assert set(reports[0]) == {"task_id", "health", "message", "at"}
+        assert (reports[0].node_id, reports[0].task_id) == ("n1", "t1")
+        assert reports[0].health == "healthy"
         # Several more checks pass: still one report (transitions only).
         wait_for(lambda: monitor.health("t1") == Health.HEALTHY, timeout=5)
         before = len(reports)
@@ -167,15 +168,15 @@ def test_monitor_on_sim_reports_healthy_at_once_and_only_transitions() -> None:
 
 def test_monitor_cmd_failure_makes_it_unhealthy_and_unwatch_stops_checking() -> None:
     driver = SimDriver()
-    reports: list[dict[str, Any]] = []
-    monitor = HealthMonitor(driver, reports.append)
+    reports: list[HealthReport] = []
+    monitor = HealthMonitor(driver, "n1", reports.append)
     try:
         container_id = _running_sim(driver, "t2")
         failing = check(kind="cmd", command=("exit", "1"), interval_s=0.05, retries=2)
         monitor.watch("t2", container_id, failing)
-        wait_for(lambda: [r for r in reports if r["health"] == "unhealthy"], timeout=5)
-        assert [r["health"] for r in reports] == ["unhealthy"]
-        assert "exited 1" in reports[0]["message"]
+        wait_for(lambda: [r for r in reports if r.health == "unhealthy"], timeout=5)
+        assert [r.health for r in reports] == ["unhealthy"]
+        assert "exited 1" in reports[0].message
         monitor.unwatch("t2")
         assert monitor.health("t2") is None and monitor.watched() == 0
     finally:
@@ -185,30 +186,35 @@ def test_monitor_cmd_failure_makes_it_unhealthy_and_unwatch_stops_checking() -> 
 def test_monitor_cmd_timeout_counts_as_failure() -> None:
     """``cat`` in the sim never ends on its own: the deadline closes it."""
     driver = SimDriver()
-    reports: list[dict[str, Any]] = []
-    monitor = HealthMonitor(driver, reports.append)
+    reports: list[HealthReport] = []
+    monitor = HealthMonitor(driver, "n1", reports.append)
     try:
         container_id = _running_sim(driver, "t3")
         hanging = check(kind="cmd", command=("cat",), interval_s=0.1, timeout_s=0.2, retries=1)
         monitor.watch("t3", container_id, hanging)
         wait_for(lambda: reports, timeout=5)
-        assert reports[0]["health"] == "unhealthy"
-        assert "timed out" in reports[0]["message"]
+        assert reports[0].health == "unhealthy"
+        assert "timed out" in reports[0].message
     finally:
         monitor.stop()
 
 
 # -- wire and container spec -------------------------------------------------
 def test_desired_task_carries_port_map_and_health() -> None:
-    base = {"task_id": "t", "image": "i", "cpu_millis": 100, "memory_bytes": 1 << 20}
+    def entry(
+        health: dict[str, Any] | None, port_map: tuple[tuple[int, int], ...] = ()
+    ) -> DesiredEntry:
+        template = TaskTemplate(health=health)
+        return DesiredEntry("t", "i", 100, 1 << 20, template=template, port_map=port_map)
+
     hc = check(kind="http", path="/h").to_dict()
-    task = DesiredTask.from_wire({**base, "port_map": [[8080, 30001]], "health": hc})
+    task = DesiredTask.from_entry(entry(hc, ((8080, 30001),)))
     assert task.port_map == ((8080, 30001),)
     assert task.health is not None and task.health.kind == HealthKind.HTTP
     assert task.health.path == "/h"
-    plain = DesiredTask.from_wire(base)
+    plain = DesiredTask.from_entry(entry(None))
     assert plain.port_map == () and plain.health is None
-    bad = DesiredTask.from_wire({**base, "health": {"kind": "nope"}})
+    bad = DesiredTask.from_entry(entry({"kind": "nope"}))
     assert bad.health is None  # dropped, not failing the desired set
 
 

@@ -9,11 +9,11 @@ end the container with SIGTERM (143, no forced kill), not wait out the grace.
 from __future__ import annotations
 
 import threading
-from typing import Any
 
 from dockyard.agent.logship import LogShipper
 from dockyard.agent.reconciler import INIT_SETTLE_S, Reconciler
 from dockyard.drivers.sim import SimDriver
+from dockyard.protocol.messages import Desired, DesiredEntry, TaskStatus, TaskTemplate
 from dockyard.testing.wait import wait_for
 
 
@@ -33,44 +33,38 @@ class LosesFirstSigterm(SimDriver):
         super().signal(container_id, signal)
 
 
-def _entry(desired: str) -> dict[str, Any]:
-    return {
-        "task_id": "t1",
-        "workload_id": "w1",
-        "owner": "alice",
-        "image": "busybox",
-        "command": ["sleep", "300"],
-        "cpu_millis": 100,
-        "memory_bytes": 16 << 20,
-        "kill_grace_s": 30.0,
-        "desired": desired,
-    }
+def _desired(generation: int, desired: str) -> Desired:
+    template = TaskTemplate(command=("sleep", "300"), kill_grace_s=30.0)
+    entry = DesiredEntry(
+        "t1", "busybox", 100, 16 << 20, template, workload_id="w1", owner="alice", desired=desired
+    )
+    return Desired("n1", generation, (entry,))
 
 
 def test_stop_right_after_start_resends_a_lost_sigterm() -> None:
     driver = LosesFirstSigterm()
-    reports: list[dict[str, Any]] = []
+    reports: list[TaskStatus] = []
     lock = threading.Lock()
 
-    def report(update: dict[str, Any]) -> None:
+    def report(update: TaskStatus) -> None:
         with lock:
             reports.append(update)
 
     def states() -> list[str]:
         with lock:
-            return [str(r.get("state")) for r in reports]
+            return [r.state for r in reports]
 
     shipper = LogShipper(lambda _: None)
     reconciler = Reconciler(driver, "n1", report, shipper)
     reconciler.start()
     try:
-        reconciler.set_desired({"generation": 1, "tasks": [_entry("run")]})
+        reconciler.set_desired(_desired(1, "run"))
         wait_for(lambda: "running" in states(), timeout=10, message="task running")
-        reconciler.set_desired({"generation": 2, "tasks": [_entry("stop")]})
+        reconciler.set_desired(_desired(2, "stop"))
         # Within the settle time plus slack, far inside the 30 s grace.
         wait_for(lambda: "killed" in states(), timeout=INIT_SETTLE_S + 5, message="killed")
     finally:
         reconciler.stop()
-    final = next(r for r in reports if r.get("state") == "killed")
-    assert (final["exit_code"], final["forced"]) == (143, False)
+    final = next(r for r in reports if r.state == "killed")
+    assert (final.exit_code, final.forced) == (143, False)
     assert driver.signals == ["SIGTERM", "SIGTERM"]

@@ -11,11 +11,10 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
 from dockyard.drivers.base import LABEL_OWNER, Driver
 from dockyard.drivers.errors import DriverError
-from dockyard.protocol.messages import MsgType
+from dockyard.protocol.messages import AgentMessage, Build, BuildDone, BuildOutput
 
 log = logging.getLogger(__name__)
 
@@ -24,18 +23,17 @@ MAX_SEEN = 1000
 
 
 class Builder:
-    def __init__(self, driver: Driver, send: Callable[[MsgType, dict[str, Any]], str]) -> None:
+    def __init__(self, driver: Driver, node_id: str, send: Callable[[AgentMessage], str]) -> None:
         self._driver = driver
+        self._node_id = node_id
         self._send = send
         self._lock = threading.Lock()
         self._seen: dict[str, None] = {}
 
-    def handle(self, body: dict[str, Any]) -> None:
-        build_id = str(body.get("build_id") or "")
-        context = body.get("context")
-        tag = str(body.get("tag") or "")
-        if not build_id or not isinstance(context, bytes) or not tag:
-            log.warning("ignoring malformed build message")
+    def handle(self, msg: Build) -> None:
+        build_id = msg.build_id
+        if not build_id or not msg.tag:
+            log.warning("ignoring a build message without a build id or tag")
             return
         with self._lock:
             if build_id in self._seen:
@@ -45,8 +43,8 @@ class Builder:
                 self._seen.pop(next(iter(self._seen)))
         thread = threading.Thread(
             target=self._run,
-            args=(build_id, context, tag, str(body.get("dockerfile") or "Dockerfile")),
-            kwargs={"owner": str(body.get("owner") or "")},
+            args=(build_id, msg.context, msg.tag, msg.dockerfile or "Dockerfile"),
+            kwargs={"owner": msg.owner},
             name=f"build-{build_id}",
             daemon=True,
         )
@@ -60,9 +58,7 @@ class Builder:
         def flush() -> None:
             nonlocal pending, last_flush, seq
             if pending:
-                self._send(
-                    MsgType.BUILD_OUTPUT, {"build_id": build_id, "seq": seq, "lines": pending}
-                )
+                self._send(BuildOutput(self._node_id, build_id, seq, tuple(pending)))
                 seq += len(pending)
                 pending = []
             last_flush = time.monotonic()
@@ -72,17 +68,16 @@ class Builder:
             if time.monotonic() - last_flush >= BATCH_S or len(pending) >= 200:
                 flush()
 
-        self._send(MsgType.BUILD_OUTPUT, {"build_id": build_id, "seq": -1, "lines": []})
-        result: dict[str, Any] = {"build_id": build_id, "tag": tag}
+        self._send(BuildOutput(self._node_id, build_id, -1, ()))  # it began
+        ok, image_id, error = False, "", ""
         try:
             labels = {LABEL_OWNER: owner} if owner else {}
             image_id = self._driver.build(context, tag, on_line, dockerfile, labels)
-            result.update(ok=True, image_id=image_id)
+            ok = True
         except DriverError as exc:
-            result.update(ok=False, error=str(exc))
+            error = str(exc)
         except Exception as exc:  # a bug must still end the build
             log.exception("build %s crashed", build_id)
-            result.update(ok=False, error=f"build crashed: {exc}")
+            error = f"build crashed: {exc}"
         flush()
-        result["lines"] = seq
-        self._send(MsgType.BUILD_DONE, result)
+        self._send(BuildDone(self._node_id, build_id, tag, ok, seq, image_id, error))

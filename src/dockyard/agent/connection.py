@@ -14,13 +14,26 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from dockyard.core.ids import new_id
-from dockyard.protocol.messages import Message, MsgType, ProtocolError, decode, encode
+from dockyard.protocol.messages import (
+    FROM_SERVER,
+    Ack,
+    AgentMessage,
+    Heartbeat,
+    Hello,
+    ProtocolError,
+    Refused,
+    Rehello,
+    ServerMessage,
+    Status,
+    Welcome,
+    decode,
+    encode,
+)
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +51,9 @@ class Connection:
         self,
         endpoint: str,
         node_id: str,
-        on_message: Callable[[Message], None],
-        hello_body: Callable[[], dict[str, Any]],
-        heartbeat_body: Callable[[], dict[str, Any]],
+        on_message: Callable[[ServerMessage], None],
+        hello: Callable[[], Hello],
+        heartbeat: Callable[[], Heartbeat],
         heartbeat_interval: float,
         curve: tuple[bytes, bytes, bytes] | None = None,
     ) -> None:
@@ -51,12 +64,14 @@ class Connection:
         self._endpoint = endpoint
         self._node_id = node_id
         self._on_message = on_message
-        self._hello_body = hello_body
-        self._heartbeat_body = heartbeat_body
+        self._hello = hello
+        self._heartbeat = heartbeat
         self.heartbeat_interval = heartbeat_interval
         self._lock = threading.Lock()
-        self._outgoing: collections.deque[Message] = collections.deque()
-        self._outbox: collections.OrderedDict[str, tuple[Message, float]] = (
+        #: Reliable messages not yet handed to the socket, (id, message).
+        self._outgoing: collections.deque[tuple[str, AgentMessage]] = collections.deque()
+        #: Reliable messages not yet acknowledged: id -> (message, when sent or UNSENT).
+        self._outbox: collections.OrderedDict[str, tuple[AgentMessage, float]] = (
             collections.OrderedDict()
         )
         self._stop = threading.Event()
@@ -77,30 +92,29 @@ class Connection:
         self._wake_r.close()
         self._wake_w.close()
 
-    def send_reliable(
-        self, msg_type: MsgType, body: dict[str, Any], merge: str | None = None
-    ) -> str:
+    def send_reliable(self, msg: AgentMessage, merge: bool = False) -> str:
         """Queue a message until the server acknowledges it; returns its id.
 
-        ``merge`` names a list in ``body``: while the newest queued message is of the
-        same type and not sent yet, the items join its list instead (one message,
-        one ack, for a burst of task reports; order is kept).
+        ``merge`` (status messages): while the newest queued message is a status too
+        and not sent yet, the updates join it instead (one message, one ack, for a
+        burst of task reports; order is kept).
         """
         msg_id = new_id()
-        msg = Message(msg_type, {"node_id": self._node_id, **body}, msg_id)
         with self._lock:
-            tail = self._outgoing[-1] if self._outgoing else None
+            tail_id, tail = self._outgoing[-1] if self._outgoing else ("", None)
             if (
-                merge is not None
-                and tail is not None
-                and tail.type == msg_type
-                and tail.msg_id in self._outbox
-                and len(tail.body[merge]) < MAX_MERGED
+                merge
+                and isinstance(msg, Status)
+                and isinstance(tail, Status)
+                and tail_id in self._outbox
+                and len(tail.updates) < MAX_MERGED
             ):
-                tail.body[merge].extend(body[merge])
-                return tail.msg_id
+                merged = tail.merged(msg)
+                self._outgoing[-1] = (tail_id, merged)
+                self._outbox[tail_id] = (merged, self._outbox[tail_id][1])
+                return tail_id
             self._outbox[msg_id] = (msg, 0.0)
-            self._outgoing.append(msg)
+            self._outgoing.append((msg_id, msg))
         self._poke()
         return msg_id
 
@@ -114,12 +128,12 @@ class Connection:
         except OSError:  # a wake-up is already pending, or we are stopped
             pass
 
-    def _send(self, sock: zmq.Socket[bytes], msg: Message) -> bool:
+    def _send(self, sock: zmq.Socket[bytes], msg: AgentMessage, msg_id: str = "") -> bool:
         try:
-            sock.send(encode(msg), zmq.NOBLOCK)
+            sock.send(encode(msg, msg_id), zmq.NOBLOCK)
             return True
         except zmq.Again:  # no server connected (or queue full): re-sent later, in order
-            log.debug("cannot send %s now; it stays queued", msg.type)
+            log.debug("cannot send %s now; it stays queued", msg.TYPE)
             return False
 
     def _run(self) -> None:
@@ -159,11 +173,11 @@ class Connection:
             while not self._stop.is_set():
                 now = time.monotonic()
                 if not self.welcomed.is_set() and now - last_hello > HELLO_RETRY_S:
-                    self._send(sock, self._message(MsgType.HELLO, self._hello_body()))
+                    self._send(sock, self._hello())
                     last_hello = now
                 if now >= next_heartbeat:
                     if self.welcomed.is_set():
-                        self._send(sock, self._message(MsgType.HEARTBEAT, self._heartbeat_body()))
+                        self._send(sock, self._heartbeat())
                     next_heartbeat = now + self.heartbeat_interval
                 if now - last_resend >= RESEND_AFTER_S / 2:
                     self._resend(sock, now)
@@ -198,9 +212,6 @@ class Connection:
                         self._outbox[msg_id] = (msg, UNSENT)
                     self._has_unsent = bool(self._outbox)
 
-    def _message(self, msg_type: MsgType, body: dict[str, Any]) -> Message:
-        return Message(msg_type, {"node_id": self._node_id, **body})
-
     def _drain_outgoing(self, sock: zmq.Socket[bytes]) -> None:
         """Send new messages. Reliable ones that cannot go now are marked UNSENT and go
         first, in their original order, once a server is connected again (so a final
@@ -210,44 +221,44 @@ class Connection:
             with self._lock:
                 if not self._outgoing:
                     return
-                msg = self._outgoing.popleft()
-                reliable = msg.msg_id in self._outbox
+                msg_id, msg = self._outgoing.popleft()
+                reliable = msg_id in self._outbox
                 blocked = self._has_unsent
             if reliable and blocked:
                 with self._lock:
-                    self._outbox[msg.msg_id] = (msg, UNSENT)
+                    self._outbox[msg_id] = (msg, UNSENT)
                 continue
-            sent = self._send(sock, msg)
+            sent = self._send(sock, msg, msg_id)
             if reliable:
                 with self._lock:
-                    self._outbox[msg.msg_id] = (msg, time.monotonic() if sent else UNSENT)
+                    self._outbox[msg_id] = (msg, time.monotonic() if sent else UNSENT)
                     self._has_unsent = self._has_unsent or not sent
 
     def _flush_unsent(self, sock: zmq.Socket[bytes]) -> None:
         with self._lock:
             if not self._has_unsent:
                 return
-            waiting = [msg for msg, sent in self._outbox.values() if sent == UNSENT]
-        for msg in waiting:
-            if not self._send(sock, msg):
+            waiting = [(i, msg) for i, (msg, sent) in self._outbox.items() if sent == UNSENT]
+        for msg_id, msg in waiting:
+            if not self._send(sock, msg, msg_id):
                 return
             with self._lock:
-                if msg.msg_id in self._outbox:
-                    self._outbox[msg.msg_id] = (msg, time.monotonic())
+                if msg_id in self._outbox:
+                    self._outbox[msg_id] = (self._outbox[msg_id][0], time.monotonic())
         with self._lock:
             self._has_unsent = any(sent == UNSENT for _, sent in self._outbox.values())
 
     def _resend(self, sock: zmq.Socket[bytes], now: float) -> None:
         with self._lock:
             due = [
-                msg
-                for msg, sent in list(self._outbox.values())[:MAX_RESEND_PER_ROUND]
+                (msg_id, msg)
+                for msg_id, (msg, sent) in list(self._outbox.items())[:MAX_RESEND_PER_ROUND]
                 if sent > 0 and now - sent >= RESEND_AFTER_S
             ]
-            for msg in due:
-                self._outbox[msg.msg_id] = (msg, now)
-        for msg in due:
-            self._send(sock, msg)
+            for msg_id, msg in due:
+                self._outbox[msg_id] = (msg, now)
+        for msg_id, msg in due:
+            self._send(sock, msg, msg_id)
 
     def _receive(self, sock: zmq.Socket[bytes]) -> None:
         for _ in range(1000):
@@ -256,32 +267,36 @@ class Connection:
             except zmq.Again:
                 return
             try:
-                msg = decode(frame)
+                msg, _ = decode(frame)
             except ProtocolError as exc:
                 log.warning("dropping bad frame from server: %s", exc)
                 continue
-            if msg.type == MsgType.ACK:
+            except Exception:  # a decoder bug must not end this thread
+                log.exception("decoding a frame from the server failed")
+                continue
+            if isinstance(msg, Ack):
                 with self._lock:
-                    for msg_id in msg.body.get("ids") or []:
-                        self._outbox.pop(str(msg_id), None)
-            elif msg.type == MsgType.WELCOME:
-                interval = msg.body.get("heartbeat_interval")
-                if isinstance(interval, int | float) and interval > 0:
-                    self.heartbeat_interval = float(interval)
+                    for msg_id in msg.ids:
+                        self._outbox.pop(msg_id, None)
+            elif isinstance(msg, Welcome):
+                if msg.heartbeat_interval > 0:
+                    self.heartbeat_interval = float(msg.heartbeat_interval)
                 self.welcomed.set()
-            elif msg.type == MsgType.REHELLO:
+            elif isinstance(msg, Rehello):
                 self.welcomed.clear()
-            elif msg.type == MsgType.REFUSED:
-                reason = str(msg.body.get("reason") or "refused")
+            elif isinstance(msg, Refused):
+                reason = msg.reason or "refused"
                 if reason != self.refused:
                     log.error("the server refused this agent: %s (need --join-token)", reason)
                 self.refused = reason
                 self.welcomed.clear()
-            else:
+            elif isinstance(msg, FROM_SERVER):
                 try:
                     self._on_message(msg)
                 except Exception:
-                    log.exception("handling %s failed", msg.type)
+                    log.exception("handling %s failed", msg.TYPE)
+            else:
+                log.warning("dropping a %s message from the server (an agent's)", msg.TYPE)
 
 
 def endpoints(spec: str) -> list[str]:

@@ -23,13 +23,13 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
 
 import httpx
 
 from dockyard.core.services import Health, HealthCheck, HealthKind
 from dockyard.drivers.base import Driver, ExecHandle
 from dockyard.drivers.errors import DriverError
+from dockyard.protocol.messages import HealthReport
 
 log = logging.getLogger(__name__)
 
@@ -98,18 +98,20 @@ class _Due:
 class HealthMonitor:
     """Runs every watched replica's check each ``interval_s``; reports transitions.
 
-    ``report`` gets ``{"task_id", "health", "message", "at"}`` (``at``: this
-    node's clock, so the server can order a replica's reports).
+    ``report`` gets each as a ``health`` message of node ``node_id`` (its ``at``:
+    this node's clock, so the server can order a replica's reports).
     """
 
     def __init__(
         self,
         driver: Driver,
-        report: Callable[[dict[str, Any]], None],
+        node_id: str,
+        report: Callable[[HealthReport], object],
         bind_address: str = "127.0.0.1",
         workers: int = DEFAULT_WORKERS,
     ) -> None:
         self._driver = driver
+        self._node_id = node_id
         self._report = report
         self._host = probe_host(bind_address)
         self._sim = driver.name == "sim"
@@ -316,9 +318,9 @@ class HealthMonitor:
         return CheckResult(code == 0, detail[:MAX_MESSAGE])
 
     def _send(self, task_id: str, health: Health, message: str) -> None:
-        body = {"task_id": task_id, "health": health.value, "message": message, "at": time.time()}
+        report = HealthReport(self._node_id, task_id, health.value, message, time.time())
         try:
-            self._report(body)
+            self._report(report)
         except Exception:
             log.exception("reporting the health of %s failed", task_id)
 

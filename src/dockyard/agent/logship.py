@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any
+
+from dockyard.protocol.messages import LogLine
 
 MAX_BATCH = 500
 FLUSH_INTERVAL_S = 0.1
@@ -18,10 +19,10 @@ class LogShipper:
     the server drops what it already has.
     """
 
-    def __init__(self, send: Callable[[list[list[Any]]], None]) -> None:
+    def __init__(self, send: Callable[[tuple[LogLine, ...]], None]) -> None:
         self._send = send
         self._lock = threading.Lock()
-        self._batch: list[list[Any]] = []
+        self._batch: list[LogLine] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="log-shipper", daemon=True)
 
@@ -35,7 +36,7 @@ class LogShipper:
 
     def add(self, task_id: str, stream: str, seq: int, ts: str, text: str) -> None:
         with self._lock:
-            self._batch.append([task_id, stream, seq, ts, text])
+            self._batch.append(LogLine(task_id, stream, seq, ts, text))
             if len(self._batch) >= MAX_BATCH:
                 self._flush_locked()
 
@@ -47,7 +48,7 @@ class LogShipper:
     def _flush_locked(self) -> None:
         if self._batch:
             batch, self._batch = self._batch, []
-            self._send(batch)
+            self._send(tuple(batch))
 
     def _run(self) -> None:
         while not self._stop.wait(FLUSH_INTERVAL_S):

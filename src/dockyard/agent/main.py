@@ -8,7 +8,6 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import psutil
 
@@ -28,7 +27,25 @@ from dockyard.drivers import DRIVERS, make_driver
 from dockyard.drivers.base import Driver
 from dockyard.drivers.errors import DriverError
 from dockyard.protocol import curve as keys
-from dockyard.protocol.messages import Message, MsgType
+from dockyard.protocol.messages import (
+    Build,
+    Desired,
+    ExecClose,
+    ExecInput,
+    ExecResize,
+    ExecStart,
+    Heartbeat,
+    Hello,
+    LogLine,
+    Logs,
+    Prune,
+    Pruned,
+    ServerMessage,
+    Status,
+    TaskStatus,
+    Usage,
+    UsageSample,
+)
 from dockyard.settings import ConfigError
 
 log = logging.getLogger(__name__)
@@ -94,7 +111,7 @@ def load_node_id(data_dir: Path) -> str:
 
 
 SERVER_KEY_FILE = "server.pub"
-EXEC_MESSAGES = (MsgType.EXEC_START, MsgType.EXEC_INPUT, MsgType.EXEC_RESIZE, MsgType.EXEC_CLOSE)
+EXEC_MESSAGES = (ExecStart, ExecInput, ExecResize, ExecClose)
 
 
 def curve_for(cfg: AgentConfig) -> tuple[bytes, bytes, bytes] | None:
@@ -131,12 +148,12 @@ class Agent:
             cfg.server,
             self.node_id,
             on_message=self._on_message,
-            hello_body=self._hello,
-            heartbeat_body=self._heartbeat,
+            hello=self._hello,
+            heartbeat=self._heartbeat,
             heartbeat_interval=cfg.heartbeat_interval,
             curve=curve_for(cfg),
         )
-        self.builder = Builder(self.driver, self.connection.send_reliable)
+        self.builder = Builder(self.driver, self.node_id, self.connection.send_reliable)
         self.shipper = LogShipper(self._ship_logs)
 
         found = inventory(cfg.gpus) if cfg.gpus is not None else detect_gpus()
@@ -151,7 +168,9 @@ class Agent:
             bind_address=cfg.address,
             gpu_uuids=self.gpu_uuids,
         )
-        self.health = HealthMonitor(self.driver, self._report_health, bind_address=cfg.address)
+        self.health = HealthMonitor(
+            self.driver, self.node_id, self.connection.send_reliable, bind_address=cfg.address
+        )
         self.reconciler.health = self.health
         self.sampler = UsageSampler(
             self.driver,
@@ -161,7 +180,10 @@ class Agent:
         )
         self.reconciler.final_usage = self.sampler.final
         self.execs = ExecManager(
-            self.driver, self.reconciler.running_containers, self.connection.send_reliable
+            self.driver,
+            self.node_id,
+            self.reconciler.running_containers,
+            self.connection.send_reliable,
         )
         self.metrics = AgentMetrics(self.node_id, cfg.name)
         self.metrics.watch(
@@ -176,39 +198,35 @@ class Agent:
         self._images_checked = -IMAGES_EVERY_S  # monotonic time of the last lookup
         self._images_sent: list[str] = []
 
-    def _ship_usage(self, samples: list[list[Any]]) -> None:
+    def _ship_usage(self, samples: tuple[UsageSample, ...]) -> None:
         self.metrics.usage_samples.inc(len(samples))
-        self.connection.send_reliable(MsgType.USAGE, {"samples": samples})
+        self.connection.send_reliable(Usage(self.node_id, samples))
 
-    def _ship_logs(self, lines: list[list[Any]]) -> None:
+    def _ship_logs(self, lines: tuple[LogLine, ...]) -> None:
         self.metrics.log_lines.inc(len(lines))
         self.metrics.log_batches.inc()
-        self.connection.send_reliable(MsgType.LOGS, {"lines": lines})
+        self.connection.send_reliable(Logs(self.node_id, lines))
 
-    def _report(self, update: dict[str, Any]) -> None:
-        self.metrics.status_reports.labels(state=str(update.get("state", "unknown"))).inc()
-        self.connection.send_reliable(MsgType.STATUS, {"updates": [update]}, merge="updates")
+    def _report(self, update: TaskStatus) -> None:
+        self.metrics.status_reports.labels(state=update.state).inc()
+        self.connection.send_reliable(Status(self.node_id, (update,)), merge=True)
 
-    def _report_health(self, body: dict[str, Any]) -> None:
-        self.connection.send_reliable(MsgType.HEALTH, body)
-
-    def _hello(self) -> dict[str, Any]:
+    def _hello(self) -> Hello:
         capacity = self.driver.capacity()
-        return {
-            "join_token": self.cfg.join_token or "",
-            "name": self.cfg.name,
-            "address": self.cfg.address,
-            "driver": self.driver.name,
-            "version": __version__,
-            "labels": self.cfg.labels,
-            "images": self._images_sent,
-            "capacity": {
-                "cpu_millis": capacity.cpu_millis,
-                "memory_bytes": capacity.memory_bytes,
-                "gpus": self.gpus,
-                "gpu_uuids": {str(i): u for i, u in self.gpu_uuids.items()},
-            },
-        }
+        return Hello(
+            node_id=self.node_id,
+            join_token=self.cfg.join_token or "",
+            name=self.cfg.name,
+            address=self.cfg.address,
+            driver=self.driver.name,
+            version=__version__,
+            labels=dict(self.cfg.labels),
+            images=tuple(self._images_sent),
+            cpu_millis=capacity.cpu_millis,
+            memory_bytes=capacity.memory_bytes,
+            gpus=tuple(self.gpus),
+            gpu_uuids={str(i): u for i, u in self.gpu_uuids.items()},
+        )
 
     def _images_update(self) -> list[str] | None:
         """The node's images when they changed (looked up every IMAGES_EVERY_S), else None."""
@@ -226,35 +244,29 @@ class Agent:
         self._images_sent = images
         return images
 
-    def _heartbeat(self) -> dict[str, Any]:
+    def _heartbeat(self) -> Heartbeat:
         self.metrics.heartbeats.inc()
-        body = self._heartbeat_body()
         images = self._images_update()
-        if images is not None:
-            body["images"] = images
-        return body
+        return Heartbeat(
+            node_id=self.node_id,
+            sent_at=time.time(),  # lets the server measure heartbeat lag
+            generation=self.reconciler.generation,
+            cpu_percent=psutil.cpu_percent(None),
+            memory_bytes=psutil.virtual_memory().used,
+            running=self.reconciler.running_count(),
+            unacked=self.connection.unacked(),
+            images=None if images is None else tuple(images),
+        )
 
-    def _heartbeat_body(self) -> dict[str, Any]:
-        return {
-            "sent_at": time.time(),  # lets the server measure heartbeat lag
-            "generation": self.reconciler.generation,
-            "usage": {
-                "cpu_percent": psutil.cpu_percent(None),
-                "memory_bytes": psutil.virtual_memory().used,
-            },
-            "running": self.reconciler.running_count(),
-            "unacked": self.connection.unacked(),
-        }
-
-    def _on_message(self, msg: Message) -> None:
-        if msg.type == MsgType.DESIRED:
-            self.reconciler.set_desired(msg.body)
-        elif msg.type == MsgType.PRUNE:
+    def _on_message(self, msg: ServerMessage) -> None:
+        if isinstance(msg, Desired):
+            self.reconciler.set_desired(msg)
+        elif isinstance(msg, Prune):
             threading.Thread(target=self._prune, name="prune", daemon=True).start()
-        elif msg.type == MsgType.BUILD:
-            self.builder.handle(msg.body)
-        elif msg.type in EXEC_MESSAGES:
-            self.execs.handle(msg.type, msg.body)
+        elif isinstance(msg, Build):
+            self.builder.handle(msg)
+        elif isinstance(msg, EXEC_MESSAGES):
+            self.execs.handle(msg)
 
     def _prune(self) -> None:
         try:
@@ -262,7 +274,7 @@ class Agent:
         except DriverError as exc:
             log.warning("prune failed: %s", exc)
             return
-        self.connection.send_reliable(MsgType.PRUNED, {"removed": removed})
+        self.connection.send_reliable(Pruned(self.node_id, removed))
 
     def start(self) -> None:
         if self.cfg.metrics_port is not None:

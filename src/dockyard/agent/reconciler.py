@@ -16,7 +16,6 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any
 
 from dockyard.agent.health import HealthMonitor
 from dockyard.agent.logship import LogShipper
@@ -28,6 +27,7 @@ from dockyard.core.services import HealthCheck
 from dockyard.core.states import DesiredState, Reason, TaskState, outcome
 from dockyard.drivers.base import ContainerSpec, ContainerStatus, Driver
 from dockyard.drivers.errors import ContainerExists, ContainerNotFound, DriverError
+from dockyard.protocol.messages import Desired, DesiredEntry, TaskStatus, TaskUsage
 
 log = logging.getLogger(__name__)
 
@@ -65,37 +65,38 @@ class DesiredTask:
     health: HealthCheck | None = None
 
     @classmethod
-    def from_wire(cls, data: dict[str, Any]) -> DesiredTask:
+    def from_entry(cls, entry: DesiredEntry) -> DesiredTask:
+        """Parse a desired entry: its mounts, security options and policy, as maps on
+        the wire, become their :mod:`dockyard.core` types."""
+        spec = entry.template
         return cls(
-            task_id=str(data["task_id"]),
-            workload_id=str(data.get("workload_id", "")),
-            owner=str(data.get("owner", "")),
-            image=str(data["image"]),
-            command=tuple(str(a) for a in data.get("command") or ()),
-            env={str(k): str(v) for k, v in (data.get("env") or {}).items()},
-            resources=Resources(int(data["cpu_millis"]), int(data["memory_bytes"])),
-            kill_grace_s=float(data.get("kill_grace_s", 10.0)),
-            desired=str(data.get("desired", DesiredState.RUN)),
-            log_offsets={str(k): int(v) for k, v in (data.get("log_offsets") or {}).items()},
-            mounts=tuple(Mount.from_dict(m) for m in data.get("mounts") or ()),
-            security=SecurityOptions.from_dict(data.get("security")),
-            policy=(
-                None if data.get("policy") is None else ContainerPolicy.from_dict(data["policy"])
-            ),
-            gpus=tuple(int(g) for g in data.get("gpus") or ()),
-            ports=tuple(int(p) for p in data.get("ports") or ()),
-            port_map=tuple((int(c), int(h)) for c, h in data.get("port_map") or ()),
-            health=_health_from_wire(data),
+            task_id=entry.task_id,
+            workload_id=entry.workload_id,
+            owner=entry.owner,
+            image=entry.image,
+            command=spec.command,
+            env=dict(spec.env),
+            resources=Resources(entry.cpu_millis, entry.memory_bytes),
+            kill_grace_s=float(spec.kill_grace_s),
+            desired=entry.desired,
+            log_offsets=dict(entry.log_offsets),
+            mounts=tuple(Mount.from_dict(m) for m in spec.mounts),
+            security=SecurityOptions.from_dict(spec.security),
+            policy=None if spec.policy is None else ContainerPolicy.from_dict(spec.policy),
+            gpus=entry.gpus,
+            ports=entry.ports,
+            port_map=entry.port_map,
+            health=_health_check(entry),
         )
 
 
-def _health_from_wire(data: dict[str, Any]) -> HealthCheck | None:
+def _health_check(entry: DesiredEntry) -> HealthCheck | None:
     """The task's health check; one the server should not have accepted is dropped
     (logged) rather than failing the whole desired set."""
     try:
-        return HealthCheck.from_dict(data.get("health"))
+        return HealthCheck.from_dict(entry.template.health)
     except ValidationError as exc:
-        log.warning("task %s: ignoring its health check: %s", data.get("task_id"), exc)
+        log.warning("task %s: ignoring its health check: %s", entry.task_id, exc)
         return None
 
 
@@ -104,7 +105,7 @@ class Reconciler:
         self,
         driver: Driver,
         node_id: str,
-        report: Callable[[dict[str, Any]], None],
+        report: Callable[[TaskStatus], None],
         shipper: LogShipper,
         workers: int = 64,
         bind_address: str = "127.0.0.1",
@@ -136,7 +137,7 @@ class Reconciler:
         #: This node's GPU UUIDs by index, where known: what the runtime is given.
         self.gpu_uuids: dict[int, str] = dict(gpu_uuids or {})
         #: Returns and forgets a finished task's usage totals (set by the agent).
-        self.final_usage: Callable[[str], dict[str, Any]] = lambda _: {}
+        self.final_usage: Callable[[str], TaskUsage | None] = lambda _: None
         #: Stops and removals; starts run on the task's watcher thread, at most
         #: ``workers`` at once (``_starts``), and go on to watch the container.
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="task")
@@ -144,7 +145,7 @@ class Reconciler:
         self._watchers = Watchers()  # a container's watcher and log followers
         #: The last desired entries received and what they were parsed into, by task id
         #: (a set is re-sent whole whenever it changes; most entries have not).
-        self._wire: dict[str, tuple[dict[str, Any], DesiredTask]] = {}
+        self._wire: dict[str, tuple[DesiredEntry, DesiredTask]] = {}
         self._thread = threading.Thread(target=self._run, name="reconciler", daemon=True)
 
     # -- control ----------------------------------------------------------
@@ -158,15 +159,17 @@ class Reconciler:
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._watchers.shutdown()
 
-    def set_desired(self, body: dict[str, Any]) -> None:
-        generation = int(body.get("generation", 0))
-        wire: dict[str, tuple[dict[str, Any], DesiredTask]] = {}
-        for data in body.get("tasks") or []:
-            known = self._wire.get(str(data.get("task_id")))
+    def set_desired(self, desired: Desired) -> None:
+        generation = desired.generation
+        wire: dict[str, tuple[DesiredEntry, DesiredTask]] = {}
+        for entry in desired.tasks:
+            known = self._wire.get(entry.task_id)
             task = (
-                known[1] if known is not None and known[0] == data else DesiredTask.from_wire(data)
+                known[1]
+                if known is not None and known[0] == entry
+                else DesiredTask.from_entry(entry)
             )
-            wire[task.task_id] = (data, task)
+            wire[task.task_id] = (entry, task)
         tasks = {task_id: task for task_id, (_, task) in wire.items()}
         with self._lock:
             if generation < self.generation:
@@ -229,12 +232,7 @@ class Reconciler:
             if task.desired == DesiredState.STOP:
                 self._release(tid)
                 self._finish(
-                    tid,
-                    {
-                        "state": TaskState.KILLED,
-                        "reason": Reason.KILLED,
-                        "message": "stopped before it started",
-                    },
+                    TaskStatus(tid, TaskState.KILLED, Reason.KILLED, "stopped before it started")
                 )
                 return
             self._watchers.submit(self._start_task, task)
@@ -262,12 +260,13 @@ class Reconciler:
         if again:
             self._wake.set()
 
-    def _finish(self, tid: str, update: dict[str, Any]) -> None:
+    def _finish(self, status: TaskStatus) -> None:
+        """Report a task's end, once."""
         with self._lock:
-            if tid in self._finished:
+            if status.task_id in self._finished:
                 return
-            self._finished.add(tid)
-        self._report({"task_id": tid, **update})
+            self._finished.add(status.task_id)
+        self._report(status)
 
     def _remove_stale(self, container: ContainerStatus) -> None:
         tid = container.task_id
@@ -330,40 +329,24 @@ class Reconciler:
         tid = task.task_id
         try:
             if not self._driver.has_image(task.image):
-                self._report(
-                    {
-                        "task_id": tid,
-                        "state": TaskState.PULLING,
-                        "reason": "pulling",
-                        "message": f"pulling {task.image}",
-                    }
-                )
+                self._report(TaskStatus(tid, TaskState.PULLING, "pulling", f"pulling {task.image}"))
                 self._driver.ensure_image(task.image, self._pull_progress(tid))
         except DriverError as exc:
-            self._finish(
-                tid, {"state": TaskState.FAILED, "reason": exc.reason, "message": str(exc)}
-            )
+            self._finish(TaskStatus(tid, TaskState.FAILED, exc.reason, str(exc)))
             return None
-        self._report({"task_id": tid, "state": TaskState.STARTING, "reason": "creating"})
+        self._report(TaskStatus(tid, TaskState.STARTING, "creating"))
         try:
             container_id = self._driver.create(self._spec(task))
         except PolicyViolation as exc:
             self._finish(
-                tid,
-                {
-                    "state": TaskState.FAILED,
-                    "reason": "policy_violation",
-                    "message": f"{exc.rule}: {exc.message}",
-                },
+                TaskStatus(tid, TaskState.FAILED, "policy_violation", f"{exc.rule}: {exc.message}")
             )
             return None
         except ContainerExists:
             self._wake.set()  # the next pass adopts it
             return None
         except DriverError as exc:
-            self._finish(
-                tid, {"state": TaskState.FAILED, "reason": exc.reason, "message": str(exc)}
-            )
+            self._finish(TaskStatus(tid, TaskState.FAILED, exc.reason, str(exc)))
             return None
         return container_id if self._start_container(task, container_id) else None
 
@@ -371,9 +354,7 @@ class Reconciler:
         """Report pull progress and retries as ``pulling`` status messages."""
 
         def report(text: str) -> None:
-            self._report(
-                {"task_id": tid, "state": TaskState.PULLING, "reason": "pulling", "message": text}
-            )
+            self._report(TaskStatus(tid, TaskState.PULLING, "pulling", text))
 
         return report
 
@@ -395,25 +376,14 @@ class Reconciler:
             self._driver.start(container_id)
         except DriverError as exc:
             self._finish(
-                tid,
-                {
-                    "state": TaskState.FAILED,
-                    "reason": Reason.START_FAILED,
-                    "message": str(exc),
-                    "container_id": container_id,
-                },
+                TaskStatus(
+                    tid, TaskState.FAILED, Reason.START_FAILED, str(exc), container_id=container_id
+                )
             )
             return False
         with self._lock:
             self._started[tid] = time.monotonic()
-        self._report(
-            {
-                "task_id": tid,
-                "state": TaskState.RUNNING,
-                "reason": "started",
-                "container_id": container_id,
-            }
-        )
+        self._report(TaskStatus(tid, TaskState.RUNNING, "started", container_id=container_id))
         return self._track(task, container_id, adopted=False)
 
     def _stop_container(self, tid: str, container_id: str, grace: float, remove: bool) -> None:
@@ -474,12 +444,9 @@ class Reconciler:
             )
         if adopted:
             self._report(
-                {
-                    "task_id": task.task_id,
-                    "state": TaskState.RUNNING,
-                    "reason": Reason.ADOPTED,
-                    "container_id": container_id,
-                }
+                TaskStatus(
+                    task.task_id, TaskState.RUNNING, Reason.ADOPTED, container_id=container_id
+                )
             )
         return True
 
@@ -534,19 +501,19 @@ class Reconciler:
         usage = self.final_usage(tid)
         self._shipper.flush()
         self._finish(
-            tid,
-            {
-                "state": state,
-                "reason": reason,
-                "exit_code": status.exit_code,
-                "container_id": container_id,
-                "started_at": status.started_at,
-                "finished_at": status.finished_at,
-                "forced": forced,
-                "log_lines_total": sum(counts.values()),
-                "message": status.error,
-                "usage": usage,
-            },
+            TaskStatus(
+                tid,
+                state,
+                reason,
+                status.error,
+                exit_code=status.exit_code,
+                container_id=container_id,
+                started_at=status.started_at,
+                finished_at=status.finished_at,
+                forced=forced,
+                log_lines_total=sum(counts.values()),
+                usage=usage,
+            )
         )
         with self._lock:
             self._watched.discard(tid)

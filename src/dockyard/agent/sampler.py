@@ -7,9 +7,9 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from dockyard.drivers.base import Driver
+from dockyard.protocol.messages import TaskUsage, UsageSample
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ class UsageSampler:
         self,
         driver: Driver,
         running: Callable[[], dict[str, str]],
-        send: Callable[[list[list[Any]]], None],
+        send: Callable[[tuple[UsageSample, ...]], None],
         interval: float = DEFAULT_INTERVAL_S,
     ) -> None:
         self._driver = driver
@@ -55,18 +55,14 @@ class UsageSampler:
         self._stop.set()
         self._thread.join(5)
 
-    def final(self, task_id: str) -> dict[str, Any]:
+    def final(self, task_id: str) -> TaskUsage:
         """The totals of a task that ended (and forget it)."""
         with self._lock:
             totals = self._totals.pop(task_id, _Totals())
-        return {
-            "cpu_s": totals.cpu_s,
-            "max_memory_bytes": totals.max_memory_bytes,
-            "memory_gib_s": totals.memory_gib_s,
-        }
+        return TaskUsage(totals.cpu_s, totals.max_memory_bytes, totals.memory_gib_s)
 
     def sample_once(self) -> None:
-        batch: list[list[Any]] = []
+        batch: list[UsageSample] = []
         for task_id, container_id in self._running().items():
             usage = self._driver.usage(container_id)
             if usage is None:
@@ -80,9 +76,11 @@ class UsageSampler:
                 totals.max_memory_bytes = max(
                     totals.max_memory_bytes, usage.max_memory_bytes, usage.memory_bytes
                 )
-                batch.append([task_id, totals.cpu_s, totals.max_memory_bytes, totals.memory_gib_s])
+                batch.append(
+                    UsageSample(task_id, totals.cpu_s, totals.max_memory_bytes, totals.memory_gib_s)
+                )
         if batch:
-            self._send(batch)
+            self._send(tuple(batch))
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):

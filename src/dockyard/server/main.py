@@ -10,7 +10,7 @@ import uvicorn
 
 from dockyard.core.ids import new_id
 from dockyard.protocol import curve
-from dockyard.protocol.messages import MsgType
+from dockyard.protocol.messages import BuildDone, BuildOutput, ExecExit, ExecOutput
 from dockyard.server.config import ServerConfig
 from dockyard.server.control.dropfolder import DropFolder
 from dockyard.server.control.leader import FencedDatabase, LeaderElector, NotLeader
@@ -111,10 +111,10 @@ class Server:
     # -- leadership ---------------------------------------------------------
     def _wire_gateway(self, gateway: Gateway) -> None:
         gateway.curve_keys = self._curve_keys
-        gateway.handlers[MsgType.BUILD_OUTPUT] = self.builds.on_output
-        gateway.handlers[MsgType.BUILD_DONE] = self.builds.on_done
-        gateway.handlers[MsgType.EXEC_OUTPUT] = self.execs.on_output
-        gateway.handlers[MsgType.EXEC_EXIT] = self.execs.on_exit
+        gateway.handle(BuildOutput, self.builds.on_output)
+        gateway.handle(BuildDone, self.builds.on_done)
+        gateway.handle(ExecOutput, self.execs.on_output)
+        gateway.handle(ExecExit, self.execs.on_exit)
 
     def _elected(self, term: int) -> None:
         with self._control_lock:

@@ -84,6 +84,12 @@ class ServerMetrics:
         self.gateway_messages = Counter(
             "dockyard_gateway_messages", "Messages received from agents", ["type"], registry=r
         )
+        self.gateway_malformed = Counter(
+            "dockyard_gateway_malformed_frames",
+            "Frames from agents dropped as malformed (undecodable, wrong version or type, "
+            "a body with a missing field or a value of the wrong type)",
+            registry=r,
+        )
         self.log_lines_received = Counter(
             "dockyard_log_lines_received", "Log lines shipped by agents to the server", registry=r
         )

@@ -32,7 +32,7 @@ from dockyard.core import archive
 from dockyard.core.errors import ValidationError
 from dockyard.core.ids import new_id
 from dockyard.core.image_ref import validate_image
-from dockyard.protocol.messages import Message, MsgType
+from dockyard.protocol.messages import Build, BuildDone, BuildOutput, ServerMessage
 from dockyard.server.errors import Conflict
 from dockyard.server.state.auth import Principal
 from dockyard.server.state.events import record
@@ -133,7 +133,7 @@ class BuildService:
     def __init__(
         self,
         db: Database,
-        send: Callable[[str, Message], None],
+        send: Callable[[str, ServerMessage], None],
         limits: archive.Limits = DEFAULT_LIMITS,
     ) -> None:
         self._db = db
@@ -242,33 +242,31 @@ class BuildService:
                 self._cond.wait(min(left, 1.0))
 
     # -- gateway side (gateway thread) ----------------------------------------
-    def on_output(self, node_id: str, msg: Message) -> None:
-        body = msg.body
+    def on_output(self, node_id: str, msg: BuildOutput) -> None:
         with self._cond:
-            found = self._in_progress(body, node_id)
+            found = self._in_progress(msg.build_id, node_id)
             if found is None:
                 return
             build, node = found
             node.state = "building"
-            seq = int(body.get("seq") or 0)
-            lines = [str(line) for line in body.get("lines") or []]
+            seq = msg.seq
+            lines = msg.lines
             if seq < node.next_seq:  # a re-sent batch
                 lines = lines[node.next_seq - seq :]
-            node.next_seq = max(node.next_seq, seq + len(body.get("lines") or []))
+            node.next_seq = max(node.next_seq, seq + len(msg.lines))
             prefix = f"[{node.name}] " if len(build.nodes) > 1 else ""
             build.lines.extend(prefix + line for line in lines)
             self._cond.notify_all()
 
-    def on_done(self, node_id: str, msg: Message) -> None:
-        body = msg.body
+    def on_done(self, node_id: str, msg: BuildDone) -> None:
         with self._cond:
-            found = self._in_progress(body, node_id)
+            found = self._in_progress(msg.build_id, node_id)
             if found is None:
                 return
             build, node = found
-            node.state = "succeeded" if body.get("ok") else "failed"
-            node.error = str(body.get("error") or "")
-            node.image_id = str(body.get("image_id") or "")
+            node.state = "succeeded" if msg.ok else "failed"
+            node.error = msg.error
+            node.image_id = msg.image_id
             if node.error:
                 build.lines.append(f"ERROR: {node.error}")
             finished = self._maybe_finish(build)
@@ -276,28 +274,17 @@ class BuildService:
             self._record_end(build)
 
     # -- internals --------------------------------------------------------
-    def _in_progress(
-        self, body: dict[str, Any], node_id: str
-    ) -> tuple[BuildRecord, _NodeBuild] | None:
+    def _in_progress(self, build_id: str, node_id: str) -> tuple[BuildRecord, _NodeBuild] | None:
         """The build and node a message is about, unless either is unknown or done
         (call with ``_cond`` held)."""
-        build = self._builds.get(str(body.get("build_id") or ""))
+        build = self._builds.get(build_id)
         node = build.nodes.get(node_id) if build else None
         if build is None or node is None or node.state in TERMINAL:
             return None
         return build, node
 
-    def _message(self, build: BuildRecord) -> Message:
-        return Message(
-            MsgType.BUILD,
-            {
-                "build_id": build.id,
-                "tag": build.image,
-                "owner": build.owner,
-                "dockerfile": build.dockerfile,
-                "context": build.context or b"",
-            },
-        )
+    def _message(self, build: BuildRecord) -> Build:
+        return Build(build.id, build.image, build.owner, build.dockerfile, build.context or b"")
 
     def _maybe_finish(self, build: BuildRecord) -> bool:
         """Under the lock: end the build when every node has; True if it ended now."""
@@ -329,7 +316,7 @@ class BuildService:
         """Re-send unacknowledged builds with back-off; fail nodes that never answer."""
         while not self._stop.wait(0.5):
             now = time.monotonic()
-            resend: list[tuple[str, Message]] = []
+            resend: list[tuple[str, Build]] = []
             ended: list[BuildRecord] = []
             with self._cond:
                 for build in self._builds.values():

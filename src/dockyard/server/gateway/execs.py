@@ -17,7 +17,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dockyard.core.ids import new_id
-from dockyard.protocol.messages import Message, MsgType
+from dockyard.protocol.messages import (
+    ExecClose,
+    ExecExit,
+    ExecInput,
+    ExecOutput,
+    ExecResize,
+    ExecStart,
+    ServerMessage,
+)
 
 #: An exec that produced nothing (not even its exit) for this long is abandoned.
 IDLE_LIMIT_S = 3600.0
@@ -38,7 +46,7 @@ class ExecSession:
 
 
 class ExecService:
-    def __init__(self, send: Callable[[str, Message], None]) -> None:
+    def __init__(self, send: Callable[[str, ServerMessage], None]) -> None:
         self._send = send
         self._lock = threading.Lock()
         self._sessions: dict[str, ExecSession] = {}
@@ -58,73 +66,61 @@ class ExecService:
         with self._lock:
             self._expire()
             self._sessions[session.id] = session
-        body = {
-            "exec_id": session.id,
-            "task_id": task_id,
-            "command": list(command),
-            "tty": tty,
-            "stdin": stdin,
-            "cols": cols,
-            "rows": rows,
-        }
-        self._send(node_id, Message(MsgType.EXEC_START, body))
+        start = ExecStart(session.id, task_id, tuple(command), tty, stdin, cols, rows)
+        self._send(node_id, start)
         return session
 
     def write(self, session: ExecSession, data: bytes) -> None:
-        self._send(
-            session.node_id, Message(MsgType.EXEC_INPUT, {"exec_id": session.id, "data": data})
-        )
+        self._send(session.node_id, ExecInput(session.id, data))
 
     def resize(self, session: ExecSession, cols: int, rows: int) -> None:
-        body = {"exec_id": session.id, "cols": cols, "rows": rows}
-        self._send(session.node_id, Message(MsgType.EXEC_RESIZE, body))
+        self._send(session.node_id, ExecResize(session.id, cols, rows))
 
     def hangup(self, session: ExecSession) -> None:
         """Close the command's stdin/terminal; its exit still arrives."""
         if not session.finished:
-            self._send(session.node_id, Message(MsgType.EXEC_CLOSE, {"exec_id": session.id}))
+            self._send(session.node_id, ExecClose(session.id))
 
     def close(self, session: ExecSession) -> None:
         """The client is gone: hang up on the node and forget the session."""
         if not session.finished:
-            self._send(session.node_id, Message(MsgType.EXEC_CLOSE, {"exec_id": session.id}))
+            self._send(session.node_id, ExecClose(session.id))
         with self._lock:
             self._sessions.pop(session.id, None)
 
     # -- gateway thread -----------------------------------------------------
-    def on_output(self, node_id: str, msg: Message) -> None:
-        session = self._get(node_id, msg)
-        data = msg.body.get("data")
-        if session is None or not isinstance(data, bytes):
+    def on_output(self, node_id: str, msg: ExecOutput) -> None:
+        session = self._get(node_id, msg.exec_id)
+        if session is None:
             return
-        seq = int(msg.body.get("seq") or 0)
+        seq = msg.seq
         with self._lock:
             if seq < session.next_seq or session.finished:
                 return  # a re-sent chunk
-            session.pending[seq] = (str(msg.body.get("stream") or "stdout"), data)
+            session.pending[seq] = (msg.stream or "stdout", msg.data)
             while session.next_seq in session.pending:
                 stream, chunk = session.pending.pop(session.next_seq)
                 session.events.put(("output", stream, chunk))
                 session.next_seq += 1
 
-    def on_exit(self, node_id: str, msg: Message) -> None:
-        session = self._get(node_id, msg)
+    def on_exit(self, node_id: str, msg: ExecExit) -> None:
+        session = self._get(node_id, msg.exec_id)
         if session is None:
             return
         with self._lock:
             if session.finished:
                 return
             session.finished = True
-            code = msg.body.get("exit_code")
+            code = msg.exit_code
             # Chunks still missing arrive by re-send before the exit would; flush what we have.
             for seq in sorted(session.pending):
                 stream, chunk = session.pending.pop(seq)
                 session.events.put(("output", stream, chunk))
-            session.events.put(("exit", code, str(msg.body.get("error") or "")))
+            session.events.put(("exit", code, msg.error))
 
-    def _get(self, node_id: str, msg: Message) -> ExecSession | None:
+    def _get(self, node_id: str, exec_id: str) -> ExecSession | None:
         with self._lock:
-            session = self._sessions.get(str(msg.body.get("exec_id") or ""))
+            session = self._sessions.get(exec_id)
         return session if session is not None and session.node_id == node_id else None
 
     def _expire(self) -> None:

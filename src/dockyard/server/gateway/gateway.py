@@ -18,14 +18,34 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import zmq
 import zmq.auth
 from sqlalchemy import Table, bindparam, select, update
 from zmq.auth.thread import ThreadAuthenticator
 
-from dockyard.protocol.messages import Message, MsgType, ProtocolError, decode, encode
+from dockyard.protocol.messages import (
+    FROM_AGENT,
+    Ack,
+    AgentMessage,
+    HealthReport,
+    Heartbeat,
+    Hello,
+    Logs,
+    MsgType,
+    ProtocolError,
+    Prune,
+    Pruned,
+    Refused,
+    Rehello,
+    ServerMessage,
+    Status,
+    Usage,
+    Welcome,
+    decode,
+    encode,
+)
 from dockyard.server.metrics import ServerMetrics
 from dockyard.server.state import join
 from dockyard.server.state import nodes as node_ops
@@ -50,6 +70,12 @@ ENDED_PUSH_DELAY_S = 0.25
 APPLY_BATCH = 2000
 #: A refused agent retries its hello; log and record it at most this often.
 REFUSAL_LOG_S = 60.0
+#: Malformed frames are counted each; logged at most this often.
+MALFORMED_LOG_S = 10.0
+
+M = TypeVar("M", bound=AgentMessage)
+#: An agent's message as the apply thread gets it: (node id, message, message id).
+Received = tuple[str, AgentMessage, str]
 
 
 class Gateway:
@@ -79,15 +105,17 @@ class Gateway:
         #: Nodes whose desired sets are to be sent -> when (monotonic); see push().
         self._to_push: dict[str, float] = {}
         self._forget: set[str] = set()
-        self._outgoing: list[tuple[str, Message]] = []
+        self._outgoing: list[tuple[str, ServerMessage]] = []
         #: The server's CURVE key pair (z85 public, secret); set before start(). None:
         #: plaintext and every agent admitted (``insecure_open_join``).
         self.curve_keys: tuple[bytes, bytes] | None = None
         self._admitted: dict[str, str] = {}  # I/O thread: node id -> joined public key
         self._refused: dict[str, float] = {}
-        #: Handlers of further message types (builds, ...), called on the apply
-        #: thread; a message with an id is acked after its handler returns.
-        self.handlers: dict[MsgType, Callable[[str, Message], None]] = {}
+        self._malformed = 0  # I/O thread: malformed frames not logged yet
+        self._malformed_logged = -MALFORMED_LOG_S
+        #: Handlers of further message types (builds, ...), by message class, called
+        #: on the apply thread; a message with an id is acked after its handler returns.
+        self._handlers: dict[type, Callable[[str, Any], None]] = {}
 
         # Buffered heartbeats and last-seen stamps (written by the I/O thread) and each
         # node's (generation, state) (written by the apply thread; the I/O thread only
@@ -103,14 +131,19 @@ class Gateway:
         #: Hellos and heartbeats waiting in ``_work``, one per node at most: agents
         #: re-send them while the apply thread is busy (registering 2,000 nodes).
         self._queued: set[tuple[str, MsgType]] = set()
-        #: I/O thread -> apply thread: (node id, message) needing the store.
-        self._work: queue.SimpleQueue[tuple[str, Message] | None] = queue.SimpleQueue()
+        #: I/O thread -> apply thread: messages needing the store.
+        self._work: queue.SimpleQueue[Received | None] = queue.SimpleQueue()
         self._applier = threading.Thread(target=self._apply_loop, name="gateway-apply", daemon=True)
         self._ready = threading.Event()
         self._ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
         self.bound_endpoint = ""
 
     # -- called from other threads ---------------------------------------
+    def handle(self, kind: type[M], handler: Callable[[str, M], None]) -> None:
+        """Have ``handler(node id, message)`` called for each message of this class
+        (before start)."""
+        self._handlers[kind] = handler
+
     def start(self) -> None:
         self._thread.start()
         if not self._ready.wait(10):
@@ -149,7 +182,7 @@ class Gateway:
         self._poke()
         return count
 
-    def send(self, node_id: str, msg: Message) -> None:
+    def send(self, node_id: str, msg: ServerMessage) -> None:
         """Send one message to a node soon (from any thread); dropped if it is not connected."""
         with self._lock:
             self._outgoing.append((node_id, msg))
@@ -239,7 +272,7 @@ class Gateway:
         finally:
             self._count()
 
-    def _send(self, node_id: str, msg: Message) -> None:
+    def _send(self, node_id: str, msg: ServerMessage) -> None:
         identity = self._routes.get(node_id)
         if identity is None:
             return
@@ -257,7 +290,7 @@ class Gateway:
             self._send(target, message)
         if prune:
             for node_id in list(self._routes):
-                self._send(node_id, Message(MsgType.PRUNE, {}))
+                self._send(node_id, Prune())
 
     # -- apply thread -----------------------------------------------------
     def _apply_loop(self) -> None:
@@ -287,36 +320,42 @@ class Gateway:
             except Exception:
                 log.exception("gateway apply step failed")
 
-    def _apply_items(self, items: list[tuple[str, Message]]) -> None:
+    def _apply_items(self, items: list[Received]) -> None:
         """Batched types in one transaction (a message re-sent while queued counts once);
         the others one by one, in arrival order after the batch."""
-        batch: list[tuple[str, Message]] = []
-        others: list[tuple[str, Message]] = []
+        batch: list[Received] = []
+        others: list[Received] = []
         seen: set[str] = set()
-        for node_id, msg in items:
-            if msg.type in _BATCHED:
-                if msg.msg_id:
-                    if msg.msg_id in seen:
+        for item in items:
+            node_id, msg, msg_id = item
+            if isinstance(msg, _BATCHED):
+                if msg_id:
+                    if msg_id in seen:
                         continue
-                    seen.add(msg.msg_id)
-                batch.append((node_id, msg))
+                    seen.add(msg_id)
+                batch.append(item)
             else:
-                others.append((node_id, msg))
+                others.append(item)
         if batch:
             self._apply_batch(batch)
-        for node_id, msg in others:
-            if msg.type in _COALESCED:
+        for node_id, msg, msg_id in others:
+            if isinstance(msg, _COALESCED):
                 with self._lock:
-                    self._queued.discard((node_id, msg.type))
+                    self._queued.discard((node_id, msg.TYPE))
             try:
-                handler = _HANDLERS.get(msg.type)
-                if handler is not None:
-                    handler(self, node_id, msg)
-                elif msg.type in self.handlers:
-                    self.handlers[msg.type](node_id, msg)
-                    self._ack(node_id, msg)
+                if isinstance(msg, Hello):
+                    self._on_hello(node_id, msg)
+                elif isinstance(msg, Heartbeat):
+                    self._on_heartbeat(node_id, msg)
+                elif isinstance(msg, Pruned):
+                    self._on_pruned(node_id, msg, msg_id)
+                else:
+                    handler = self._handlers.get(type(msg))
+                    if handler is not None:
+                        handler(node_id, msg)
+                        self._ack(node_id, msg_id)
             except Exception:
-                log.exception("handling %s from %s failed", msg.type, node_id)
+                log.exception("handling %s from %s failed", msg.TYPE, node_id)
 
     def _push_pending(self) -> None:
         now = time.monotonic()
@@ -336,22 +375,29 @@ class Gateway:
             return
         with self._db.read() as session:
             nodes = rows_by_id(session, Node, wanted)
-            bodies = node_ops.desired_sets(session, nodes)
+            sets = node_ops.desired_sets(session, nodes)
             for node in nodes:
                 self._known[node.id] = (node.generation, node.state)
-        for node_id, body in bodies.items():
-            self.send(node_id, Message(MsgType.DESIRED, body))
+        for node_id, desired in sets.items():
+            self.send(node_id, desired)
 
     def _handle(self, identity: bytes, frame: bytes, peer_key: str = "") -> None:
         """I/O thread: admit, route and stamp one message. A heartbeat of a node known
         to be ready, holding the current generation, ends here; anything else is
         queued for the apply thread."""
         try:
-            msg = decode(frame)
+            msg, msg_id = decode(frame)
         except ProtocolError as exc:
-            log.warning("dropping bad frame from %r: %s", identity[:64], exc)
+            self._drop(identity, str(exc))
             return
-        node_id = str(msg.body.get("node_id") or "")
+        except Exception as exc:  # a decoder bug must not end this thread
+            log.exception("decoding a frame from %r failed", identity[:64])
+            self._drop(identity, f"decoder failed: {exc!r}")
+            return
+        if not isinstance(msg, FROM_AGENT):
+            self._drop(identity, f"a {msg.TYPE} message is not an agent's")
+            return
+        node_id = msg.node_id
         if not node_id:
             return
         if self.curve_keys is not None and not self._admit(identity, node_id, peer_key, msg):
@@ -362,50 +408,59 @@ class Gateway:
         self._last_seen[node_id] = now
         if self._metrics is not None:
             self._observe(node_id, msg, now)
-        if msg.type == MsgType.HEARTBEAT and self._beat(node_id, msg):
+        if isinstance(msg, Heartbeat) and self._beat(node_id, msg):
             return
-        if msg.type in _COALESCED:
-            key = (node_id, msg.type)
+        if isinstance(msg, _COALESCED):
+            key = (node_id, msg.TYPE)
             with self._lock:
                 if key in self._queued:  # one waits already: the agent re-sent it
                     return
                 self._queued.add(key)
-        self._work.put((node_id, msg))
+        self._work.put((node_id, msg, msg_id))
 
-    def _beat(self, node_id: str, msg: Message) -> bool:
+    def _drop(self, identity: bytes, why: str) -> None:
+        """Count a malformed frame and drop it; logged at most every MALFORMED_LOG_S."""
+        if self._metrics is not None:
+            self._metrics.gateway_malformed.inc()
+        self._malformed += 1
+        now = time.monotonic()
+        if now - self._malformed_logged >= MALFORMED_LOG_S:
+            log.warning(
+                "dropped %d malformed frame(s); the last from %r: %s",
+                self._malformed,
+                identity[:64],
+                why[:500],
+            )
+            self._malformed, self._malformed_logged = 0, now
+
+    def _beat(self, node_id: str, msg: Heartbeat) -> bool:
         """Buffer a heartbeat (written in bulk every few seconds: no disk write each).
         True when nothing more is needed: the node is known ready at this generation."""
-        body = msg.body
-        usage = body.get("usage") or {}
-        images = body.get("images")
-        if isinstance(images, list):  # sent when they change: stored with the next flush
-            self._images[node_id] = [str(i)[:255] for i in images[: node_ops.MAX_IMAGES]]
+        if msg.images is not None:  # sent when they change: stored with the next flush
+            self._images[node_id] = [i[:255] for i in msg.images[: node_ops.MAX_IMAGES]]
         # No lock: the flush swaps the dict; a beat landing in the old one is at worst
         # not displayed (liveness is ``_last_seen``, stamped above).
-        self._beats[node_id] = (
-            time.time(),
-            float(usage.get("cpu_percent", 0.0)),
-            int(usage.get("memory_bytes", 0)),
-        )
+        self._beats[node_id] = (time.time(), msg.cpu_percent, msg.memory_bytes)
         known = self._known.get(node_id)
-        return known is not None and known[1] == "ready" and msg.body.get("generation") == known[0]
+        return known is not None and known[1] == "ready" and msg.generation == known[0]
 
-    def _admit(self, identity: bytes, node_id: str, peer_key: str, msg: Message) -> bool:
+    def _admit(self, identity: bytes, node_id: str, peer_key: str, msg: AgentMessage) -> bool:
         """Is this message from the key ``node_id`` joined with? A ``hello`` with a valid
         join token admits (or re-keys) the node; anything else is refused and logged."""
         if peer_key and self._admitted.get(node_id) == peer_key:
             return True
         reason = "no valid join token"
-        if msg.type == MsgType.HELLO and peer_key:
+        name = msg.name if isinstance(msg, Hello) else ""
+        if isinstance(msg, Hello) and peer_key:
             with self._db.write() as session:
-                token = join.check_token(session, str(msg.body.get("join_token") or ""))
+                token = join.check_token(session, msg.join_token)
                 if token is not None:
                     join.admit(session, node_id, peer_key, token)
                     record(
                         session,
                         EventKind.NODE,
                         "node_joined",
-                        f"{msg.body.get('name') or node_id} joined with token {token.id}",
+                        f"{name or node_id} joined with token {token.id}",
                         node_id=node_id,
                     )
                     self._admitted[node_id] = peer_key
@@ -425,34 +480,31 @@ class Gateway:
                         session,
                         EventKind.NODE,
                         "node_refused",
-                        f"agent {str(msg.body.get('name') or '')[:64]!r} "
-                        f"(node id {node_id[:64]!r}): {reason}",
+                        f"agent {name[:64]!r} (node id {node_id[:64]!r}): {reason}",
                     )
             except Exception:
                 log.exception("recording a refusal failed")
         try:
-            refusal = encode(Message(MsgType.REFUSED, {"reason": reason}))
+            refusal = encode(Refused(reason))
             self._sock.send_multipart([identity, refusal], zmq.NOBLOCK)
         except zmq.ZMQError:
             pass
         return False
 
-    def _observe(self, node_id: str, msg: Message, now: float) -> None:
+    def _observe(self, node_id: str, msg: AgentMessage, now: float) -> None:
         metrics = self._metrics
         if metrics is None:
             return
         counts = self._counts
-        counts[msg.type] = counts.get(msg.type, 0) + 1  # added to the counters per poll
-        if msg.type == MsgType.HEARTBEAT:
+        counts[msg.TYPE] = counts.get(msg.TYPE, 0) + 1  # added to the counters per poll
+        if isinstance(msg, Heartbeat):
             previous = self._last_beat.get(node_id)
             self._last_beat[node_id] = now
             if previous is not None:
                 metrics.heartbeat_interval.observe(now - previous)
-            sent_at = msg.body.get("sent_at")
-            if isinstance(sent_at, float):
-                metrics.heartbeat_lag.observe(max(0.0, time.time() - sent_at))
-        elif msg.type == MsgType.LOGS:
-            self._log_lines += len(msg.body.get("lines") or [])
+            metrics.heartbeat_lag.observe(max(0.0, time.time() - msg.sent_at))
+        elif isinstance(msg, Logs):
+            self._log_lines += len(msg.lines)
 
     def _count(self) -> None:
         """Add this poll's message counts to the metrics: one update per type, not
@@ -474,19 +526,16 @@ class Gateway:
         self._counts = {}
         self._log_lines = 0
 
-    def _on_hello(self, node_id: str, msg: Message) -> None:
+    def _on_hello(self, node_id: str, msg: Hello) -> None:
         with self._db.write() as session:
-            node = node_ops.register(session, msg.body)
+            node = node_ops.register(session, msg)
             desired = node_ops.desired_for(session, node)
             self._known[node_id] = (node.generation, node.state)
-        self.send(
-            node_id,
-            Message(MsgType.WELCOME, {"heartbeat_interval": self._heartbeat_interval}),
-        )
-        self.send(node_id, Message(MsgType.DESIRED, desired))
+        self.send(node_id, Welcome(self._heartbeat_interval))
+        self.send(node_id, desired)
         self._on_change()
 
-    def _on_heartbeat(self, node_id: str, msg: Message) -> None:
+    def _on_heartbeat(self, node_id: str, msg: Heartbeat) -> None:
         """Apply thread: a heartbeat of a node not known ready, or holding another
         generation than the store's (then it gets its desired set again)."""
         known = self._known.get(node_id)
@@ -494,14 +543,14 @@ class Gateway:
             with self._db.write() as session:
                 node = session.get(Node, node_id)
                 if node is None:
-                    self.send(node_id, Message(MsgType.REHELLO, {}))
+                    self.send(node_id, Rehello())
                     return
-                came_back = node_ops.heartbeat(session, node, msg.body)
+                came_back = node_ops.heartbeat(session, node, msg)
                 known = (node.generation, node.state)
             self._known[node_id] = known
             if came_back:
                 self._on_change()
-        if msg.body.get("generation") != known[0]:
+        if msg.generation != known[0]:
             self._send_desired(node_id)
 
     def forget(self, node_ids: set[str]) -> None:
@@ -549,7 +598,7 @@ class Gateway:
                 ).all()
             }
 
-    def _apply_batch(self, batch: list[tuple[str, Message]]) -> None:
+    def _apply_batch(self, batch: list[Received]) -> None:
         """Apply status reports, log batches and usage samples in one transaction.
 
         One commit per poll instead of one per message: under load (hundreds of
@@ -562,13 +611,13 @@ class Gateway:
             self._apply(batch)
         except Exception:
             if len(batch) == 1:
-                log.exception("handling %s from %s failed", batch[0][1].type, batch[0][0])
+                log.exception("handling %s from %s failed", batch[0][1].TYPE, batch[0][0])
                 return
             log.exception("a batch of %d messages failed; applying one by one", len(batch))
             for item in batch:
                 self._apply_batch([item])
 
-    def _apply(self, batch: list[tuple[str, Message]]) -> None:
+    def _apply(self, batch: list[Received]) -> None:
         now = time.monotonic()
         ended: set[str] = set()  # nodes whose desired set lost a task
         changed = False
@@ -576,25 +625,20 @@ class Gateway:
         dialect = self._db.write_engine.dialect.name
         with self._db.write() as session:
             statuses = [
-                (node_id, dict(update))
-                for node_id, msg in batch
-                if msg.type == MsgType.STATUS
-                for update in list(msg.body.get("updates") or [])
+                (node_id, update)
+                for node_id, msg, _ in batch
+                if isinstance(msg, Status)
+                for update in msg.updates
             ]
             if statuses:
                 changed, ended = apply_statuses(session, statuses)
-            shipped = [
-                (node_id, list(msg.body.get("lines") or []))
-                for node_id, msg in batch
-                if msg.type == MsgType.LOGS
-            ]
+            shipped = [(node_id, msg.lines) for node_id, msg, _ in batch if isinstance(msg, Logs)]
             stored = store_logs(session, shipped, dialect) if shipped else 0
-            for node_id, msg in batch:
-                if msg.type == MsgType.USAGE:
-                    samples = list(msg.body.get("samples") or [])
-                    owners |= apply_usage(session, node_id, samples)
-                elif msg.type == MsgType.HEALTH:
-                    changed = apply_health(session, node_id, msg.body) or changed
+            for node_id, msg, _ in batch:
+                if isinstance(msg, Usage):
+                    owners |= apply_usage(session, node_id, msg.samples)
+                elif isinstance(msg, HealthReport):
+                    changed = apply_health(session, node_id, msg) or changed
             # Consumed quotas: per owner at most every QUOTA_CHECK_S.
             due = {o for o in owners if now - self._quota_checked.get(o, 0.0) >= QUOTA_CHECK_S}
             touched = enforce_consumed(session, due) if due else set()
@@ -602,11 +646,11 @@ class Gateway:
         if self._metrics is not None and stored:
             self._metrics.log_lines_stored.inc(stored)
         acks: dict[str, list[str]] = {}
-        for node_id, msg in batch:
-            if msg.msg_id:
-                acks.setdefault(node_id, []).append(msg.msg_id)
+        for node_id, _, msg_id in batch:
+            if msg_id:
+                acks.setdefault(node_id, []).append(msg_id)
         for node_id, ids in acks.items():
-            self.send(node_id, Message(MsgType.ACK, {"ids": ids}))
+            self.send(node_id, Ack(tuple(ids)))
         self.push(touched)  # quota kills: at once
         # A node's set lost ended tasks: only clean-up is left (the container has
         # exited), so it waits a little and is built once for all that end meanwhile.
@@ -614,31 +658,24 @@ class Gateway:
         if changed:
             self._on_change()
 
-    def _on_pruned(self, node_id: str, msg: Message) -> None:
-        removed = int(msg.body.get("removed") or 0)
+    def _on_pruned(self, node_id: str, msg: Pruned, msg_id: str) -> None:
         with self._db.write() as session:
             record(
                 session,
                 EventKind.NODE,
                 "containers_pruned",
-                f"removed {removed} dead containers",
+                f"removed {msg.removed} dead containers",
                 node_id=node_id,
             )
-        self._ack(node_id, msg)
+        self._ack(node_id, msg_id)
 
-    def _ack(self, node_id: str, msg: Message) -> None:
-        if msg.msg_id:
-            self.send(node_id, Message(MsgType.ACK, {"ids": [msg.msg_id]}))
+    def _ack(self, node_id: str, msg_id: str) -> None:
+        if msg_id:
+            self.send(node_id, Ack((msg_id,)))
 
-
-_HANDLERS: dict[MsgType, Callable[[Gateway, str, Message], None]] = {
-    MsgType.HELLO: Gateway._on_hello,
-    MsgType.HEARTBEAT: Gateway._on_heartbeat,
-    MsgType.PRUNED: Gateway._on_pruned,
-}
 
 #: Messages of which at most one per node waits for the apply thread.
-_COALESCED = frozenset({MsgType.HELLO, MsgType.HEARTBEAT})
+_COALESCED = (Hello, Heartbeat)
 
 #: Messages applied together, one transaction per received batch.
-_BATCHED = frozenset({MsgType.STATUS, MsgType.LOGS, MsgType.USAGE, MsgType.HEALTH})
+_BATCHED = (Status, Logs, Usage, HealthReport)

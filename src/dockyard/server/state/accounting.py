@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from dockyard.core.quota import Quota
 from dockyard.core.states import TaskState
+from dockyard.protocol.messages import TaskUsage, UsageSample
 from dockyard.server.errors import Forbidden
 from dockyard.server.state.auth import Principal
 from dockyard.server.state.batch import chunks
@@ -22,15 +23,15 @@ from dockyard.store.tables import Accounting, Node, Task, User
 QUOTA_EXCEEDED = "quota_exceeded"
 
 
-def apply_usage(session: Session, node_id: str, samples: list[Any]) -> set[str]:
+def apply_usage(session: Session, node_id: str, samples: Sequence[UsageSample]) -> set[str]:
     """Store the latest totals of running tasks on ``node_id``; return their owners.
 
     One SELECT for the whole batch and one bulk UPDATE by primary key: the gateway
     thread handles these for every node every sample interval, so it must stay cheap.
     """
     latest: dict[str, tuple[float, int, float]] = {}
-    for sample in samples:
-        latest[str(sample[0])] = (float(sample[1]), int(sample[2]), float(sample[3]))
+    for task_id, cpu_s, max_memory_bytes, memory_gib_s in samples:
+        latest[task_id] = (cpu_s, max_memory_bytes, memory_gib_s)
     if not latest:
         return set()
     live = [s.value for s in TaskState if not s.terminal]
@@ -64,11 +65,13 @@ class Metered(Protocol):
     memory_gib_s: float
 
 
-def take_final_usage(task: Metered, update: dict[str, Any]) -> None:
-    usage = update.get("usage") or {}
-    task.cpu_seconds = max(task.cpu_seconds, float(usage.get("cpu_s", 0.0)))
-    task.max_memory_bytes = max(task.max_memory_bytes, int(usage.get("max_memory_bytes", 0)))
-    task.memory_gib_s = max(task.memory_gib_s, float(usage.get("memory_gib_s", 0.0)))
+def take_final_usage(task: Metered, usage: TaskUsage | None) -> None:
+    """Keep an ended task's final totals (none reported: what the samples said)."""
+    if usage is None:
+        return
+    task.cpu_seconds = max(task.cpu_seconds, float(usage.cpu_s))
+    task.max_memory_bytes = max(task.max_memory_bytes, usage.max_memory_bytes)
+    task.memory_gib_s = max(task.memory_gib_s, float(usage.memory_gib_s))
 
 
 class Charged(Ended, Protocol):

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from sqlalchemy.orm import Session
 
 from dockyard.core.services import Health
 from dockyard.core.states import TaskState
+from dockyard.protocol.messages import HealthReport
 from dockyard.server.state.events import EventKind, record
 from dockyard.store.tables import Task
 
@@ -19,7 +18,7 @@ HEALTH_REASONS = {
 }
 
 
-def apply_health(session: Session, node_id: str, body: dict[str, Any]) -> bool:
+def apply_health(session: Session, node_id: str, report: HealthReport) -> bool:
     """Apply one ``health`` message from ``node_id``; True if the task's health changed.
 
     Only a live task placed on that node is touched. ``at`` is the node's clock
@@ -28,13 +27,13 @@ def apply_health(session: Session, node_id: str, body: dict[str, Any]) -> bool:
     transition) is ignored, so the last transition wins whatever the arrival order.
     """
     try:
-        health = Health(str(body.get("health")))
-        at = float(body["at"])
-    except (KeyError, TypeError, ValueError):
+        health = Health(report.health)
+    except ValueError:
         return False
     if health == Health.NONE:
         return False
-    task = session.get(Task, str(body.get("task_id", "")))
+    at = float(report.at)
+    task = session.get(Task, report.task_id)
     if task is None or task.node_id != node_id:
         return False
     try:
@@ -49,6 +48,6 @@ def apply_health(session: Session, node_id: str, body: dict[str, Any]) -> bool:
     task.health_at = at
     if previous == health.value:
         return False
-    message = str(body.get("message") or "")[:1000] or f"health {previous or 'none'} -> {health}"
+    message = report.message[:1000] or f"health {previous or 'none'} -> {health}"
     record(session, EventKind.TASK, HEALTH_REASONS[health], message, task=task)
     return True

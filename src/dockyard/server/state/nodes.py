@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import func, or_, select
@@ -10,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from dockyard.core.gpus import GPU_UUID
 from dockyard.core.states import PLACED_STATES
+from dockyard.protocol.messages import Desired, DesiredEntry, Heartbeat, Hello, TaskTemplate
 from dockyard.server.state.accounting import charge_all
 from dockyard.server.state.batch import chunks
 from dockyard.server.state.events import EventKind, record
@@ -30,21 +32,20 @@ class NodeState:
 MAX_IMAGES = 2000
 
 
-def register(session: Session, body: dict[str, Any]) -> Node:
+def register(session: Session, hello: Hello) -> Node:
     """Create or refresh a node from an agent's ``hello``."""
     now = time.time()
-    node_id = str(body["node_id"])
+    node_id = hello.node_id
     node = session.get(Node, node_id)
-    capacity = body.get("capacity") or {}
     if node is None:
         node = Node(
             id=node_id,
-            name=str(body.get("name") or node_id)[:255],
+            name=(hello.name or node_id)[:255],
             registered_at=now,
             generation=1,
             state=NodeState.READY,
-            cpu_millis=int(capacity.get("cpu_millis", 0)),
-            memory_bytes=int(capacity.get("memory_bytes", 0)),
+            cpu_millis=hello.cpu_millis,
+            memory_bytes=hello.memory_bytes,
             last_heartbeat_at=now,
         )
         session.add(node)
@@ -53,41 +54,36 @@ def register(session: Session, body: dict[str, Any]) -> Node:
         )
     elif node.state != NodeState.READY:
         record(session, EventKind.NODE, "node_ready", f"node {node.name} is back", node_id=node_id)
-    node.name = str(body.get("name") or node.name)[:255]
-    node.address = str(body.get("address") or "127.0.0.1")[:255]
-    node.driver = str(body.get("driver") or "docker")[:32]
-    node.agent_version = str(body.get("version") or "")[:32]
-    node.labels = dict(body.get("labels") or {})
-    if isinstance(body.get("images"), list) and body["images"]:
-        node.images = [str(i)[:255] for i in body["images"][:MAX_IMAGES]]
-    node.cpu_millis = int(capacity.get("cpu_millis", node.cpu_millis))
-    node.memory_bytes = int(capacity.get("memory_bytes", node.memory_bytes))
-    node.gpus = ",".join(str(int(i)) for i in capacity.get("gpus") or [])[:512]
-    node.gpu_uuids = _gpu_uuids(capacity.get("gpu_uuids"), node.gpus)
+    node.name = (hello.name or node.name)[:255]
+    node.address = (hello.address or "127.0.0.1")[:255]
+    node.driver = (hello.driver or "docker")[:32]
+    node.agent_version = hello.version[:32]
+    node.labels = dict(hello.labels)
+    if hello.images:
+        node.images = [i[:255] for i in hello.images[:MAX_IMAGES]]
+    node.cpu_millis = hello.cpu_millis
+    node.memory_bytes = hello.memory_bytes
+    node.gpus = ",".join(str(i) for i in hello.gpus)[:512]
+    node.gpu_uuids = _gpu_uuids(hello.gpu_uuids, node.gpus)
     node.state = NodeState.READY
     node.last_heartbeat_at = now
     session.flush()
     return node
 
 
-def _gpu_uuids(reported: Any, gpus: str) -> dict[str, str]:
+def _gpu_uuids(reported: Mapping[str, str], gpus: str) -> dict[str, str]:
     """The reported UUIDs of the node's GPUs, by index; anything else is dropped."""
-    if not isinstance(reported, dict):
-        return {}
     indices = set(gpus.split(",")) - {""}
     return {
-        str(index): str(uuid)
-        for index, uuid in reported.items()
-        if str(index) in indices and isinstance(uuid, str) and GPU_UUID.match(uuid)
+        index: uuid for index, uuid in reported.items() if index in indices and GPU_UUID.match(uuid)
     }
 
 
-def heartbeat(session: Session, node: Node, body: dict[str, Any]) -> bool:
+def heartbeat(session: Session, node: Node, beat: Heartbeat) -> bool:
     """Record a heartbeat; returns True when the node came back from ``down``."""
-    usage = body.get("usage") or {}
     node.last_heartbeat_at = time.time()
-    node.used_cpu_percent = float(usage.get("cpu_percent", 0.0))
-    node.used_memory_bytes = int(usage.get("memory_bytes", 0))
+    node.used_cpu_percent = float(beat.cpu_percent)
+    node.used_memory_bytes = beat.memory_bytes
     if node.state != NodeState.READY:
         node.state = NodeState.READY
         record(session, EventKind.NODE, "node_ready", f"node {node.name} is back", node_id=node.id)
@@ -116,8 +112,8 @@ def mark_down(session: Session, node: Node, silence_s: float) -> list[Task]:
     return lost
 
 
-def desired_for(session: Session, node: Node) -> dict[str, Any]:
-    """The body of a ``desired`` message: every task the node should hold now."""
+def desired_for(session: Session, node: Node) -> Desired:
+    """The ``desired`` message of a node: every task it should hold now."""
     return desired_sets(session, [node])[node.id]
 
 
@@ -139,8 +135,8 @@ _DESIRED_COLUMNS = (
 )
 
 
-def desired_sets(session: Session, nodes: list[Node]) -> dict[str, dict[str, Any]]:
-    """Desired-message bodies for many nodes, from three queries in all (not three per
+def desired_sets(session: Session, nodes: list[Node]) -> dict[str, Desired]:
+    """Desired messages for many nodes, from three queries in all (not three per
     node): the gateway rebuilds the sets of every node where a task ended."""
     by_node: dict[str, list[Any]] = {n.id: [] for n in nodes}
     placed = [s.value for s in PLACED_STATES]
@@ -151,7 +147,7 @@ def desired_sets(session: Session, nodes: list[Node]) -> dict[str, dict[str, Any
             by_node[str(task.node_id)].append(task)
     tasks = [t for held in by_node.values() for t in held]
     offsets: dict[tuple[str, str], int] = {}
-    templates: dict[str, dict[str, Any]] = {}
+    templates: dict[str, TaskTemplate] = {}
     # Only a task that ran can have shipped lines (the agent resumes after them).
     ran = [t.id for t in tasks if t.started_at is not None]
     for chunk in chunks(ran):
@@ -165,35 +161,35 @@ def desired_sets(session: Session, nodes: list[Node]) -> dict[str, dict[str, Any
         specs = workload_specs(session, {t.workload_id for t in tasks})
         templates = {workload_id: s.template for workload_id, s in specs.items()}
     return {
-        node.id: {
-            "node_id": node.id,
-            "generation": node.generation,
-            "tasks": [_entry(task, templates, offsets) for task in by_node[node.id]],
-        }
+        node.id: Desired(
+            node.id,
+            node.generation,
+            tuple(_entry(task, templates, offsets) for task in by_node[node.id]),
+        )
         for node in nodes
     }
 
 
 def _entry(
-    task: Any, templates: dict[str, dict[str, Any]], offsets: dict[tuple[str, str], int]
-) -> dict[str, Any]:
-    return {
-        **templates[task.workload_id],
-        "task_id": task.id,
-        "workload_id": task.workload_id,
-        "owner": task.owner_id,
-        "image": task.image,
-        "cpu_millis": task.cpu_millis,
-        "memory_bytes": task.memory_bytes,
-        "gpus": [int(g) for g in (task.gpu_indices or "").split(",") if g],
-        "ports": [int(p) for p in (task.ports or "").split(",") if p],
-        "port_map": [[int(c), int(h)] for c, h in task.port_map or []],
-        "desired": task.desired_state,
-        "log_offsets": {
+    task: Any, templates: dict[str, TaskTemplate], offsets: dict[tuple[str, str], int]
+) -> DesiredEntry:
+    return DesiredEntry(
+        task_id=task.id,
+        image=task.image,
+        cpu_millis=task.cpu_millis,
+        memory_bytes=task.memory_bytes,
+        template=templates[task.workload_id],
+        workload_id=task.workload_id,
+        owner=task.owner_id,
+        gpus=tuple(int(g) for g in (task.gpu_indices or "").split(",") if g),
+        ports=tuple(int(p) for p in (task.ports or "").split(",") if p),
+        port_map=tuple((int(c), int(h)) for c, h in task.port_map or ()),
+        desired=task.desired_state,
+        log_offsets={
             "stdout": offsets.get((task.id, "stdout"), 0),
             "stderr": offsets.get((task.id, "stderr"), 0),
         },
-    }
+    )
 
 
 def allocations(session: Session) -> dict[str, tuple[int, int]]:

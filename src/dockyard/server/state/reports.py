@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, cast
 
 from sqlalchemy import Table, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from dockyard.protocol.messages import LogLine as ShippedLine
+from dockyard.protocol.messages import TaskStatus
 from dockyard.server.state.accounting import charge_all
 from dockyard.server.state.batch import chunks
 from dockyard.server.state.events import insert_events
@@ -29,7 +32,7 @@ MAX_LINE = 64 * 1024
 
 
 def apply_statuses(
-    session: Session, reports: list[tuple[str, dict[str, Any]]]
+    session: Session, reports: list[tuple[str, TaskStatus]]
 ) -> tuple[bool, set[str]]:
     """Apply many ``(node id, update)`` status reports, in order, in one transaction.
 
@@ -40,14 +43,14 @@ def apply_statuses(
     (:func:`follow_up`). Returns whether any task changed state, and the nodes
     whose tasks ended (they must converge).
     """
-    rows = read_rows(session, {str(u.get("task_id", "")) for _, u in reports})
+    rows = read_rows(session, {u.task_id for _, u in reports})
     was = {tid: row.state for tid, row in rows.items()}
     events: list[dict[str, Any]] = []
     written: dict[str, TaskRow] = {}
     ended: dict[str, TaskRow] = {}
     changed = False
     for node_id, report in reports:
-        row = rows.get(str(report.get("task_id", "")))
+        row = rows.get(report.task_id)
         if row is None or row.node_id != node_id:
             continue  # a stale copy's report, or an unknown task
         outcome = advance(row, report, events)
@@ -70,11 +73,13 @@ def apply_statuses(
     return changed, nodes
 
 
-def store_logs(session: Session, shipped: list[tuple[str, list[Any]]], dialect: str) -> int:
+def store_logs(
+    session: Session, shipped: Sequence[tuple[str, Sequence[ShippedLine]]], dialect: str
+) -> int:
     """Insert log lines shipped by nodes, ``(node id, lines)`` per batch, in one
     statement; lines of tasks not placed on the node that sent them are dropped,
     and lines already stored (same task, stream, seq) are ignored."""
-    task_ids = {str(line[0]) for _, lines in shipped for line in lines}
+    task_ids = {line.task_id for _, lines in shipped for line in lines}
     if not task_ids:
         return 0
     placed_on = {
@@ -86,15 +91,15 @@ def store_logs(session: Session, shipped: list[tuple[str, list[Any]]], dialect: 
     }
     rows = [
         {
-            "task_id": str(task_id),
+            "task_id": task_id,
             "stream": "stderr" if stream == "stderr" else "stdout",
-            "seq": int(seq),
-            "ts": str(ts)[:40],
-            "line": str(text)[:MAX_LINE],
+            "seq": seq,
+            "ts": ts[:40],
+            "line": text[:MAX_LINE],
         }
         for node_id, lines in shipped
         for task_id, stream, seq, ts, text in lines
-        if (str(task_id), node_id) in placed_on
+        if (task_id, node_id) in placed_on
     ]
     if not rows:
         return 0

@@ -19,6 +19,7 @@ from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from dockyard.core.states import DesiredState, Reason, TaskState, can_transition, check_transition
+from dockyard.protocol.messages import TaskStatus
 from dockyard.server.errors import Conflict
 from dockyard.server.state.accounting import take_final_usage
 from dockyard.server.state.auth import Principal
@@ -107,7 +108,7 @@ _ASSIGN = (
 UNCHANGED, PROGRESS, CHANGED, ENDED = 0, 1, 2, 3
 
 
-def advance(row: TaskRow, update: dict[str, Any], events: list[dict[str, Any]]) -> int:
+def advance(row: TaskRow, update: TaskStatus, events: list[dict[str, Any]]) -> int:
     """Apply one status report to ``row`` (already checked to come from its node):
     UNCHANGED, PROGRESS, CHANGED or ENDED; the events it causes are appended to
     ``events``.
@@ -116,41 +117,39 @@ def advance(row: TaskRow, update: dict[str, Any], events: list[dict[str, Any]]) 
     server's receive times: an agent's clock may be off.
     """
     try:
-        new = TaskState(str(update.get("state")))
+        new = TaskState(update.state)
     except ValueError:
         return UNCHANGED
     current = TaskState(row.state)
     if new == current == TaskState.PULLING:  # progress of a pull: the message moves on
-        row.message = str(update.get("message") or "")[:4000]
+        row.message = update.message[:4000]
         return PROGRESS
     if not can_transition(current, new):  # stale or re-sent: ignored, not an error
         return UNCHANGED
     now = time.time()
-    reason = str(update.get("reason") or new.value)[:64]
+    reason = (update.reason or new.value)[:64]
     if new == TaskState.KILLED and row.stop_reason == Reason.MAX_RUNTIME_EXCEEDED:
         new, reason = TaskState.EXPIRED, Reason.MAX_RUNTIME_EXCEEDED
     elif new == TaskState.KILLED and row.stop_reason:
         reason = row.stop_reason
     row.state = new.value
     row.reason = reason
-    row.message = str(update.get("message") or "")[:4000]
-    if update.get("container_id"):
-        row.container_id = str(update["container_id"])[:80]
+    row.message = update.message[:4000]
+    if update.container_id:
+        row.container_id = update.container_id[:80]
     if new == TaskState.RUNNING:
         row.started_at = now
     if new.terminal:
-        code = update.get("exit_code")
-        row.exit_code = int(code) if code is not None else None
+        row.exit_code = update.exit_code
         row.finished_at = now
-        total = update.get("log_lines_total")
-        row.log_lines_total = int(total) if total is not None else None
-        take_final_usage(row, update)
+        row.log_lines_total = update.log_lines_total
+        take_final_usage(row, update.usage)
     message = row.message or f"{current} -> {new}"
     if new.terminal and row.exit_code is not None:
         message = f"exit code {row.exit_code}" + (f": {row.message}" if row.message else "")
     ids = {"task_id": row.id, "node_id": row.node_id, "owner_id": row.owner_id}
     events.append(event_row(EventKind.TASK, row.reason, message, **ids))
-    if update.get("forced"):
+    if update.forced:
         events.append(
             event_row(
                 EventKind.INCIDENT,

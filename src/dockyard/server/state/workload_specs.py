@@ -19,6 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from dockyard.core.specs import JobSpec
+from dockyard.protocol.messages import TaskTemplate
 from dockyard.server.state.batch import chunks
 from dockyard.store.tables import Workload
 
@@ -28,7 +29,7 @@ class WorkloadSpec:
     kind: str  # "job" or "service"
     spec: JobSpec
     #: What an entry of a desired set takes from the spec (the task adds its own fields).
-    template: dict[str, Any]
+    template: TaskTemplate
 
 
 _CACHE: OrderedDict[str, WorkloadSpec] = OrderedDict()
@@ -72,13 +73,13 @@ def _keep(workload_id: str, parsed: WorkloadSpec) -> None:
 
 def parse(kind: str, spec: JobSpec, raw: dict[str, Any]) -> WorkloadSpec:
     """``raw``: the stored spec (``spec`` and what travels with it: policy, health)."""
-    template = {
-        "command": list(spec.command),
-        "env": dict(spec.env),
-        "kill_grace_s": spec.kill_grace_s,
-        "mounts": [m.to_dict() for m in spec.mounts],
-        "security": spec.security.to_dict(),
-        "policy": raw.get("policy"),
-        "health": raw.get("health"),
-    }
+    template = TaskTemplate(
+        command=tuple(spec.command),
+        env=dict(spec.env),
+        kill_grace_s=spec.kill_grace_s,
+        mounts=tuple(m.to_dict() for m in spec.mounts),
+        security=spec.security.to_dict(),
+        policy=raw.get("policy"),
+        health=raw.get("health"),
+    )
     return WorkloadSpec(kind, spec, template)
