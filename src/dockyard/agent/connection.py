@@ -139,7 +139,6 @@ class Connection:
     def _run(self) -> None:
         ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
         sock: zmq.Socket[bytes] = ctx.socket(zmq.DEALER)
-        sock.setsockopt(zmq.IDENTITY, self._node_id.encode())
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.RECONNECT_IVL, 100)
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)

@@ -224,7 +224,12 @@ class Gateway:
             sock.curve_publickey, sock.curve_secretkey = self.curve_keys
             sock.curve_server = True
             sock.zap_domain = b"dockyard"
-        sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        # No ROUTER_HANDOVER and no agent-chosen identities: each connection gets
+        # its own routing id from ZeroMQ (a peer cannot pick one: they start with a
+        # zero byte), and a node's route moves only to a connection whose message
+        # was admitted (its CURVE key is the one the node joined with). With
+        # handover, a peer that named itself after a node took the node's route
+        # before any message was checked.
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.SNDHWM, 100_000)
