@@ -26,8 +26,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
-
 from dockyard.core import archive
 from dockyard.core.errors import ValidationError
 from dockyard.core.ids import new_id
@@ -37,8 +35,8 @@ from dockyard.server.errors import Conflict
 from dockyard.server.state.auth import Principal
 from dockyard.server.state.events import record
 from dockyard.server.state.images import check_dockerfile
+from dockyard.server.state.nodes import ready_nodes
 from dockyard.store.db import Database
-from dockyard.store.tables import Node
 
 log = logging.getLogger(__name__)
 
@@ -191,9 +189,7 @@ class BuildService:
             context=context,
         )
         with self._db.write() as session:
-            nodes = session.execute(
-                select(Node.id, Node.name).where(Node.state == "ready", Node.draining.is_(False))
-            ).all()
+            nodes = ready_nodes(session)
             if not nodes:
                 raise Conflict("no ready node to build on")
             record(

@@ -18,11 +18,10 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 import zmq
 import zmq.auth
-from sqlalchemy import Table, bindparam, select, update
 from zmq.auth.thread import ThreadAuthenticator
 
 from dockyard.protocol.messages import (
@@ -50,12 +49,10 @@ from dockyard.server.metrics import ServerMetrics
 from dockyard.server.state import join
 from dockyard.server.state import nodes as node_ops
 from dockyard.server.state.accounting import apply_usage, enforce_consumed
-from dockyard.server.state.batch import rows_by_id
 from dockyard.server.state.events import EventKind, record
 from dockyard.server.state.health import apply_health
 from dockyard.server.state.reports import apply_statuses, store_logs
 from dockyard.store.db import Database
-from dockyard.store.tables import Node
 
 log = logging.getLogger(__name__)
 
@@ -379,7 +376,7 @@ class Gateway:
         if not wanted:
             return
         with self._db.read() as session:
-            nodes = rows_by_id(session, Node, wanted)
+            nodes = node_ops.nodes_by_id(session, wanted)
             sets = node_ops.desired_sets(session, nodes)
             for node in nodes:
                 self._known[node.id] = (node.generation, node.state)
@@ -546,7 +543,7 @@ class Gateway:
         known = self._known.get(node_id)
         if known is None or known[1] != "ready":
             with self._db.write() as session:
-                node = session.get(Node, node_id)
+                node = node_ops.get_node(session, node_id)
                 if node is None:
                     self.send(node_id, Rehello())
                     return
@@ -571,37 +568,17 @@ class Gateway:
         if images:
             try:
                 with self._db.write() as session:
-                    session.execute(
-                        update(Node), [{"id": n, "images": i} for n, i in images.items()]
-                    )
+                    node_ops.store_images(session, images)
             except Exception:
                 log.exception("storing node images failed")
         if beats:
             try:
-                nodes = cast(Table, Node.__table__)
-                with self._db.write() as session:  # Core executemany: no ORM bookkeeping
-                    session.execute(
-                        update(nodes)
-                        .where(nodes.c.id == bindparam("nid"))
-                        .values(
-                            last_heartbeat_at=bindparam("at"),
-                            used_cpu_percent=bindparam("cpu"),
-                            used_memory_bytes=bindparam("mem"),
-                        ),
-                        [
-                            {"nid": node_id, "at": at, "cpu": cpu, "mem": mem}
-                            for node_id, (at, cpu, mem) in beats.items()
-                        ],
-                    )
+                with self._db.write() as session:
+                    node_ops.store_heartbeats(session, beats)
             except Exception:
                 log.exception("flushing heartbeats failed")
         with self._db.read() as session:
-            self._known = {
-                str(node_id): (int(generation), str(state))
-                for node_id, generation, state in session.execute(
-                    select(Node.id, Node.generation, Node.state)
-                ).all()
-            }
+            self._known = node_ops.generations(session)
 
     def _apply_batch(self, batch: list[Received]) -> None:
         """Apply status reports, log batches and usage samples in one transaction.

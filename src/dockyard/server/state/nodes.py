@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import Table, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from dockyard.core.gpus import GPU_UUID
 from dockyard.core.states import PLACED_STATES
 from dockyard.protocol.messages import Desired, DesiredEntry, Heartbeat, Hello, TaskTemplate
 from dockyard.server.state.accounting import charge_all
-from dockyard.server.state.batch import chunks
+from dockyard.server.state.batch import chunks, rows_by_id
 from dockyard.server.state.events import EventKind, record
 from dockyard.server.state.jobs import placed_tasks
 from dockyard.server.state.lifecycle import follow_up
@@ -234,3 +234,60 @@ def undrain(session: Session, ref: str, by: str) -> Node:
         node.drain_deadline = None
         record(session, EventKind.NODE, "node_undrained", f"undrain by {by}", node_id=node.id)
     return node
+
+
+def get_node(session: Session, node_id: str) -> Node | None:
+    return session.get(Node, node_id)
+
+
+def nodes_by_id(session: Session, node_ids: list[str]) -> list[Node]:
+    return rows_by_id(session, Node, node_ids)
+
+
+def ready_nodes(session: Session) -> list[tuple[str, str]]:
+    """``(id, name)`` of the nodes that take new work (ready, not draining)."""
+    rows = session.execute(
+        select(Node.id, Node.name).where(Node.state == NodeState.READY, Node.draining.is_(False))
+    ).all()
+    return [(str(i), str(name)) for i, name in rows]
+
+
+def store_images(session: Session, images: Mapping[str, list[str]]) -> None:
+    """The images nodes reported (heartbeats carry them when they change)."""
+    if images:
+        session.execute(update(Node), [{"id": n, "images": i} for n, i in images.items()])
+
+
+_NODES = cast(Table, Node.__table__)
+_BEAT = (
+    update(_NODES)
+    .where(_NODES.c.id == bindparam("nid"))
+    .values(
+        last_heartbeat_at=bindparam("at"),
+        used_cpu_percent=bindparam("cpu"),
+        used_memory_bytes=bindparam("mem"),
+    )
+)
+
+
+def store_heartbeats(session: Session, beats: Mapping[str, tuple[float, float, int]]) -> None:
+    """Buffered heartbeats, ``node id -> (at, cpu %, memory bytes)``, in one Core
+    executemany (no ORM bookkeeping)."""
+    if beats:
+        session.execute(
+            _BEAT,
+            [
+                {"nid": node_id, "at": at, "cpu": cpu, "mem": mem}
+                for node_id, (at, cpu, mem) in beats.items()
+            ],
+        )
+
+
+def generations(session: Session) -> dict[str, tuple[int, str]]:
+    """Every node's ``(generation, state)``."""
+    return {
+        str(node_id): (int(generation), str(state))
+        for node_id, generation, state in session.execute(
+            select(Node.id, Node.generation, Node.state)
+        ).all()
+    }
