@@ -12,6 +12,8 @@ DEFAULT_API_PORT = 8700
 DEFAULT_GATEWAY_PORT = 8701
 DEFAULT_HEARTBEAT_S = 1.0
 DEFAULT_NODE_GRACE_S = 3.0
+#: Leader lease (HA on PostgreSQL): renewed every third of it.
+DEFAULT_LEASE_S = 1.2
 
 
 def default_data_dir() -> Path:

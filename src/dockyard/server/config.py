@@ -9,7 +9,6 @@ from typing import Any
 from dockyard import config
 from dockyard.core.errors import ValidationError
 from dockyard.core.security import ContainerPolicy
-from dockyard.server.control.leader import DEFAULT_LEASE_S
 from dockyard.server.state import auth
 from dockyard.settings import ConfigError
 from dockyard.store.db import sqlite_url
@@ -51,7 +50,7 @@ class ServerConfig:
     tls_keyfile: Path | None = None
     #: Leader lease (HA on PostgreSQL): renewed every third of it; a new leader takes
     #: over when it expires, so failover takes at most about 1.3 x lease_s.
-    lease_s: float = DEFAULT_LEASE_S
+    lease_s: float = config.DEFAULT_LEASE_S
     #: A second listener (same host) that serves only the service router,
     #: ``/NAME/<path>`` (docs/routing.md); 0: off.
     ingress_port: int = 0

@@ -37,13 +37,14 @@ from sqlalchemy import event, select, text
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from dockyard import config
 from dockyard.server.errors import ServerError
 from dockyard.store.db import Database, SessionTimeouts
 from dockyard.store.tables import LeaderLease, ServerInstance
 
 log = logging.getLogger(__name__)
 
-DEFAULT_LEASE_S = 1.2
+DEFAULT_LEASE_S = config.DEFAULT_LEASE_S
 LEASE_ROW = 1
 #: SQLSTATEs of PostgreSQL's session timeouts: lock_timeout, statement_timeout (and
 #: a cancel), idle_in_transaction_session_timeout.
