@@ -77,6 +77,8 @@ def test_another_users_image_cannot_be_run(cluster: LocalCluster) -> None:
         f"FROM scratch AS base\nCOPY --from={PRIVATE} /secret /\n",
         f"FROM scratch\nRUN --mount=type=bind,from={PRIVATE},target=/m \\\n  cat /m/secret\n",
         f"# syntax\nFROM --platform=linux/amd64 {PRIVATE} AS x\n",
+        "FROM 127.0.0.1:5000/probe\n",  # a registry the policy does not allow (SSRF)
+        "FROM scratch\nCOPY --from=10.0.0.5:6379/x / /\n",
     ],
 )
 def test_another_users_image_cannot_be_built_from(

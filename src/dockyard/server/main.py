@@ -51,7 +51,7 @@ class Server:
         else:
             keys = curve.load_or_create_keys(cfg.data_dir)
             self._curve_keys = (keys.public, keys.secret)
-        self.builds = BuildService(self.db, self._send)
+        self.builds = BuildService(self.db, self._send, cluster_policy=cfg.policy)
         self.execs = ExecService(self._send)
         # The gateway and control loops run only while this instance leads (HA):
         # one ControlPlane per term, writing through the term's fence.

@@ -21,7 +21,7 @@ import tempfile
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ from dockyard.server.state.auth import Principal
 from dockyard.server.state.events import record
 from dockyard.server.state.images import check_dockerfile
 from dockyard.server.state.nodes import ready_nodes
+from dockyard.server.state.policy import caller_policy
 from dockyard.store.db import Database
 
 log = logging.getLogger(__name__)
@@ -133,8 +134,12 @@ class BuildService:
         db: Database,
         send: Callable[[str, ServerMessage], None],
         limits: archive.Limits = DEFAULT_LIMITS,
+        cluster_policy: Mapping[str, Any] | None = None,
     ) -> None:
         self._db = db
+        #: The cluster's container policy (a user's own overrides win), for the
+        #: registries a Dockerfile may name.
+        self._cluster_policy = dict(cluster_policy or {})
         self._send = send
         self._limits = limits
         self._builds: OrderedDict[str, BuildRecord] = OrderedDict()
@@ -173,7 +178,8 @@ class BuildService:
                 raise ValidationError("dockerfile", f"{dockerfile} not found in the context")
             text = (ctx_dir / dockerfile).read_text(errors="replace")
             with self._db.read() as session:  # FROM another user's image: refused
-                check_dockerfile(session, who, text)
+                policy = caller_policy(session, who, self._cluster_policy)
+                check_dockerfile(session, who, text, policy)
             context = archive.pack(ctx_dir)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)

@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from dockyard.core.image_ref import dockerfile_images, namespace
-from dockyard.core.security import PolicyViolation
+from dockyard.core.security import ContainerPolicy, PolicyViolation, check_image
 from dockyard.server.state.auth import Principal
 from dockyard.store.tables import User
 
@@ -46,10 +46,13 @@ def check_images(session: Session, who: Principal, refs: Sequence[tuple[str, str
         )
 
 
-def check_dockerfile(session: Session, who: Principal, text: str) -> None:
+def check_dockerfile(
+    session: Session, who: Principal, text: str, policy: ContainerPolicy | None = None
+) -> None:
     """Refuse a build whose Dockerfile reads another user's image (``FROM``,
-    ``COPY --from``, ``RUN --mount=from=``) or an image it cannot resolve (a ``$``
-    left after the ``ARG`` defaults)."""
+    ``COPY --from``, ``RUN --mount=from=``), an image it cannot resolve (a ``$``
+    left after the ``ARG`` defaults), or one from a registry ``policy`` does not
+    allow (rule ``registry``: the nodes' Engines would fetch it)."""
     if who.is_admin:
         return
     refs = dockerfile_images(text)
@@ -60,6 +63,9 @@ def check_dockerfile(session: Session, who: Principal, text: str) -> None:
                 RULE,
                 f"cannot tell which image {ref!r} is: give the image by name or an ARG default",
             )
+    if policy is not None:
+        for ref in refs:
+            check_image(ref, policy, "dockerfile")
     check_images(session, who, [("dockerfile", ref) for ref in refs])
 
 
