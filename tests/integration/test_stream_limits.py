@@ -1,5 +1,6 @@
-"""Long-lived requests cannot freeze the API: 45 log follows hold no worker threads,
-each user is capped, and a client that goes away gives its slot back at once."""
+"""Long-lived requests cannot freeze the API: 45 log follows or 42 running HTTP execs
+hold no worker threads, each user is capped, and a client that goes away gives its
+slot back at once."""
 
 from __future__ import annotations
 
@@ -122,3 +123,66 @@ def test_one_user_is_capped_and_a_closed_client_frees_its_slot(cluster: LocalClu
                 break
         assert time.monotonic() < deadline, "slots were not given back after the clients left"
         time.sleep(0.1)
+
+
+class Execer(threading.Thread):
+    """One ``POST /exec`` of ``cat`` (runs until its timeout: no stdin is sent)."""
+
+    def __init__(self, url: str, token: str, task_id: str, timeout_s: float) -> None:
+        super().__init__(daemon=True)
+        self.url, self.token, self.task_id, self.timeout_s = url, token, task_id, timeout_s
+        self.status: int | None = None
+
+    def run(self) -> None:
+        headers = {"Authorization": f"Bearer {self.token}"}
+        body = {"command": ["cat"], "timeout_s": self.timeout_s}
+        with httpx.Client(base_url=self.url, headers=headers, timeout=60) as http:
+            self.status = http.post(f"/api/v1/tasks/{self.task_id}/exec", json=body).status_code
+
+
+def test_running_execs_do_not_freeze_the_api(cluster: LocalCluster) -> None:
+    with cluster.client() as admin:
+        tokens = [admin.add_user(f"execer{i}")["token"] for i in range(USERS)]
+    tasks = [running_task(cluster, token) for token in tokens]
+    execs = cluster.server.app.state.ctx.exec_sessions
+    threads = [
+        Execer(cluster.url, token, task, timeout_s=15)
+        for token, task in zip(tokens, tasks, strict=True)
+        for _ in range(14)  # 42 in all
+    ]
+    for t in threads:
+        t.start()
+    try:
+        wait_for(lambda: sum(execs.open(u) for u in list(execs._open)) == 42, timeout=30)
+        with httpx.Client(base_url=cluster.url, timeout=5) as http:
+            assert http.get("/healthz").status_code == 200
+            auth = {"Authorization": f"Bearer {cluster.admin_token}"}
+            assert http.get("/api/v1/nodes", headers=auth).status_code == 200
+            assert http.get("/api/v1/users", headers=auth).status_code == 200
+    finally:
+        for t in threads:
+            t.join(30)
+    assert all(t.status == 200 for t in threads), [t.status for t in threads]
+    wait_for(lambda: not execs._open, timeout=10)
+
+
+def test_one_user_is_capped_on_execs(cluster: LocalCluster) -> None:
+    with cluster.client() as admin:
+        token = admin.add_user("exec-capped")["token"]
+    task = running_task(cluster, token)
+    execs = cluster.server.app.state.ctx.exec_sessions
+    threads = [Execer(cluster.url, token, task, timeout_s=10) for _ in range(DEFAULT_PER_USER)]
+    for t in threads:
+        t.start()
+    try:
+        wait_for(lambda: sum(execs.open(u) for u in list(execs._open)) == DEFAULT_PER_USER, 30)
+        with httpx.Client(base_url=cluster.url, timeout=10) as http:
+            over = http.post(
+                f"/api/v1/tasks/{task}/exec",
+                json={"command": ["echo", "hi"]},
+                headers={"Authorization": f"Bearer {token}"},
+            )
+        assert over.status_code == 429 and over.json()["error"] == "too_many_streams"
+    finally:
+        for t in threads:
+            t.join(30)

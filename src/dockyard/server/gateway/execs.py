@@ -43,6 +43,15 @@ class ExecSession:
     pending: dict[int, tuple[str, bytes]] = field(default_factory=dict)
     finished: bool = False
     created: float = field(default_factory=time.monotonic)
+    #: Called (from the gateway's thread) after each event is queued: an async
+    #: consumer sets it to wake its event loop instead of blocking a thread on get().
+    waker: Callable[[], None] | None = None
+
+    def put(self, item: tuple[str, Any, Any]) -> None:
+        self.events.put(item)
+        waker = self.waker
+        if waker is not None:
+            waker()
 
 
 class ExecService:
@@ -100,7 +109,7 @@ class ExecService:
             session.pending[seq] = (msg.stream or "stdout", msg.data)
             while session.next_seq in session.pending:
                 stream, chunk = session.pending.pop(session.next_seq)
-                session.events.put(("output", stream, chunk))
+                session.put(("output", stream, chunk))
                 session.next_seq += 1
 
     def on_exit(self, node_id: str, msg: ExecExit) -> None:
@@ -115,8 +124,8 @@ class ExecService:
             # Chunks still missing arrive by re-send before the exit would; flush what we have.
             for seq in sorted(session.pending):
                 stream, chunk = session.pending.pop(seq)
-                session.events.put(("output", stream, chunk))
-            session.events.put(("exit", code, msg.error))
+                session.put(("output", stream, chunk))
+            session.put(("exit", code, msg.error))
 
     def _get(self, node_id: str, exec_id: str) -> ExecSession | None:
         with self._lock:

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import queue
 import shlex
@@ -93,36 +94,71 @@ def _end(ctx: ServerContext, who: Principal, exec_session: ExecSession, code: An
         )
 
 
-@router.post("/api/v1/tasks/{ref}/exec", responses=errors(404, 409, 503))
-def exec_command(request: Request, ref: str, body: ExecRequest, who: CurrentUser) -> dict[str, Any]:
+async def next_event(session: ExecSession, timeout: float) -> tuple[str, Any, Any] | None:
+    """The session's next event, or None after ``timeout``; waits on the event loop
+    (woken by the gateway thread), never in a worker thread."""
+    loop = asyncio.get_running_loop()
+    ready = asyncio.Event()
+
+    def wake() -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+            loop.call_soon_threadsafe(ready.set)
+
+    session.waker = wake
+    deadline = loop.time() + timeout
+    while True:
+        ready.clear()
+        try:
+            return session.events.get_nowait()
+        except queue.Empty:
+            pass
+        left = deadline - loop.time()
+        if left <= 0:
+            return None
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(ready.wait(), timeout=left)
+
+
+@router.post("/api/v1/tasks/{ref}/exec", responses=errors(404, 409, 429, 503))
+async def exec_command(
+    request: Request, ref: str, body: ExecRequest, who: CurrentUser
+) -> dict[str, Any]:
+    """Run a command and wait for its exit. Async: a running exec holds no worker
+    thread; each user may have ``exec_sessions.per_user`` open at once (429)."""
     ctx = server_context(request)
     service = _service(ctx)
-    exec_session = _begin(ctx, who, ref, body.command, False, False, 80, 24)
-    out: dict[str, bytearray] = {"stdout": bytearray(), "stderr": bytearray()}
-    truncated = False
-    deadline = time.monotonic() + body.timeout_s
-    code: Any = None
-    error = ""
-    try:
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                error = f"timed out after {body.timeout_s:g}s"
-                break
-            try:
-                kind, first, second = exec_session.events.get(timeout=min(left, 1.0))
-            except queue.Empty:
-                continue
-            if kind == "exit":
-                code, error = first, second
-                break
-            buffer = out.get(str(first), out["stdout"])
-            room = MAX_OUTPUT - len(buffer)
-            truncated = truncated or len(second) > room
-            buffer.extend(second[: max(room, 0)])
-    finally:
-        service.close(exec_session)
-    _end(ctx, who, exec_session, code)
+    with ctx.exec_sessions.hold(who.user_id):
+        exec_session = await run_in_threadpool(
+            _begin, ctx, who, ref, body.command, False, False, 80, 24
+        )
+        out: dict[str, bytearray] = {"stdout": bytearray(), "stderr": bytearray()}
+        truncated = False
+        deadline = time.monotonic() + body.timeout_s
+        code: Any = None
+        error = ""
+        try:
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    error = f"timed out after {body.timeout_s:g}s"
+                    break
+                event = await next_event(exec_session, min(left, 1.0))
+                if event is None:
+                    if await request.is_disconnected():  # nobody waits for the answer
+                        error = "the client went away"
+                        break
+                    continue
+                kind, first, second = event
+                if kind == "exit":
+                    code, error = first, second
+                    break
+                buffer = out.get(str(first), out["stdout"])
+                room = MAX_OUTPUT - len(buffer)
+                truncated = truncated or len(second) > room
+                buffer.extend(second[: max(room, 0)])
+        finally:
+            service.close(exec_session)
+            await run_in_threadpool(_end, ctx, who, exec_session, code)
     return {
         "exec_id": exec_session.id,
         "task_id": exec_session.task_id,
@@ -149,11 +185,15 @@ async def exec_socket(
     try:
         if scheme.lower() != "bearer" or not token:
             raise Unauthorized("missing bearer token")
-        with ctx.db.read() as session:
-            who = auth.authenticate(session, token.strip())
-        exec_session = await run_in_threadpool(
-            _begin, ctx, who, ref, list(command), tty, True, cols, rows
-        )
+        who = await run_in_threadpool(_authenticate, ctx, token.strip())
+        slot = ctx.exec_sessions.slot(who.user_id)  # 429 past the user's cap
+        try:
+            exec_session = await run_in_threadpool(
+                _begin, ctx, who, ref, list(command), tty, True, cols, rows
+            )
+        except BaseException:
+            slot.release()
+            raise
     except (ServerError, NotFound) as exc:  # refused before the upgrade: no socket at all
         status = exc.status_code if isinstance(exc, ServerError) else 404
         await websocket.close(code=4000 + status, reason=str(exc)[:120])
@@ -185,12 +225,12 @@ async def exec_socket(
     reader = asyncio.create_task(pump_input())
     try:
         while True:
-            try:
-                kind, first, second = await run_in_threadpool(exec_session.events.get, True, 0.5)
-            except queue.Empty:
+            event = await next_event(exec_session, 0.5)
+            if event is None:
                 if reader.done():
                     break
                 continue
+            kind, first, second = event
             if kind == "exit":
                 code = first
                 await websocket.send_text(json.dumps({"exit": first, "error": second}))
@@ -201,11 +241,17 @@ async def exec_socket(
     finally:
         reader.cancel()
         service.close(exec_session)
+        slot.release()
         await run_in_threadpool(_end, ctx, who, exec_session, code)
         try:
             await websocket.close()
         except (RuntimeError, WebSocketDisconnect):  # the client already went away
             pass
+
+
+def _authenticate(ctx: ServerContext, token: str) -> Principal:
+    with ctx.db.read() as session:
+        return auth.authenticate(session, token)
 
 
 def _terminal_size(value: Any) -> tuple[int, int] | None:
