@@ -186,3 +186,19 @@ def test_one_user_is_capped_on_execs(cluster: LocalCluster) -> None:
     finally:
         for t in threads:
             t.join(30)
+
+
+def test_event_streams_are_capped_and_given_back(cluster: LocalCluster) -> None:
+    with cluster.client() as admin:
+        token = admin.add_user("sse-capped")["token"]
+    auth = {"Authorization": f"Bearer {token}"}
+    with contextlib.ExitStack() as stack:
+        for _ in range(DEFAULT_PER_USER):
+            http = stack.enter_context(httpx.Client(base_url=cluster.url, headers=auth, timeout=10))
+            resp = stack.enter_context(http.stream("GET", "/api/v1/events/stream"))
+            assert resp.status_code == 200
+        with httpx.Client(base_url=cluster.url, headers=auth, timeout=10) as http:
+            over = http.get("/api/v1/events/stream")
+            assert over.status_code == 429 and over.json()["error"] == "too_many_streams"
+    streams = cluster.server.app.state.ctx.event_streams
+    wait_for(lambda: not streams._open, timeout=10, message="event stream slots given back")

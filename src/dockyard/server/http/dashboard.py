@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import weakref
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any
@@ -183,16 +184,25 @@ def install(app: FastAPI, ctx: ServerContext) -> None:
         if after is None and resume.isascii() and resume.isdigit() and len(resume) <= 19:
             after = min(int(resume), INT64_MAX)  # an id past BIGINT is no id: nothing newer
         loop = asyncio.get_running_loop()
-        sub = await run_in_threadpool(hub.subscribe, who, loop)
+        slot = ctx.event_streams.slot(who.user_id)  # 429 past the user's cap
+        try:
+            sub = await run_in_threadpool(hub.subscribe, who, loop)
+        except BaseException:
+            slot.release()
+            raise
         try:
             replay = await run_in_threadpool(
                 backlog, ctx, who, sub.start_id if after is None else after
             )
         except BaseException:
             hub.unsubscribe(sub)
+            slot.release()
             raise
+        stream = _sse(hub, sub, after, replay)
+        slot.tie_to(stream)  # given back when the stream ends or is dropped unstarted
+        weakref.finalize(stream, hub.unsubscribe, sub)
         return StreamingResponse(
-            _sse(hub, sub, after, replay),
+            stream,
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
