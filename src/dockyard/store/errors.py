@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from sqlalchemy.exc import OperationalError
+
 from dockyard.errors import DockyardError
 
 
@@ -20,3 +22,8 @@ class NotFound(StoreError):
 
 class StoreUnavailable(StoreError):
     """The database did not answer (connection lost, locked past the timeout, ...)."""
+
+
+#: Driver errors that mean "the store did not answer in time" (a lock or statement
+#: timeout, a lost connection): the HTTP layer answers them 503, retryable.
+UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (StoreUnavailable, OperationalError)

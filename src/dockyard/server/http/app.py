@@ -5,6 +5,7 @@ route by tests/integration/test_authz_sweep.py)."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
@@ -36,7 +37,9 @@ from dockyard.server.http.routes.status import router as status_router
 from dockyard.server.http.routes.tasks import router as tasks_router
 from dockyard.server.http.routes.users import router as users_router
 from dockyard.server.http.schemas import ERROR_MEANINGS, ErrorOut, errors
-from dockyard.store.errors import NotFound
+from dockyard.store.errors import UNAVAILABLE_ERRORS, NotFound
+
+log = logging.getLogger(__name__)
 
 
 def _error(status: int, code: str, message: str, field: str | None = None) -> JSONResponse:
@@ -113,6 +116,15 @@ def create_app(ctx: ServerContext) -> FastAPI:
     @app.exception_handler(NotFound)
     def _not_found(_: Request, exc: NotFound) -> JSONResponse:
         return _error(404, "not_found", str(exc))
+
+    def _unavailable(_: Request, exc: Exception) -> JSONResponse:
+        log.warning("store did not answer: %s", str(exc).splitlines()[0][:200])
+        response = _error(503, "store_unavailable", "the store did not answer in time; retry")
+        response.headers["Retry-After"] = "1"
+        return response
+
+    for unavailable in UNAVAILABLE_ERRORS:  # lock/statement timeouts, a lost connection
+        app.add_exception_handler(unavailable, _unavailable)
 
     @app.exception_handler(ServerError)
     def _server_error(_: Request, exc: ServerError) -> JSONResponse:
