@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import contextlib
-import os
 from collections.abc import Iterator
 
 import pytest
@@ -15,7 +13,7 @@ from dockyard.testing.wait import wait_for
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def local(request: pytest.FixtureRequest) -> Iterator[LocalCluster]:
     """A server and a hollow node in this process, on each store backend in turn."""
-    with _database(str(request.param)) as db_url:
+    with postgres.store_for(str(request.param), "dy_it") as db_url:
         cluster = LocalCluster(db_url=db_url).start()
         try:
             cluster.add_agent("sim-1", SimDriver(cpu_millis=2000, memory_bytes=2 * 1024**3))
@@ -26,20 +24,10 @@ def local(request: pytest.FixtureRequest) -> Iterator[LocalCluster]:
             cluster.close()
 
 
-def _database(backend: str) -> contextlib.AbstractContextManager[str | None]:
-    if backend == "sqlite":
-        return contextlib.nullcontext(None)
-    if not postgres.available():
-        if os.environ.get("CI"):
-            pytest.fail(f"PostgreSQL not reachable at {postgres.admin_url()} (scripts/setup.sh)")
-        pytest.skip("PostgreSQL not reachable here (scripts/setup.sh starts one)")
-    return postgres.fresh_database("dy_it")
-
-
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def two(request: pytest.FixtureRequest) -> Iterator[LocalCluster]:
     """A server and two hollow nodes."""
-    with _database(str(request.param)) as db_url:
+    with postgres.store_for(str(request.param), "dy_it") as db_url:
         cluster = LocalCluster(db_url=db_url).start()
         try:
             for i in range(2):

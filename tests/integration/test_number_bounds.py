@@ -9,10 +9,8 @@ keys of the free-form objects the core validates (``restart``, ``health``,
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
-import os
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -53,22 +51,12 @@ MINIMAL: dict[str, dict[str, Any]] = {
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def server(request: pytest.FixtureRequest) -> Iterator[LocalCluster]:
     """On each store: PostgreSQL refuses integers past BIGINT and NUL characters."""
-    with _database(str(request.param)) as db_url:
+    with postgres.store_for(str(request.param), "dy_bounds") as db_url:
         cluster = LocalCluster(db_url=db_url).start()
         try:
             yield cluster
         finally:
             cluster.close()
-
-
-def _database(backend: str) -> contextlib.AbstractContextManager[str | None]:
-    if backend == "sqlite":
-        return contextlib.nullcontext(None)
-    if not postgres.available():
-        if os.environ.get("CI"):
-            pytest.fail(f"PostgreSQL not reachable at {postgres.admin_url()} (scripts/setup.sh)")
-        pytest.skip("PostgreSQL not reachable here (scripts/setup.sh starts one)")
-    return postgres.fresh_database("dy_bounds")
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ and every response body matches its declared schema
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -50,7 +49,7 @@ SKIPPED = {
 def cluster(request: pytest.FixtureRequest) -> Iterator[LocalCluster]:
     """A server and a hollow node, on each store (PostgreSQL refuses what SQLite takes:
     NUL characters, integers past BIGINT)."""
-    with _database(str(request.param)) as db_url:
+    with postgres.store_for(str(request.param), "dy_st") as db_url:
         cluster = LocalCluster(db_url=db_url).start()
         try:
             cluster.add_agent("sim-1", SimDriver(cpu_millis=4000, memory_bytes=4 * 1024**3))
@@ -59,16 +58,6 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[LocalCluster]:
             yield cluster
         finally:
             cluster.close()
-
-
-def _database(backend: str) -> contextlib.AbstractContextManager[str | None]:
-    if backend == "sqlite":
-        return contextlib.nullcontext(None)
-    if not postgres.available():
-        if os.environ.get("CI"):
-            pytest.fail(f"PostgreSQL not reachable at {postgres.admin_url()} (scripts/setup.sh)")
-        pytest.skip("PostgreSQL not reachable here (scripts/setup.sh starts one)")
-    return postgres.fresh_database("dy_st")
 
 
 @pytest.fixture(scope="module")

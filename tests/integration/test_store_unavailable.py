@@ -4,7 +4,6 @@ server's sessions run under timeouts tied to the lease, docs/ha.md)."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import httpx
@@ -17,11 +16,8 @@ from dockyard.testing.cluster import LocalCluster
 
 @pytest.fixture(scope="module")
 def on_postgres() -> Iterator[tuple[LocalCluster, str]]:
-    if not postgres.available():
-        if os.environ.get("CI"):
-            pytest.fail("PostgreSQL not reachable (scripts/setup.sh starts one)")
-        pytest.skip("PostgreSQL not reachable here (scripts/setup.sh starts one)")
-    with postgres.fresh_database("dy_unavail") as url:
+    with postgres.store_for("postgresql", "dy_unavail") as url:
+        assert url is not None
         cluster = LocalCluster(db_url=url).start()
         try:
             yield cluster, url

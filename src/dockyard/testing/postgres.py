@@ -53,3 +53,18 @@ def fresh_database(prefix: str = "dy") -> Iterator[str]:
         yield make_url(admin_url()).set(database=name).render_as_string(hide_password=False)
     finally:
         _run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def store_for(backend: str, prefix: str = "dy") -> contextlib.AbstractContextManager[str | None]:
+    """For a test parametrised over stores: ``None`` (SQLite, the server's default)
+    or a fresh PostgreSQL database's URL. Without a reachable PostgreSQL the test
+    fails in CI (the setup script starts one) and is skipped elsewhere, saying why."""
+    import pytest  # test support only: the package itself never needs pytest
+
+    if backend == "sqlite":
+        return contextlib.nullcontext(None)
+    if not available():
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL not reachable at {admin_url()} (scripts/setup.sh)")
+        pytest.skip("PostgreSQL not reachable here (scripts/setup.sh starts one)")
+    return fresh_database(prefix)
