@@ -13,6 +13,7 @@ the socket through the I/O thread, woken by a socket pair.
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import socket
 import threading
@@ -504,7 +505,11 @@ class Gateway:
             self._last_beat[node_id] = now
             if previous is not None:
                 metrics.heartbeat_interval.observe(now - previous)
-            metrics.heartbeat_lag.observe(max(0.0, time.time() - msg.sent_at))
+            # The agent's clock: an hour off or jumping is no lag below zero, and a
+            # clock reading NaN or infinite must not poison the histogram's sum.
+            lag = time.time() - msg.sent_at
+            if math.isfinite(lag):
+                metrics.heartbeat_lag.observe(max(0.0, lag))
         elif isinstance(msg, Logs):
             self._log_lines += len(msg.lines)
 
