@@ -79,6 +79,9 @@ class Connection:
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self.welcomed = threading.Event()
+        #: Ids of reliable messages handed to the socket at least once: never merged
+        #: into (the server may have applied, deduplicated or acked that id already).
+        self._sent_ids: set[str] = set()
         self._has_unsent = False
         self._thread = threading.Thread(target=self._run, name="agent-conn", daemon=True)
 
@@ -96,8 +99,9 @@ class Connection:
         """Queue a message until the server acknowledges it; returns its id.
 
         ``merge`` (status messages): while the newest queued message is a status too
-        and not sent yet, the updates join it instead (one message, one ack, for a
-        burst of task reports; order is kept).
+        and has never been sent, the updates join it instead (one message, one ack,
+        for a burst of task reports; order is kept). A message sent once is never
+        changed: the server may have applied or deduplicated its id already.
         """
         msg_id = new_id()
         with self._lock:
@@ -107,6 +111,7 @@ class Connection:
                 and isinstance(msg, Status)
                 and isinstance(tail, Status)
                 and tail_id in self._outbox
+                and tail_id not in self._sent_ids
                 and len(tail.updates) < MAX_MERGED
             ):
                 merged = tail.merged(msg)
@@ -129,6 +134,12 @@ class Connection:
             pass
 
     def _send(self, sock: zmq.Socket[bytes], msg: AgentMessage, msg_id: str = "") -> bool:
+        if msg_id:
+            with self._lock:  # its newest content; from now on nothing merges into it
+                queued = self._outbox.get(msg_id)
+                if queued is not None:
+                    msg = queued[0]
+                    self._sent_ids.add(msg_id)
         try:
             sock.send(encode(msg, msg_id), zmq.NOBLOCK)
             return True
@@ -277,6 +288,7 @@ class Connection:
                 with self._lock:
                     for msg_id in msg.ids:
                         self._outbox.pop(msg_id, None)
+                        self._sent_ids.discard(msg_id)
             elif isinstance(msg, Welcome):
                 if msg.heartbeat_interval > 0:
                     self.heartbeat_interval = float(msg.heartbeat_interval)

@@ -1,0 +1,82 @@
+"""The agent's outbox at the Connection level (no server: a fake socket records frames).
+
+A status update merged into a message that was already sent once could be lost:
+the server may have applied (or deduplicated) that message id and acked it, and
+the ack then removed the merged update from the outbox with it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dockyard.agent.connection import UNSENT, Connection
+from dockyard.protocol.messages import Heartbeat, Hello, Status, TaskStatus, decode
+
+
+class FakeSocket:
+    def __init__(self) -> None:
+        self.frames: list[bytes] = []
+
+    def send(self, frame: bytes, flags: int = 0) -> None:
+        self.frames.append(frame)
+
+
+def _connection() -> Connection:
+    return Connection(
+        "tcp://127.0.0.1:1",
+        "n1",
+        on_message=lambda _: None,
+        hello=lambda: Hello("n1", "n1", "", "sim", "0", 1000, 1 << 30),
+        heartbeat=lambda: Heartbeat("n1", 0.0, 0, 0.0, 0, 0, 0),
+        heartbeat_interval=1.0,
+    )
+
+
+def _status(*task_ids: str) -> Status:
+    return Status("n1", tuple(TaskStatus(t, "running", "started") for t in task_ids))
+
+
+def _sent(sock: FakeSocket) -> list[tuple[str, list[str]]]:
+    out = []
+    for frame in sock.frames:
+        msg: Any
+        msg, msg_id = decode(frame)
+        out.append((msg_id, [u.task_id for u in msg.updates]))
+    return out
+
+
+def test_no_merge_into_a_message_sent_once() -> None:
+    conn = _connection()
+    sock = FakeSocket()
+    try:
+        first = conn.send_reliable(_status("t1"), merge=True)
+        # A reconnect marks everything unacked for sending again (what _on_monitor
+        # does); the unsent flush sends it while it is still queued in _outgoing.
+        conn._outbox[first] = (conn._outbox[first][0], UNSENT)
+        conn._has_unsent = True
+        conn._flush_unsent(sock)  # type: ignore[arg-type]
+        assert _sent(sock) == [(first, ["t1"])]
+        second = conn.send_reliable(_status("t2"), merge=True)
+        assert second != first, "merged into a message the server may have applied"
+        # The server applied the first frame (t1 only) and acks its id.
+        conn._outbox.pop(first)
+        conn._sent_ids.discard(first)
+        conn._drain_outgoing(sock)  # type: ignore[arg-type]
+        unacked = [[u.task_id for u in m.updates] for m, _ in conn._outbox.values()]  # type: ignore[attr-defined]
+        assert unacked == [["t2"]]  # still queued until its own ack
+        assert (second, ["t2"]) in _sent(sock)
+    finally:
+        conn._wake_r.close()
+        conn._wake_w.close()
+
+
+def test_unsent_updates_still_merge() -> None:
+    conn = _connection()
+    try:
+        first = conn.send_reliable(_status("t1"), merge=True)
+        assert conn.send_reliable(_status("t2"), merge=True) == first
+        ((msg, _),) = conn._outbox.values()
+        assert [u.task_id for u in msg.updates] == ["t1", "t2"]  # type: ignore[attr-defined]
+    finally:
+        conn._wake_r.close()
+        conn._wake_w.close()
