@@ -80,3 +80,29 @@ def test_unsent_updates_still_merge() -> None:
     finally:
         conn._wake_r.close()
         conn._wake_w.close()
+
+
+def test_welcome_calls_on_welcome() -> None:
+    from dockyard.protocol.messages import Welcome, encode
+
+    conn = _connection()
+    calls: list[int] = []
+    conn.on_welcome = lambda: calls.append(1)
+
+    class Incoming:
+        def __init__(self) -> None:
+            self.frames = [encode(Welcome(1.0))]
+
+        def recv(self, flags: int = 0) -> bytes:
+            import zmq
+
+            if not self.frames:
+                raise zmq.Again()
+            return self.frames.pop(0)
+
+    try:
+        conn._receive(Incoming())  # type: ignore[arg-type]
+        assert calls == [1] and conn.welcomed.is_set()
+    finally:
+        conn._wake_r.close()
+        conn._wake_w.close()

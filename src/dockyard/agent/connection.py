@@ -79,6 +79,9 @@ class Connection:
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self.welcomed = threading.Event()
+        #: Called on the connection thread when the server welcomes this agent (after
+        #: a hello; a restored store may have set the node's generation back).
+        self.on_welcome: Callable[[], None] = lambda: None
         #: Ids of reliable messages handed to the socket at least once: never merged
         #: into (the server may have applied, deduplicated or acked that id already).
         self._sent_ids: set[str] = set()
@@ -293,6 +296,10 @@ class Connection:
                 if msg.heartbeat_interval > 0:
                     self.heartbeat_interval = float(msg.heartbeat_interval)
                 self.welcomed.set()
+                try:
+                    self.on_welcome()
+                except Exception:
+                    log.exception("handling welcome failed")
             elif isinstance(msg, Rehello):
                 self.welcomed.clear()
             elif isinstance(msg, Refused):

@@ -172,6 +172,7 @@ class Agent:
             self.driver, self.node_id, self.connection.send_reliable, bind_address=cfg.address
         )
         self.reconciler.health = self.health
+        self.connection.on_welcome = self.reconciler.welcomed
         self.sampler = UsageSampler(
             self.driver,
             self.reconciler.running_containers,

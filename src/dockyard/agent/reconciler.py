@@ -124,6 +124,9 @@ class Reconciler:
         self._desired: dict[str, DesiredTask] = {}
         self._received = False
         self.generation = 0
+        #: The server welcomed us again: its next desired set counts whatever its
+        #: generation (a restored store may have set the node's generation back).
+        self._reset_generation = False
         self.passes = 0  # reconcile passes done (agent metrics)
         self._busy: set[str] = set()  # a start or stop worker is acting on the task
         self._deferred: set[str] = set()  # busy when a pass looked: look again after
@@ -172,13 +175,21 @@ class Reconciler:
             wire[task.task_id] = (entry, task)
         tasks = {task_id: task for task_id, (_, task) in wire.items()}
         with self._lock:
-            if generation < self.generation:
+            if generation < self.generation and not self._reset_generation:
                 return
+            self._reset_generation = False
             self._wire = wire
             self.generation = generation
             self._desired = tasks
             self._received = True
         self._wake.set()
+
+    def welcomed(self) -> None:
+        """The server answered a hello: accept the generation of its next desired set
+        even if lower than ours (after a store restore it went down; rejecting every
+        lower one would hold this node's set forever)."""
+        with self._lock:
+            self._reset_generation = True
 
     def running_count(self) -> int:
         with self._lock:

