@@ -4,12 +4,16 @@ back, and a generation that went down after a store restore."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 
 from dockyard.agent.logship import LogShipper
 from dockyard.agent.reconciler import Reconciler
+from dockyard.drivers.base import LogLine
+from dockyard.drivers.errors import DriverError
 from dockyard.drivers.sim import SimDriver
 from dockyard.protocol.messages import Desired, DesiredEntry, TaskStatus, TaskTemplate
 from dockyard.protocol.messages import LogLine as ShippedLine
+from dockyard.testing.wait import wait_for
 
 
 def _desired(generation: int, desired: str = "run", task_id: str = "t1") -> Desired:
@@ -50,6 +54,47 @@ class Harness:
     def __exit__(self, *_: object) -> None:
         self.reconciler.stop()
         self.shipper.stop()
+
+
+class BreaksLogStream(SimDriver):
+    """Each container writes five lines; its first stdout stream breaks after two."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.opened = 0
+
+    def start(self, container_id: str) -> None:
+        super().start(container_id)
+        with self._lock:
+            lines = self._containers[container_id].lines
+            lines.extend(LogLine("stdout", "2024-01-01T00:00:00Z", f"line {i}") for i in range(4))
+
+    def logs(self, container_id: str, stream: str, follow: bool) -> Iterator[LogLine]:
+        if stream != "stdout":
+            yield from super().logs(container_id, stream, follow)
+            return
+        self.opened += 1
+        if self.opened == 1:
+            with self._lock:
+                lines = [ln for ln in self._containers[container_id].lines if ln.stream == stream]
+            yield from lines[:2]
+            raise DriverError("stream reset by the daemon")
+        yield from super().logs(container_id, stream, follow)
+
+
+def test_a_broken_log_stream_resumes_after_the_last_shipped_line() -> None:
+    driver = BreaksLogStream()
+    with Harness(driver) as h:
+        h.reconciler.set_desired(_desired(1))
+        wait_for(lambda: driver.opened >= 2, timeout=10, message="log stream re-opened")
+        h.reconciler.set_desired(_desired(2, "stop"))
+        wait_for(lambda: ("killed", "killed") in h.states(), timeout=15, message="killed")
+    with h.lock:
+        stdout = [(ln.seq, ln.text) for ln in h.lines if ln.stream == "stdout"]
+        final = h.reports[-1]
+    assert [seq for seq, _ in stdout] == [1, 2, 3, 4, 5]  # each once, none lost
+    assert stdout[-1][1] == "line 3"
+    assert final.log_lines_total == 5
 
 
 def test_after_a_welcome_a_lower_generation_is_accepted() -> None:

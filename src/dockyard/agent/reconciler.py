@@ -36,6 +36,10 @@ RECONCILE_INTERVAL_S = 1.0
 STALE_GRACE_S = 10.0
 WAIT_SLICE_S = 2.0
 LOG_JOIN_S = 30.0
+#: A log stream that broke while its container runs is opened again after this
+#: pause, doubled each time up to LOG_REOPEN_MAX_S.
+LOG_REOPEN_S = 0.2
+LOG_REOPEN_MAX_S = 5.0
 #: A container's init (Docker's tini) drops signals that reach it before it has set
 #: up its handlers: right after start, and longer under a small CPU quota (seen:
 #: SIGTERM 20-30 ms after start with ``--cpus 0.1`` lost about once in 30). A stop
@@ -466,14 +470,37 @@ class Reconciler:
             self.health.unwatch(tid)
 
     def _follow_logs(self, tid: str, container_id: str, stream: str, offset: int) -> None:
+        """Ship the stream's lines after ``offset``. A stream that breaks (or ends)
+        while the container still runs is opened again; lines it read already are
+        skipped (a stream starts at the container's first line)."""
         seq = 0
+        pause = LOG_REOPEN_S
         try:
-            for line in self._driver.logs(container_id, stream, follow=True):
-                seq += 1
-                if seq > offset:
-                    self._shipper.add(tid, stream, seq, line.timestamp, line.text)
-        except DriverError as exc:
-            log.warning("log stream of %s ended early: %s", tid, exc)
+            while True:
+                read, broken = 0, False
+                try:
+                    for line in self._driver.logs(container_id, stream, follow=True):
+                        read += 1
+                        if read <= seq:
+                            continue  # shipped before the stream broke
+                        seq = read
+                        if seq > offset:
+                            self._shipper.add(tid, stream, seq, line.timestamp, line.text)
+                except DriverError as exc:
+                    broken = True
+                    if pause == LOG_REOPEN_S:  # once, not at every re-open
+                        log.warning("log stream of %s ended early: %s", tid, exc)
+                if self._stop.is_set():
+                    return
+                try:
+                    running = self._driver.inspect(container_id).running
+                except DriverError:
+                    return  # gone: nothing more to read
+                if not running and not broken:
+                    return  # read to the end
+                if self._stop.wait(pause):
+                    return
+                pause = min(pause * 2, LOG_REOPEN_MAX_S)
         finally:
             with self._lock:
                 counts = self._log_counts.setdefault(tid, {})
