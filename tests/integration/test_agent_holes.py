@@ -52,3 +52,24 @@ def test_a_restored_store_with_a_lower_generation_still_places(
             message="a task placed after the restore runs",
         )
         api.kill(task["id"])
+
+
+def test_a_vanished_container_gets_a_new_attempt_not_a_second_container(
+    cluster: tuple[LocalCluster, Agent, SimDriver],
+) -> None:
+    local, agent, driver = cluster
+    with local.client() as api:
+        task = api.run_job("vanish", "busybox", ["sleep", "300"], restart="on-failure")
+        wait_for(lambda: _state(api, task["id"]) == "running", timeout=20, message="running")
+        (container,) = [c for c in driver.list(agent.node_id) if c.task_id == task["id"]]
+        driver.remove(container.container_id)  # docker rm -f, behind the agent's back
+        wait_for(lambda: _state(api, task["id"]) == "failed", timeout=20, message="failed")
+        shown = api.task(task["id"])
+        assert shown["reason"] == "container_vanished"
+        wait_for(
+            lambda: [t for t in api.tasks() if t["id"] != task["id"] and t["state"] == "running"],
+            timeout=30,
+            message="the next attempt runs",
+        )
+    ids = [c.task_id for c in driver.list(agent.node_id)]
+    assert task["id"] not in ids  # never a second container under the first task's id

@@ -4,11 +4,12 @@ back, and a generation that went down after a store restore."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 
 from dockyard.agent.logship import LogShipper
 from dockyard.agent.reconciler import Reconciler
-from dockyard.drivers.base import LogLine
+from dockyard.drivers.base import ContainerSpec, LogLine
 from dockyard.drivers.errors import DriverError
 from dockyard.drivers.sim import SimDriver
 from dockyard.protocol.messages import Desired, DesiredEntry, TaskStatus, TaskTemplate
@@ -95,6 +96,38 @@ def test_a_broken_log_stream_resumes_after_the_last_shipped_line() -> None:
     assert [seq for seq, _ in stdout] == [1, 2, 3, 4, 5]  # each once, none lost
     assert stdout[-1][1] == "line 3"
     assert final.log_lines_total == 5
+
+
+class CountsCreates(SimDriver):
+    def __init__(self) -> None:
+        super().__init__()
+        self.created: list[str] = []
+
+    def create(self, spec: ContainerSpec) -> str:
+        container_id = super().create(spec)
+        self.created.append(container_id)
+        return container_id
+
+
+def test_a_vanished_container_is_reported_not_recreated() -> None:
+    driver = CountsCreates()
+    with Harness(driver) as h:
+        h.reconciler.set_desired(_desired(1))
+        wait_for(lambda: ("running", "started") in h.states(), timeout=10, message="running")
+        (container_id,) = driver.created
+        driver.remove(container_id)  # docker rm -f, by someone else
+        wait_for(
+            lambda: ("failed", "container_vanished") in h.states(),
+            timeout=10,
+            message="container_vanished reported",
+        )
+        passes = h.reconciler.passes
+        # The server has not answered yet: the task is still desired, for several passes.
+        wait_for(lambda: h.reconciler.passes >= passes + 3, timeout=10, message="passes")
+        h.reconciler.set_desired(_desired(2))  # a re-sent set still listing it
+        time.sleep(1.5)
+    assert driver.created == [container_id]  # never a second container for t1
+    assert [s for s, _ in h.states()].count("failed") == 1
 
 
 def test_after_a_welcome_a_lower_generation_is_accepted() -> None:

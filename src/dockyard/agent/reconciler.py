@@ -238,8 +238,8 @@ class Reconciler:
                 return
             finished = tid in self._finished
             watched = tid in self._watched
-            if container is None and finished:
-                return
+            if container is None and (finished or watched):
+                return  # ended, or vanished (its watcher reports that): never re-created
             if task.desired == DesiredState.STOP:
                 self._stopping.add(tid)
             self._busy.add(tid)
@@ -523,6 +523,22 @@ class Reconciler:
             status = self._driver.inspect(container_id)
         except DriverError as exc:
             self._unwatch_health(tid)
+            with self._lock:
+                stopping = tid in self._stopping
+            if isinstance(exc, ContainerNotFound) and not stopping:
+                # Removed behind our back (docker rm -f): this attempt is over. The
+                # server decides about another (a new task), never a second container
+                # under this task's id.
+                self._shipper.flush()
+                self._finish(
+                    TaskStatus(
+                        tid,
+                        TaskState.FAILED,
+                        Reason.CONTAINER_VANISHED,
+                        "the container was removed outside dockyard",
+                        container_id=container_id,
+                    )
+                )
             with self._lock:
                 self._watched.discard(tid)
                 self._containers.pop(tid, None)
