@@ -73,3 +73,52 @@ def test_a_vanished_container_gets_a_new_attempt_not_a_second_container(
         )
     ids = [c.task_id for c in driver.list(agent.node_id)]
     assert task["id"] not in ids  # never a second container under the first task's id
+
+
+def test_a_nul_byte_in_a_log_line_is_stored_and_blocks_nothing(local: LocalCluster) -> None:
+    """PostgreSQL text columns refuse NUL: the batch failed, was re-sent for ever,
+    and later batches moved the resume offset past the lost lines."""
+    agent = local.agents[0]
+    with local.client() as api:
+        task = api.run_job("nul", "busybox", ["sleep", "300"])
+        wait_for(lambda: _state(api, task["id"]) == "running", timeout=20, message="running")
+        wait_for(lambda: api.logs(task["id"])["lines"], timeout=10, message="first line")
+        ts = "2024-01-01T00:00:00Z"
+        agent.shipper.add(task["id"], "stdout", 2, ts, "before\x00after")
+        agent.shipper.flush()
+        agent.shipper.add(task["id"], "stdout", 3, ts, "next")
+        agent.shipper.flush()
+        wait_for(
+            lambda: len(api.logs(task["id"])["lines"]) >= 3, timeout=15, message="lines stored"
+        )
+        wait_for(lambda: agent.connection.unacked() == 0, timeout=15, message="outbox drained")
+        texts = [line["line"] for line in api.logs(task["id"])["lines"]]
+        assert texts[1:] == ["before\ufffdafter", "next"]
+        api.kill(task["id"])
+
+
+def test_a_batch_that_always_fails_is_dropped_not_resent_for_ever(
+    local: LocalCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dockyard.server.gateway import gateway
+
+    real = gateway.store_logs
+
+    def store_logs(session: object, shipped: list, dialect: str) -> int:  # type: ignore[type-arg]
+        if any("poison" in line.text for _, lines in shipped for line in lines):
+            raise ValueError("this batch cannot be stored")
+        return real(session, shipped, dialect)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(gateway, "store_logs", store_logs)
+    agent = local.agents[0]
+    with local.client() as api:
+        task = api.run_job("poison", "busybox", ["sleep", "300"])
+        wait_for(lambda: _state(api, task["id"]) == "running", timeout=20, message="running")
+        agent.shipper.add(task["id"], "stdout", 2, "2024-01-01T00:00:00Z", "poison")
+        agent.shipper.flush()
+        agent.shipper.add(task["id"], "stdout", 3, "2024-01-01T00:00:00Z", "fine")
+        agent.shipper.flush()
+        wait_for(lambda: agent.connection.unacked() == 0, timeout=30, message="outbox drained")
+        texts = [line["line"] for line in api.logs(task["id"])["lines"]]
+        assert "fine" in texts and "poison" not in texts
+        api.kill(task["id"])

@@ -54,6 +54,7 @@ from dockyard.server.state.events import EventKind, record
 from dockyard.server.state.health import apply_health
 from dockyard.server.state.reports import apply_statuses, store_logs
 from dockyard.store.db import Database
+from dockyard.store.errors import UNAVAILABLE_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,9 @@ FLUSH_INTERVAL_S = 2.0
 ENDED_PUSH_DELAY_S = 0.25
 #: Most messages the apply thread takes from its queue for one transaction.
 APPLY_BATCH = 2000
+#: A reliable message that fails this many times alone (not the store being away)
+#: is acked and dropped (logged): re-sent for ever, it would fail for ever.
+MAX_APPLY_FAILURES = 3
 #: A refused agent retries its hello; log and record it at most this often.
 REFUSAL_LOG_S = 60.0
 #: Malformed frames are counted each; logged at most this often.
@@ -93,6 +97,8 @@ class Gateway:
         self._type_counters: dict[MsgType, Any] = {}  # I/O thread: metric child per type
         self._counts: dict[MsgType, int] = {}  # I/O thread: messages this poll, per type
         self._log_lines = 0
+        #: Failed applies of a message on its own, by message id (MAX_APPLY_FAILURES).
+        self._apply_failures: dict[str, int] = {}
         self._to_prune = False
         self._images: dict[str, list[str]] = {}  # I/O thread -> flush: reported, not yet stored
         self._quota_checked: dict[str, float] = {}  # apply thread: owner -> last check
@@ -606,9 +612,28 @@ class Gateway:
         """
         try:
             self._apply(batch)
-        except Exception:
+        except Exception as exc:
             if len(batch) == 1:
-                log.exception("handling %s from %s failed", batch[0][1].TYPE, batch[0][0])
+                node_id, msg, msg_id = batch[0]
+                log.exception("handling %s from %s failed", msg.TYPE, node_id)
+                if msg_id and not isinstance(exc, UNAVAILABLE_ERRORS):
+                    # Not the store being away: this message itself fails. Re-sent
+                    # for ever it would only fail again; after a few tries it is
+                    # acked and dropped (logged), so the node's outbox moves on.
+                    if len(self._apply_failures) > 10_000:
+                        self._apply_failures.clear()  # bounded; a count only delays a drop
+                    failures = self._apply_failures.get(msg_id, 0) + 1
+                    self._apply_failures[msg_id] = failures
+                    if failures >= MAX_APPLY_FAILURES:
+                        self._apply_failures.pop(msg_id, None)
+                        log.error(
+                            "dropping %s %s from %s after %d failed applies",
+                            msg.TYPE,
+                            msg_id,
+                            node_id,
+                            failures,
+                        )
+                        self._ack(node_id, msg_id)
                 return
             log.exception("a batch of %d messages failed; applying one by one", len(batch))
             for item in batch:

@@ -31,6 +31,12 @@ from dockyard.store.tables import LogLine, Task
 MAX_LINE = 64 * 1024
 
 
+def _text(value: str) -> str:
+    """A line as a text column takes it: PostgreSQL refuses NUL (one NUL failed the
+    whole batch, re-sent forever), so it becomes U+FFFD, like undecodable bytes."""
+    return value.replace("\x00", "\ufffd") if "\x00" in value else value
+
+
 def apply_statuses(
     session: Session, reports: list[tuple[str, TaskStatus]]
 ) -> tuple[bool, set[str]]:
@@ -79,7 +85,9 @@ def store_logs(
     """Insert log lines shipped by nodes, ``(node id, lines)`` per batch, in one
     statement; lines of tasks not placed on the node that sent them are dropped,
     and lines already stored (same task, stream, seq) are ignored."""
-    task_ids = {line.task_id for _, lines in shipped for line in lines}
+    task_ids = {
+        line.task_id for _, lines in shipped for line in lines if "\x00" not in line.task_id
+    }
     if not task_ids:
         return 0
     placed_on = {
@@ -94,8 +102,8 @@ def store_logs(
             "task_id": task_id,
             "stream": "stderr" if stream == "stderr" else "stdout",
             "seq": seq,
-            "ts": ts[:40],
-            "line": text[:MAX_LINE],
+            "ts": _text(ts[:40]),
+            "line": _text(text[:MAX_LINE]),
         }
         for node_id, lines in shipped
         for task_id, stream, seq, ts, text in lines
