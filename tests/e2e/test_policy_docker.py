@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +12,7 @@ import docker
 import pytest
 
 from dockyard.client import Client
+from dockyard.drivers.docker import DEFAULT_PIN_DIR
 from dockyard.testing.cluster import ProcessCluster
 from dockyard.testing.wait import wait_for
 
@@ -60,7 +62,12 @@ def test_bind_mount_inside_home_is_visible(
     assert host_config["Privileged"] is False
     assert "no-new-privileges" in host_config["SecurityOpt"]
     assert host_config["PidsLimit"] > 0
-    assert host_config["Binds"] == [f"{home}/data:/data:ro"]
+    # Docker is given the pinned copy of the checked folder (drivers/pins.py), read-only.
+    [bind] = host_config["Binds"]
+    source, target, mode = bind.rsplit(":", 2)
+    assert (target, mode) == ("/data", "ro")
+    assert source.startswith(str(DEFAULT_PIN_DIR)), bind
+    assert os.path.samefile(source, home / "data")
     alice.kill(task["id"])
     assert finish(alice, task["id"])["state"] == "killed"
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
+from collections.abc import Coroutine
 from typing import Any
 
 import pytest
@@ -69,7 +71,7 @@ def call(
     async def send(message: Message) -> None:
         sent.append(message)
 
-    asyncio.run(guard(scope, receive, send))
+    run(guard(scope, receive, send))
     starts = [m for m in sent if m["type"] == "http.response.start"]
     assert len(starts) == 1, sent
     body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
@@ -187,8 +189,15 @@ def test_a_refusal_closes_the_connection_only_over_an_unread_body(
         "path": "/api/v1/jobs",
         "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
     }
-    asyncio.run(RequestGuard(App())(scope, receive, send))
+    run(RequestGuard(App())(scope, receive, send))
     start = sent[0]
     assert start["status"] == 401
     assert ((b"connection", b"close") in start["headers"]) is closes
     assert (b"www-authenticate", b"Bearer") in start["headers"]
+
+
+def run(coro: Coroutine[Any, Any, None]) -> None:
+    """``asyncio.run`` on a thread of its own: the browser tests' Playwright keeps an
+    event loop running on the main thread for the whole session."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, coro).result(30)
