@@ -65,12 +65,11 @@ def test_unknown_and_ended_tasks_containers_are_reaped(cluster: ProcessCluster, 
                     engine.containers.run(image, ["sh", "-c", script], labels=labels, detach=True)
                 )
             made_at = time.monotonic()
-            for container in made:
-                wait_for(
-                    lambda c=container: gone(engine, c.id),
-                    timeout=STALE_GRACE_S + 30,
-                    message=f"dangling container {container.id[:12]} reaped",
-                )
+            wait_for(
+                lambda: all(gone(engine, c.id) for c in made),
+                timeout=STALE_GRACE_S + 30,
+                message="dangling containers reaped",
+            )
             assert time.monotonic() - made_at >= STALE_GRACE_S - 1  # after the grace
             # The wanted task's container was left alone, and nothing reported the reaped ones.
             assert api.task(wanted["id"])["state"] == "running"
