@@ -56,7 +56,11 @@ class Connection:
         heartbeat: Callable[[], Heartbeat],
         heartbeat_interval: float,
         curve: tuple[bytes, bytes, bytes] | None = None,
+        link_timeout: float = HEARTBEAT_TIMEOUT_MS / 1000,
     ) -> None:
+        #: ZMTP heartbeat timeout and TTL, s: a connection silent this long after a
+        #: ping is dropped and redialled (both ends). Above the link's round trip.
+        self._link_timeout_ms = max(100, int(link_timeout * 1000))
         #: (server public key, own public key, own secret key), z85; None: plaintext.
         self._curve = curve
         #: Why the server refused this agent (empty while not refused).
@@ -167,8 +171,8 @@ class Connection:
         # pipes of endpoints that never answer (followers do not listen).
         sock.setsockopt(zmq.IMMEDIATE, 1)
         sock.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
-        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
-        sock.setsockopt(zmq.HEARTBEAT_TTL, HEARTBEAT_TIMEOUT_MS)
+        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, self._link_timeout_ms)
+        sock.setsockopt(zmq.HEARTBEAT_TTL, self._link_timeout_ms)
         for endpoint in endpoints(self._endpoint):
             sock.connect(endpoint)
         # Connection events: when a connection drops, whatever was written into it

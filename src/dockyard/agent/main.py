@@ -64,6 +64,10 @@ class AgentConfig:
     #: container ports bind on this address only.
     address: str = "127.0.0.1"
     heartbeat_interval: float = config.DEFAULT_HEARTBEAT_S
+    #: Seconds a server connection may stay silent after a ZMTP ping before it is
+    #: dropped and redialled. Short, so HA failover is quick; raise it above the
+    #: round trip of a slow link (1 s here drops every connection of a 1 s RTT link).
+    link_timeout: float = 1.0
     labels: dict[str, str] = field(default_factory=dict)
     node_id: str | None = None
     sample_interval: float = DEFAULT_SAMPLE_INTERVAL_S
@@ -152,6 +156,7 @@ class Agent:
             heartbeat=self._heartbeat,
             heartbeat_interval=cfg.heartbeat_interval,
             curve=curve_for(cfg),
+            link_timeout=cfg.link_timeout,
         )
         self.builder = Builder(self.driver, self.node_id, self.connection.send_reliable)
         self.shipper = LogShipper(self._ship_logs)

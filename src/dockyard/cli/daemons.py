@@ -125,6 +125,10 @@ def agent(
     name: Annotated[str | None, typer.Option(help="Node name (default: hostname).")] = None,
     driver: Annotated[str | None, typer.Option(help="Runtime driver: docker or sim.")] = None,
     heartbeat: Annotated[float | None, typer.Option(help="Heartbeat interval, s [1].")] = None,
+    link_timeout: Annotated[
+        float | None,
+        typer.Option(help="Drop a server connection silent this long after a ping, s [1]."),
+    ] = None,
     sample_interval: Annotated[
         float | None, typer.Option(help="Seconds between resource samples of running tasks [1].")
     ] = None,
@@ -181,6 +185,7 @@ def agent(
         name=name,
         driver=driver,
         heartbeat_interval=heartbeat,
+        link_timeout=link_timeout,
         sample_interval=sample_interval,
         join_token=join_token,
         server_key=server_key,

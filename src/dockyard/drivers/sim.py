@@ -4,13 +4,20 @@ A simulated container understands a tiny command language so tests can make it
 behave: ``sleep SECONDS`` runs that long then exits 0, ``exit CODE`` exits at once
 with CODE, ``oom`` exits as if the kernel killed it for memory; anything else runs
 until signalled. The task's environment can say the same for any command:
-``DOCKYARD_SIM_RUN_FOR=2s`` (or ``500ms``, ``0``) and ``DOCKYARD_SIM_EXIT_CODE=1``.
+``DOCKYARD_SIM_RUN_FOR=2s`` (or ``500ms``, ``0``) and ``DOCKYARD_SIM_EXIT_CODE=1``;
+``DOCKYARD_SIM_LOG_LINES=N`` writes N more numbered lines when it starts.
 Images whose name contains ``missing`` do not exist.
+
+For tests that run the agent as a process: when the agent's environment sets
+``DOCKYARD_SIM_JOURNAL`` to a file, every create, start, signal and remove is
+appended to it as ``op task_id container_id [signal]`` (one line each), so a test
+can count how often each command was applied.
 """
 
 from __future__ import annotations
 
 import io
+import os
 import queue
 import tarfile
 import threading
@@ -73,6 +80,14 @@ class SimDriver:
         self._lock = threading.RLock()
         #: Images this hollow node reports having besides those its containers used.
         self.extra_images: set[str] = set()
+        self._journal = os.environ.get("DOCKYARD_SIM_JOURNAL", "")
+
+    def _record(self, op: str, container: _SimContainer, extra: str = "") -> None:
+        """Append one applied operation to the journal file, if one is set."""
+        if self._journal:
+            with open(self._journal, "a", encoding="utf-8") as out:
+                line = f"{op} {container.spec.task_id} {container.container_id} {extra}"
+                out.write(line.rstrip() + "\n")
 
     def capacity(self) -> Resources:
         return self._capacity
@@ -151,6 +166,7 @@ class SimDriver:
                     container.run_for = 0.0
             self._containers[container.container_id] = container
             self._names[spec.container_name] = container.container_id
+            self._record("create", container)
             return container.container_id
 
     def start(self, container_id: str) -> None:
@@ -161,6 +177,11 @@ class SimDriver:
             container.lines.append(
                 LogLine("stdout", _now(), f"sim: {' '.join(container.spec.command)}")
             )
+            extra = int(container.spec.env.get("DOCKYARD_SIM_LOG_LINES", "0") or 0)
+            container.lines.extend(
+                LogLine("stdout", _now(), f"line {n}") for n in range(1, extra + 1)
+            )
+            self._record("start", container)
             self._notify(container)
 
     def _tick(self, container: _SimContainer) -> None:
@@ -219,6 +240,7 @@ class SimDriver:
             container = self._get(container_id)
             if container.status != "running":
                 return
+            self._record("signal", container, signal)
             if signal == "SIGTERM" and container.ignores_sigterm:
                 return
             container.status = "exited"
@@ -246,6 +268,7 @@ class SimDriver:
         with self._lock:
             container = self._containers.pop(container_id, None)
             if container is not None:
+                self._record("remove", container)
                 self._names.pop(container.spec.container_name, None)
                 self._notify(container)
 
