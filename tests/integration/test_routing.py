@@ -223,7 +223,14 @@ def test_request_id_forwarded_headers_and_hop_by_hop(
     assert http.get("/svc/hdrs").text == "b0"
 
 
-ORIGIN_WIDE = ("set-cookie", "clear-site-data", "strict-transport-security", "alt-svc")
+ORIGIN_WIDE = (
+    "set-cookie",
+    "clear-site-data",
+    "strict-transport-security",
+    "alt-svc",
+    "access-control-allow-origin",
+    "access-control-allow-credentials",
+)
 
 
 def test_services_cannot_set_cookies_or_clear_data_on_the_dashboard_origin(

@@ -3,7 +3,8 @@
 ``GET /id`` -> the id; ``GET /headers`` -> the request headers as JSON;
 ``POST|PUT /upload`` -> ``{"sha256", "bytes"}`` of the body (Content-Length or
 chunked); ``GET /download?n=BYTES`` -> ``n`` bytes of :func:`pattern`;
-``GET /origin-headers`` -> sets cookies, ``Clear-Site-Data``, HSTS and ``Alt-Svc``;
+``GET /origin-headers`` -> sets cookies, ``Clear-Site-Data``, HSTS, ``Alt-Svc`` and a
+credentialed CORS grant;
 ``GET /stream`` -> chunks for up to 60 s (``stream_broken`` is set when the
 reader goes away); ``ANY /die`` -> the connection is closed without an answer. Every request is
 counted in ``hits`` (by path).
@@ -100,6 +101,8 @@ def _handler(backend: Backend) -> type[BaseHTTPRequestHandler]:
                 self.send_header("Clear-Site-Data", '"storage", "cookies"')
                 self.send_header("Strict-Transport-Security", "max-age=31536000")
                 self.send_header("Alt-Svc", 'h2=":9999"')
+                self.send_header("Access-Control-Allow-Origin", "http://evil.example")
+                self.send_header("Access-Control-Allow-Credentials", "true")
                 self.send_header("X-Service-Header", "kept")
                 self.end_headers()
                 self.wfile.write(ident)

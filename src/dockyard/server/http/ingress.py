@@ -77,6 +77,16 @@ API_DROPPED = frozenset(
         b"clear-site-data",
         b"strict-transport-security",
         b"alt-svc",
+        # CORS grants are the dashboard origin's to give (it gives none): a service
+        # answering "Access-Control-Allow-Origin: evil, -Credentials: true" would let
+        # another site read what a browser fetches from this origin.
+        b"access-control-allow-origin",
+        b"access-control-allow-credentials",
+        b"access-control-allow-methods",
+        b"access-control-allow-headers",
+        b"access-control-expose-headers",
+        b"access-control-max-age",
+        b"access-control-allow-private-network",
     }
 )
 #: "Nothing reached the replica": safe to try another one for any method.
