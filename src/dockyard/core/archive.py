@@ -12,6 +12,7 @@ Stdlib only: this module is part of the pure core.
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import posixpath
@@ -104,10 +105,22 @@ def _judge_totals(files: int, total: int, compressed: int, limits: Limits) -> No
         )
 
 
+#: Errors the members themselves cause in an empty directory (a file where a
+#: directory must go, a name twice, a symlink loop): the archive's fault, not the disk's.
+_CONFLICTS = frozenset({errno.EEXIST, errno.EISDIR, errno.ENOTDIR, errno.ELOOP})
+
+
+def _conflict(exc: OSError) -> UnsafeArchive:
+    return UnsafeArchive(f"members conflict: {exc.strerror or exc}")
+
+
 def _inside(dest: Path, path: Path) -> Path:
     """``path`` resolved, if it is inside ``dest`` (follows symlinks already written)."""
     real_dest = dest.resolve()
-    resolved = path.resolve()
+    try:
+        resolved = path.resolve()
+    except RuntimeError as exc:  # a symlink loop (Python < 3.13)
+        raise UnsafeArchive(f"{path.relative_to(dest)}: symlink loop") from exc
     if resolved != real_dest and real_dest not in resolved.parents:
         raise UnsafeArchive(f"{path.relative_to(dest)} resolves outside the context")
     return resolved
@@ -135,6 +148,10 @@ def extract_tar(source: Path, dest: Path, limits: Limits = Limits()) -> Extracte
         raise UnsafeArchive(f"bad tar archive: {exc}") from exc
     except EOFError as exc:
         raise UnsafeArchive(f"truncated archive: {exc}") from exc
+    except OSError as exc:
+        if exc.errno not in _CONFLICTS:
+            raise
+        raise _conflict(exc) from exc
     return Extracted(
         files=sum(1 for m in members if m.isfile()), total_bytes=sum(m.size for m in members)
     )
@@ -142,6 +159,7 @@ def extract_tar(source: Path, dest: Path, limits: Limits = Limits()) -> Extracte
 
 def _scan_tar(tar: tarfile.TarFile, compressed: int, limits: Limits) -> list[tarfile.TarInfo]:
     members: list[tarfile.TarInfo] = []
+    files: set[str] = set()  # regular files so far: what a hardlink may name
     total = 0
     for member in tar:
         name = _check_name(member.name)
@@ -154,7 +172,14 @@ def _scan_tar(tar: tarfile.TarFile, compressed: int, limits: Limits) -> list[tar
         if member.issym():
             _check_link(name, member.linkname, hard=False)
         elif member.islnk():
-            _check_link(name, _check_name(member.linkname), hard=True)
+            target = _check_name(member.linkname)
+            _check_link(name, target, hard=True)
+            if target not in files:  # tarfile would fail with KeyError or OSError
+                raise UnsafeArchive(f"hard link {name!r} -> {target!r}: no earlier file")
+        if member.isfile() or member.islnk():
+            files.add(name)
+        else:
+            files.discard(name)
         total += member.size
         members.append(member)
         _judge_totals(len(members), total, compressed, limits)
@@ -201,6 +226,10 @@ def extract_zip(source: Path, dest: Path, limits: Limits = Limits()) -> Extracte
         raise UnsafeArchive(f"bad zip archive: {exc}") from exc
     except FileExistsError as exc:
         raise UnsafeArchive(f"duplicate member {exc.filename!r}") from exc
+    except OSError as exc:
+        if exc.errno not in _CONFLICTS:
+            raise
+        raise _conflict(exc) from exc
     return Extracted(files=sum(1 for p in plan if not p[0].is_dir()), total_bytes=written)
 
 
@@ -239,10 +268,28 @@ def extract(source: Path, dest: Path, limits: Limits = Limits()) -> Extracted:
         raise ValueError(f"{dest} is not empty")
     kind = detect_format(source)
     if kind == "dir":
-        return copy_dir(source, dest, limits)
-    if kind == "zip":
-        return extract_zip(source, dest, limits)
-    return extract_tar(source, dest, limits)
+        extracted = copy_dir(source, dest, limits)
+    elif kind == "zip":
+        extracted = extract_zip(source, dest, limits)
+    else:
+        extracted = extract_tar(source, dest, limits)
+    _check_links(dest)
+    return extracted
+
+
+def _check_links(dest: Path) -> None:
+    """Every symlink of the extracted tree resolves inside it. Each link was checked
+    as it was written, but a later one can redirect an earlier one (``y -> L/..``
+    written before ``L -> .``; ``a/b/c -> ..`` written through ``a/b -> ..``)."""
+    real_dest = os.path.realpath(dest)
+    for root, dirs, names in os.walk(dest):  # does not follow symlinked dirs
+        for entry in [*dirs, *names]:
+            path = os.path.join(root, entry)
+            if os.path.islink(path):
+                real = os.path.realpath(path)
+                if real != real_dest and not real.startswith(real_dest + os.sep):
+                    rel = os.path.relpath(path, dest)
+                    raise UnsafeArchive(f"link {rel!r} -> {os.readlink(path)!r} leaves the context")
 
 
 def pack(directory: Path) -> bytes:
