@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from enum import StrEnum
 
 from dockyard.core.errors import InvalidTransition
@@ -115,3 +116,26 @@ def outcome(exit_code: int | None, oom_killed: bool, stop_requested: bool) -> tu
     if exit_code == 0:
         return TaskState.SUCCEEDED, Reason.EXIT_ZERO
     return TaskState.FAILED, Reason.EXIT_NONZERO
+
+
+def run_seconds(started: str | None, finished: str | None) -> float | None:
+    """How long a container ran by its runtime's own clock (RFC 3339 times, Docker's
+    nanoseconds allowed), or None when either is missing or unreadable. A duration
+    on one clock: an agent's offset from the server cancels out."""
+    start, end = _instant(started), _instant(finished)
+    if start is None or end is None or end < start:
+        return None
+    return end - start
+
+
+def _instant(text: str | None) -> float | None:
+    if not text:
+        return None
+    head, dot, rest = text.partition(".")
+    if dot:  # at most microseconds for fromisoformat; keep the zone suffix
+        digits = len(rest) - len(rest.lstrip("0123456789"))
+        rest = rest[: min(digits, 6)] + rest[digits:]
+    try:
+        return datetime.fromisoformat(head + dot + rest if dot else head).timestamp()
+    except ValueError:
+        return None

@@ -18,7 +18,14 @@ from typing import Any, cast
 from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.orm import Session
 
-from dockyard.core.states import DesiredState, Reason, TaskState, can_transition, check_transition
+from dockyard.core.states import (
+    DesiredState,
+    Reason,
+    TaskState,
+    can_transition,
+    check_transition,
+    run_seconds,
+)
 from dockyard.protocol.messages import TaskStatus
 from dockyard.server.errors import Conflict
 from dockyard.server.state.accounting import take_final_usage
@@ -60,6 +67,7 @@ class TaskRow:
     created_at: float
     cpu_millis: int
     memory_bytes: int
+    assigned_at: float | None = None
 
 
 READ_COLUMNS = [f.name for f in fields(TaskRow)]
@@ -142,6 +150,10 @@ def advance(row: TaskRow, update: TaskStatus, events: list[dict[str, Any]]) -> i
     if new.terminal:
         row.exit_code = update.exit_code
         row.finished_at = now
+        if row.started_at is None:  # its RUNNING report was lost: the runtime's duration
+            ran = run_seconds(update.started_at, update.finished_at)
+            if ran is not None:  # judged on this server's clock, never before placement
+                row.started_at = max(row.assigned_at or row.created_at, now - ran)
         row.log_lines_total = update.log_lines_total
         take_final_usage(row, update.usage)
     message = row.message or f"{current} -> {new}"
