@@ -434,17 +434,7 @@ def main(argv: list[str] | None = None) -> int:
         subs = Submitters(cluster, args.submitters, args.interval, args.max_jobs)
         meter = CpuMeter()
         try:
-            for name in cluster.names:
-                cluster.start_server(name)
-            leader, _ = cluster.leader()
-            with cluster.client(leader) as api:
-                token = str(api.create_join_token("bench")["token"])
-            cluster.start_agent(token, nodes=args.nodes)
-            wait_for(
-                lambda: store.ready_nodes() >= args.nodes,
-                timeout=args.timeout,
-                message=f"{args.nodes} hollow nodes ready",
-            )
+            cluster.start_all(nodes=args.nodes, timeout=args.timeout)
             instances = instance_names(cluster, cluster.names)
             assert cluster.agent is not None
             agent = psutil.Process(cluster.agent.pid)

@@ -33,26 +33,12 @@ FAILOVER_BUDGET_S = 2.0  # issue 8: a new leader within 2 s
 
 @pytest.fixture(scope="module")
 def ha() -> Iterator[HACluster]:
-    if not postgres.available():
-        if os.environ.get("CI"):
-            pytest.fail(f"PostgreSQL not reachable at {postgres.admin_url()} (scripts/setup.sh)")
-        pytest.skip("PostgreSQL not reachable here (scripts/setup.sh starts one)")
     root = Path(tempfile.mkdtemp(prefix="dockyard-ha-"))
-    with postgres.fresh_database("dy_ha") as db_url:
+    with postgres.store_for("postgresql", "dy_ha") as db_url:
+        assert db_url is not None
         cluster = HACluster(db_url, root)
         try:
-            for name in cluster.names:
-                cluster.start_server(name)
-            leader, _ = cluster.leader()
-            with cluster.client(leader) as api:
-                token = str(api.create_join_token("ha test")["token"])
-            cluster.start_agent(token)
-            with cluster.client(leader) as api:
-                wait_for(
-                    lambda: len([n for n in api.nodes() if n["state"] == "ready"]) == 3,
-                    timeout=60,
-                    message="3 hollow nodes ready",
-                )
+            cluster.start_all()
             yield cluster
         except BaseException:
             print(cluster.logs())

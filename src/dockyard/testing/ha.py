@@ -140,6 +140,23 @@ class HACluster:
 
         return wait_for(find, timeout=timeout, interval=0.05, message="a leader")
 
+    def start_all(self, nodes: int = 3, timeout: float = 60) -> str:
+        """Start every server, then one agent with ``nodes`` hollow nodes joined through
+        the leader; returns once they are all ready, with the leader's name."""
+        for name in self.names:
+            self.start_server(name)
+        leader, _ = self.leader()
+        with self.client(leader) as api:
+            token = str(api.create_join_token("HA cluster agent")["token"])
+        self.start_agent(token, nodes=nodes)
+        with self.client(leader) as api:
+            wait_for(
+                lambda: len([n for n in api.nodes() if n["state"] == "ready"]) >= nodes,
+                timeout=timeout,
+                message=f"{nodes} hollow nodes ready",
+            )
+        return leader
+
     def start_agent(self, token: str, nodes: int = 3) -> None:
         with open(self.root / "agent.log", "ab") as log:
             self.agent = subprocess.Popen(
