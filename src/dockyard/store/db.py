@@ -79,13 +79,17 @@ class SessionTimeouts:
         a statement may run two leases."""
         return cls(lock_s=lease_s, statement_s=2 * lease_s, idle_in_transaction_s=lease_s / 2)
 
-    def options(self) -> str:
-        """The libpq ``options`` that set them (milliseconds)."""
+    def options(self, idle: bool = True) -> str:
+        """The libpq ``options`` that set them (milliseconds). ``idle=False`` leaves out
+        the idle-in-transaction limit (read sessions: they hold no row locks, so a
+        frozen reader blocks nobody's failover, and a reader starved of CPU for half a
+        lease must not have its transaction killed under it)."""
         settings = {
             "lock_timeout": self.lock_s,
             "statement_timeout": self.statement_s,
-            "idle_in_transaction_session_timeout": self.idle_in_transaction_s,
         }
+        if idle:
+            settings["idle_in_transaction_session_timeout"] = self.idle_in_transaction_s
         return " ".join(f"-c {k}={max(1, round(v * 1000))}" for k, v in settings.items())
 
 
@@ -101,8 +105,12 @@ class Database:
             self.read_engine = _sqlite_engine(url, immediate=False)
             self.write_engine = _sqlite_engine(url, immediate=True)
         else:
-            self.read_engine = self.write_engine = create_engine(url, pool_pre_ping=True)
+            # Two engines: the read sessions' options leave out the idle-in-transaction
+            # limit (SessionTimeouts.options).
+            self.write_engine = create_engine(url, pool_pre_ping=True)
+            self.read_engine = create_engine(url, pool_pre_ping=True)
             event.listen(self.write_engine, "do_connect", self._connect_options)
+            event.listen(self.read_engine, "do_connect", self._read_connect_options)
             event.listen(self.write_engine, "do_executemany", self._executemany)
         self.session_timeouts: SessionTimeouts | None = None
         self._read = sessionmaker(self.read_engine, expire_on_commit=False)
@@ -119,12 +127,18 @@ class Database:
             return
         self.session_timeouts = timeouts
         self.write_engine.dispose()
+        self.read_engine.dispose()
 
     def _connect_options(self, _dialect: Any, _record: Any, _args: Any, params: Any) -> None:
         if self.session_timeouts is not None:
             # Ours first: options given in the URL come later and win.
             theirs = params.get("options", "")
             params["options"] = f"{self.session_timeouts.options()} {theirs}".strip()
+
+    def _read_connect_options(self, _dialect: Any, _record: Any, _args: Any, params: Any) -> None:
+        if self.session_timeouts is not None:
+            theirs = params.get("options", "")
+            params["options"] = f"{self.session_timeouts.options(idle=False)} {theirs}".strip()
 
     def _executemany(self, cursor: Any, statement: str, parameters: Any, context: Any) -> bool:
         """Under session timeouts, one ``execute`` per parameter set instead of
