@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import signal
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,18 +14,21 @@ from dockyard.testing.cluster import ProcessCluster
 
 
 @contextlib.contextmanager
-def docker_cluster(**options: Any) -> Iterator[ProcessCluster]:
-    """A server and one agent on real Docker; prints their logs if setup or a test
-    fails, and removes the agents' containers at the end."""
+def docker_cluster(agents: int = 1, **options: Any) -> Iterator[ProcessCluster]:
+    """A server and ``agents`` agents (node-1, ...) on real Docker; prints their logs if
+    setup or a test fails; at the end resumes any agent a test stopped, and removes
+    the agents' containers."""
     cl = ProcessCluster(**{"heartbeat": 0.5, "node_grace": 3.0, **options})
     try:
-        cl.start(agents=1)
+        cl.start(agents=agents)
         yield cl
     except BaseException:
         print(cl.logs())
         raise
     finally:
         node_ids = [cl.node_id(name) for name in list(cl.agents)]
+        for name in list(cl.agents):
+            cl.signal_agent(name, signal.SIGCONT)
         cl.close()
         client = docker.from_env()
         for node_id in node_ids:

@@ -19,9 +19,10 @@ from typing import Any
 
 import docker
 import pytest
+from docker_cluster import docker_cluster
 
 from dockyard.client import Client
-from dockyard.drivers.base import LABEL_NODE, LABEL_TASK
+from dockyard.drivers.base import LABEL_TASK
 from dockyard.testing.cluster import ProcessCluster
 from dockyard.testing.wait import wait_for
 
@@ -34,22 +35,8 @@ JOB = "i=0; while [ $i -lt 400000 ]; do i=$((i+1)); done; echo burned; sleep 600
 
 @pytest.fixture()
 def pair(image: str) -> Iterator[ProcessCluster]:
-    cl = ProcessCluster(heartbeat=0.5, node_grace=GRACE, agent_args=["--sample-interval", "0.2"])
-    try:
-        cl.start(agents=2)
+    with docker_cluster(agents=2, node_grace=GRACE, agent_args=["--sample-interval", "0.2"]) as cl:
         yield cl
-    except BaseException:
-        print(cl.logs())
-        raise
-    finally:
-        node_ids = [cl.node_id(f"node-{i}") for i in (1, 2)]
-        for name in list(cl.agents):
-            cl.signal_agent(name, signal.SIGCONT)
-        cl.close()
-        engine = docker.from_env()
-        for node_id in node_ids:
-            for c in engine.containers.list(all=True, filters={"label": f"{LABEL_NODE}={node_id}"}):
-                c.remove(force=True)
 
 
 def records_of(api: Client, task_id: str) -> list[dict[str, Any]]:

@@ -10,9 +10,10 @@ from typing import Any
 
 import docker
 import pytest
+from docker_cluster import docker_cluster
 
 from dockyard.client import Client
-from dockyard.drivers.base import LABEL_NODE, LABEL_TASK
+from dockyard.drivers.base import LABEL_TASK
 from dockyard.testing.cluster import ProcessCluster
 from dockyard.testing.wait import wait_for
 
@@ -25,22 +26,8 @@ GRACE = 3.0
 @pytest.fixture()
 def pair(image: str) -> Iterator[ProcessCluster]:
     """A server and two agents (node-1, node-2) on this Docker Engine."""
-    cl = ProcessCluster(heartbeat=0.5, node_grace=GRACE)
-    try:
-        cl.start(agents=2)
+    with docker_cluster(agents=2, node_grace=GRACE) as cl:
         yield cl
-    except BaseException:
-        print(cl.logs())
-        raise
-    finally:
-        node_ids = [cl.node_id(f"node-{i}") for i in (1, 2)]
-        for name in list(cl.agents):
-            cl.signal_agent(name, signal.SIGCONT)
-        cl.close()
-        client = docker.from_env()
-        for node_id in node_ids:
-            for c in client.containers.list(all=True, filters={"label": f"{LABEL_NODE}={node_id}"}):
-                c.remove(force=True)
 
 
 def running_containers(task_id: str) -> list[Any]:
