@@ -159,6 +159,45 @@ class Task(Base):
     health: Mapped[str] = mapped_column(String(16), default="")
     health_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     port_map: Mapped[list[list[int]]] = mapped_column(JSON, default=list)
+    # Batch (issue 22): the element of a job array this task runs; held back until
+    # the job's dependencies are met (never placed while held); gang jobs: members
+    # in all (placed all at once or none) and whether each needs a node of its own.
+    array_index: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    held: Mapped[bool] = mapped_column(Boolean, default=False)
+    gang_size: Mapped[int] = mapped_column(Integer, default=0)
+    gang_nodes: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class JobArray(Base):
+    """A job array, stored compactly: its elements become tasks as they may run."""
+
+    __tablename__ = "job_arrays"
+
+    workload_id: Mapped[str] = mapped_column(ForeignKey("workloads.id"), primary_key=True)
+    owner_id: Mapped[str] = mapped_column(String(32), index=True)
+    #: The normalised index expression (``1-100000:1``, ``1,3,5``), without the throttle.
+    indices: Mapped[str] = mapped_column(Text)
+    total: Mapped[int] = mapped_column(Integer)
+    #: Elements turned into tasks so far (in index order).
+    released: Mapped[int] = mapped_column(Integer, default=0)
+    #: At most this many elements live (pending or placed) at once; None: no limit.
+    throttle: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    #: waiting (dependencies), releasing, released, cancelled, failed.
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    reason: Mapped[str] = mapped_column(String(64), default="")
+    message: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class JobDependency(Base):
+    """``workload_id`` may start only after ``on_workload_id`` ended (kind ok, any, notok)."""
+
+    __tablename__ = "job_dependencies"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    workload_id: Mapped[str] = mapped_column(String(32), index=True)
+    kind: Mapped[str] = mapped_column(String(8))
+    on_workload_id: Mapped[str] = mapped_column(String(32), index=True)
 
 
 class Template(Base):
@@ -239,6 +278,8 @@ class Accounting(Base):
     cpu_limit: Mapped[float] = mapped_column(Float)
     memory_limit_bytes: Mapped[int] = mapped_column(BigInteger)
     quota: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    #: The job array element the task ran (SGE's task_number), if any.
+    array_index: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class JoinToken(Base):
@@ -297,3 +338,26 @@ class ServerInstance(Base):
     #: Database clock of its last lease attempt.
     seen_at: Mapped[float] = mapped_column(Float)
     term: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class UsageHistory(Base):
+    """Downsampled CPU and memory of a task or a node (``server/state/usage_history.py``).
+
+    One row per subject, resolution (10 s or 60 s) and bucket start (epoch seconds):
+    the seconds the bucket's samples cover, the CPU and memory used over them
+    (CPU core-seconds for a task; for a node, the host's busy fraction times
+    seconds), and the largest memory seen. Means are ``cpu_s / seconds`` and
+    ``memory_gib_s / seconds``.
+    """
+
+    __tablename__ = "usage_history"
+    __table_args__ = (Index("ix_usage_history_res_bucket", "res", "bucket"),)
+
+    subject: Mapped[str] = mapped_column(String(8), primary_key=True)
+    subject_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    res: Mapped[int] = mapped_column(Integer, primary_key=True)
+    bucket: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    seconds: Mapped[float] = mapped_column(Float)
+    cpu_s: Mapped[float] = mapped_column(Float)
+    memory_gib_s: Mapped[float] = mapped_column(Float)
+    max_memory_bytes: Mapped[int] = mapped_column(BigInteger)
