@@ -106,6 +106,7 @@ class Task(Base):
         Index("ix_tasks_node_state", "node_id", "state"),
         Index("ix_tasks_owner_name", "owner_id", "name"),
         Index("ix_tasks_state_priority", "state", "priority", "created_at"),
+        Index("ix_tasks_name_created", "name", "created_at"),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
