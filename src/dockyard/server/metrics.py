@@ -26,13 +26,16 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from dockyard import __version__
 from dockyard.core.states import PLACED_STATES, DesiredState, TaskState
 from dockyard.store.db import Database
-from dockyard.store.tables import Node, Task
+from dockyard.store.tables import Node, Task, UsageHistory, User
 
 log = logging.getLogger(__name__)
 
 NODE_STATES = ("ready", "suspect", "draining", "down")
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 SCHEDULING_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
+#: Label sets of the per-task and per-node usage gauges, at most.
+MAX_TASK_SERIES = 100
+MAX_NODE_SERIES = 500
 HEARTBEAT_BUCKETS = (0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0)
 
 
@@ -216,6 +219,7 @@ class StoreCollector(Collector):
         memory_family.add_metric(["capacity"], mem)
         memory_family.add_metric(["allocated"], int(allocated[1] or 0))
         yield memory_family
+        yield from self._usage()
         if self._last_seen is not None:
             seen = self._last_seen()
             now = time.monotonic()
@@ -225,6 +229,100 @@ class StoreCollector(Collector):
                 "Longest time since the last heartbeat among live nodes (server clock)",
                 value=max(silences, default=0.0),
             )
+
+    def _usage(self) -> Iterable[GaugeMetricFamily]:
+        """Per-task and per-node CPU and memory, from each one's newest 10 s bucket of
+        the last minute of usage history: the MAX_TASK_SERIES busiest tasks and the
+        MAX_NODE_SERIES busiest nodes (label sets stay bounded; the rest are counted)."""
+        h = UsageHistory
+        since = time.time() - 60
+        with self._db.read() as session:
+            rows = session.execute(
+                select(
+                    h.subject,
+                    h.subject_id,
+                    h.bucket,
+                    h.cpu_s / h.seconds,
+                    h.memory_gib_s / h.seconds,
+                ).where(h.res == 10, h.bucket >= since, h.seconds > 0)
+            ).all()
+            newest: dict[tuple[str, str], tuple[int, float, float]] = {}
+            for subject, sid, bucket, cpu, mem in rows:
+                key = (str(subject), str(sid))
+                if key not in newest or bucket > newest[key][0]:
+                    newest[key] = (int(bucket), float(cpu), float(mem) * 1024**3)
+            busiest = {
+                kind: sorted(
+                    ((sid, v) for (k, sid), v in newest.items() if k == kind),
+                    key=lambda item: (-item[1][1], item[0]),
+                )
+                for kind in ("task", "node")
+            }
+            tasks = busiest["task"][:MAX_TASK_SERIES]
+            nodes = busiest["node"][:MAX_NODE_SERIES]
+            task_info = (
+                {
+                    str(tid): (str(name), str(owner), str(node_id or ""))
+                    for tid, name, owner, node_id in session.execute(
+                        select(Task.id, Task.name, User.name, Task.node_id)
+                        .join(User, User.id == Task.owner_id)
+                        .where(Task.id.in_([sid for sid, _ in tasks]))
+                    )
+                }
+                if tasks
+                else {}
+            )
+            node_info = (
+                {
+                    str(nid): (str(name), int(cpu_millis))
+                    for nid, name, cpu_millis in session.execute(
+                        select(Node.id, Node.name, Node.cpu_millis).where(
+                            Node.id.in_([sid for sid, _ in nodes])
+                        )
+                    )
+                }
+                if nodes
+                else {}
+            )
+        labels = ["task", "name", "owner", "node_id"]
+        task_cpu = GaugeMetricFamily(
+            "dockyard_task_cpu_cores",
+            "Mean CPU of a running task over its newest 10 s",
+            labels=labels,
+        )
+        task_mem = GaugeMetricFamily(
+            "dockyard_task_memory_bytes",
+            "Mean memory of a task over its newest 10 s",
+            labels=labels,
+        )
+        for sid, (_, cpu, mem) in tasks:
+            if sid in task_info:
+                values = [sid, *task_info[sid]]
+                task_cpu.add_metric(values, cpu)
+                task_mem.add_metric(values, mem)
+        node_cpu = GaugeMetricFamily(
+            "dockyard_node_cpu_busy_cores",
+            "Host CPU busy on a node (its busy fraction times its capacity), newest 10 s",
+            labels=["node_id", "node"],
+        )
+        node_mem = GaugeMetricFamily(
+            "dockyard_node_memory_used_bytes",
+            "Host memory in use on a node, newest 10 s",
+            labels=["node_id", "node"],
+        )
+        for sid, (_, busy, mem) in nodes:
+            if sid in node_info:
+                name, cpu_millis = node_info[sid]
+                node_cpu.add_metric([sid, name], busy * cpu_millis / 1000)
+                node_mem.add_metric([sid, name], mem)
+        left = GaugeMetricFamily(
+            "dockyard_usage_series_omitted",
+            "Tasks or nodes with recent usage left out of the per-task/per-node gauges (caps)",
+            labels=["kind"],
+        )
+        left.add_metric(["task"], max(0, len(busiest["task"]) - MAX_TASK_SERIES))
+        left.add_metric(["node"], max(0, len(busiest["node"]) - MAX_NODE_SERIES))
+        yield from (task_cpu, task_mem, node_cpu, node_mem, left)
 
 
 class RequestMetricsMiddleware:

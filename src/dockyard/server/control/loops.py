@@ -21,7 +21,9 @@ from dockyard.server.control import scheduling
 from dockyard.server.control.scheduling import FairShareState
 from dockyard.server.loop import Loop
 from dockyard.server.metrics import ServerMetrics
+from dockyard.server.state import arrays
 from dockyard.server.state import nodes as node_ops
+from dockyard.server.state import usage_history
 from dockyard.server.state.accounting import consumed_cpu_seconds
 from dockyard.server.state.events import EventKind, record
 from dockyard.server.state.jobs import request_stop
@@ -31,6 +33,8 @@ from dockyard.store.tables import Node, Task, User
 log = logging.getLogger(__name__)
 
 PENDING_BATCH = 2000
+#: How often the reaper rolls up and prunes the usage history.
+HISTORY_EVERY_S = 30.0
 
 
 class SchedulerLoop(Loop):
@@ -73,6 +77,11 @@ class SchedulerLoop(Loop):
         now = time.time()
         started = time.perf_counter()
         self.last_placed = 0
+        with self._db.read() as session:
+            batch_work = arrays.has_batch_work(session)
+        if batch_work:  # job arrays to release, dependencies to judge
+            with self._db.write() as session:
+                arrays.advance_batch(session, now)
         with self._db.read() as session:
             lock = scheduling.queue_lock(session)
             if lock is not None:
@@ -144,9 +153,19 @@ class ReaperLoop(Loop):
         super().__init__(interval)
         self._db = db
         self._push = push
+        self._history_due = 0.0
+
+    def _maintain_history(self, now: float) -> None:
+        """Every HISTORY_EVERY_S: roll usage history up and prune it (bounded)."""
+        if now < self._history_due:
+            return
+        self._history_due = now + HISTORY_EVERY_S
+        with self._db.write() as session:
+            usage_history.maintain(session, now)
 
     def step(self) -> None:
         now = time.time()
+        self._maintain_history(now)
         placed = [
             s.value
             for s in (TaskState.ASSIGNED, TaskState.PULLING, TaskState.STARTING, TaskState.RUNNING)

@@ -47,12 +47,13 @@ from dockyard.protocol.messages import (
     encode,
 )
 from dockyard.server.metrics import ServerMetrics
-from dockyard.server.state import join
+from dockyard.server.state import join, usage_history
 from dockyard.server.state import nodes as node_ops
 from dockyard.server.state.accounting import apply_usage, enforce_consumed
 from dockyard.server.state.events import EventKind, record
 from dockyard.server.state.health import apply_health
 from dockyard.server.state.reports import apply_statuses, store_logs
+from dockyard.server.state.usage_history import UsageBuffer
 from dockyard.store.db import Database
 from dockyard.store.errors import UNAVAILABLE_ERRORS
 
@@ -125,6 +126,8 @@ class Gateway:
         # node's (generation, state) (written by the apply thread; the I/O thread only
         # looks entries up).
         self._beats: dict[str, tuple[float, float, int]] = {}
+        #: Open usage-history buckets (apply thread), written when they close.
+        self.usage_history = UsageBuffer()
         self._known: dict[str, tuple[int, str]] = {}
         self._last_seen: dict[str, float] = {}
         self._stop = threading.Event()
@@ -598,6 +601,15 @@ class Gateway:
                     node_ops.store_heartbeats(session, beats)
             except Exception:
                 log.exception("flushing heartbeats failed")
+            for node_id, (at, cpu, mem) in beats.items():
+                self.usage_history.add_node(node_id, at, cpu, mem)
+        closed = self.usage_history.closed(time.time())
+        if closed:
+            try:
+                with self._db.write() as session:
+                    usage_history.store(session, closed)
+            except Exception:
+                log.exception("storing usage history failed (%d buckets lost)", len(closed))
         with self._db.read() as session:
             self._known = node_ops.generations(session)
 
@@ -658,7 +670,7 @@ class Gateway:
             stored = store_logs(session, shipped, dialect) if shipped else 0
             for node_id, msg, _ in batch:
                 if isinstance(msg, Usage):
-                    owners |= apply_usage(session, node_id, msg.samples)
+                    owners |= apply_usage(session, node_id, msg.samples, self.usage_history)
                 elif isinstance(msg, HealthReport):
                     changed = apply_health(session, node_id, msg) or changed
             # Consumed quotas: per owner at most every QUOTA_CHECK_S.

@@ -35,6 +35,7 @@ from dockyard.server.http.routes.queue import router as queue_router
 from dockyard.server.http.routes.services import router as services_router
 from dockyard.server.http.routes.status import router as status_router
 from dockyard.server.http.routes.tasks import router as tasks_router
+from dockyard.server.http.routes.usage import router as usage_router
 from dockyard.server.http.routes.users import router as users_router
 from dockyard.server.http.schemas import ERROR_MEANINGS, ErrorOut, errors
 from dockyard.store.errors import UNAVAILABLE_ERRORS, NotFound
@@ -95,7 +96,14 @@ def create_app(ctx: ServerContext) -> FastAPI:
     install_dashboard(app, ctx)  # /, /ui, /metrics, /api/v1/summary, /api/v1/events/stream
     install_ingress(app, ctx)  # /svc/NAME/...: requests routed to services (docs/routing.md)
     install_docs(app)  # /docs: Swagger UI from this server's files
-    for router in (users_router, jobs_router, tasks_router, nodes_router, events_router):
+    for router in (
+        users_router,
+        jobs_router,
+        tasks_router,
+        usage_router,
+        nodes_router,
+        events_router,
+    ):
         app.include_router(router)
 
     @app.exception_handler(PolicyViolation)

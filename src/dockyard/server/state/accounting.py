@@ -17,14 +17,21 @@ from dockyard.server.state.auth import Principal
 from dockyard.server.state.batch import chunks
 from dockyard.server.state.jobs import request_stop
 from dockyard.server.state.lifecycle import Ended
+from dockyard.server.state.usage_history import UsageBuffer
 from dockyard.server.state.users import find_user
 from dockyard.store.tables import Accounting, Node, Task, User
 
 QUOTA_EXCEEDED = "quota_exceeded"
 
 
-def apply_usage(session: Session, node_id: str, samples: Sequence[UsageSample]) -> set[str]:
+def apply_usage(
+    session: Session,
+    node_id: str,
+    samples: Sequence[UsageSample],
+    history: UsageBuffer | None = None,
+) -> set[str]:
     """Store the latest totals of running tasks on ``node_id``; return their owners.
+    With ``history``, what each task used since its previous sample goes there too.
 
     One SELECT for the whole batch and one bulk UPDATE by primary key: the gateway
     thread handles these for every node every sample interval, so it must stay cheap.
@@ -37,12 +44,26 @@ def apply_usage(session: Session, node_id: str, samples: Sequence[UsageSample]) 
     live = [s.value for s in TaskState if not s.terminal]
     rows = session.execute(
         select(
-            Task.id, Task.owner_id, Task.cpu_seconds, Task.max_memory_bytes, Task.memory_gib_s
+            Task.id,
+            Task.owner_id,
+            Task.cpu_seconds,
+            Task.max_memory_bytes,
+            Task.memory_gib_s,
+            Task.last_sample_at,
         ).where(Task.id.in_(list(latest)), Task.node_id == node_id, Task.state.in_(live))
     ).all()
     if not rows:
         return set()
     now = time.time()
+    if history is not None:
+        for row in rows:
+            cpu_s, peak, mem = latest[row.id]
+            history.add_task(
+                row.id,
+                now,
+                (row.cpu_seconds, row.memory_gib_s, row.last_sample_at),
+                (cpu_s, mem, max(row.max_memory_bytes, peak)),
+            )
     session.execute(
         update(Task),
         [
@@ -133,6 +154,7 @@ def accounting_row(task: Charged, owner: str, quota: dict[str, Any], node: str) 
         "cpu_limit": task.cpu_millis / 1000,
         "memory_limit_bytes": task.memory_bytes,
         "quota": quota,
+        "array_index": getattr(task, "array_index", None),
     }
 
 

@@ -1,4 +1,4 @@
-"""Nodes: list, drain and undrain (admins)."""
+"""Nodes: list, show, drain and undrain (admins)."""
 
 from __future__ import annotations
 
@@ -44,6 +44,15 @@ def list_nodes(
         total, views = reads.list_nodes(session, who, states=state, q=q, offset=offset, limit=limit)
         response.headers["X-Total-Count"] = str(total)
         return [node_out(v) for v in views]
+
+
+@router.get("/api/v1/nodes/{ref}", response_model=NodeOut, responses={404: {"model": ErrorOut}})
+def get_node(request: Request, ref: str, who: CurrentUser) -> NodeOut:
+    """One node by id or name."""
+    ctx = server_context(request)
+    with ctx.db.read() as session:
+        node_id = node_ops.find_node(session, ref).id
+    return _node_out(ctx, node_id, who)
 
 
 @router.post(
