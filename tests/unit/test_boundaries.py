@@ -133,6 +133,8 @@ ALLOWED: dict[str, set[str]] = {
         "dockyard.agent.hollow",
         "dockyard.drivers.sim",
         "dockyard.drivers.errors",
+        "dockyard.drivers.demo",  # `up` builds the demo image
+        "dockyard.systemd",  # sd_notify readiness of the daemons
     },
     "dockyard.settings": {"dockyard.core", "pydantic"},
     "dockyard.testing": {"*"},  # test support may use everything
@@ -141,6 +143,7 @@ ALLOWED: dict[str, set[str]] = {
     "dockyard.config": {"platformdirs"},
     "dockyard.files": set(),
     "dockyard.errors": set(),
+    "dockyard.systemd": set(),  # sd_notify: stdlib only
 }
 
 #: Names no package may import at run time, whatever its allow-list says.
