@@ -142,7 +142,16 @@ class Client:
             body["env"] = env
         if kill_grace_s is not None:
             body["kill_grace_s"] = kill_grace_s
-        return dict(self._request("POST", "/api/v1/jobs", json=body))
+        # A job array (array="1-100%10") is its own resource: the answer describes it.
+        path = "/api/v1/arrays" if body.get("array") else "/api/v1/jobs"
+        return dict(self._request("POST", path, json=body))
+
+    def array(self, ref: str) -> dict[str, Any]:
+        """A job array's progress (elements released, tasks by state, why it waits)."""
+        return dict(self._request("GET", f"/api/v1/arrays/{_quote(ref)}"))
+
+    def cancel_array(self, ref: str) -> dict[str, Any]:
+        return dict(self._request("POST", f"/api/v1/arrays/{_quote(ref)}/cancel"))
 
     def run_jobs(self, jobs: list[dict[str, Any]]) -> list[str]:
         """Submit up to 1,000 job bodies at once (all or none); their task ids in order."""

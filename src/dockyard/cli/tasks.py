@@ -64,6 +64,19 @@ def run(
     spread: Annotated[
         bool, typer.Option(help="Spread across nodes instead of bin-packing.")
     ] = False,
+    array: Annotated[
+        str | None,
+        typer.Option(help="Job array, Slurm syntax: 1-100%10 (at most 10 at once), 1-9:2, 1,3,5."),
+    ] = None,
+    after: Annotated[
+        list[str] | None,
+        typer.Option(help="Start after job ID: ok:ID, any:ID, notok:ID (comma separated)."),
+    ] = None,
+    nodes: Annotated[
+        int, typer.Option(help="Gang job: one task on each of N nodes, all placed at once.")
+    ] = 0,
+    tasks: Annotated[int, typer.Option(help="With --gang: N tasks, all placed at once.")] = 0,
+    gang: Annotated[bool, typer.Option(help="Place the --tasks all at once or none.")] = False,
     build: Annotated[
         Path | None,
         typer.Option("--build", help="Build IMAGE (as <you>/IMAGE) from this context first."),
@@ -74,6 +87,8 @@ def run(
 ) -> None:
     """Submit a batch job: run IMAGE [-- COMMAND...] once."""
 
+    if tasks and not gang:
+        fail("--tasks N needs --gang (N tasks placed all at once)")
     args = command_args(command)
     environment = parse_env(env)
     job_name = name or image.rsplit("/", 1)[-1].split(":")[0].split("@")[0] or "job"
@@ -108,7 +123,14 @@ def run(
             gpus=gpus,
             ports=list(port or []),
             algorithm="spread" if spread else None,
+            array=array,
+            after=list(after or []),
+            gang_size=nodes or (tasks if gang else 0),
+            gang_nodes=bool(nodes),
         )
+        if array:  # an array: its id (for --after ok:ID); `dockyard ps` shows its elements
+            render.emit(task, json_out, lambda a: f"{a['id']} ({a['total']} elements)")
+            return
     render.emit(task, json_out, lambda t: str(t["id"]))
 
 

@@ -26,7 +26,7 @@ no equivalent for are ``0`` (numbers) or ``NONE``/empty (text), as SGE writes th
 | 33 | department | ``defaultdepartment`` |
 | 34 | granted_pe | ``NONE`` |
 | 35 | slots | CPU limit rounded up to whole cores |
-| 36 | task_number | attempt |
+| 36 | task_number | job array index (``DOCKYARD_ARRAY_INDEX``), else attempt |
 | 37 | cpu | CPU seconds |
 | 38 | mem | memory GiB-seconds |
 | 39 | io | 0 |
@@ -83,6 +83,8 @@ class AccountingRecord:
     cpu_limit: float
     memory_limit_bytes: int
     quota: Mapping[str, Any]
+    #: The job array element it ran (SGE's task_number), if any.
+    array_index: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -118,7 +120,7 @@ def to_sge_line(record: AccountingRecord) -> str:
         department="defaultdepartment",
         granted_pe="NONE",
         slots=max(1, math.ceil(record.cpu_limit)),
-        task_number=record.attempt,
+        task_number=record.attempt if record.array_index is None else record.array_index,
         cpu=round(record.cpu_s, 3),
         mem=round(record.memory_gib_s, 3),
         category=_clean(f"-l h_vmem={record.memory_limit_bytes},reason={record.reason}"),

@@ -7,6 +7,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from dockyard.core.arrays import parse_array
+from dockyard.core.dependencies import parse_after
 from dockyard.core.errors import ValidationError
 from dockyard.core.image_ref import validate_image
 from dockyard.core.policy import RestartMode, RestartPolicy
@@ -28,6 +30,7 @@ MAX_COMMAND_ARGS = 4096
 MAX_RUNTIME_LIMIT_S = 365 * 86400.0
 MAX_PRIORITY = 1000
 MAX_GPUS = 64
+MAX_GANG = 1024
 SCHEDULING_ALGORITHMS = ("binpack", "spread")
 
 
@@ -52,6 +55,13 @@ class JobSpec:
     ports: tuple[int, ...] = ()
     gpus: int = 0
     algorithm: str = "binpack"
+    # Batch (docs/batch.md): a job array's index expression (``1-100%10``); the
+    # jobs it waits for (``ok:ID``, ``any:ID``, ``notok:ID``); gang jobs: members
+    # placed all at once or none (``gang_nodes``: each on a node of its own).
+    array: str = ""
+    after: tuple[str, ...] = ()
+    gang_size: int = 0
+    gang_nodes: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -71,6 +81,10 @@ class JobSpec:
             "ports": list(self.ports),
             "gpus": self.gpus,
             "algorithm": self.algorithm,
+            "array": self.array,
+            "after": list(self.after),
+            "gang_size": self.gang_size,
+            "gang_nodes": self.gang_nodes,
         }
 
     @classmethod
@@ -94,6 +108,10 @@ class JobSpec:
             ports=tuple(int(p) for p in data.get("ports") or ()),
             gpus=int(data.get("gpus") or 0),
             algorithm=str(data.get("algorithm") or "binpack"),
+            array=str(data.get("array") or ""),
+            after=tuple(str(a) for a in data.get("after") or ()),
+            gang_size=int(data.get("gang_size") or 0),
+            gang_nodes=bool(data.get("gang_nodes")),
         )
 
 
@@ -125,6 +143,10 @@ def build_job_spec(
     ports: Sequence[int] | None = None,
     gpus: int | None = None,
     algorithm: str | None = None,
+    array: str | None = None,
+    after: Sequence[str] | None = None,
+    gang_size: int | None = None,
+    gang_nodes: bool = False,
 ) -> JobSpec:
     """Validate raw user input and build a :class:`JobSpec`.
 
@@ -185,6 +207,15 @@ def build_job_spec(
     for index, text in enumerate(wanted):
         if not isinstance(text, str) or not text.strip():
             raise ValidationError(f"constraints[{index}]", "must be a constraint such as zone=a")
+    array_text = parse_array(array).text() if array else ""
+    dependencies = tuple(d.text() for d in parse_after(after or ()))
+    gang = 0 if gang_size is None else gang_size
+    if isinstance(gang, bool) or not isinstance(gang, int) or not 0 <= gang <= MAX_GANG:
+        raise ValidationError("gang_size", f"must be a whole number from 0 to {MAX_GANG}")
+    if gang_nodes and gang < 1:
+        raise ValidationError("gang_nodes", "needs gang_size (the number of nodes)")
+    if gang and array_text:
+        raise ValidationError("gang_size", "a gang job cannot also be an array")
     return JobSpec(
         name=name,
         image=image,
@@ -204,6 +235,10 @@ def build_job_spec(
         ports=tuple(host_ports),
         gpus=gpu_count,
         algorithm=algo,
+        array=array_text,
+        after=dependencies,
+        gang_size=gang,
+        gang_nodes=bool(gang_nodes),
     )
 
 

@@ -81,6 +81,10 @@ class Reason:
     UNSCHEDULABLE = "unschedulable"
     KILL_REQUESTED = "kill_requested"
     ADOPTED = "adopted"
+    # Batch (issue 22): held until its dependencies are met; failed because one can
+    # never be; an array element was released.
+    WAITING_DEPENDENCY = "waiting_dependency"
+    DEPENDENCY_NEVER_SATISFIED = "dependency_never_satisfied"
 
 
 def can_transition(current: TaskState, new: TaskState) -> bool:

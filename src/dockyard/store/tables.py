@@ -183,8 +183,9 @@ class JobArray(Base):
     released: Mapped[int] = mapped_column(Integer, default=0)
     #: At most this many elements live (pending or placed) at once; None: no limit.
     throttle: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    #: waiting (dependencies), releasing, released, cancelled, failed.
-    state: Mapped[str] = mapped_column(String(16), index=True)
+    #: waiting (dependencies), releasing, released, cancelled, failed (column ``state``;
+    #: not a task state: the task gate, server/state/tasks.py, owns those).
+    phase: Mapped[str] = mapped_column("state", String(16), index=True)
     reason: Mapped[str] = mapped_column(String(64), default="")
     message: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[float] = mapped_column(Float)

@@ -21,9 +21,8 @@ from dockyard.server.control import scheduling
 from dockyard.server.control.scheduling import FairShareState
 from dockyard.server.loop import Loop
 from dockyard.server.metrics import ServerMetrics
-from dockyard.server.state import arrays
+from dockyard.server.state import arrays, usage_history
 from dockyard.server.state import nodes as node_ops
-from dockyard.server.state import usage_history
 from dockyard.server.state.accounting import consumed_cpu_seconds
 from dockyard.server.state.events import EventKind, record
 from dockyard.server.state.jobs import request_stop

@@ -92,6 +92,7 @@ def pending_rows(session: Session, now: float, per_owner: int | None = None) -> 
         Task.state == TaskState.PENDING,
         Task.desired_state == DesiredState.RUN,
         or_(Task.not_before.is_(None), Task.not_before <= now),
+        Task.held.is_(False),  # waiting for its dependencies (server/state/arrays.py)
     )
     if per_owner is None:
         return list(session.execute(select(*PENDING_COLUMNS).where(*where)).all())

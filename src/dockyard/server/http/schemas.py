@@ -193,10 +193,30 @@ class JobCreate(RequestBody):
         description="binpack or spread",
         json_schema_extra={"enum": list(SCHEDULING_ALGORITHMS)},
     )
+    # Batch (docs/batch.md): jobs only; a service ignores them.
+    array: str | None = Field(
+        default=None,
+        max_length=4096,
+        description="job array index expression, Slurm syntax: 1-100%10, 1-9:2, 1,3,5 "
+        "(POST /api/v1/arrays)",
+    )
+    after: list[str] = Field(
+        default_factory=list,
+        max_length=64,
+        description="dependencies: ok:ID, any:ID, notok:ID (ID: a job or task id)",
+    )
+    gang_size: int = Field(
+        default=0, ge=0, le=1024, description="gang job: this many tasks, placed all or none"
+    )
+    gang_nodes: bool = Field(default=False, description="gang members each on a node of its own")
 
     def to_spec(self) -> JobSpec:
         """The validated job spec (raises ValidationError naming the field)."""
         return build_job_spec(
+            array=self.array,
+            after=self.after,
+            gang_size=self.gang_size,
+            gang_nodes=self.gang_nodes,
             name=self.name,
             image=self.image,
             command=self.command,
@@ -230,6 +250,20 @@ class JobCreate(RequestBody):
                 "user",
             }
         )
+
+
+class ArrayOut(BaseModel):
+    id: str = Field(description="the array's job id (use it in after: ok:ID)")
+    name: str
+    indices: str = Field(description="normalised index expression")
+    throttle: int | None = Field(description="at most this many elements live at once")
+    total: int
+    released: int = Field(description="elements turned into tasks so far")
+    state: str = Field(description="waiting, releasing, released, cancelled or failed")
+    reason: str
+    message: str
+    created_at: float
+    counts: dict[str, int] = Field(description="its tasks by state, and unreleased elements")
 
 
 class JobBatch(RequestBody):
@@ -271,7 +305,10 @@ class ServiceCreate(JobCreate):
             if getattr(self, name) is not None:
                 raise ValidationError(name, "does not apply to services")
         # The container template is a job body whose ports are not host ports.
-        task = self.model_copy(update={"ports": [], "algorithm": "spread"}).to_spec()
+        task = self.model_copy(
+            update={"ports": [], "algorithm": "spread", "array": None, "after": []}
+            | {"gang_size": 0, "gang_nodes": False}
+        ).to_spec()
         return build_service_spec(
             task,
             replicas=self.replicas,

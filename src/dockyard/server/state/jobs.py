@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 from sqlalchemy import ColumnElement, Table, insert, or_, select, update
@@ -19,7 +19,7 @@ from dockyard.server.state.batch import chunks
 from dockyard.server.state.events import EventKind, event_row, insert_events, record
 from dockyard.server.state.workload_specs import remember_job
 from dockyard.store.errors import NotFound
-from dockyard.store.tables import Node, Task, Workload
+from dockyard.store.tables import JobDependency, Node, Task, Workload
 
 
 def effective_max_runtime(spec: JobSpec, cap_s: float | None) -> float | None:
@@ -34,9 +34,13 @@ def submit_job(
     spec: JobSpec,
     max_runtime_cap_s: float | None = None,
     policy: dict[str, Any] | None = None,
+    after: Sequence[tuple[str, str]] = (),
 ) -> Task:
-    """Store a job and its first task (pending) in one transaction."""
-    (task_id,) = insert_jobs(session, new_jobs(owner, [spec], max_runtime_cap_s, policy))
+    """Store a job and its first task (pending) in one transaction (a gang job: all
+    its members; a job with dependencies ``after``, (kind, workload id) pairs: held)."""
+    (task_id,) = insert_jobs(
+        session, new_jobs(owner, [spec], max_runtime_cap_s, policy, [list(after)])
+    )
     task = session.get(Task, task_id)
     assert task is not None  # inserted just now, in this transaction
     return task
@@ -51,6 +55,9 @@ class NewJobs:
     tasks: list[dict[str, Any]]
     events: list[dict[str, Any]]
     specs: list[JobSpec]
+    #: job_dependencies rows; the first task of each job, in order.
+    dependencies: list[dict[str, Any]] = field(default_factory=list)
+    first_tasks: list[str] = field(default_factory=list)
 
 
 def new_jobs(
@@ -58,9 +65,11 @@ def new_jobs(
     specs: Sequence[JobSpec],
     max_runtime_cap_s: float | None = None,
     policy: dict[str, Any] | None = None,
+    after: Sequence[Sequence[tuple[str, str]]] | None = None,
 ) -> NewJobs:
     """The rows of jobs and their first tasks (pending), in order; nothing is written.
-    Raises a 422 naming the first bad constraint."""
+    Raises a 422 naming the first bad constraint. ``after``: per job, the resolved
+    dependencies (kind, workload id); a job with some starts held."""
     for spec in specs:
         parse_constraints(spec.constraints)
     now = time.time()
@@ -76,26 +85,43 @@ def new_jobs(
         }
         for spec in specs
     ]
-    tasks = [
-        {
-            "id": new_id(),
-            "workload_id": workload["id"],
-            "owner_id": owner.user_id,
-            "name": spec.name,
-            "attempt": 1,
-            "image": spec.image,
-            "cpu_millis": spec.resources.cpu_millis,
-            "memory_bytes": spec.resources.memory_bytes,
-            "state": TaskState.PENDING.value,
-            "desired_state": DesiredState.RUN.value,
-            "reason": Reason.SUBMITTED,
-            "created_at": now,
-            "max_runtime_s": effective_max_runtime(spec, max_runtime_cap_s),
-            "stop_reason": "",
-            **scheduling_fields(spec),
-        }
-        for spec, workload in zip(specs, workloads, strict=True)
-    ]
+    waits = list(after or [()] * len(specs))
+    tasks: list[dict[str, Any]] = []
+    first_tasks: list[str] = []
+    dependencies: list[dict[str, Any]] = []
+    for spec, workload, deps in zip(specs, workloads, waits, strict=True):
+        members = spec.gang_size or 1
+        for rank in range(members):
+            tasks.append(
+                {
+                    "id": new_id(),
+                    "workload_id": workload["id"],
+                    "owner_id": owner.user_id,
+                    "name": spec.name,
+                    "attempt": 1,
+                    "image": spec.image,
+                    "cpu_millis": spec.resources.cpu_millis,
+                    "memory_bytes": spec.resources.memory_bytes,
+                    "state": TaskState.PENDING.value,
+                    "desired_state": DesiredState.RUN.value,
+                    "reason": Reason.WAITING_DEPENDENCY if deps else Reason.SUBMITTED,
+                    "message": "waiting on " + ", ".join(w for _, w in deps) if deps else "",
+                    "created_at": now,
+                    "max_runtime_s": effective_max_runtime(spec, max_runtime_cap_s),
+                    "stop_reason": "",
+                    "held": bool(deps),
+                    "array_index": rank if spec.gang_size else None,
+                    "gang_size": spec.gang_size,
+                    "gang_nodes": spec.gang_nodes,
+                    **scheduling_fields(spec),
+                }
+            )
+            if rank == 0:
+                first_tasks.append(tasks[-1]["id"])
+        dependencies.extend(
+            {"workload_id": workload["id"], "kind": kind, "on_workload_id": on}
+            for kind, on in deps
+        )
     events = [
         event_row(
             EventKind.TASK,
@@ -106,7 +132,7 @@ def new_jobs(
         )
         for task in tasks
     ]
-    return NewJobs(workloads, tasks, events, list(specs))
+    return NewJobs(workloads, tasks, events, list(specs), dependencies, first_tasks)
 
 
 def insert_jobs(session: Session, jobs: NewJobs) -> list[str]:
@@ -115,10 +141,12 @@ def insert_jobs(session: Session, jobs: NewJobs) -> list[str]:
     if jobs.workloads:
         connection.execute(insert(cast(Table, Workload.__table__)), jobs.workloads)
         connection.execute(insert(cast(Table, Task.__table__)), jobs.tasks)
+    if jobs.dependencies:
+        connection.execute(insert(cast(Table, JobDependency.__table__)), jobs.dependencies)
     insert_events(session, jobs.events)
     for workload, spec in zip(jobs.workloads, jobs.specs, strict=True):
         remember_job(workload["id"], spec, workload["spec"])
-    return [task["id"] for task in jobs.tasks]
+    return list(jobs.first_tasks)
 
 
 def scheduling_fields(spec: JobSpec) -> dict[str, Any]:

@@ -53,15 +53,23 @@ def follow_up(session: Session, task: Task) -> Task | None:
     if workload is None or not may_replace(workload, task):
         return None
     spec = workload.spec
+    # An array element or a gang member has attempts of its own (by index).
+    element = (
+        Task.array_index.is_(None)
+        if task.array_index is None
+        else Task.array_index == task.array_index
+    )
     newest = session.scalar(
-        select(func.max(Task.attempt)).where(Task.workload_id == task.workload_id)
+        select(func.max(Task.attempt)).where(Task.workload_id == task.workload_id, element)
     )
     if newest != task.attempt:
         return None
     history = [
         _attempt(t)
         for t in session.scalars(
-            select(Task).where(Task.workload_id == task.workload_id).order_by(Task.attempt)
+            select(Task)
+            .where(Task.workload_id == task.workload_id, element)
+            .order_by(Task.attempt)
         )
     ]
     decision = decide(spec.restart, history)
@@ -91,6 +99,10 @@ def follow_up(session: Session, task: Task) -> Task | None:
         ports=task.ports,
         gpus=task.gpus,
         algorithm=task.algorithm,
+        array_index=task.array_index,
+        # A gang member's replacement is placed alone: its gang already runs.
+        gang_size=0,
+        gang_nodes=False,
     )
     session.add(replacement)  # events have no foreign key to it: one flush serves all
     kind = "rescheduled" if decision.kind == "reschedule" else "restart_scheduled"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, func, or_, select, update
@@ -132,6 +133,7 @@ _DESIRED_COLUMNS = (
     Task.port_map,
     Task.desired_state,
     Task.started_at,
+    Task.array_index,
 )
 
 
@@ -178,7 +180,7 @@ def _entry(
         image=task.image,
         cpu_millis=task.cpu_millis,
         memory_bytes=task.memory_bytes,
-        template=templates[task.workload_id],
+        template=_with_index(templates[task.workload_id], task.array_index),
         workload_id=task.workload_id,
         owner=task.owner_id,
         gpus=tuple(int(g) for g in (task.gpu_indices or "").split(",") if g),
@@ -190,6 +192,13 @@ def _entry(
             "stderr": offsets.get((task.id, "stderr"), 0),
         },
     )
+
+
+def _with_index(template: TaskTemplate, index: int | None) -> TaskTemplate:
+    """A job array element (or gang member) sees its index in its environment."""
+    if index is None:
+        return template
+    return replace(template, env={**template.env, "DOCKYARD_ARRAY_INDEX": str(index)})
 
 
 def allocations(session: Session) -> dict[str, tuple[int, int]]:

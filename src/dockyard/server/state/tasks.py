@@ -31,7 +31,7 @@ from dockyard.server.errors import Conflict
 from dockyard.server.state.accounting import take_final_usage
 from dockyard.server.state.auth import Principal
 from dockyard.server.state.batch import chunks
-from dockyard.server.state.events import EventKind, event_row, record
+from dockyard.server.state.events import EventKind, event_row, insert_events, record
 from dockyard.server.state.jobs import find_task, request_stop
 from dockyard.store.tables import Task
 
@@ -68,6 +68,7 @@ class TaskRow:
     cpu_millis: int
     memory_bytes: int
     assigned_at: float | None = None
+    array_index: int | None = None
 
 
 READ_COLUMNS = [f.name for f in fields(TaskRow)]
@@ -218,6 +219,67 @@ def end_pending(
     task.stop_requested_at = now
     task.stop_reason = stop_reason or reason
     record(session, EventKind.TASK, reason, message, task=task)
+
+
+def release_held(session: Session, owners: dict[str, str]) -> None:
+    """Held tasks whose dependencies are met may be placed (they stay pending);
+    ``owners``: task id -> owner id."""
+    task_ids = list(owners)
+    for chunk in chunks(task_ids):
+        session.execute(
+            update(_TASKS)
+            .where(_TASKS.c.id.in_(chunk), _TASKS.c.state == TaskState.PENDING.value)
+            .values(held=False, reason=Reason.SUBMITTED, message="dependencies met")
+        )
+    if task_ids:
+        insert_events(
+            session,
+            [
+                event_row(
+                    EventKind.TASK,
+                    "dependencies_met",
+                    "dependencies met",
+                    task_id=tid,
+                    owner_id=owners[tid],
+                )
+                for tid in task_ids
+            ],
+        )
+
+
+def fail_held(session: Session, why: dict[str, tuple[str, str]]) -> None:
+    """Held tasks whose dependencies can never be met end ``failed`` (reason
+    ``dependency_never_satisfied``); ``why``: task id -> (message, owner id)."""
+    check_transition(TaskState.PENDING, TaskState.FAILED)
+    if not why:
+        return
+    now = time.time()
+    session.execute(
+        update(_TASKS)
+        .where(_TASKS.c.id == bindparam("tid"), _TASKS.c.state == TaskState.PENDING.value)
+        .values(
+            state=TaskState.FAILED.value,
+            reason=Reason.DEPENDENCY_NEVER_SATISFIED,
+            message=bindparam("message"),
+            finished_at=now,
+            desired_state=DesiredState.STOP.value,
+            held=False,
+        ),
+        [{"tid": tid, "message": text[:4000]} for tid, (text, _) in why.items()],
+    )
+    insert_events(
+        session,
+        [
+            event_row(
+                EventKind.TASK,
+                Reason.DEPENDENCY_NEVER_SATISFIED,
+                text,
+                task_id=tid,
+                owner_id=owner,
+            )
+            for tid, (text, owner) in why.items()
+        ],
+    )
 
 
 def mark_lost(session: Session, tasks: Iterable[Task], message: str) -> None:

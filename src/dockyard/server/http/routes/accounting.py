@@ -57,6 +57,7 @@ def _records(
                 cpu_limit=r.cpu_limit,
                 memory_limit_bytes=r.memory_limit_bytes,
                 quota=dict(r.quota or {}),
+                array_index=r.array_index,
             )
             for r in rows
         ]

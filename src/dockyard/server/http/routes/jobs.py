@@ -7,7 +7,8 @@ from fastapi import APIRouter, Request
 from dockyard.core.errors import ValidationError
 from dockyard.server.http.deps import CurrentUser, server_context
 from dockyard.server.http.routes.tasks import task_out
-from dockyard.server.http.schemas import JobBatch, JobBatchOut, JobCreate, TaskOut
+from dockyard.server.http.schemas import ArrayOut, JobBatch, JobBatchOut, JobCreate, TaskOut, errors
+from dockyard.server.state import arrays as array_ops
 from dockyard.server.state import reads
 from dockyard.server.state.images import check_images
 from dockyard.server.state.jobs import insert_jobs, new_jobs, submit_job
@@ -20,12 +21,20 @@ router = APIRouter(tags=["jobs"])
 def create_job(request: Request, body: JobCreate, who: CurrentUser) -> TaskOut:
     ctx = server_context(request)
     spec = body.to_spec()
+    if spec.array:
+        raise ValidationError("array", "submit job arrays with POST /api/v1/arrays")
     with ctx.db.write() as session:
         policy = caller_policy(session, who, ctx.cluster_policy)
         check_images(session, who, [("image", spec.image)])
         spec = enforce(spec, policy)
+        after = array_ops.resolve_after(session, who, spec)
         task = submit_job(
-            session, who, spec, ctx.max_runtime_cap_s, policy.to_dict() if policy else None
+            session,
+            who,
+            spec,
+            ctx.max_runtime_cap_s,
+            policy.to_dict() if policy else None,
+            after,
         )
         out = task_out(reads.task_view(session, task))
     ctx.wake_scheduler()
@@ -43,6 +52,9 @@ def create_jobs(request: Request, body: JobBatch, who: CurrentUser) -> JobBatchO
             specs.append(job.to_spec())
         except ValidationError as exc:
             raise ValidationError(f"jobs[{index}].{exc.field}", exc.message) from None
+        for name in ("array", "after", "gang_size"):
+            if getattr(specs[-1], name):
+                raise ValidationError(f"jobs[{index}].{name}", "submit these one by one")
     # Checked and built before the write transaction: only the inserts hold it.
     with ctx.db.read() as session:
         policy = caller_policy(session, who, ctx.cluster_policy)
@@ -54,3 +66,50 @@ def create_jobs(request: Request, body: JobBatch, who: CurrentUser) -> JobBatchO
         ids = insert_jobs(session, jobs)
     ctx.wake_scheduler()
     return JobBatchOut(ids=ids, count=len(ids))
+
+
+@router.post("/api/v1/arrays", response_model=ArrayOut, status_code=201, responses=errors(401, 422))
+def create_array(request: Request, body: JobCreate, who: CurrentUser) -> ArrayOut:
+    """Submit a job array (``array``: ``1-100000%50``, ``1-9:2``, ``1,3,5``): one call
+    stores it compactly; elements become tasks as they may run, each with
+    ``DOCKYARD_ARRAY_INDEX``, at most the throttle (after ``%``) live at once."""
+    ctx = server_context(request)
+    spec = body.to_spec()
+    if not spec.array:
+        raise ValidationError("array", "is required (an index expression such as 1-100%10)")
+    if spec.gang_size:
+        raise ValidationError("gang_size", "a gang job cannot also be an array")
+    with ctx.db.write() as session:
+        policy = caller_policy(session, who, ctx.cluster_policy)
+        check_images(session, who, [("image", spec.image)])
+        spec = enforce(spec, policy)
+        after = array_ops.resolve_after(session, who, spec)
+        row = array_ops.submit_array(
+            session, who, spec, after, ctx.max_runtime_cap_s, policy.to_dict() if policy else None
+        )
+        session.flush()
+        out = ArrayOut(**array_ops.array_view(session, row).to_dict())
+    ctx.wake_scheduler()
+    return out
+
+
+@router.get("/api/v1/arrays/{ref}", response_model=ArrayOut, responses=errors(401, 404))
+def get_array(request: Request, ref: str, who: CurrentUser) -> ArrayOut:
+    """An array's progress: elements released, its tasks by state, why it waits."""
+    with server_context(request).db.read() as session:
+        row = array_ops.find_array(session, who, ref)
+        return ArrayOut(**array_ops.array_view(session, row).to_dict())
+
+
+@router.post(
+    "/api/v1/arrays/{ref}/cancel", response_model=ArrayOut, responses=errors(401, 404, 409)
+)
+def cancel_array(request: Request, ref: str, who: CurrentUser) -> ArrayOut:
+    """No more elements start; pending ones end (killed), running ones are stopped."""
+    ctx = server_context(request)
+    with ctx.db.write() as session:
+        row = array_ops.cancel_array(session, who, ref)
+        session.flush()
+        out = ArrayOut(**array_ops.array_view(session, row).to_dict())
+    ctx.wake_scheduler()
+    return out

@@ -1,0 +1,155 @@
+"""Issue 22 on hollow nodes: job arrays (throttle, index, accounting), dependencies."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from dockyard.agent.main import Agent, AgentConfig
+from dockyard.client import Client, ClientError
+from dockyard.drivers.base import ContainerSpec
+from dockyard.drivers.sim import SimDriver
+from dockyard.testing.cluster import LocalCluster
+from dockyard.testing.wait import wait_for
+
+GiB = 1024**3
+#: The environment of every container the hollow nodes created, by task id.
+SEEN_ENV: dict[str, dict[str, str]] = {}
+
+
+class RecordingSim(SimDriver):
+    def create(self, spec: ContainerSpec) -> str:
+        SEEN_ENV[spec.task_id] = dict(spec.env)
+        return super().create(spec)
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[LocalCluster]:
+    local = LocalCluster().start()
+    for name in ("n1", "n2"):
+        agent = Agent(
+            AgentConfig(
+                server=local.gateway,
+                data_dir=local.root / f"agent-{name}",
+                name=name,
+                driver="sim",
+            ),
+            driver=RecordingSim(cpu_millis=8000, memory_bytes=16 * GiB),
+        )
+        agent.start()
+        local.agents.append(agent)
+    with local.client() as api:
+        wait_for(lambda: len([n for n in api.nodes() if n["state"] == "ready"]) == 2, timeout=20)
+    yield local
+    local.close()
+
+
+def _tasks_of(api: Client, workload_id: str) -> list[dict[str, Any]]:
+    return [t for t in api.tasks() if t["workload_id"] == workload_id]
+
+
+def test_array_throttle_index_and_accounting(cluster: LocalCluster) -> None:
+    with cluster.client() as api:
+        array = api.run_job(
+            "arr",
+            "busybox",
+            [],
+            array="1-9:2,20%2",
+            env={"DOCKYARD_SIM_RUN_FOR": "300ms"},
+        )
+        assert array["total"] == 6 and array["throttle"] == 2
+        assert array["indices"] == "1-9:2,20"
+        most = 0
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            tasks = _tasks_of(api, array["id"])
+            live = [t for t in tasks if t["state"] not in ("succeeded", "failed", "killed")]
+            most = max(most, len(live))
+            if len(tasks) == 6 and not live:
+                break
+            time.sleep(0.05)
+        assert most <= 2
+        done = api.array(array["id"])
+        assert done["state"] == "released"
+        assert done["counts"].get("succeeded") == 6
+        # Each element's container saw its index; accounting records it (SGE task_number).
+        envs = [SEEN_ENV[t["id"]]["DOCKYARD_ARRAY_INDEX"] for t in _tasks_of(api, array["id"])]
+        assert sorted(int(e) for e in envs) == [1, 3, 5, 7, 9, 20]
+        records = [r for r in api.accounting() if r["workload_id"] == array["id"]]
+        assert sorted(r["array_index"] for r in records) == [1, 3, 5, 7, 9, 20]
+        sge = api.export_accounting("sge")
+        numbers = {
+            int(line.split(":")[35])
+            for line in sge.splitlines()
+            if line and any(r["task_id"] in line for r in records)
+        }
+        assert numbers == {1, 3, 5, 7, 9, 20}
+
+
+def test_array_bad_expression_is_a_422(cluster: LocalCluster) -> None:
+    with cluster.client() as api:
+        for bad in ("5-1", "1-3,2", "x", "1-10%0"):
+            with pytest.raises(ClientError) as info:
+                api.run_job("bad", "busybox", [], array=bad)
+            assert info.value.status == 422
+            assert info.value.field == "array"
+
+
+def test_large_array_is_one_cheap_call_and_cancellable(cluster: LocalCluster) -> None:
+    with cluster.client() as api:
+        started = time.perf_counter()
+        array = api.run_job("big", "busybox", ["sleep", "60"], array="1-100000%5")
+        took = time.perf_counter() - started
+        assert array["total"] == 100_000
+        print(f"100,000-element array submitted in {took * 1000:.1f} ms")
+        wait_for(lambda: len(_tasks_of(api, array["id"])) == 5, timeout=20)
+        out = api.cancel_array(array["id"])
+        assert out["state"] == "cancelled"
+        wait_for(
+            lambda: all(t["state"] == "killed" for t in _tasks_of(api, array["id"])), timeout=20
+        )
+        assert len(_tasks_of(api, array["id"])) == 5
+
+
+def test_dependencies_wait_release_and_fail(cluster: LocalCluster) -> None:
+    with cluster.client() as api:
+        first = api.run_job("dep-a", "busybox", ["sleep", "1"])
+        after_ok = api.run_job("dep-b", "busybox", ["exit", "0"], after=[f"ok:{first['id']}"])
+        notok = api.run_job("dep-c", "busybox", ["exit", "0"], after=[f"notok:{first['id']}"])
+        held = api.task(after_ok["id"])
+        assert held["state"] == "pending" and held["reason"] == "waiting_dependency"
+        waiting = wait_for(
+            lambda: t if "(running)" in (t := api.task(after_ok["id"]))["message"] else None,
+            timeout=20,
+        )
+        assert waiting["message"] == f"waiting on {first['workload_id']} (running)"
+        wait_for(lambda: api.task(after_ok["id"])["state"] == "succeeded", timeout=20)
+        failed = wait_for(
+            lambda: t if (t := api.task(notok["id"]))["state"] == "failed" else None, timeout=20
+        )
+        assert failed["reason"] == "dependency_never_satisfied"
+        # A failed dependant fails what waits on it with ok; any: runs anyway.
+        chained = api.run_job("dep-d", "busybox", ["exit", "0"], after=[f"ok:{notok['id']}"])
+        anyway = api.run_job("dep-e", "busybox", ["exit", "0"], after=[f"any:{notok['id']}"])
+        wait_for(lambda: api.task(chained["id"])["state"] == "failed", timeout=20)
+        wait_for(lambda: api.task(anyway["id"])["state"] == "succeeded", timeout=20)
+        # An array can wait and be waited on.
+        arr = api.run_job("dep-arr", "busybox", ["exit", "0"], array="0-3", after=[first["id"]])
+        last = api.run_job("dep-f", "busybox", ["exit", "0"], after=[f"ok:{arr['id']}"])
+        wait_for(lambda: api.task(last["id"])["state"] == "succeeded", timeout=30)
+
+
+def test_unknown_or_foreign_dependency_is_refused(cluster: LocalCluster) -> None:
+    with cluster.client() as api:
+        mine = api.run_job("mine", "busybox", ["exit", "0"])
+        other_token = api.add_user("other22")["token"]
+        for bad in ("ok:nosuchjob", "maybe:x"):
+            with pytest.raises(ClientError) as info:
+                api.run_job("x", "busybox", [], after=[bad])
+            assert info.value.status == 422 and info.value.field == "after"
+    with cluster.client(other_token) as other, pytest.raises(ClientError) as info:
+        other.run_job("theirs", "busybox", [], after=[f"ok:{mine['id']}"])
+    assert info.value.status == 422 and info.value.field == "after"
