@@ -1,26 +1,38 @@
 #!/usr/bin/env bash
 # Install and start what dockyard needs; safe to run again (idempotent).
-#   - Debian packages: docker.io, busybox-static (and the tools tests use)
-#   - a running dockerd
-#   - .venv with dockyard and its dev extras
-#   - the demo image dockyard/busybox:latest (scratch + static busybox)
+#
+#   scripts/setup.sh             what the tests need (scripts/test runs this):
+#                                everything below, plus chromium (browser tests),
+#                                PostgreSQL with a local test role, iproute2, file,
+#                                promtool, and .venv with .[server,postgres,test]
+#   scripts/setup.sh --run-only  what running needs (scripts/up runs this):
+#                                Debian's docker.io and busybox-static, a running
+#                                dockerd, and .venv with .[server]
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 log() { printf '[setup] %s\n' "$*" >&2; }
+mode=test
+case "${1:-}" in
+  --run-only) mode=run ;;
+  "") ;;
+  *) echo "usage: scripts/setup.sh [--run-only]" >&2; exit 2 ;;
+esac
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 
 need_pkgs=()
 command -v dockerd >/dev/null 2>&1 || need_pkgs+=(docker.io)
-[ -x /bin/busybox ] && file -L /bin/busybox 2>/dev/null | grep -q "statically linked" \
-  || need_pkgs+=(busybox-static)
-command -v ip >/dev/null 2>&1 || need_pkgs+=(iproute2)
-command -v file >/dev/null 2>&1 || need_pkgs+=(file)
+# A static busybox for the demo image (ldd fails on a static binary).
+{ [ -x /bin/busybox ] && ! ldd /bin/busybox >/dev/null 2>&1; } || need_pkgs+=(busybox-static)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_pkgs+=(python3-venv)
-[ -x /usr/bin/chromium ] || need_pkgs+=(chromium)  # browser tests (Playwright, no download)
-command -v pg_ctlcluster >/dev/null 2>&1 || need_pkgs+=(postgresql)  # store/HA tests
+if [ "$mode" = test ]; then
+  command -v ip >/dev/null 2>&1 || need_pkgs+=(iproute2)
+  command -v file >/dev/null 2>&1 || need_pkgs+=(file)
+  [ -x /usr/bin/chromium ] || need_pkgs+=(chromium)  # browser tests (Playwright, no download)
+  command -v pg_ctlcluster >/dev/null 2>&1 || need_pkgs+=(postgresql)  # store/HA tests
+fi
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
   log "installing Debian packages: ${need_pkgs[*]}"
   $SUDO apt-get update -qq
@@ -37,10 +49,11 @@ if ! docker info >/dev/null 2>&1; then
   docker info >/dev/null 2>&1 || { log "dockerd did not start; see /var/log/dockerd.log"; exit 1; }
 fi
 
-# PostgreSQL: the store tests run on both backends and the HA tests need it. A
-# local cluster on 127.0.0.1:5432 and a login role the tests use (they create
-# and drop their own databases).
-if command -v pg_lsclusters >/dev/null 2>&1; then
+# PostgreSQL (tests only): the store tests run on both backends and the HA tests
+# need it. A local cluster on 127.0.0.1:5432 and a login role the tests use (they
+# create and drop their own databases). Never for --run-only: that role's password
+# is known.
+if [ "$mode" = test ] && command -v pg_lsclusters >/dev/null 2>&1; then
   read -r pg_ver pg_name pg_port pg_status _ < <(pg_lsclusters -h | head -1) || true
   if [ -z "${pg_ver:-}" ]; then
     pg_ver="$(ls /usr/lib/postgresql | sort -V | tail -1)"
@@ -62,13 +75,25 @@ if [ ! -x .venv/bin/python ]; then
   log "creating .venv"
   python3 -m venv .venv
 fi
-stamp=".venv/.dockyard-installed"
+# One stamp per set of extras, holding the pyproject.toml it was installed from;
+# the test set includes the run set.
+run_extras="server"
+test_extras="server,postgres,test"
 want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
-if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ] || ! .venv/bin/python -c 'import dockyard' 2>/dev/null; then
-  log "installing dockyard into .venv"
+current() { [ -f ".venv/.dockyard-installed-$1" ] && [ "$(cat ".venv/.dockyard-installed-$1")" = "$want" ]; }
+if [ "$mode" = test ]; then extras="$test_extras"; else extras="$run_extras"; fi
+if ! { current "$extras" || { [ "$mode" = run ] && current "$test_extras"; }; } \
+  || ! .venv/bin/python -c 'import dockyard, fastapi' 2>/dev/null; then
+  log "installing dockyard[$extras] into .venv"
   .venv/bin/pip install -q --upgrade pip >/dev/null 2>&1 || true
-  .venv/bin/pip install -q -e ".[dev]"
-  echo "$want" > "$stamp"
+  .venv/bin/pip install -q -e ".[$extras]"
+  echo "$want" > ".venv/.dockyard-installed-$extras"
+fi
+rm -f .venv/.dockyard-installed  # the stamp of the single set before the split
+
+if [ "$mode" = run ]; then
+  log "ready (dockyard up builds the demo image dockyard/busybox:latest if missing)"
+  exit 0
 fi
 
 # promtool for `promtool check metrics` in tests: only the binary, taken from
