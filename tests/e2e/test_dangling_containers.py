@@ -7,10 +7,19 @@ with dockyard's labels for the node: one for a task id the store never saw, one 
 a task that has ended. The agent's reconciler (``_remove_stale``: every container
 of this node that is not in the desired set) stops them (SIGTERM, then SIGKILL after
 ``STALE_GRACE_S``) and removes them; a container of a task still wanted is kept.
+
+The second half: containers labelled with a node id no agent uses any more (an
+agent that lost its data dir re-joined under a new id; a node id never seen).
+Two agents share this Docker Engine, so neither may judge another node id alone:
+each asks the server (``foreign``), which names the unknown or long-down ones
+(``orphans``); only those are stopped and removed, reported as an
+``orphan_containers_reaped`` event, while the live agents' containers run on.
 """
 
 from __future__ import annotations
 
+import shutil
+import signal
 import time
 from collections.abc import Iterator
 
@@ -84,3 +93,97 @@ def test_unknown_and_ended_tasks_containers_are_reaped(cluster: ProcessCluster, 
                 container.remove(force=True)
             except docker.errors.NotFound:
                 pass
+
+
+def _labels(node_id: str, task_id: str) -> dict[str, str]:
+    return {
+        LABEL_MANAGED: "1",
+        LABEL_NODE: node_id,
+        LABEL_TASK: task_id,
+        LABEL_WORKLOAD: "w-orphan",
+        LABEL_OWNER: "admin",
+    }
+
+
+def _running(engine: docker.DockerClient, container_id: str) -> bool:
+    try:
+        return engine.containers.get(container_id).status == "running"
+    except docker.errors.NotFound:
+        return False
+
+
+def test_containers_of_a_node_id_no_agent_uses_are_reaped_and_live_ones_kept(
+    image: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = docker.from_env()
+    monkeypatch.setenv("DOCKYARD_AGENT_ORPHAN_CHECK_INTERVAL", "0.5")
+    made = []
+    with docker_cluster(agents=0, server_args=["--orphan-grace", "2"]) as cl:
+        cl.start_agent("node-1", extra_args=["--label", "side=a"])
+        cl.start_agent("node-2", extra_args=["--label", "side=b"])
+        cl.wait_ready_nodes(2)
+        live_1, old_2 = cl.node_id("node-1"), cl.node_id("node-2")
+        try:
+            with cl.client() as api:
+                kept = api.run_job("kept", image, ["sleep", "600"], constraints=["side=a"])
+                lost = api.run_job("lost", image, ["sleep", "600"], constraints=["side=b"])
+                for job in (kept, lost):
+                    wait_for(lambda j=job: api.task(j["id"])["state"] == "running", timeout=60)
+                kept_cid = api.task(kept["id"])["container_id"]
+                old_cid = api.task(lost["id"])["container_id"]
+                # A node id the server never saw: its running container is an orphan too.
+                never = engine.containers.run(
+                    image,
+                    ["sleep", "600"],
+                    labels=_labels("n-never-joined", "t-never-joined"),
+                    detach=True,
+                    init=True,
+                )
+                made.append(never)
+                # node-2 loses its data dir and comes back as a new node id; its old
+                # container keeps running under the old id.
+                cl.stop_agent("node-2", signal.SIGKILL)
+                shutil.rmtree(cl.root / "agent-node-2")
+                cl.start_agent("node-2", extra_args=["--label", "side=b"])
+                new_2 = wait_for(
+                    lambda: (
+                        (cl.root / "agent-node-2" / "node_id").exists() and cl.node_id("node-2")
+                    ),
+                    timeout=30,
+                )
+                assert new_2 != old_2
+                assert _running(engine, old_cid)
+
+                # Until both orphans are gone, sampled all along: the live agents'
+                # containers (node-1's, and whatever runs on the new node-2) keep running.
+                def settled() -> bool:
+                    assert _running(engine, kept_cid), "a live agent's container was stopped"
+                    return gone(engine, old_cid) and gone(engine, never.id)
+
+                wait_for(settled, timeout=60, interval=0.2, message="orphans reaped")
+                # The old node id was down (and its task lost and replaced) first.
+                nodes = {n["id"]: n for n in api.nodes()}
+                assert nodes[old_2]["state"] == "down"
+                assert nodes[new_2]["state"] == nodes[live_1]["state"] == "ready"
+                assert api.task(lost["id"])["state"] == "lost"
+                events = api.events()
+                reaped = [e for e in events if e["reason"] == "orphan_containers_reaped"]
+                assert {e["node_id"] for e in reaped} >= {old_2, "n-never-joined"}
+                assert any(lost["id"] in e["message"] for e in reaped if e["node_id"] == old_2)
+                # Nothing of a live node id was reaped; every running task has its container.
+                assert not [e for e in reaped if e["node_id"] in (live_1, new_2)]
+                assert api.task(kept["id"])["state"] == "running"
+                for task in api.tasks(active=True):
+                    if task["state"] == "running":
+                        assert _running(engine, task["container_id"]), task
+                api.kill(kept["id"])
+        finally:
+            for container in made:
+                try:
+                    container.remove(force=True)
+                except docker.errors.NotFound:
+                    pass
+            for container in engine.containers.list(
+                all=True, filters={"label": f"{LABEL_NODE}={old_2}"}
+            ):
+                container.remove(force=True)

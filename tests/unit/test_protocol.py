@@ -19,12 +19,14 @@ from dockyard.protocol.messages import (
     BuildOutput,
     Desired,
     DesiredEntry,
+    Endpoints,
     ExecClose,
     ExecExit,
     ExecInput,
     ExecOutput,
     ExecResize,
     ExecStart,
+    Foreign,
     HealthReport,
     Heartbeat,
     Hello,
@@ -32,9 +34,11 @@ from dockyard.protocol.messages import (
     Logs,
     Message,
     MsgType,
+    Orphans,
     ProtocolError,
     Prune,
     Pruned,
+    Reaped,
     Refused,
     Rehello,
     Status,
@@ -130,6 +134,7 @@ SAMPLES: list[Message] = [
         ),
     ),
     Desired("n-1", 1, ()),
+    Endpoints("n-1", {"0123456789ab": {"internal": False, "names": {"api": {"tcp": {}}}}}),
     Ack(("m-1", "m-2")),
     Ack(()),
     Rehello(),
@@ -140,6 +145,9 @@ SAMPLES: list[Message] = [
     ExecInput("e1", b"ls\n"),
     ExecResize("e1", 100, 30),
     ExecClose("e1"),
+    Foreign("n-1", ("n-old", "n-other")),
+    Orphans(("n-old",)),
+    Reaped("n-1", "n-old", ("t1", "t2")),
 ]
 
 
@@ -485,3 +493,24 @@ def test_damaged_bodies_never_raise_anything_but_protocol_error(
 @given(st.binary(max_size=64))
 def test_random_bytes_never_raise_anything_but_protocol_error(frame: bytes) -> None:
     _decodes_or_protocol_error(frame)
+
+
+def test_orphan_messages_travel_as_typed_frozen_values() -> None:
+    """foreign (agent -> server), orphans (the answer) and reaped (reliable) keep
+    their node ids and task ids; a malformed one is a ProtocolError naming the field."""
+    asked = Foreign("n-1", ("n-old", "n-other"))
+    frame = encode(asked, "m-7")
+    assert decode(frame) == (asked, "m-7")
+    assert _body(asked) == {"node_id": "n-1", "node_ids": ["n-old", "n-other"]}
+    assert decode(encode(Orphans(("n-old",))))[0] == Orphans(("n-old",))
+    reaped = Reaped("n-1", "n-old", ("t1",))
+    assert _body(reaped) == {"node_id": "n-1", "orphan": "n-old", "task_ids": ["t1"]}
+    assert decode(encode(reaped))[0] == reaped
+    assert isinstance(asked, FROM_AGENT) and isinstance(reaped, FROM_AGENT)
+    assert isinstance(Orphans(()), FROM_SERVER)
+    with pytest.raises(AttributeError):
+        asked.node_ids = ()  # type: ignore[misc]
+    with pytest.raises(ProtocolError, match="node_ids"):
+        decode(_frame("foreign", {"node_id": "n-1", "node_ids": [1]}))
+    with pytest.raises(ProtocolError, match="orphan"):
+        decode(_frame("reaped", {"node_id": "n-1", "task_ids": []}))

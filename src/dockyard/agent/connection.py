@@ -134,6 +134,11 @@ class Connection:
         with self._lock:
             return len(self._outbox)
 
+    def pending(self, msg_id: str) -> bool:
+        """Is this reliable message still waiting for its ack?"""
+        with self._lock:
+            return msg_id in self._outbox
+
     def _poke(self) -> None:
         try:
             self._wake_w.send(b"x")

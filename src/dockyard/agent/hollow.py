@@ -31,6 +31,8 @@ def hollow_configs(base: AgentConfig, nodes: int) -> list[AgentConfig]:
             metrics_port=None,
             labels=dict(base.labels),
             gpus=None if base.gpus is None else list(base.gpus),
+            # Each hollow node has a runtime of its own: no other node's containers.
+            orphan_check_interval=0.0,
         )
         for index in range(nodes)
     ]

@@ -19,6 +19,8 @@ from dockyard.agent.gpus import detect_gpus, inventory
 from dockyard.agent.health import HealthMonitor
 from dockyard.agent.logship import LogShipper
 from dockyard.agent.metrics import AgentMetrics
+from dockyard.agent.orphans import CHECK_EVERY_S as ORPHAN_CHECK_S
+from dockyard.agent.orphans import OrphanReaper
 from dockyard.agent.reconciler import Reconciler
 from dockyard.agent.sampler import DEFAULT_INTERVAL_S as DEFAULT_SAMPLE_INTERVAL_S
 from dockyard.agent.sampler import UsageSampler
@@ -38,6 +40,7 @@ from dockyard.protocol.messages import (
     Hello,
     LogLine,
     Logs,
+    Orphans,
     Prune,
     Pruned,
     ServerMessage,
@@ -71,6 +74,9 @@ class AgentConfig:
     labels: dict[str, str] = field(default_factory=dict)
     node_id: str | None = None
     sample_interval: float = DEFAULT_SAMPLE_INTERVAL_S
+    #: Seconds between looks for containers of other node ids on this Engine (the
+    #: server says which no live agent uses; those are removed). 0: never.
+    orphan_check_interval: float = ORPHAN_CHECK_S
     #: Serve Prometheus metrics on 127.0.0.1:PORT (0: any free port); None: off.
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
@@ -191,6 +197,13 @@ class Agent:
             self.reconciler.running_containers,
             self.connection.send_reliable,
         )
+        self.orphans = OrphanReaper(
+            self.driver,
+            self.node_id,
+            self.connection.send_reliable,
+            self.connection.pending,
+            interval=cfg.orphan_check_interval,
+        )
         self.metrics = AgentMetrics(self.node_id, cfg.name)
         self.metrics.watch(
             running=self.reconciler.running_count,
@@ -267,6 +280,8 @@ class Agent:
     def _on_message(self, msg: ServerMessage) -> None:
         if isinstance(msg, Desired):
             self.reconciler.set_desired(msg)
+        elif isinstance(msg, Orphans):
+            self.orphans.on_orphans(msg)
         elif isinstance(msg, Prune):
             threading.Thread(target=self._prune, name="prune", daemon=True).start()
         elif isinstance(msg, Build):
@@ -290,11 +305,14 @@ class Agent:
         self.shipper.start()
         self.reconciler.start()
         self.sampler.start()
+        if self.cfg.orphan_check_interval > 0:
+            self.orphans.start()
         self.connection.start()
 
     def stop(self) -> None:
         self._stopped.set()
         self.sampler.stop()
+        self.orphans.stop()
         self.reconciler.stop()
         self.health.stop()
         self.shipper.stop()

@@ -105,6 +105,8 @@ class ContainerStatus:
     started_at: str | None = None
     finished_at: str | None = None
     error: str = ""
+    #: The node id it is labelled with (filled in by ``list_foreign``).
+    node_id: str = ""
 
     @property
     def running(self) -> bool:
@@ -199,6 +201,11 @@ class Driver(Protocol):
         ...
 
     def start(self, container_id: str) -> None: ...
+
+    def list_foreign(self, node_id: str) -> list[ContainerStatus]:
+        """Every dockyard container on this runtime labelled with *another* node id,
+        each with its ``node_id`` (several agents may share one Docker Engine)."""
+        ...
 
     def list(self, node_id: str) -> list[ContainerStatus]:
         """All containers (running or exited) this node's agent manages."""

@@ -312,6 +312,25 @@ class DockerDriver:
         except docker.errors.APIError as exc:
             raise StartFailed(f"start failed: {exc.explanation or exc}") from exc
 
+    def list_foreign(self, node_id: str) -> list[ContainerStatus]:
+        def fetch() -> list[Any]:
+            return list(self._client.api.containers(all=True, filters={"label": LABEL_TASK}))
+
+        out = []
+        for c in self._call(fetch):
+            labels = c.get("Labels") or {}
+            owner = str(labels.get(LABEL_NODE, ""))
+            if owner and owner != node_id:
+                out.append(
+                    ContainerStatus(
+                        container_id=str(c["Id"]),
+                        task_id=str(labels[LABEL_TASK]),
+                        status=str(c.get("State") or "unknown"),
+                        node_id=owner,
+                    )
+                )
+        return out
+
     def list(self, node_id: str) -> list[ContainerStatus]:
         """The node's containers from one summary call (no inspect per container:
         that made a reconcile pass cost one Docker round trip per container).

@@ -23,7 +23,7 @@ import tarfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from dockyard.core.ids import new_id
 from dockyard.core.image_ref import tagged
@@ -201,6 +201,14 @@ class SimDriver:
             exit_code=container.exit_code if container.status == "exited" else None,
             oom_killed=container.oom_killed,
         )
+
+    def list_foreign(self, node_id: str) -> list[ContainerStatus]:
+        with self._lock:
+            return [
+                replace(self._snapshot(c), node_id=c.spec.node_id)
+                for c in self._containers.values()
+                if c.spec.node_id != node_id
+            ]
 
     def list(self, node_id: str) -> list[ContainerStatus]:
         with self._lock:

@@ -6,10 +6,10 @@ re-sent by the agent until the server ``ack``s that id; the server applies them
 idempotently, so a resend never duplicates anything.
 
 Agent -> server: ``hello``, ``heartbeat``, ``status``, ``logs``, ``usage``, ``health``,
-``pruned``, ``build_output``, ``build_done``, ``exec_output``, ``exec_exit``; each
-body names the sending node (``node_id``).
+``pruned``, ``build_output``, ``build_done``, ``exec_output``, ``exec_exit``,
+``foreign``, ``reaped``; each body names the sending node (``node_id``).
 Server -> agent: ``welcome``, ``refused``, ``desired``, ``ack``, ``rehello``, ``prune``,
-``build``, ``exec_start``, ``exec_input``, ``exec_resize``, ``exec_close``.
+``build``, ``exec_start``, ``exec_input``, ``exec_resize``, ``exec_close``, ``orphans``.
 
 Each type is a frozen dataclass below: ``encode()`` gives its body (the msgpack
 map, keyed as on the wire) and the ``decode(body)`` classmethod checks a received
@@ -69,6 +69,9 @@ class MsgType(StrEnum):
     EXEC_OUTPUT = "exec_output"  # agent -> server: output chunk (reliable, seq)
     EXEC_EXIT = "exec_exit"  # agent -> server: exit code (reliable)
     HEALTH = "health"  # agent -> server: a replica's health changed (reliable)
+    FOREIGN = "foreign"  # agent -> server: other node ids on this Engine (reliable)
+    ORPHANS = "orphans"  # server -> agent: which of them no live agent uses
+    REAPED = "reaped"  # agent -> server: containers of an orphaned node id removed (reliable)
 
 
 Body: TypeAlias = Mapping[str, Any]
@@ -618,6 +621,41 @@ class Pruned:
 
 
 @dataclass(frozen=True, slots=True)
+class Foreign:
+    """The other node ids that label dockyard containers on this node's Engine
+    (reliable; several agents may share one Engine). The server answers ``orphans``."""
+
+    TYPE: ClassVar[MsgType] = MsgType.FOREIGN
+    node_id: str
+    node_ids: tuple[str, ...]
+
+    def encode(self) -> dict[str, Any]:
+        return {"node_id": self.node_id, "node_ids": self.node_ids}
+
+    @classmethod
+    def decode(cls, body: Body) -> Self:
+        return cls(_str(body, "node_id"), _strs(body, "node_ids"))
+
+
+@dataclass(frozen=True, slots=True)
+class Reaped:
+    """This agent stopped and removed the containers of ``orphan``, a node id the server
+    named in ``orphans`` (reliable): their task ids."""
+
+    TYPE: ClassVar[MsgType] = MsgType.REAPED
+    node_id: str
+    orphan: str
+    task_ids: tuple[str, ...]
+
+    def encode(self) -> dict[str, Any]:
+        return {"node_id": self.node_id, "orphan": self.orphan, "task_ids": self.task_ids}
+
+    @classmethod
+    def decode(cls, body: Body) -> Self:
+        return cls(_str(body, "node_id"), _str(body, "orphan"), _strs(body, "task_ids"))
+
+
+@dataclass(frozen=True, slots=True)
 class BuildOutput:
     """Output lines of a build, numbered from ``seq`` (reliable). The first, with
     ``seq`` -1 and no lines, says the build began."""
@@ -977,6 +1015,23 @@ class Rehello:
 
 
 @dataclass(frozen=True, slots=True)
+class Orphans:
+    """Answers ``foreign``: the node ids no live agent uses (unknown to the store, or
+    down for longer than the server's orphan grace). The agent stops and removes
+    their containers; a node id not listed is left alone."""
+
+    TYPE: ClassVar[MsgType] = MsgType.ORPHANS
+    node_ids: tuple[str, ...]
+
+    def encode(self) -> dict[str, Any]:
+        return {"node_ids": self.node_ids}
+
+    @classmethod
+    def decode(cls, body: Body) -> Self:
+        return cls(_strs(body, "node_ids"))
+
+
+@dataclass(frozen=True, slots=True)
 class Prune:
     """Remove this node's dead containers (admin gc); answered with ``pruned``."""
 
@@ -1119,6 +1174,8 @@ AgentMessage: TypeAlias = (
     | BuildDone
     | ExecOutput
     | ExecExit
+    | Foreign
+    | Reaped
 )
 ServerMessage: TypeAlias = (
     Welcome
@@ -1132,6 +1189,7 @@ ServerMessage: TypeAlias = (
     | ExecInput
     | ExecResize
     | ExecClose
+    | Orphans
 )
 Message: TypeAlias = AgentMessage | ServerMessage
 
@@ -1148,6 +1206,8 @@ FROM_AGENT = (
     BuildDone,
     ExecOutput,
     ExecExit,
+    Foreign,
+    Reaped,
 )
 FROM_SERVER = (
     Welcome,
@@ -1161,6 +1221,7 @@ FROM_SERVER = (
     ExecInput,
     ExecResize,
     ExecClose,
+    Orphans,
 )
 
 #: Wire name -> body decoder: one dict lookup per frame.

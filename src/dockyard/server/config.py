@@ -28,6 +28,9 @@ class ServerConfig:
     gateway: str = f"tcp://127.0.0.1:{config.DEFAULT_GATEWAY_PORT}"
     heartbeat_interval: float = config.DEFAULT_HEARTBEAT_S
     node_grace: float = config.DEFAULT_NODE_GRACE_S
+    #: Containers labelled with a node id that is unknown, or down and silent this
+    #: long, are removed by an agent sharing their Docker Engine (docs/failures.md).
+    orphan_grace: float = 60.0
     #: Cluster-wide cap on any task's run time (the CTF engine's 1 h); None: no cap.
     max_runtime_cap_s: float | None = None
     log_level: str = "warning"

@@ -18,6 +18,7 @@ from dockyard.server.control.plane import ControlPlane
 from dockyard.server.gateway.builds import BuildService
 from dockyard.server.gateway.execs import ExecService
 from dockyard.server.gateway.gateway import Gateway
+from dockyard.server.gateway.orphans import OrphanCheck
 from dockyard.server.http.app import create_app
 from dockyard.server.http.deps import ServerContext
 from dockyard.server.http.ingress import ingress_app
@@ -115,6 +116,7 @@ class Server:
         gateway.handle(BuildDone, self.builds.on_done)
         gateway.handle(ExecOutput, self.execs.on_output)
         gateway.handle(ExecExit, self.execs.on_exit)
+        OrphanCheck(self.fenced_db, gateway, self.cfg.orphan_grace).wire()
 
     def _elected(self, term: int) -> None:
         with self._control_lock:

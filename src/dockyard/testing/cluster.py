@@ -192,7 +192,8 @@ class ProcessCluster:
         self.start_server()
         for index in range(agents):
             self.start_agent(f"node-{index + 1}")
-        self.wait_ready_nodes(agents)
+        if agents:
+            self.wait_ready_nodes(agents)
         return self
 
     def close(self) -> None:

@@ -300,3 +300,19 @@ def generations(session: Session) -> dict[str, tuple[int, str]]:
             select(Node.id, Node.generation, Node.state)
         ).all()
     }
+
+
+def orphaned(session: Session, node_ids: list[str], silent_since: float) -> list[str]:
+    """Which of these node ids no live agent uses: unknown to the store, or ``down``
+    with no heartbeat stored since ``silent_since`` (wall clock, this server's)."""
+    if not node_ids:
+        return []
+    rows = session.execute(
+        select(Node.id, Node.state, Node.last_heartbeat_at).where(Node.id.in_(node_ids))
+    ).all()
+    known = {str(i): (str(state), float(beat)) for i, state, beat in rows}
+    return [
+        n
+        for n in node_ids
+        if n not in known or (known[n][0] == NodeState.DOWN and known[n][1] < silent_since)
+    ]
