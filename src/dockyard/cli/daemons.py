@@ -85,11 +85,11 @@ def server(
 ) -> None:
     """Run the control plane: API, agent gateway, scheduler, node monitor, router."""
 
-    from dockyard.server.config import ServerConfig
-    from dockyard.server.main import Server
+    from dockyard.cli import local
 
-    cfg: ServerConfig = _load_config(
-        ServerConfig,
+    server_config, server_class = _server_modules()
+    cfg = _load_config(
+        server_config,
         "server",
         config_file,
         data_dir=data_dir,
@@ -111,8 +111,12 @@ def server(
     )
 
     _setup_logging(log_level or "info")
-    srv = Server(cfg)
+    srv = server_class(cfg)
     srv.start_background()
+    # Type=notify units (deploy/systemd): READY=1 once the API listens.
+    local.notify_ready_when(
+        lambda: local.port_open(cfg.host, cfg.port), f"API on {cfg.host}:{cfg.port}"
+    )
     srv.serve_forever()
 
 
@@ -163,6 +167,7 @@ def agent(
 
     from dockyard.agent.gpus import declared
     from dockyard.agent.main import Agent
+    from dockyard.cli import local
     from dockyard.core.errors import ValidationError
     from dockyard.core.resources import parse_cpu, parse_memory
     from dockyard.drivers.errors import DriverError
@@ -220,50 +225,177 @@ def agent(
     signal.signal(signal.SIGINT, stop)
     for node in fleet:
         node.start()
+    # Type=notify units (deploy/systemd): READY=1 once the server has welcomed every node.
+    local.notify_ready_when(
+        lambda: all(n.connection.welcomed.is_set() for n in fleet),
+        f"{len(fleet)} node(s) joined {cfg.server}",
+    )
     for node in fleet:
         node.wait()
+
+
+def _server_modules() -> tuple[Any, Any]:
+    """``(ServerConfig, Server)``, or a message naming the extra when the server's
+    packages (FastAPI, uvicorn, SQLAlchemy, ...) are not installed."""
+    try:
+        from dockyard.server.config import ServerConfig
+        from dockyard.server.main import Server
+    except ModuleNotFoundError as exc:
+        fail(
+            f"the server's packages are not installed ({exc.name} is missing): "
+            "pip install 'dockyard[server]'",
+            code=2,
+        )
+    return ServerConfig, Server
 
 
 @app.command()
 def up(
     config_file: ConfigOpt = None,
     data_dir: Annotated[Path | None, typer.Option(help="State directory.")] = None,
-    port: Annotated[int | None, typer.Option(help=f"API port [{config.DEFAULT_API_PORT}].")] = None,
-    gateway_port: int = config.DEFAULT_GATEWAY_PORT,
+    port: Annotated[
+        int | None,
+        typer.Option(help=f"API port [{config.DEFAULT_API_PORT}, or the next free one]."),
+    ] = None,
+    gateway_port: Annotated[
+        int | None,
+        typer.Option(help=f"Agent gateway port [{config.DEFAULT_GATEWAY_PORT}, or the next free]."),
+    ] = None,
     driver: Annotated[str | None, typer.Option(help="Runtime driver: docker or sim.")] = None,
+    demo_image: Annotated[
+        bool,
+        typer.Option(
+            "--demo-image/--no-demo-image", help="Build dockyard/busybox:latest if missing."
+        ),
+    ] = True,
     log_level: str = "warning",
 ) -> None:
-    """Start a server and a local agent in one process (SQLite, API/UI on 127.0.0.1)."""
+    """Start a server and a local agent in one process (SQLite, API/UI on 127.0.0.1).
+
+    Ports taken by something else are replaced by free ones (said on start); the
+    dashboard's URL and the admin token's file are printed once it serves."""
+    from dockyard.cli import local
+    from dockyard.errors import DockyardError
+
+    server_config, server_class = _server_modules()
     from dockyard.agent.main import Agent
     from dockyard.drivers.errors import DriverError
-    from dockyard.server.config import ServerConfig
-    from dockyard.server.main import Server
 
     _setup_logging(log_level)
-    endpoint = f"tcp://127.0.0.1:{gateway_port}"
-    cfg: ServerConfig = _load_config(
-        ServerConfig, "server", config_file, data_dir=data_dir, port=port, gateway=endpoint
-    )
-    agent_cfg = _agent_config(
-        config_file, server=endpoint, data_dir=cfg.data_dir / "agent", driver=driver
-    )
-    srv = Server(cfg)
-    if not cfg.insecure_open_join and not agent_cfg.join_token:
-        agent_cfg.join_token = srv.create_join_token("dockyard up local agent", ttl_s=600)
+    cfg = _load_config(server_config, "server", config_file, data_dir=data_dir, port=port)
+    agent_cfg = _agent_config(config_file, data_dir=cfg.data_dir / "agent", driver=driver)
+    with local.hold_data_dir(cfg.data_dir) as held:
+        if isinstance(held, local.Running):
+            where = f" (pid {held.pid}, API on {held.url})" if held.pid else ""
+            fail(f"dockyard up is already running with {cfg.data_dir}{where}")
+        host = cfg.host
+        chosen = _up_ports(host, cfg.port, port, gateway_port)
+        cfg.port, gw_port = chosen
+        cfg.gateway = agent_cfg.server = f"tcp://127.0.0.1:{gw_port}"
+        if agent_cfg.driver == "docker":
+            _demo_image(demo_image)
+        try:
+            srv = server_class(cfg)
+        except (DockyardError, OSError) as exc:
+            fail(f"cannot start the server with {cfg.data_dir}: {exc}")
+        if not cfg.insecure_open_join and not agent_cfg.join_token:
+            agent_cfg.join_token = srv.create_join_token("dockyard up local agent", ttl_s=600)
+        try:
+            node = Agent(agent_cfg)
+        except DriverError as exc:
+            srv.stop()
+            fail(f"{exc} (is dockerd running? or try: dockyard up --driver sim)")
+        scheme = "https" if cfg.tls_certfile else "http"
+        shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
+        url = f"{scheme}://{shown}:{cfg.port}"
+
+        def announce() -> None:
+            held(url)
+            token_file = cfg.data_dir / "admin.token"
+            render.console.print(
+                f"dockyard {__version__} up\n"
+                f"  dashboard:   {url}/  (sign in with the admin token)\n"
+                f"  API:         {url}/api/v1  (reference: {url}/docs)\n"
+                f"  admin token: {token_file}  (0600)\n"
+                f"  node:        {agent_cfg.name} ({agent_cfg.driver} driver)\n"
+                f"  data:        {cfg.data_dir}\n"
+                "Ctrl-C stops it.",
+                highlight=False,
+                soft_wrap=True,
+            )
+            if cfg.port != config.DEFAULT_API_PORT:
+                render.console.print(
+                    f"For the CLI: export DOCKYARD_URL={url}",
+                    highlight=False,
+                    soft_wrap=True,
+                )
+
+        srv.start_background()
+        node.start()
+        local.notify_ready_when(
+            lambda: local.port_open(host, cfg.port) and node.connection.welcomed.is_set(),
+            f"API on {url}",
+            then=announce,
+        )
+        try:
+            srv.serve_forever()
+        finally:
+            node.stop()
+
+
+def _up_ports(
+    host: str, api_port: int, api_flag: int | None, gw_flag: int | None
+) -> tuple[int, int]:
+    """The API and gateway ports of ``dockyard up``: a port given as a flag must be free;
+    a default one (or the config file's) that is taken gives way to a free one."""
+    from dockyard.cli import local
+
+    if api_flag is not None and not local.port_free(host, api_flag):
+        fail(f"--port {api_flag}: {host}:{api_flag} is in use", code=2)
+    if gw_flag is not None and not local.port_free("127.0.0.1", gw_flag):
+        fail(f"--gateway-port {gw_flag}: 127.0.0.1:{gw_flag} is in use", code=2)
+    api = api_port if api_flag is not None else local.pick_port(host, api_port)
+    if api != api_port:
+        render.console.print(f"port {api_port} is in use: the API listens on {api}")
+    wanted_gw = gw_flag if gw_flag is not None else config.DEFAULT_GATEWAY_PORT
+    gateway = wanted_gw
+    if gw_flag is None:
+        gateway = local.pick_port("127.0.0.1", wanted_gw, avoid=(api,))
+        if gateway != wanted_gw:
+            render.console.print(f"port {wanted_gw} is in use: the agent gateway is on {gateway}")
+    if gateway == api:
+        fail("--port and --gateway-port must differ", code=2)
+    return api, gateway
+
+
+def _demo_image(build: bool) -> None:
+    """Check Docker answers (else exit with a message) and build the demo image."""
+    from dockyard.drivers import demo
+    from dockyard.drivers.errors import DriverError, RuntimeUnavailable
+
     try:
-        node = Agent(agent_cfg)
+        client = demo.docker_client()
+    except RuntimeUnavailable as exc:
+        fail(
+            f"{exc}\nStart Docker (e.g. `sudo systemctl start docker`, or `sudo dockerd &`), "
+            "or try dockyard without it: dockyard up --driver sim"
+        )
+    try:
+        if demo.has_image(client):
+            return
+        if not build:
+            render.console.print(f"demo image {demo.BUSYBOX_IMAGE} not built (--no-demo-image)")
+            return
+        render.console.print(f"building the demo image {demo.BUSYBOX_IMAGE} ...")
+        demo.ensure_busybox_image(client)
     except DriverError as exc:
-        fail(str(exc))
-    srv.start_background()
-    node.start()
-    render.console.print(
-        f"dockyard {__version__} up: API and UI on http://127.0.0.1:{cfg.port}  "
-        f"(admin token in {cfg.data_dir / 'admin.token'})"
-    )
-    try:
-        srv.serve_forever()
+        render.console.print(
+            f"[yellow]demo image {demo.BUSYBOX_IMAGE} not built:[/] {exc}. "
+            "dockyard runs any image Docker has locally (docker images).",
+            highlight=False,
+        )
     finally:
-        node.stop()
+        client.close()
 
 
 @app.command("config")
@@ -273,14 +405,14 @@ def show_config(
 ) -> None:
     """Print the effective configuration (defaults < file < env) as JSON."""
     from dockyard.agent.main import AgentConfig
-    from dockyard.server.config import ServerConfig
     from dockyard.settings import effective
 
     if section not in ("server", "agent", "all"):
         fail("--section must be server, agent or all", code=2)
     out: dict[str, Any] = {}
     if section in ("server", "all"):
-        out["server"] = effective(_load_config(ServerConfig, "server", config_file))
+        server_config, _ = _server_modules()
+        out["server"] = effective(_load_config(server_config, "server", config_file))
     if section in ("agent", "all"):
         out["agent"] = effective(_load_config(AgentConfig, "agent", config_file))
     render.print_json(out)
