@@ -153,3 +153,29 @@ def test_unknown_or_foreign_dependency_is_refused(cluster: LocalCluster) -> None
     with cluster.client(other_token) as other, pytest.raises(ClientError) as info:
         other.run_job("theirs", "busybox", [], after=[f"ok:{mine['id']}"])
     assert info.value.status == 422 and info.value.field == "after"
+
+
+def test_gang_jobs_start_together_or_not_at_all(cluster: LocalCluster) -> None:
+    with cluster.client() as api:
+        gang = api.run_job("gang2", "busybox", ["exit", "0"], gang_size=2, gang_nodes=True)
+        members = wait_for(
+            lambda: (
+                ts
+                if len(ts := _tasks_of(api, gang["workload_id"])) == 2
+                and all(t["state"] == "succeeded" for t in ts)
+                else None
+            ),
+            timeout=20,
+        )
+        assert {t["node"] for t in members} == {"n1", "n2"}
+        assert sorted(SEEN_ENV[t["id"]]["DOCKYARD_ARRAY_INDEX"] for t in members) == ["0", "1"]
+        # Three members each on a node of its own: two nodes, so none is placed.
+        big = api.run_job("gang3", "busybox", ["exit", "0"], gang_size=3, gang_nodes=True)
+        stuck = wait_for(lambda: t if (t := api.task(big["id"]))["message"] else None, timeout=20)
+        assert stuck["message"] == "gang: 2 of 3 nodes fit now"
+        assert all(
+            t["state"] == "pending" and t["node"] is None
+            for t in _tasks_of(api, big["workload_id"])
+        )
+        for t in _tasks_of(api, big["workload_id"]):
+            api.delete_queued(t["id"])

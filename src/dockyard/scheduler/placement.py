@@ -87,6 +87,11 @@ class TaskRequest:
     image: str = ""
     #: Host ports to allocate on the chosen node (a service replica's published ports).
     dynamic_ports: int = 0
+    #: Gang jobs: the members of ``gang`` (a job id) are placed all at once or none;
+    #: ``gang_size`` members in all; ``gang_nodes``: each on a node of its own.
+    gang: str = ""
+    gang_size: int = 0
+    gang_nodes: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,6 +279,11 @@ def place(
             by_image.setdefault(image, []).append(n)
     backfill: _Backfill | None = None
     placed: list[tuple[TaskRequest, _Node]] = []
+    gangs: dict[str, list[TaskRequest]] = {}
+    for task in tasks:
+        if task.gang and task.gang_size > 1:
+            gangs.setdefault(task.gang, []).append(task)
+    gangs_done: set[str] = set()
 
     def candidates(task: TaskRequest) -> list[int]:
         key = (task.constraints, task.algorithm, task.gpus == 0)
@@ -307,7 +317,7 @@ def place(
         plan.pending_reasons[task.task_id] = shape.reason[0]
         plan.pending_detail[task.task_id] = shape.reason[1]
 
-    for task in tasks:
+    def shape_of(task: TaskRequest) -> _Shape:
         key = (
             task.resources,
             task.gpus,
@@ -318,6 +328,75 @@ def place(
         shape = shapes.get(key)
         if shape is None:
             shape = shapes[key] = _Shape(candidates(task))
+        return shape
+
+    def take(task: TaskRequest, chosen: _Node) -> tuple[int, ...]:
+        chosen.free_cpu -= task.resources.cpu_millis
+        chosen.free_mem -= task.resources.memory_bytes
+        taken = tuple(chosen.free_gpus[: task.gpus])
+        del chosen.free_gpus[: task.gpus]
+        chosen.ports.update(task.ports)
+        return taken
+
+    def gang_pending(members: list[TaskRequest], why: str) -> None:
+        for member in members:
+            plan.pending_reasons[member.task_id] = why
+            plan.pending_detail[member.task_id] = {
+                "total": total,
+                "fit": 0,
+                "reasons": {why: len(members)},
+            }
+
+    def place_gang(members: list[TaskRequest]) -> None:
+        """All members or none: a tentative placement is undone when one fails."""
+        size = members[0].gang_size
+        if len(members) < size:
+            gang_pending(members, f"gang: {len(members)} of {size} members queued")
+            return
+        saved = {id(sh): list(sh.candidates) for sh in shapes.values()}
+        done: list[tuple[TaskRequest, _Node, tuple[int, ...]]] = []
+        used: set[int] = set()
+        for member in members:
+            shape = shape_of(member)
+            saved.setdefault(id(shape), list(shape.candidates))
+            chosen = _choose(
+                member,
+                shape,
+                state,
+                backfill,
+                now,
+                binpack_limit,
+                spread_limit,
+                by_image,
+                exclude=used if member.gang_nodes else None,
+            )
+            if chosen is None:
+                for task, node, taken in done:  # undo: no partial allocation is held
+                    node.free_cpu += task.resources.cpu_millis
+                    node.free_mem += task.resources.memory_bytes
+                    node.free_gpus = sorted([*node.free_gpus, *taken])
+                    node.ports.difference_update(task.ports)
+                for sh in shapes.values():
+                    if id(sh) in saved:
+                        sh.candidates[:] = saved[id(sh)]
+                where = "nodes" if member.gang_nodes else "tasks"
+                gang_pending(members, f"gang: {len(done)} of {size} {where} fit now")
+                return
+            used.add(chosen.index)
+            done.append((member, chosen, take(member, chosen)))
+        for task, node, taken in done:
+            plan.assignments[task.task_id] = node.view.node_id
+            if taken:
+                plan.gpus[task.task_id] = taken
+            placed.append((task, node))
+
+    for task in tasks:
+        if task.gang in gangs:
+            if task.gang not in gangs_done:
+                gangs_done.add(task.gang)
+                place_gang(gangs[task.gang])
+            continue
+        shape = shape_of(task)
         chosen = _choose(task, shape, state, backfill, now, binpack_limit, spread_limit, by_image)
         if chosen is None:
             if backfill is None and running is not None:
@@ -330,11 +409,7 @@ def place(
             continue
         if backfill is not None and chosen is backfill.node:
             backfill.take(task, now)
-        chosen.free_cpu -= task.resources.cpu_millis
-        chosen.free_mem -= task.resources.memory_bytes
-        taken = tuple(chosen.free_gpus[: task.gpus])
-        del chosen.free_gpus[: task.gpus]
-        chosen.ports.update(task.ports)
+        taken = take(task, chosen)
         if task.dynamic_ports:
             allocated = allocate_ports(chosen.ports, task.dynamic_ports, task.task_id)
             chosen.ports.update(allocated)
@@ -375,6 +450,7 @@ def _choose(
     binpack_limit: int,
     spread_limit: int,
     by_image: Mapping[str, list[_Node]],
+    exclude: set[int] | None = None,
 ) -> _Node | None:
     cands = shape.candidates
     spread = task.algorithm == SPREAD
@@ -394,6 +470,8 @@ def _choose(
         i += 1
         if backfill is not None and node is backfill.node and not backfill.allows(task, now):
             continue
+        if exclude and node.index in exclude:
+            continue  # a gang member wants a node of its own
         found.append(node)
     if task.image and found and not any(task.image in n.view.images for n in found):
         # Image locality: the nodes that have the image are indexed; take the best
@@ -405,6 +483,7 @@ def _choose(
             and first_violated(task.constraints, n.view.labels) is None
             and _fits(n, task)
             and (backfill is None or n is not backfill.node or backfill.allows(task, now))
+            and not (exclude and n.index in exclude)
         ]
         if local:
             found.append(min(local, key=lambda n: _score(n, task)))

@@ -82,6 +82,9 @@ PENDING_COLUMNS = (
     Task.message,
     Task.image,
     Task.port_map,
+    Task.workload_id,
+    Task.gang_size,
+    Task.gang_nodes,
 )
 
 
@@ -339,6 +342,9 @@ class Requests:
             row.max_runtime_s,
             tagged(row.image or ""),
             sum(1 for _, host in row.port_map or () if not host),
+            row.workload_id if row.gang_size else "",
+            int(row.gang_size or 0),
+            bool(row.gang_nodes),
         )
 
 

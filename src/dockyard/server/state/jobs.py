@@ -119,8 +119,7 @@ def new_jobs(
             if rank == 0:
                 first_tasks.append(tasks[-1]["id"])
         dependencies.extend(
-            {"workload_id": workload["id"], "kind": kind, "on_workload_id": on}
-            for kind, on in deps
+            {"workload_id": workload["id"], "kind": kind, "on_workload_id": on} for kind, on in deps
         )
     events = [
         event_row(
