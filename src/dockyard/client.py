@@ -159,12 +159,24 @@ class Client:
         return [str(i) for i in out["ids"]]
 
     def tasks(
-        self, *, active: bool = False, states: list[str] | None = None, page_size: int = 2000
+        self,
+        *,
+        active: bool = False,
+        states: list[str] | None = None,
+        page_size: int = 2000,
+        q: str | None = None,
+        owner: str | None = None,
+        node: str | None = None,
+        limit: int | None = None,
     ) -> list[Any]:
-        """Every task you may see, newest first (fetched page by page)."""
+        """Every task you may see, newest first (fetched page by page); ``q`` a name or
+        id prefix, ``owner`` a user name, ``node`` a node name or id; at most ``limit``."""
         params: dict[str, Any] = {"active": active, "limit": page_size}
-        if states:
-            params["state"] = states
+        if limit is not None:
+            params["limit"] = page_size = max(1, min(page_size, limit))
+        for key, value in (("state", states), ("q", q), ("owner", owner), ("node", node)):
+            if value:
+                params[key] = value
         out: list[Any] = []
         seen: set[str] = set()
         offset = 0
@@ -172,28 +184,42 @@ class Client:
             batch = list(self._request("GET", "/api/v1/tasks", params={**params, "offset": offset}))
             out.extend(t for t in batch if t["id"] not in seen)
             seen.update(t["id"] for t in batch)
-            if len(batch) < page_size:
-                return out
+            if len(batch) < page_size or (limit is not None and len(out) >= limit):
+                return out if limit is None else out[:limit]
             offset += page_size
 
     def task(self, ref: str) -> dict[str, Any]:
         return dict(self._request("GET", f"/api/v1/tasks/{_quote(ref)}"))
 
+    def remove_task(self, ref: str) -> dict[str, Any]:
+        """Delete an ended task from the history (its logs and events too)."""
+        return dict(self._request("DELETE", f"/api/v1/tasks/{_quote(ref)}"))
+
     def kill(self, ref: str) -> dict[str, Any]:
         return dict(self._request("POST", f"/api/v1/tasks/{_quote(ref)}/kill"))
 
-    def logs(self, ref: str, after: int = 0) -> dict[str, Any]:
-        return dict(
-            self._request("GET", f"/api/v1/tasks/{_quote(ref)}/logs", params={"after": after})
-        )
+    def logs(
+        self, ref: str, after: int = 0, stream: str | None = None, tail: int | None = None
+    ) -> dict[str, Any]:
+        """A page of lines after ``after``; ``stream`` stdout or stderr only; ``tail``:
+        the last N lines instead."""
+        params: dict[str, Any] = {"after": after}
+        if stream:
+            params["stream"] = stream
+        if tail is not None:
+            params["tail"] = tail
+        return dict(self._request("GET", f"/api/v1/tasks/{_quote(ref)}/logs", params=params))
 
-    def follow_logs(self, ref: str, after: int = 0) -> Iterator[dict[str, Any]]:
+    def follow_logs(
+        self, ref: str, after: int = 0, stream: str | None = None
+    ) -> Iterator[dict[str, Any]]:
         """Yield log lines until the task ends; the last item is ``{"end": True, ...}``."""
         path = f"/api/v1/tasks/{_quote(ref)}/logs"
+        params: dict[str, Any] = {"after": after, "follow": True}
+        if stream:
+            params["stream"] = stream
         try:
-            with self._http.stream(
-                "GET", path, params={"after": after, "follow": True}, timeout=None
-            ) as response:
+            with self._http.stream("GET", path, params=params, timeout=None) as response:
                 if response.status_code >= 400:
                     response.read()
                     self._decode(response)
@@ -218,13 +244,31 @@ class Client:
         return dict(self._request("POST", f"/api/v1/nodes/{_quote(node)}/undrain"))
 
     def events(
-        self, *, after: int = 0, task: str | None = None, node: str | None = None
+        self,
+        *,
+        after: int = 0,
+        task: str | None = None,
+        node: str | None = None,
+        newest: int | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        kind: str | None = None,
     ) -> list[Any]:
+        """Events after id ``after``, oldest first (at most 500); ``newest=N``: the N
+        newest instead (still printed oldest first); ``since``/``until`` epoch bounds."""
         params: dict[str, Any] = {"after": after}
-        if task:
-            params["task"] = task
-        if node:
-            params["node"] = node
+        for key, value in (
+            ("task", task),
+            ("node", node),
+            ("since", since),
+            ("until", until),
+            ("kind", kind),
+        ):
+            if value is not None and value != "":
+                params[key] = value
+        if newest is not None:
+            params.update(order="desc", limit=newest)
+            return list(reversed(self._request("GET", "/api/v1/events", params=params)))
         return list(self._request("GET", "/api/v1/events", params=params))
 
     # -- users ------------------------------------------------------------

@@ -20,6 +20,29 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from dockyard import __version__
+
+        print(f"dockyard {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version."
+        ),
+    ] = False,
+) -> None:
+    render.output = None  # each command sets its own -o
+    render.wide = False
+
+
 user_app = typer.Typer(help="Manage users (admin).", no_args_is_help=True)
 token_app = typer.Typer(help="Manage API tokens.", no_args_is_help=True)
 admin_app = typer.Typer(help="Cluster maintenance (admin).", no_args_is_help=True)
@@ -28,6 +51,26 @@ app.add_typer(token_app, name="token")
 app.add_typer(admin_app, name="admin")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON (documented schema).")]
+
+
+def _set_output(value: str | None) -> str | None:
+    if value is not None and value not in render.OUTPUTS:
+        raise typer.BadParameter(f"use one of {', '.join(render.OUTPUTS)}")
+    render.output = value
+    render.wide = value == "wide"
+    return value
+
+
+OutputOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--output",
+        "-o",
+        help="json, yaml, name (ids or names) or wide (every column).",
+        callback=_set_output,
+        metavar="FORMAT",
+    ),
+]
 UrlOpt = Annotated[str | None, typer.Option("--url", envvar="DOCKYARD_URL", help="API URL.")]
 TokenOpt = Annotated[
     str | None, typer.Option("--token", envvar="DOCKYARD_TOKEN", help="Bearer token.")
@@ -68,7 +111,7 @@ def parse_env(items: list[str] | None) -> dict[str, str]:
     return environment
 
 
-def parse_since(value: str | None) -> float | None:
+def parse_since(value: str | None, flag: str = "--since") -> float | None:
     """``--since``: ``3600`` (seconds ago), ``2d``/``12h``/``30m`` ago, or an ISO date."""
     import datetime
     import time
@@ -83,4 +126,4 @@ def parse_since(value: str | None) -> float | None:
             return time.time() - float(value)
         return datetime.datetime.fromisoformat(value).timestamp()
     except ValueError:
-        fail(f"--since {value!r}: use seconds, 12h, 2d or an ISO date")
+        fail(f"{flag} {value!r}: use seconds, 12h, 2d or an ISO date", code=2)

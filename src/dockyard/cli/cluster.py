@@ -11,6 +11,7 @@ from dockyard import __version__
 from dockyard.cli import render
 from dockyard.cli.app import (
     JsonOpt,
+    OutputOpt,
     TokenOpt,
     UrlOpt,
     admin_app,
@@ -23,7 +24,9 @@ from dockyard.cli.app import (
 
 
 @app.command()
-def status(json_out: JsonOpt = False, url: UrlOpt = None, token: TokenOpt = None) -> None:
+def status(
+    output: OutputOpt = None, json_out: JsonOpt = False, url: UrlOpt = None, token: TokenOpt = None
+) -> None:
     """The control plane: server instances, who leads, the term and the lease age."""
     with client(url, token) as api:
         data = call(api.status)

@@ -9,11 +9,13 @@ import typer
 from rich.markup import escape
 
 from dockyard.cli import render
-from dockyard.cli.app import JsonOpt, TokenOpt, UrlOpt, app, call, client
+from dockyard.cli.app import JsonOpt, OutputOpt, TokenOpt, UrlOpt, app, call, client, parse_since
 
 
 @app.command()
-def nodes(json_out: JsonOpt = False, url: UrlOpt = None, token: TokenOpt = None) -> None:
+def nodes(
+    output: OutputOpt = None, json_out: JsonOpt = False, url: UrlOpt = None, token: TokenOpt = None
+) -> None:
     """List nodes: state, capacity, allocation, usage, heartbeat age."""
     with client(url, token) as api:
         items = call(api.nodes)
@@ -69,31 +71,50 @@ EVENT_COLUMNS = ["TIME", "KIND", "REASON", "TASK", "NODE", "MESSAGE"]
 def events(
     task: Annotated[str | None, typer.Option(help="Only events of this task id.")] = None,
     node: Annotated[str | None, typer.Option(help="Only events of this node id.")] = None,
+    kind: Annotated[
+        str | None, typer.Option(help="Only events of this kind (task, node...).")
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option(help="Only since: 3600 (seconds ago), 10m, 2h, 2d, or a date.")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option(help="Only until: 3600 (seconds ago), 10m, 2h, 2d, or a date.")
+    ] = None,
+    last: Annotated[
+        int, typer.Option("--last", "-n", min=1, max=10_000, help="The N newest (default 100).")
+    ] = 100,
     follow: Annotated[
-        bool, typer.Option("--follow", "-f", help="Keep printing new events.")
+        bool, typer.Option("--follow", "-f", help="Print new events from now on, as they come.")
     ] = False,
+    output: OutputOpt = None,
     json_out: JsonOpt = False,
     url: UrlOpt = None,
     token: TokenOpt = None,
 ) -> None:
-    """List events (state changes with reasons); -f follows (one JSON object a line)."""
+    """List the newest events (state changes with reasons), oldest of them first; -f
+    follows from now (with --json: one JSON object a line)."""
     import time
 
+    start, end = parse_since(since), parse_since(until, "--until")
+    filters: dict[str, Any] = {"task": task, "node": node, "kind": kind}
     with client(url, token) as api:
-        items = call(api.events, task=task, node=node)
         if not follow:
+            items = call(api.events, newest=last, since=start, until=end, **filters)
             render.emit(items, json_out, lambda e: render.table(EVENT_COLUMNS, _event_rows(e)))
             return
-        cursor = 0
-        while True:
-            for item in items:
-                cursor = max(cursor, int(item["id"]))
-                if json_out:
-                    print(json.dumps(item, sort_keys=True), flush=True)
-                else:
-                    render.console.print("  ".join(_event_rows([item])[0]))
-            time.sleep(0.5)
-            items = call(api.events, after=cursor, task=task, node=node)
+        newest = call(api.events, newest=1)
+        cursor = int(newest[-1]["id"]) if newest else 0
+        try:
+            while True:
+                for item in call(api.events, after=cursor, **filters):
+                    cursor = max(cursor, int(item["id"]))
+                    if json_out or render.machine():
+                        print(json.dumps(item, sort_keys=True), flush=True)
+                    else:
+                        render.console.print("  ".join(_event_rows([item])[0]))
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            return
 
 
 @app.command()

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from dockyard.cli import render
-from dockyard.cli.app import JsonOpt, TokenOpt, UrlOpt, app, call, client
+from dockyard.cli.app import JsonOpt, OutputOpt, TokenOpt, UrlOpt, app, call, client
 
 node_app = typer.Typer(help="Nodes: join tokens (admin).", no_args_is_help=True)
 token_app = typer.Typer(help="Join tokens new agents need (--join-token).", no_args_is_help=True)
@@ -37,7 +37,9 @@ def token_create(
 
 
 @token_app.command("ls")
-def token_ls(json_out: JsonOpt = False, url: UrlOpt = None, token: TokenOpt = None) -> None:
+def token_ls(
+    output: OutputOpt = None, json_out: JsonOpt = False, url: UrlOpt = None, token: TokenOpt = None
+) -> None:
     """List join tokens (never their secrets)."""
     with client(url, token) as api:
         rows = call(api.join_tokens)

@@ -31,20 +31,55 @@ STATE_STYLE = {
 }
 
 
+#: ``-o/--output`` of the command being run: json, yaml, name, wide or None (the table).
+OUTPUTS = ("json", "yaml", "name", "wide")
+output: str | None = None
+#: ``-o wide``: tables show every column they have.
+wide = False
+
+
 def print_json(data: Any) -> None:
     """Print machine-readable output: stable keys, no colour, one document."""
     print(json.dumps(data, indent=2, sort_keys=True))
 
 
+def names(data: Any) -> list[str]:
+    """``-o name``: each object's name (or id), one a line."""
+    items = data if isinstance(data, list) else [data]
+    out = []
+    for item in items:
+        if isinstance(item, dict):
+            key = next((k for k in ("name", "id", "image", "user") if item.get(k)), None)
+            out.append(str(item[key]) if key else json.dumps(item, sort_keys=True))
+        else:
+            out.append(str(item))
+    return out
+
+
 def emit(data: T, json_out: bool, human: Callable[[T], str | None]) -> None:
-    """A command's result: with ``--json`` as one JSON document, else as ``human``
-    shows it (``human`` prints it, or returns a line for this to print)."""
-    if json_out:
+    """A command's result: with ``--json`` (or ``-o json``) as one JSON document,
+    ``-o yaml`` as YAML, ``-o name`` as names, else as ``human`` shows it (``human``
+    prints it, or returns a line for this to print)."""
+    if json_out or output == "json":
         print_json(data)
+        return
+    if output == "yaml":
+        import yaml
+
+        print(yaml.safe_dump(data, sort_keys=True, default_flow_style=False), end="")
+        return
+    if output == "name":
+        for line in names(data):
+            print(line)
         return
     text = human(data)
     if text is not None:
         print(text)
+
+
+def machine() -> bool:
+    """The output is for programs (``-o json|yaml|name``): no progress, no colour."""
+    return output in ("json", "yaml", "name")
 
 
 def counts(result: dict[str, Any]) -> str:

@@ -8,7 +8,7 @@ import typer
 from rich.markup import escape
 
 from dockyard.cli import render
-from dockyard.cli.app import JsonOpt, TokenOpt, UrlOpt, app, call, client, command_args
+from dockyard.cli.app import JsonOpt, OutputOpt, TokenOpt, UrlOpt, app, call, client, command_args
 
 queue_app = typer.Typer(
     help="The queue: position, priority, fair-share factor, reason (lock/unlock: admin).",
@@ -21,6 +21,7 @@ app.add_typer(queue_app, name="queue")
 def queue(
     ctx: typer.Context,
     limit: Annotated[int, typer.Option(help="Show at most this many entries.")] = 1000,
+    output: OutputOpt = None,
     json_out: JsonOpt = False,
     url: UrlOpt = None,
     token: TokenOpt = None,
@@ -39,7 +40,10 @@ def _print_queue(result: dict[str, Any]) -> None:
             f"[bold red]queue locked[/] by {escape(str(result['locked_by']))}: nothing new starts"
         )
     render.table(
-        ["POS", "ID", "NAME", "OWNER", "PRIO", "FACTOR", "CPU", "MEM", "GPUS", "AGE", "REASON"],
+        [
+            *("POS", "ID", "NAME", "OWNER", "PRIO", "FACTOR"),
+            *("CPU", "MEM", "GPUS", "AGE", "ETA", "REASON"),
+        ],
         [
             [
                 str(e["position"]),
@@ -52,6 +56,7 @@ def _print_queue(result: dict[str, Any]) -> None:
                 render.size(e["memory_bytes"]),
                 str(e["gpus"]),
                 render.age(_age(e["submitted_at"])),
+                _eta(e.get("estimated_start")),
                 escape(f"{e['reason']}: {e['message']}" if e["message"] else e["reason"]),
             ]
             for e in result["entries"]
@@ -59,6 +64,20 @@ def _print_queue(result: dict[str, Any]) -> None:
     )
     if result["total"] > len(result["entries"]):
         print(f"... {result['total'] - len(result['entries'])} more")
+
+
+def _eta(start: float | None) -> str:
+    """``now``, ``in 5m`` (from declared runtimes), or ``-`` (no estimate)."""
+    if start is None:
+        return "-"
+    wait = start - _now()
+    return "now" if wait <= 1 else f"in {render.age(wait)}"
+
+
+def _now() -> float:
+    import time
+
+    return time.time()
 
 
 def _age(epoch: float) -> float:
@@ -132,6 +151,7 @@ def plan(
     gpus: Annotated[int, typer.Option(help="Whole GPUs.")] = 0,
     port: Annotated[list[int] | None, typer.Option(help="Host port.")] = None,
     spread: Annotated[bool, typer.Option(help="Spread instead of bin-packing.")] = False,
+    output: OutputOpt = None,
     json_out: JsonOpt = False,
     url: UrlOpt = None,
     token: TokenOpt = None,

@@ -11,6 +11,7 @@ from rich.markup import escape
 from dockyard.cli import render
 from dockyard.cli.app import (
     JsonOpt,
+    OutputOpt,
     TokenOpt,
     UrlOpt,
     app,
@@ -319,7 +320,9 @@ def scale(
 
 
 @service_app.command("ls")
-def ls(json_out: JsonOpt = False, url: UrlOpt = None, token: TokenOpt = None) -> None:
+def ls(
+    output: OutputOpt = None, json_out: JsonOpt = False, url: UrlOpt = None, token: TokenOpt = None
+) -> None:
     """List services: name, owner, version, ready/replicas, rollout, image, URL."""
     with client(url, token) as api:
         services = call(api.services)
@@ -347,6 +350,7 @@ def _service_table(services: list[Any]) -> None:
 @service_app.command("inspect")
 def inspect(
     name: Annotated[str, typer.Argument(help="Service name or id.")],
+    output: OutputOpt = None,
     json_out: JsonOpt = False,
     url: UrlOpt = None,
     token: TokenOpt = None,
@@ -416,7 +420,9 @@ def template_create(
 
 
 @template_app.command("ls")
-def template_ls(json_out: JsonOpt = False, url: UrlOpt = None, token: TokenOpt = None) -> None:
+def template_ls(
+    output: OutputOpt = None, json_out: JsonOpt = False, url: UrlOpt = None, token: TokenOpt = None
+) -> None:
     """Templates you can launch."""
     with client(url, token) as api:
         out = call(api.templates)
@@ -473,7 +479,9 @@ def launch(
 
 
 @app.command()
-def instances(json_out: JsonOpt = False, url: UrlOpt = None, token: TokenOpt = None) -> None:
+def instances(
+    output: OutputOpt = None, json_out: JsonOpt = False, url: UrlOpt = None, token: TokenOpt = None
+) -> None:
     """Your template instances: name, template, status, uptime, expiry, URL."""
     with client(url, token) as api:
         out = call(api.instances)

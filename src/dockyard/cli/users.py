@@ -12,6 +12,7 @@ from rich.markup import escape
 from dockyard.cli import render
 from dockyard.cli.app import (
     JsonOpt,
+    OutputOpt,
     TokenOpt,
     UrlOpt,
     app,
@@ -38,7 +39,9 @@ def login(
 
 
 @app.command()
-def whoami(json_out: JsonOpt = False, url: UrlOpt = None, token: TokenOpt = None) -> None:
+def whoami(
+    output: OutputOpt = None, json_out: JsonOpt = False, url: UrlOpt = None, token: TokenOpt = None
+) -> None:
     """Show who the current token belongs to."""
     with client(url, token) as api:
         who = call(api.whoami)
@@ -103,7 +106,9 @@ def _json_object(flag: str, text: str | None) -> dict[str, Any] | None:
 
 
 @user_app.command("ls")
-def user_ls(json_out: JsonOpt = False, url: UrlOpt = None, token: TokenOpt = None) -> None:
+def user_ls(
+    output: OutputOpt = None, json_out: JsonOpt = False, url: UrlOpt = None, token: TokenOpt = None
+) -> None:
     """List users."""
     with client(url, token) as api:
         users = call(api.users)
@@ -181,7 +186,9 @@ def _accounting_table(records: list[Any]) -> None:
 
 
 @app.command()
-def users(json_out: JsonOpt = False, url: UrlOpt = None, token: TokenOpt = None) -> None:
+def users(
+    output: OutputOpt = None, json_out: JsonOpt = False, url: UrlOpt = None, token: TokenOpt = None
+) -> None:
     """Per-user statistics: running, queued, finished, usage, quota."""
     with client(url, token) as api:
         stats = call(api.user_stats)

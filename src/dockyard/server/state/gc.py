@@ -7,7 +7,10 @@ from dataclasses import dataclass
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from dockyard.core.states import TERMINAL_STATES
+from dockyard.core.states import TERMINAL_STATES, TaskState
+from dockyard.server.errors import Conflict
+from dockyard.server.state.auth import Principal
+from dockyard.server.state.jobs import find_task
 from dockyard.store.tables import Accounting, Event, LogLine, Task, Workload
 
 #: Tasks deleted (with their log lines and events) per statement.
@@ -48,3 +51,21 @@ def collect(session: Session, finished_before: float, accounting_before: float |
             delete(Accounting).where(Accounting.ended_at < accounting_before)
         ).rowcount  # type: ignore[attr-defined]
     return Collected(tasks, workloads, events, lines, acct)
+
+
+def remove_task(session: Session, principal: Principal, ref: str) -> Task:
+    """``dockyard rm``: delete one ended task you may see, its log lines and events (its
+    accounting record stays, as with ``collect``), and its job once no attempt is
+    left. A task not yet ended is a :class:`Conflict` (kill it first)."""
+    task = find_task(session, principal, ref)
+    if not TaskState(task.state).terminal:
+        raise Conflict(f"task {task.id} is {task.state}; kill it first (or rm --force)")
+    session.execute(delete(LogLine).where(LogLine.task_id == task.id))
+    session.execute(delete(Event).where(Event.task_id == task.id))
+    session.execute(delete(Task).where(Task.id == task.id))
+    others = session.scalar(select(Task.id).where(Task.workload_id == task.workload_id).limit(1))
+    if others is None:
+        session.execute(
+            delete(Workload).where(Workload.id == task.workload_id, Workload.kind == "job")
+        )
+    return task

@@ -23,15 +23,23 @@ class LogPage:
     state: str
 
 
-def read_lines(session: Session, task_id: str, after: int, limit: int) -> list[LogLine]:
-    return list(
-        session.scalars(
-            select(LogLine)
-            .where(LogLine.task_id == task_id, LogLine.id > cursor(after))
-            .order_by(LogLine.id)
-            .limit(limit)
-        )
-    )
+def read_lines(
+    session: Session, task_id: str, after: int, limit: int, stream: str | None = None
+) -> list[LogLine]:
+    query = select(LogLine).where(LogLine.task_id == task_id, LogLine.id > cursor(after))
+    if stream is not None:
+        query = query.where(LogLine.stream == stream)
+    return list(session.scalars(query.order_by(LogLine.id).limit(limit)))
+
+
+def tail_lines(
+    session: Session, task_id: str, count: int, stream: str | None = None
+) -> list[LogLine]:
+    """The task's last ``count`` lines (of ``stream``, if given), oldest first."""
+    query = select(LogLine).where(LogLine.task_id == task_id)
+    if stream is not None:
+        query = query.where(LogLine.stream == stream)
+    return list(reversed(list(session.scalars(query.order_by(LogLine.id.desc()).limit(count)))))
 
 
 def logs_complete(session: Session, task: Task) -> bool:
@@ -44,9 +52,11 @@ def logs_complete(session: Session, task: Task) -> bool:
     return stored >= task.log_lines_total
 
 
-def page(session: Session, task_id: str, after: int, limit: int) -> LogPage:
+def page(
+    session: Session, task_id: str, after: int, limit: int, stream: str | None = None
+) -> LogPage:
     """Lines after line id ``after`` (at most ``limit``), and whether more can come."""
-    lines = read_lines(session, task_id, after, limit)
+    lines = read_lines(session, task_id, after, limit, stream)
     task = session.get(Task, task_id)
     if task is None:
         return LogPage(lines, True, True, "unknown")

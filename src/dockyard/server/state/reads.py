@@ -83,6 +83,7 @@ def list_tasks(
     order: Literal["newest", "oldest"] = "newest",
     offset: int = 0,
     limit: int = 500,
+    owner: str | None = None,
 ) -> tuple[int, list[TaskView]]:
     """Tasks ``who`` may see, one page, and how many match in all."""
     query = select(Task).where(*visible_tasks(who))
@@ -94,8 +95,11 @@ def list_tasks(
         query = query.where(
             or_(Task.name.startswith(q, autoescape=True), Task.id.startswith(q, autoescape=True))
         )
-    if node:
-        query = query.where(Task.node_id == node)
+    if node:  # a node id, or a node name
+        by_name = select(Node.id).where(Node.name == node)
+        query = query.where(or_(Task.node_id == node, Task.node_id.in_(by_name)))
+    if owner:
+        query = query.where(Task.owner_id.in_(select(User.id).where(User.name == owner)))
     keys = (Task.created_at, Task.id)
     ordered = query.order_by(*(k.desc() if order == "newest" else k.asc() for k in keys))
     total = session.scalar(select(func.count()).select_from(query.subquery()))
@@ -213,9 +217,16 @@ def list_events(
     task: str | None = None,
     node: str | None = None,
     kind: str | None = None,
+    since: float | None = None,
+    until: float | None = None,
 ) -> list[Event]:
-    """Events ``who`` may see (admins: all; users: their own work's)."""
+    """Events ``who`` may see (admins: all; users: their own work's); ``since`` and
+    ``until`` bound their time (epoch seconds, inclusive)."""
     query = select(Event).where(Event.id > cursor(after))
+    if since is not None:
+        query = query.where(Event.at >= since)
+    if until is not None:
+        query = query.where(Event.at <= until)
     if before is not None:
         query = query.where(Event.id < cursor(before))
     if not who.is_admin:

@@ -27,6 +27,12 @@ def list_events(
     task: str | None = None,
     node: str | None = None,
     kind: str | None = None,
+    since: Annotated[
+        float | None, Query(ge=0, le=1e11, description="only events at or after (epoch s)")
+    ] = None,
+    until: Annotated[
+        float | None, Query(ge=0, le=1e11, description="only events at or before (epoch s)")
+    ] = None,
 ) -> list[EventOut]:
     """Events you may see. Page forward with ``after``; the newest with ``order=desc``."""
     with server_context(request).db.read() as session:
@@ -40,5 +46,7 @@ def list_events(
             task=task,
             node=node,
             kind=kind,
+            since=since,
+            until=until,
         )
         return [EventOut(**public(row)) for row in reads.event_rows(session, events)]

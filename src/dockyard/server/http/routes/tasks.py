@@ -24,8 +24,8 @@ from dockyard.server.http.schemas import (
     TaskOut,
     errors,
 )
+from dockyard.server.state import gc, reads
 from dockyard.server.state import logs as log_store
-from dockyard.server.state import reads
 from dockyard.server.state import tasks as task_ops
 from dockyard.server.state.jobs import find_task
 
@@ -51,7 +51,8 @@ def list_tasks(
     offset: Annotated[int, Query(ge=0, le=INT64_MAX)] = 0,
     order: Literal["newest", "oldest"] = "newest",
     q: Annotated[str | None, Query(max_length=64, description="name or id prefix")] = None,
-    node: Annotated[str | None, Query(description="node id")] = None,
+    node: Annotated[str | None, Query(max_length=255, description="node id or name")] = None,
+    owner: Annotated[str | None, Query(max_length=63, description="owner's user name")] = None,
 ) -> list[TaskOut]:
     """Tasks you may see, newest (or oldest) first; ``X-Total-Count`` has the total."""
     with server_context(request).db.read() as session:
@@ -65,6 +66,7 @@ def list_tasks(
             order=order,
             offset=offset,
             limit=limit,
+            owner=owner,
         )
         response.headers["X-Total-Count"] = str(total)
         return [task_out(v) for v in views]
@@ -97,6 +99,16 @@ def kill(request: Request, ref: str, who: CurrentUser) -> TaskOut:
     return out
 
 
+@router.delete("/api/v1/tasks/{ref}", response_model=TaskOut, responses=errors(404, 409))
+def remove(request: Request, ref: str, who: CurrentUser) -> TaskOut:
+    """Delete an ended task from the history with its logs and events (accounting stays);
+    one not yet ended is a 409."""
+    with server_context(request).db.write() as session:
+        out = task_out(reads.task_view(session, find_task(session, who, ref)))
+        gc.remove_task(session, who, ref)
+        return out
+
+
 @router.get("/api/v1/tasks/{ref}/logs", response_model=LogsOut, responses=errors(404, 429))
 def logs(
     request: Request,
@@ -105,25 +117,39 @@ def logs(
     after: Annotated[int, Query(ge=0, le=INT64_MAX)] = 0,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 5000,
     follow: bool = False,
+    stream: Annotated[Literal["stdout", "stderr"] | None, Query(description="one stream")] = None,
+    tail: Annotated[
+        int | None, Query(ge=1, le=10_000, description="only the last N lines (not with follow)")
+    ] = None,
 ) -> Any:
     ctx = server_context(request)
     with ctx.db.read() as session:
         task_id = find_task(session, who, ref).id
         if not follow:
-            page = log_store.page(session, task_id, after, limit)
+            page = log_store.page(session, task_id, after, limit, stream)
             lines = page.lines
+            if tail is not None:
+                lines = log_store.tail_lines(session, task_id, tail, stream)
+                last = max([after, *(line.id for line in lines)])
+                return LogsOut(
+                    lines=[LogLineOut.model_validate(x, from_attributes=True) for x in lines],
+                    next=last,
+                    done=page.complete,
+                )
             return LogsOut(
                 lines=[LogLineOut.model_validate(line, from_attributes=True) for line in lines],
                 next=lines[-1].id if lines else after,
                 done=page.complete,
             )
     slot = ctx.log_follows.slot(who.user_id)  # 429 past the cap
-    stream = _follow(ctx, slot, task_id, after)
-    slot.tie_to(stream)  # given back even if the client left before the stream started
-    return StreamingResponse(stream, media_type="application/x-ndjson")
+    lines_out = _follow(ctx, slot, task_id, after, stream)
+    slot.tie_to(lines_out)  # given back even if the client left before the stream started
+    return StreamingResponse(lines_out, media_type="application/x-ndjson")
 
 
-async def _follow(ctx: ServerContext, slot: Slot, task_id: str, after: int) -> AsyncIterator[str]:
+async def _follow(
+    ctx: ServerContext, slot: Slot, task_id: str, after: int, stream: str | None = None
+) -> AsyncIterator[str]:
     """Lines as they are stored, then ``{"end": true, "state": ...}`` once the task
     ended and its lines are in (or after a drain). Async: a follow holds no worker
     thread between polls; a client that goes away cancels it at once."""
@@ -132,7 +158,7 @@ async def _follow(ctx: ServerContext, slot: Slot, task_id: str, after: int) -> A
     state = "unknown"
     try:
         while True:
-            page = await run_in_threadpool(_page, ctx, task_id, cursor)
+            page = await run_in_threadpool(_page, ctx, task_id, cursor, stream)
             state = page.state
             for line in page.lines:
                 cursor = line.id
@@ -151,6 +177,8 @@ async def _follow(ctx: ServerContext, slot: Slot, task_id: str, after: int) -> A
         slot.release()
 
 
-def _page(ctx: ServerContext, task_id: str, cursor: int) -> log_store.LogPage:
+def _page(
+    ctx: ServerContext, task_id: str, cursor: int, stream: str | None = None
+) -> log_store.LogPage:
     with ctx.db.read() as session:
-        return log_store.page(session, task_id, cursor, 1000)
+        return log_store.page(session, task_id, cursor, 1000, stream)

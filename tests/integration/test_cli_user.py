@@ -1,0 +1,219 @@
+"""The CLI as docker, kubectl and Slurm users expect it (issue 20), run as a user would:
+a real server process and a hollow-node agent process, the `dockyard` commands with
+their arguments, exit codes asserted. Most run in this process (Typer's runner, the
+same code from argv to exit code, without a Python start each); the exit-code checks
+that matter most also run as a `python -m dockyard` process. Log streams with real
+containers and exec: tests/e2e/test_cli_docker.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from dockyard.cli.main import app
+from dockyard.testing.cli import CliUser
+from dockyard.testing.cluster import ProcessCluster
+from dockyard.testing.wait import wait_for
+
+
+class User(CliUser):
+    def __init__(self, cluster: ProcessCluster, token: str) -> None:
+        self.api = cluster.client(token)
+        super().__init__(
+            {
+                **os.environ,
+                "DOCKYARD_URL": cluster.url,
+                "DOCKYARD_TOKEN": token,
+                "PYTHONUNBUFFERED": "1",
+                "COLUMNS": "200",
+            },
+            timeout=60,
+        )
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """``dockyard ARGS`` in this process: its exit code, stdout and stderr."""
+        env = {k: self.env[k] for k in ("DOCKYARD_URL", "DOCKYARD_TOKEN", "COLUMNS")}
+        result = CliRunner().invoke(app, list(args), env=env, catch_exceptions=False)
+        out = subprocess.CompletedProcess(
+            list(args), result.exit_code, result.stdout, result.stderr
+        )
+        if check and out.returncode != 0:
+            raise AssertionError(f"dockyard {args} exited {out.returncode}: {out.stderr}")
+        return out
+
+    def proc(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """``python -m dockyard ARGS`` as its own process."""
+        return CliUser.cli(self, *args, check=check)
+
+    def task(self, ref: str) -> Any:
+        return self.api.task(ref)
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[ProcessCluster]:
+    cluster = ProcessCluster(driver="sim", agent_args=["--cpu", "4", "--memory", "8g"])
+    cluster.start_server()
+    cluster.start_agent("hollow")
+    try:
+        cluster.wait_ready_nodes(1)
+        yield cluster
+    except BaseException:
+        print(cluster.logs())
+        raise
+    finally:
+        cluster.close()
+
+
+@pytest.fixture(scope="module")
+def admin(cluster: ProcessCluster) -> User:
+    return User(cluster, cluster.admin_token)
+
+
+def test_run_wait_exits_with_the_tasks_code(admin: User) -> None:
+    ok = admin.cli("run", "--wait", "--name", "w-ok", "busybox", "--", "sleep", "0.2")
+    assert ok.returncode == 0 and len(ok.stdout.strip()) == 12
+    bad = admin.proc("run", "--wait", "--name", "w-bad", "busybox", "--", "exit", "3", check=False)
+    assert bad.returncode == 3
+    assert "failed (exit_nonzero)" in bad.stderr and "exit code 3" in bad.stderr
+    ended = json.loads(
+        admin.cli("run", "--wait", "--json", "busybox", "--", "exit", "4", check=False).stdout
+    )
+    assert (ended["state"], ended["exit_code"]) == ("failed", 4)
+    # dockyard's own failures are 125, distinct from the job's codes
+    missing = admin.proc("run", "--wait", "missing-image:v1", "--", "sleep", "1", check=False)
+    assert missing.returncode == 125 and "image_" in missing.stderr
+    refused = admin.cli("run", "--wait", "--memory", "lots", "busybox", check=False)
+    assert refused.returncode == 125 and "memory" in refused.stderr
+    unreachable = {**admin.env, "DOCKYARD_URL": "http://127.0.0.1:9"}
+    gone = CliUser(unreachable).cli("run", "--wait", "busybox", check=False)
+    assert gone.returncode == 125 and "cannot reach" in gone.stderr
+    assert "Traceback" not in gone.stderr
+
+
+def test_run_wait_follows_retries_to_the_last_attempt(admin: User) -> None:
+    out = admin.cli(
+        "run", "--wait", "--name", "w-retry", "--restart", "on-failure:1", "busybox", "--",
+        "exit", "5", check=False,
+    )  # fmt: skip
+    assert out.returncode == 5
+    attempts = admin.json("ps", "-a", "--filter", "name=w-retry")
+    assert len(attempts) == 2 and all(t["exit_code"] == 5 for t in attempts)
+
+
+def test_run_attach_streams_logs_then_exits_with_its_code(admin: User) -> None:
+    out = admin.cli(
+        "run", "--attach", "-e", "DOCKYARD_SIM_LOG_LINES=3", "-e", "DOCKYARD_SIM_RUN_FOR=0.3",
+        "-e", "DOCKYARD_SIM_EXIT_CODE=2", "busybox", "--", "work", check=False,
+    )  # fmt: skip
+    assert out.returncode == 2
+    assert out.stdout.splitlines() == ["sim: work", "line 1", "line 2", "line 3"]
+    follow = admin.proc("logs", "-f", admin.api.tasks(limit=1)[0]["id"], check=False)
+    assert follow.returncode == 2 and follow.stdout.count("line") == 3
+    ok = admin.cli("run", "--attach", "busybox", "--", "sleep", "0.1")
+    assert ok.returncode == 0 and ok.stdout == "sim: sleep 0.1\n"
+
+
+def test_logs_tail_and_follow(admin: User) -> None:
+    task_id = admin.cli(
+        "run", "--name", "chatty", "-e", "DOCKYARD_SIM_LOG_LINES=5", "busybox", "--",
+        "sleep", "0.3",
+    ).stdout.strip()  # fmt: skip
+    follow = admin.cli("logs", "-f", task_id)
+    assert follow.returncode == 0 and follow.stdout.count("\n") == 6
+    assert admin.cli("logs", "--tail", "2", task_id).stdout == "line 4\nline 5\n"
+    stamped = admin.cli("logs", "-t", "--tail", "1", task_id).stdout
+    assert stamped.endswith("Z line 5\n")
+    assert admin.cli("logs", "--stderr", task_id).stdout == ""
+    assert admin.cli("logs", "--since", "1h", task_id).stdout.count("\n") == 6
+    assert admin.cli("logs", "--since", "2099-01-01", task_id).stdout == ""
+    both = admin.cli("logs", "--stdout", "--stderr", task_id, check=False)
+    assert both.returncode == 2
+
+
+def test_ps_defaults_to_active_tasks(admin: User) -> None:
+    long_id = admin.cli("run", "--name", "ps-long", "busybox", "--", "sleep", "300").stdout.strip()
+    wait_for(lambda: admin.task(long_id)["state"] == "running", timeout=20)
+    done_id = admin.cli(
+        "run", "--wait", "--name", "ps-done", "busybox", "--", "exit", "0"
+    ).stdout.strip()
+    active = [t["id"] for t in admin.json("ps")]
+    assert long_id in active and done_id not in active
+    everything = [t["id"] for t in admin.json("ps", "-a")]
+    assert long_id in everything and done_id in everything
+    assert admin.cli("ps", "-q").stdout.split() == active
+    assert admin.cli("ps", "-aq", "-n", "2").stdout.split() == everything[:2]
+    succeeded = admin.json("ps", "--filter", "state=succeeded")
+    assert succeeded and {t["state"] for t in succeeded} == {"succeeded"}
+    node = admin.task(long_id)["node"]
+    mine = admin.json("ps", "-a", "--filter", f"owner=admin,node={node},name=ps-")
+    assert {t["name"] for t in mine} == {"ps-long", "ps-done"}
+    assert admin.json("ps", "-a", "--filter", "owner=nobody") == []
+    bad = admin.cli("ps", "--filter", "colour=red", check=False)
+    assert bad.returncode == 2 and "colour" in bad.stderr
+    wide = admin.cli("ps", "-o", "wide").stdout
+    assert "IMAGE" in wide and "busybox" in wide
+    assert "IMAGE" not in admin.cli("ps").stdout
+    admin.cli("kill", long_id)
+
+
+def test_output_formats_on_read_commands(admin: User) -> None:
+    task_id = admin.cli("run", "--wait", "--name", "fmt", "busybox", "--", "exit", "0")
+    task_id_str = task_id.stdout.strip()
+    as_json = json.loads(admin.cli("inspect", "-o", "json", task_id_str).stdout)
+    as_yaml = yaml.safe_load(admin.cli("inspect", "-o", "yaml", task_id_str).stdout)
+    assert as_json["id"] == as_yaml["id"] == task_id_str
+    assert as_yaml["state"] == "succeeded"
+    names = admin.cli("nodes", "-o", "name").stdout.split()
+    assert names == [n["name"] for n in admin.json("nodes")]
+    assert json.loads(admin.cli("ps", "-a", "-o", "json").stdout)[0]["id"]
+    bad = admin.cli("ps", "-o", "xml", check=False)
+    assert bad.returncode == 2 and "json, yaml" in bad.stderr
+
+
+def test_kill_stop_and_rm_many(admin: User) -> None:
+    ids = [
+        admin.cli("run", "--name", f"many{i}", "busybox", "--", "sleep", "300").stdout.strip()
+        for i in range(3)
+    ]
+    wait_for(lambda: all(admin.task(i)["state"] == "running" for i in ids), timeout=20)
+    busy = admin.cli("rm", ids[0], check=False)
+    assert busy.returncode == 1 and "kill it first" in busy.stderr
+    killed = admin.cli("kill", ids[0], ids[1], "nope-nope", check=False)
+    assert killed.returncode == 1 and "nope-nope" in killed.stderr
+    assert killed.stdout.count("stop requested") == 2
+    stopped = admin.json("stop", ids[2])
+    assert stopped["desired_state"] == "stop"
+    wait_for(lambda: all(admin.task(i)["state"] == "killed" for i in ids), timeout=20)
+    assert admin.cli("rm", *ids).stdout.split() == ids
+    gone = admin.cli("inspect", ids[0], check=False)
+    assert gone.returncode == 1 and "not found" in gone.stderr
+    forced_id = admin.cli("run", "busybox", "--", "sleep", "300").stdout.strip()
+    wait_for(lambda: admin.task(forced_id)["state"] == "running", timeout=20)
+    assert admin.cli("rm", "-f", forced_id).stdout.split() == [forced_id]
+
+
+def test_rm_is_owner_only(cluster: ProcessCluster, admin: User) -> None:
+    token = admin.cli("user", "add", "rmbob").stdout.strip()
+    bob = User(cluster, token)
+    theirs = admin.cli("run", "--wait", "busybox", "--", "exit", "0").stdout.strip()
+    denied = bob.cli("rm", theirs, check=False)
+    assert denied.returncode == 1 and "not found" in denied.stderr
+    assert admin.task(theirs)["state"] == "succeeded"
+
+
+def test_options_after_the_image_are_refused(admin: User) -> None:
+    misplaced = admin.cli("run", "busybox", "--cpu", "2", "sleep", "1", check=False)
+    assert misplaced.returncode == 2 and "--cpu comes after the image" in misplaced.stderr
+    later = admin.cli("run", "busybox", "sh", "--memory", "1g", check=False)
+    assert later.returncode == 0 and "warning" in later.stderr
+    admin.cli("kill", later.stdout.strip())
+    fine = admin.cli("run", "busybox", "--", "--cpu", "2")
+    assert fine.returncode == 0 and fine.stderr == ""
+    admin.cli("kill", fine.stdout.strip())
