@@ -179,3 +179,37 @@ def test_gang_jobs_start_together_or_not_at_all(cluster: LocalCluster) -> None:
         )
         for t in _tasks_of(api, big["workload_id"]):
             api.delete_queued(t["id"])
+
+
+def test_queue_shows_estimated_starts(cluster: LocalCluster) -> None:
+    with cluster.client() as api:
+        holders = [
+            api.run_job(f"hold{i}", "busybox", ["sleep", "60"], cpu=8, max_runtime_s=30)
+            for i in range(2)
+        ]
+        for h in holders:
+            wait_for(lambda h=h: api.task(h["id"])["state"] == "running", timeout=20)
+        started = max(api.task(h["id"])["started_at"] for h in holders)
+        first = api.run_job("next1", "busybox", [], cpu=8, max_runtime_s=10)
+        second = api.run_job("next2", "busybox", [], cpu=8, max_runtime_s=10)
+        third = api.run_job("next3", "busybox", [], cpu=8, max_runtime_s=10)
+        forever = api.run_job("forever", "busybox", [], cpu=8)
+        after = api.run_job("after-forever", "busybox", [], cpu=8, max_runtime_s=1)
+        entries = {e["id"]: e for e in api.queue(1000)["entries"]}
+        eta = {
+            k: entries[t["id"]]["estimated_start"]
+            for k, t in (
+                ("first", first),
+                ("second", second),
+                ("third", third),
+                ("forever", forever),
+                ("after", after),
+            )
+        }
+        assert eta["first"] == pytest.approx(started + 30, abs=2)
+        assert eta["second"] == pytest.approx(started + 30, abs=2)
+        assert eta["third"] == pytest.approx(started + 40, abs=2)
+        assert eta["forever"] == pytest.approx(started + 40, abs=2)
+        assert eta["after"] == pytest.approx(started + 50, abs=2)
+        for t in (*holders, first, second, third, forever, after):
+            api.kill(t["id"])

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
+from dockyard.scheduler.eta import DEFAULT_HORIZON, estimate_starts
 from dockyard.scheduler.placement import place
 from dockyard.scheduler.queue import QueuedTask, order
 from dockyard.server.control import scheduling
@@ -36,6 +38,12 @@ class QueueEntryOut(BaseModel):
     reason: str = Field(description="unschedulable, quota, queue_locked, submitted, ...")
     message: str = Field(description="why it waits, e.g. 0/12 nodes fit: 8 insufficient memory")
     pending_detail: dict[str, Any] | None
+    estimated_start: float | None = Field(
+        default=None,
+        description="expected start (epoch s) from declared runtimes and queue order "
+        "(docs/scheduler.md, Queue ETAs); null: not before work without a declared end "
+        "finishes, or beyond the first 1,000 queued tasks",
+    )
 
 
 class QueueOut(BaseModel):
@@ -81,6 +89,7 @@ def queue(
             scheduling.shares(session),
             scheduling.fair_share_config(),
         )
+        etas = _etas(session, rows, ranked, now)
         if not who.is_admin:
             ranked = [r for r in ranked if r.task.owner_id == who.user_id]
         page = ranked[:limit]
@@ -107,6 +116,7 @@ def queue(
                 reason=info.reason,
                 message=info.message,
                 pending_detail=info.pending_detail,
+                estimated_start=_finite(etas.get(r.task.task_id)),
             )
         )
     return QueueOut(
@@ -115,6 +125,21 @@ def queue(
         total=len(ranked),
         entries=entries,
     )
+
+
+def _etas(session: Any, rows: Any, ranked: Any, now: float) -> dict[str, float]:
+    """Estimated starts of the first queued tasks (scheduler/eta.py), in queue order."""
+    if not ranked:
+        return {}
+    by_id = {r.id: r for r in rows}
+    build = scheduling.Requests()
+    requests = [build.build(by_id[r.task.task_id]) for r in ranked[:DEFAULT_HORIZON]]
+    views = scheduling.node_views(session)
+    return estimate_starts(requests, views, scheduling.running_tasks(session), now)
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
 
 
 def _set_lock(request: Request, locked: bool, who: str) -> LockOut:
