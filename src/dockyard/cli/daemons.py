@@ -111,6 +111,7 @@ def server(
     )
 
     _setup_logging(log_level or "info")
+    local.exit_cleanly_on_signals()
     srv = server_class(cfg)
     srv.start_background()
     # Type=notify units (deploy/systemd): READY=1 once the API listens.
@@ -282,6 +283,7 @@ def up(
     from dockyard.drivers.errors import DriverError
 
     _setup_logging(log_level)
+    local.exit_cleanly_on_signals()
     cfg = _load_config(server_config, "server", config_file, data_dir=data_dir, port=port)
     agent_cfg = _agent_config(config_file, data_dir=cfg.data_dir / "agent", driver=driver)
     with local.hold_data_dir(cfg.data_dir) as held:

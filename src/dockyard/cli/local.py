@@ -10,6 +10,7 @@ import contextlib
 import fcntl
 import json
 import os
+import signal
 import socket
 import threading
 import time
@@ -142,3 +143,20 @@ def notify_ready_when(
     thread = threading.Thread(target=watch, name="sd-notify", daemon=True)
     thread.start()
     return thread
+
+
+def exit_cleanly_on_signals() -> None:
+    """SIGTERM and SIGINT raise ``SystemExit(0)`` in the main thread, so the daemon's
+    ``finally`` blocks (stop the control plane, release the lease) run.
+
+    uvicorn catches both while it serves and, after its graceful shutdown, raises the
+    signal again with the handler it found: Python's default for SIGTERM would end the
+    process before the server's ``stop()``; for SIGINT click would print "Aborted!"
+    and exit 1. systemd (``systemctl stop``) sends SIGTERM; exit 0 is clean for it."""
+
+    def handler(signum: int, frame: object) -> None:
+        systemd.stopping()
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
