@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import subprocess
 from collections.abc import Iterator
 from typing import Any
 
@@ -36,3 +37,16 @@ def docker_cluster(agents: int = 1, **options: Any) -> Iterator[ProcessCluster]:
                 all=True, filters={"label": f"{LABEL_NODE}={node_id}"}
             ):
                 container.remove(force=True)
+            remove_networks(client, node_id)
+
+
+def remove_networks(client: Any, node_id: str) -> None:
+    """The service networks the node's agent made (docs/networking.md), and the
+    firewall rules of internal ones."""
+    for network in client.networks.list(filters={"label": f"{LABEL_NODE}={node_id}"}):
+        bridge = (network.attrs.get("Options") or {}).get("com.docker.network.bridge.name")
+        network.remove()
+        rules = subprocess.run(["iptables", "-S", "INPUT"], capture_output=True, text=True)
+        for rule in rules.stdout.splitlines():
+            if bridge and f"-i {bridge} " in rule:
+                subprocess.run(["iptables", "-D", *rule.split()[1:]], check=False)

@@ -19,6 +19,7 @@ from dockyard.protocol.messages import (
     BuildOutput,
     Desired,
     DesiredEntry,
+    Endpoints,
     ExecClose,
     ExecExit,
     ExecInput,
@@ -133,6 +134,7 @@ SAMPLES: list[Message] = [
         ),
     ),
     Desired("n-1", 1, ()),
+    Endpoints("n-1", {"0123456789ab": {"internal": False, "names": {"api": {"tcp": {}}}}}),
     Ack(("m-1", "m-2")),
     Ack(()),
     Rehello(),
@@ -512,3 +514,17 @@ def test_orphan_messages_travel_as_typed_frozen_values() -> None:
         decode(_frame("foreign", {"node_id": "n-1", "node_ids": [1]}))
     with pytest.raises(ProtocolError, match="orphan"):
         decode(_frame("reaped", {"node_id": "n-1", "task_ids": []}))
+
+
+def test_a_desired_entry_carries_the_container_the_task_ran_in() -> None:
+    """Written only once the task ran; read as "" when absent; a wrong type is refused."""
+    ran = DesiredEntry("t1", "busybox", 100, 1 << 20, container_id="c0ffee")
+    frame = encode(Desired("n-1", 3, (ran, DesiredEntry("t2", "busybox", 100, 1 << 20))))
+    decoded, _ = decode(frame)
+    assert isinstance(decoded, Desired)
+    assert [e.container_id for e in decoded.tasks] == ["c0ffee", ""]
+    assert "container_id" not in _body(Desired("n-1", 3, (decoded.tasks[1],)))["tasks"][0]
+    body = _body(Desired("n-1", 3, (ran,)))
+    body["tasks"][0]["container_id"] = 7
+    with pytest.raises(ProtocolError, match="container_id"):
+        decode(_frame("desired", body))

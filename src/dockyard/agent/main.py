@@ -32,6 +32,7 @@ from dockyard.protocol import curve as keys
 from dockyard.protocol.messages import (
     Build,
     Desired,
+    Endpoints,
     ExecClose,
     ExecInput,
     ExecResize,
@@ -288,6 +289,8 @@ class Agent:
             self.builder.handle(msg)
         elif isinstance(msg, EXEC_MESSAGES):
             self.execs.handle(msg)
+        elif isinstance(msg, Endpoints):
+            self.reconciler.networks.submit(msg)
 
     def _prune(self) -> None:
         try:

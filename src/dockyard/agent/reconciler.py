@@ -16,9 +16,11 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from typing import Any
 
 from dockyard.agent.health import HealthMonitor
 from dockyard.agent.logship import LogShipper
+from dockyard.agent.networks import NetworkManager
 from dockyard.agent.watchers import Watchers
 from dockyard.core.errors import ValidationError
 from dockyard.core.resources import Resources
@@ -67,6 +69,9 @@ class DesiredTask:
     #: Service replicas: (container port, host port) pairs and the health check.
     port_map: tuple[tuple[int, int], ...] = ()
     health: HealthCheck | None = None
+    #: A service's networks (``core.networks.NetworkRef`` maps) and its UDP ports.
+    networks: tuple[dict[str, Any], ...] = ()
+    udp_ports: tuple[int, ...] = ()
 
     @classmethod
     def from_entry(cls, entry: DesiredEntry) -> DesiredTask:
@@ -91,6 +96,8 @@ class DesiredTask:
             ports=entry.ports,
             port_map=entry.port_map,
             health=_health_check(entry),
+            networks=spec.networks,
+            udp_ports=spec.udp_ports,
         )
 
 
@@ -119,6 +126,9 @@ class Reconciler:
         self._bind_address = bind_address
         #: Runs the health checks of service replicas (set by the agent).
         self.health: HealthMonitor | None = None
+        #: Service networks and their names (``agent/networks.py``).
+        self.networks = NetworkManager(driver, node_id)
+        self.networks.wanted = self.desired_networks
         self._node_id = node_id
         self._report = report
         self._shipper = shipper
@@ -158,11 +168,13 @@ class Reconciler:
     # -- control ----------------------------------------------------------
     def start(self) -> None:
         self._thread.start()
+        self.networks.start()
 
     def stop(self) -> None:
         self._stop.set()
         self._wake.set()
         self._thread.join(5)
+        self.networks.stop()
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._watchers.shutdown()
 
@@ -198,6 +210,12 @@ class Reconciler:
     def running_count(self) -> int:
         with self._lock:
             return len(self._watched)
+
+    def desired_networks(self) -> set[str]:
+        """The ids of the service networks the desired tasks are on."""
+        with self._lock:
+            tasks = list(self._desired.values())
+        return {str(n.get("id")) for t in tasks for n in t.networks if n.get("id")}
 
     def running_containers(self) -> dict[str, str]:
         with self._lock:
@@ -306,6 +324,10 @@ class Reconciler:
                 else m
                 for m in task.mounts
             )
+        networks: tuple[str, ...] = ()
+        hosts: dict[str, str] = {}
+        if task.networks and not task.security.network_mode:
+            networks, hosts = self.networks.prepare(task.networks)
         return ContainerSpec(
             task_id=task.task_id,
             node_id=self._node_id,
@@ -322,6 +344,9 @@ class Reconciler:
             ports=task.ports,
             port_map=task.port_map,
             bind_address=self._bind_address,
+            udp_ports=task.udp_ports,
+            networks=networks,
+            extra_hosts=hosts,
         )
 
     def _start_task(self, task: DesiredTask) -> None:

@@ -15,6 +15,7 @@ from enum import StrEnum
 from typing import Any
 
 from dockyard.core.errors import ValidationError
+from dockyard.core.networks import NetworkRef, parse_networks
 from dockyard.core.policy import RestartMode, RestartPolicy
 from dockyard.core.specs import JobSpec
 
@@ -153,6 +154,10 @@ class ServiceSpec:
     health: HealthCheck | None = None
     update: UpdateConfig = field(default_factory=UpdateConfig)
     labels: Mapping[str, str] = field(default_factory=dict)
+    #: The networks it joins (``core/networks.py``; none given: its scope's default).
+    networks: tuple[NetworkRef, ...] = ()
+    #: Those of ``ports`` also published and forwarded over UDP.
+    udp_ports: tuple[int, ...] = ()
 
     @property
     def name(self) -> str:
@@ -166,6 +171,8 @@ class ServiceSpec:
             "health": None if self.health is None else self.health.to_dict(),
             "update": self.update.to_dict(),
             "labels": dict(self.labels),
+            "networks": [n.to_dict() for n in self.networks],
+            "service_udp_ports": list(self.udp_ports),
         }
 
     @classmethod
@@ -177,6 +184,8 @@ class ServiceSpec:
             health=HealthCheck.from_dict(data.get("health")),
             update=UpdateConfig.from_dict(data.get("update")),
             labels=dict(data.get("labels") or {}),
+            networks=parse_networks(data.get("networks")),
+            udp_ports=tuple(int(p) for p in data.get("service_udp_ports") or ()),
         )
 
     def container_equal(self, other: ServiceSpec) -> bool:
@@ -195,6 +204,8 @@ def build_service_spec(
     health: Mapping[str, Any] | None = None,
     update: Mapping[str, Any] | None = None,
     labels: Mapping[str, str] | None = None,
+    networks: Any = None,
+    udp_ports: list[int] | tuple[int, ...] = (),
 ) -> ServiceSpec:
     """Validate the service-level fields around an already validated container spec."""
     if isinstance(replicas, bool) or not isinstance(replicas, int):
@@ -208,6 +219,9 @@ def build_service_spec(
             raise ValidationError(f"ports[{index}]", "must be a port number from 1 to 65535")
     if len(set(ports)) != len(ports):
         raise ValidationError("ports", "lists a port twice")
+    for index, port in enumerate(udp_ports):
+        if port not in ports:
+            raise ValidationError(f"udp_ports[{index}]", "must be one of ports")
     check = HealthCheck.from_dict(health)
     if check is not None and check.kind != HealthKind.CMD and not ports:
         raise ValidationError("health", f"a {check.kind} check needs a port to check")
@@ -225,6 +239,8 @@ def build_service_spec(
         health=check,
         update=UpdateConfig.from_dict(update),
         labels=dict(labels or {}),
+        networks=parse_networks(networks),
+        udp_ports=tuple(dict.fromkeys(udp_ports)),
     )
 
 

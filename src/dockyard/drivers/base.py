@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -15,6 +15,8 @@ LABEL_TASK = "io.dockyard.task"
 LABEL_NODE = "io.dockyard.node"
 LABEL_WORKLOAD = "io.dockyard.workload"
 LABEL_OWNER = "io.dockyard.owner"
+#: On networks made for service networks: the cluster-wide network id.
+LABEL_NETWORK = "io.dockyard.network"
 
 DEFAULT_PIDS_LIMIT = 1024
 
@@ -43,6 +45,11 @@ class ContainerSpec:
     port_map: tuple[tuple[int, int], ...] = ()
     #: The host address every published port binds to (the node's advertised address).
     bind_address: str = "127.0.0.1"
+    #: Container ports of ``port_map`` also published over UDP (same host port).
+    udp_ports: tuple[int, ...] = ()
+    #: Docker networks to attach to (the first at create), and /etc/hosts entries.
+    networks: tuple[str, ...] = ()
+    extra_hosts: Mapping[str, str] = field(default_factory=dict)
 
     def published(self) -> dict[str, tuple[str, int]]:
         """Docker's ``ports`` argument: job ports as themselves, service ports as mapped,
@@ -53,6 +60,8 @@ class ContainerSpec:
         mapped = {h for _, h in self.port_map}
         out = {f"{p}/tcp": (self.bind_address, p) for p in self.ports if p not in mapped}
         out.update({f"{c}/tcp": (self.bind_address, h) for c, h in self.port_map})
+        udp = set(self.udp_ports)
+        out.update({f"{c}/udp": (self.bind_address, h) for c, h in self.port_map if c in udp})
         return out
 
     def gpu_device_ids(self) -> list[str]:
@@ -91,6 +100,24 @@ class ContainerSpec:
             LABEL_WORKLOAD: self.workload_id,
             LABEL_OWNER: self.owner,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkInfo:
+    """A node-local network a driver made for a service network (docs/networking.md):
+    its runtime name, the host's bridge interface, the subnet, the part of it the
+    runtime gives containers (``containers``) and the part left for the node proxy's
+    service addresses (``services``), both CIDRs. ``containers`` counts attached ones."""
+
+    name: str
+    bridge: str
+    subnet: str
+    gateway: str
+    containers_range: str
+    services_range: str
+    internal: bool = False
+    containers: int = 0
+    labels: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,6 +249,21 @@ class Driver(Protocol):
         ...
 
     def remove(self, container_id: str) -> None: ...
+
+    def ensure_network(
+        self, name: str, labels: Mapping[str, str], internal: bool
+    ) -> NetworkInfo | None:
+        """The node-local network ``name``, created if missing (a bridge, ``internal``:
+        no route out); None where the runtime has no networks (the simulated driver)."""
+        ...
+
+    def service_networks(self, node_id: str) -> Sequence[NetworkInfo]:
+        """The networks ``ensure_network`` made for this node, with container counts."""
+        ...
+
+    def remove_network(self, name: str) -> None:
+        """Remove a network no container uses any more (a missing one is fine)."""
+        ...
 
     def images(self) -> tuple[str, ...]:
         """The images present on this node, as ``name:tag`` (reported for image locality)."""

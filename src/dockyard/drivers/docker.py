@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
+import ipaddress
 import logging
 import os
 import socket
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +30,13 @@ from tenacity import (
 from dockyard.core.resources import Resources
 from dockyard.core.security import volume_name
 from dockyard.drivers.base import (
+    LABEL_NETWORK,
     LABEL_NODE,
     LABEL_TASK,
     ContainerSpec,
     ContainerStatus,
     LogLine,
+    NetworkInfo,
     Usage,
 )
 from dockyard.drivers.errors import (
@@ -54,6 +58,10 @@ PULL_ATTEMPTS = 3
 BUILD_ATTEMPTS = 3
 #: Where bind sources are pinned (root-owned, 0700; ``DOCKYARD_PIN_DIR`` moves it).
 DEFAULT_PIN_DIR = Path(os.environ.get("DOCKYARD_PIN_DIR") or "/run/dockyard/pins")
+
+#: Where service networks' subnets come from: one /24 each (``DOCKYARD_NET_POOL``).
+NET_POOL = os.environ.get("DOCKYARD_NET_POOL") or "10.213.0.0/16"
+NETWORK_ATTEMPTS = 8
 
 _NOT_FOUND_HINTS = ("not found", "manifest unknown", "pull access denied", "does not exist")
 
@@ -274,6 +282,10 @@ class DockerDriver:
                 environment={**spec.env, **spec.gpu_env()},
                 device_requests=_gpu_requests(spec),
                 ports=spec.published() or None,
+                network=(spec.networks[0] if spec.networks else None)
+                if not spec.security.network_mode
+                else None,
+                extra_hosts=dict(spec.extra_hosts) or None,
                 nano_cpus=spec.resources.cpu_millis * 1_000_000,
                 mem_limit=spec.resources.memory_bytes,
                 memswap_limit=spec.resources.memory_bytes,
@@ -302,7 +314,100 @@ class DockerDriver:
             raise CreateFailed(f"create failed: {exc.explanation or exc}") from exc
         except (requests.exceptions.RequestException, docker.errors.DockerException) as exc:
             raise RuntimeUnavailable(f"Docker Engine error: {exc}") from exc
+        if not spec.security.network_mode:
+            for network in spec.networks[1:]:
+                try:
+                    self._client.api.connect_container_to_network(container.id, network)
+                except docker.errors.APIError as exc:
+                    self._client.api.remove_container(container.id, force=True)
+                    raise CreateFailed(f"joining network {network}: {exc.explanation}") from exc
         return str(container.id)
+
+    # -- networks ---------------------------------------------------------
+    def ensure_network(
+        self, name: str, labels: Mapping[str, str], internal: bool
+    ) -> NetworkInfo | None:
+        """A user-defined bridge for a service network, on a /24 of :data:`NET_POOL`:
+        containers get addresses from its lower half, the node proxy's service addresses
+        come from the upper half. The bridge interface is named after the network."""
+        found = self._network(name)
+        if found is not None:
+            return found
+        bridge = "dy" + hashlib.sha256(name.encode()).hexdigest()[:12]
+        for _ in range(NETWORK_ATTEMPTS):
+            subnet = self._free_subnet()
+            half = list(subnet.subnets(prefixlen_diff=1))
+            pool = docker.types.IPAMPool(
+                subnet=str(subnet),
+                iprange=str(half[0]),
+                gateway=str(next(subnet.hosts())),
+            )
+            try:
+                self._client.api.create_network(
+                    name,
+                    driver="bridge",
+                    internal=internal,
+                    labels=dict(labels),
+                    ipam=docker.types.IPAMConfig(pool_configs=[pool]),
+                    options={"com.docker.network.bridge.name": bridge},
+                    check_duplicate=True,
+                )
+            except docker.errors.APIError as exc:
+                found = self._network(name)
+                if found is not None:  # another agent of this Engine made it meanwhile
+                    return found
+                if "overlap" in str(exc).lower() or "in use" in str(exc).lower():
+                    continue
+                raise DriverError(f"creating network {name}: {exc.explanation or exc}") from exc
+            made = self._network(name)
+            if made is not None:
+                return made
+        raise DriverError(f"creating network {name}: no free subnet in {NET_POOL}")
+
+    def _free_subnet(self) -> ipaddress.IPv4Network:
+        used: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+        for net in self._call(self._client.api.networks):
+            for config in (net.get("IPAM") or {}).get("Config") or ():
+                if config.get("Subnet"):
+                    used.append(ipaddress.ip_network(config["Subnet"], strict=False))
+        pool = ipaddress.IPv4Network(NET_POOL)
+        candidates = list(pool.subnets(new_prefix=24)) if pool.prefixlen < 24 else [pool]
+        start = int.from_bytes(os.urandom(2), "big") % len(candidates)
+        for index in range(len(candidates)):
+            subnet = candidates[(start + index) % len(candidates)]
+            if not any(subnet.overlaps(u) for u in used if u.version == 4):
+                return subnet
+        raise DriverError(f"no free subnet left in {NET_POOL}")
+
+    def _network(self, name: str) -> NetworkInfo | None:
+        try:
+            attrs = self._client.api.inspect_network(name)
+        except docker.errors.NotFound:
+            return None
+        except (requests.exceptions.RequestException, docker.errors.DockerException) as exc:
+            raise RuntimeUnavailable(f"Docker Engine error: {exc}") from exc
+        return _network_info(attrs)
+
+    def service_networks(self, node_id: str) -> Sequence[NetworkInfo]:
+        found = self._call(
+            lambda: self._client.api.networks(
+                filters={"label": [LABEL_NETWORK, f"{LABEL_NODE}={node_id}"]}
+            )
+        )
+        out = []
+        for net in found:
+            info = self._network(str(net["Name"]))
+            if info is not None:
+                out.append(info)
+        return out
+
+    def remove_network(self, name: str) -> None:
+        try:
+            self._client.api.remove_network(name)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as exc:
+            raise DriverError(f"removing network {name}: {exc.explanation or exc}") from exc
 
     def start(self, container_id: str) -> None:
         try:
@@ -506,6 +611,26 @@ def _volumes(
             source = volume_name(spec.owner, mount.source)
         out[source] = {"bind": mount.target, "mode": "ro" if mount.read_only else "rw"}
     return out or None
+
+
+def _network_info(attrs: dict[str, Any]) -> NetworkInfo | None:
+    configs = (attrs.get("IPAM") or {}).get("Config") or ()
+    if not configs or not configs[0].get("Subnet"):
+        return None
+    subnet = ipaddress.IPv4Network(configs[0]["Subnet"])
+    half = list(subnet.subnets(prefixlen_diff=1)) if subnet.prefixlen < 32 else [subnet] * 2
+    options = attrs.get("Options") or {}
+    return NetworkInfo(
+        name=str(attrs.get("Name")),
+        bridge=str(options.get("com.docker.network.bridge.name") or ""),
+        subnet=str(subnet),
+        gateway=str(configs[0].get("Gateway") or ""),
+        containers_range=str(configs[0].get("IPRange") or half[0]),
+        services_range=str(half[1]),
+        internal=bool(attrs.get("Internal")),
+        containers=len(attrs.get("Containers") or {}),
+        labels=dict(attrs.get("Labels") or {}),
+    )
 
 
 def _status(attrs: dict[str, Any]) -> ContainerStatus:

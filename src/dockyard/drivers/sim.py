@@ -22,13 +22,13 @@ import queue
 import tarfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from dockyard.core.ids import new_id
 from dockyard.core.image_ref import tagged
 from dockyard.core.resources import Resources
-from dockyard.drivers.base import ContainerSpec, ContainerStatus, LogLine, Usage
+from dockyard.drivers.base import ContainerSpec, ContainerStatus, LogLine, NetworkInfo, Usage
 from dockyard.drivers.errors import (
     BuildFailed,
     ContainerExists,
@@ -279,6 +279,18 @@ class SimDriver:
                 self._record("remove", container)
                 self._names.pop(container.spec.container_name, None)
                 self._notify(container)
+
+    # Hollow nodes have no networks: service discovery is a Docker-driver feature.
+    def ensure_network(
+        self, name: str, labels: Mapping[str, str], internal: bool
+    ) -> NetworkInfo | None:
+        return None
+
+    def service_networks(self, node_id: str) -> Sequence[NetworkInfo]:
+        return []
+
+    def remove_network(self, name: str) -> None:
+        return None
 
     def logs(self, container_id: str, stream: str, follow: bool) -> Iterator[LogLine]:
         with self._lock:

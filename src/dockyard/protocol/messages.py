@@ -54,6 +54,7 @@ class MsgType(StrEnum):
     USAGE = "usage"
     WELCOME = "welcome"
     DESIRED = "desired"
+    ENDPOINTS = "endpoints"  # server -> agent: service discovery tables of its networks
     ACK = "ack"
     REHELLO = "rehello"
     PRUNE = "prune"  # server -> agent: remove dead containers (admin gc)
@@ -834,6 +835,10 @@ class TaskTemplate:
     security: dict[str, Any] = field(default_factory=dict)
     policy: dict[str, Any] | None = None
     health: dict[str, Any] | None = None
+    #: A service's networks: ``core.networks.NetworkRef.to_dict()`` maps (with ids).
+    networks: tuple[dict[str, Any], ...] = ()
+    #: Container ports of ``port_map`` also published over UDP.
+    udp_ports: tuple[int, ...] = ()
 
     @classmethod
     def decode(cls, body: Body) -> TaskTemplate:
@@ -858,6 +863,8 @@ class TaskTemplate:
             security,
             policy,
             health,
+            _maps(body, "networks") if "networks" in body else (),
+            _ints(body, "udp_ports") if "udp_ports" in body else (),
         )
 
 
@@ -895,6 +902,7 @@ class DesiredEntry:
             "security": t.security,
             "policy": t.policy,
             "health": t.health,
+            **({"networks": t.networks, "udp_ports": t.udp_ports} if t.networks else {}),
             "task_id": self.task_id,
             "workload_id": self.workload_id,
             "owner": self.owner,
@@ -983,6 +991,33 @@ class Desired:
             _int(body, "generation"),
             tuple(DesiredEntry.decode(t) for t in _seq(body, "tasks")),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoints:
+    """Service discovery for a node: for every network one of its tasks is on, each name
+    on it and, per protocol and container port, the published endpoints (node address,
+    host port) of the healthy replicas anywhere in the cluster. Sent whenever the
+    node's tables change and again every few seconds (a lost one costs that delay).
+
+    ``networks``: network id -> ``{"internal": bool, "names": {name: {proto: {port:
+    [[address, host port], ...]}}}}`` (``core.networks.NetworkTable.to_wire``; ports
+    are string keys). The agent checks the values as it applies them."""
+
+    TYPE: ClassVar[MsgType] = MsgType.ENDPOINTS
+    node_id: str
+    networks: dict[str, Any]
+
+    def encode(self) -> dict[str, Any]:
+        return {"node_id": self.node_id, "networks": self.networks}
+
+    @classmethod
+    def decode(cls, body: Body) -> Self:
+        networks = _map(body, "networks")
+        for net_id, table in networks.items():
+            if type(net_id) is not str or not _is_map(table) or not _is_map(table.get("names")):
+                raise _wrong("networks[]", table, "a network table")
+        return cls(_str(body, "node_id"), networks)
 
 
 @dataclass(frozen=True, slots=True)
@@ -1181,6 +1216,7 @@ ServerMessage: TypeAlias = (
     Welcome
     | Refused
     | Desired
+    | Endpoints
     | Ack
     | Rehello
     | Prune
@@ -1213,6 +1249,7 @@ FROM_SERVER = (
     Welcome,
     Refused,
     Desired,
+    Endpoints,
     Ack,
     Rehello,
     Prune,

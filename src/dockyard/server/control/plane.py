@@ -15,6 +15,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from dockyard.server.control.endpoints import EndpointsLoop
 from dockyard.server.control.loops import NodeMonitor, ReaperLoop, SchedulerLoop
 from dockyard.server.control.services import ServiceController
 from dockyard.server.gateway.gateway import Gateway
@@ -52,6 +53,7 @@ class ControlPlane:
         )
         self.reaper = ReaperLoop(db, push=self.push)
         self.services = ServiceController(db, push=self.push, wake_scheduler=self.scheduler.wake)
+        self.endpoints = EndpointsLoop(db, send=self.gateway.send)
 
     def push(self, node_ids: set[str]) -> None:
         self.gateway.push(node_ids)
@@ -62,9 +64,11 @@ class ControlPlane:
         self.monitor.start()
         self.reaper.start()
         self.services.start()
+        self.endpoints.start()
         self.scheduler.wake()
 
     def stop(self) -> None:
+        self.endpoints.stop()
         self.services.stop()
         self.monitor.stop()
         self.reaper.stop()

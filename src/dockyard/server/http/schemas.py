@@ -298,6 +298,14 @@ class ServiceCreate(JobCreate):
         description="{max_parallel, order: start-first|stop-first, deadline_s, auto_revert}",
     )
     labels: dict[str, str] = Field(default_factory=dict)
+    networks: list[dict[str, Any]] = Field(
+        default_factory=list,
+        max_length=8,
+        description="networks to join: [{name, internal, aliases}] (docs/networking.md)",
+    )
+    udp_ports: list[Port] = Field(
+        default_factory=list, max_length=16, description="those of ports also published over UDP"
+    )
 
     def to_service_spec(self) -> ServiceSpec:
         """The validated service spec (raises ValidationError naming the field)."""
@@ -316,6 +324,8 @@ class ServiceCreate(JobCreate):
             health=self.health,
             update=self.update,
             labels=self.labels,
+            networks=self.networks,
+            udp_ports=self.udp_ports,
         )
 
 

@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from dockyard.core.networks import parse_networks, resolve
 from dockyard.core.specs import JobSpec
 from dockyard.protocol.messages import TaskTemplate
 from dockyard.server.state.batch import chunks
@@ -49,10 +50,18 @@ def workload_specs(session: Session, workload_ids: Iterable[str]) -> dict[str, W
                 found[workload_id] = cached
     missing = [w for w in wanted if w not in found]
     for chunk in chunks(missing):
-        for workload_id, kind, raw in session.execute(
-            select(Workload.id, Workload.kind, Workload.spec).where(Workload.id.in_(chunk))
+        for workload_id, kind, raw, owner_id, name, template in session.execute(
+            select(
+                Workload.id,
+                Workload.kind,
+                Workload.spec,
+                Workload.owner_id,
+                Workload.name,
+                Workload.template,
+            ).where(Workload.id.in_(chunk))
         ):
-            found[workload_id] = parsed = parse(str(kind), JobSpec.from_dict(raw), raw)
+            networks = service_networks(raw, str(owner_id), str(name), bool(template))
+            found[workload_id] = parsed = parse(str(kind), JobSpec.from_dict(raw), raw, networks)
             if kind == "job":
                 _keep(workload_id, parsed)
     return found
@@ -71,8 +80,28 @@ def _keep(workload_id: str, parsed: WorkloadSpec) -> None:
             _CACHE.popitem(last=False)
 
 
-def parse(kind: str, spec: JobSpec, raw: dict[str, Any]) -> WorkloadSpec:
-    """``raw``: the stored spec (``spec`` and what travels with it: policy, health)."""
+def service_networks(
+    raw: dict[str, Any], owner_id: str, name: str, instance: bool
+) -> tuple[dict[str, Any], ...]:
+    """A service's networks with their cluster-wide ids, as the agent gets them (a
+    job's: none). Template instances get an internal network by default."""
+    if "service_ports" not in raw:
+        return ()
+    refs = resolve(
+        parse_networks(raw.get("networks")),
+        owner_id=owner_id,
+        service_name=name,
+        labels=raw.get("labels") or {},
+        internal_default=instance,
+    )
+    return tuple(r.to_dict() for r in refs)
+
+
+def parse(
+    kind: str, spec: JobSpec, raw: dict[str, Any], networks: tuple[dict[str, Any], ...] = ()
+) -> WorkloadSpec:
+    """``raw``: the stored spec (``spec`` and what travels with it: policy, health);
+    ``networks``: a service's (:func:`service_networks`)."""
     template = TaskTemplate(
         command=tuple(spec.command),
         env=dict(spec.env),
@@ -81,5 +110,7 @@ def parse(kind: str, spec: JobSpec, raw: dict[str, Any]) -> WorkloadSpec:
         security=spec.security.to_dict(),
         policy=raw.get("policy"),
         health=raw.get("health"),
+        networks=networks,
+        udp_ports=tuple(int(p) for p in raw.get("service_udp_ports") or ()),
     )
     return WorkloadSpec(kind, spec, template)

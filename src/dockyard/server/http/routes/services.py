@@ -176,6 +176,11 @@ def service_body(spec: ServiceSpec) -> dict[str, Any]:
         "health": None if spec.health is None else spec.health.to_dict(),
         "update": spec.update.to_dict(),
         "labels": dict(spec.labels),
+        "networks": [
+            {"name": n.name, "internal": n.internal, "aliases": list(n.aliases)}
+            for n in spec.networks
+        ],
+        "udp_ports": list(spec.udp_ports),
     }
 
 
