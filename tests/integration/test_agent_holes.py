@@ -122,3 +122,37 @@ def test_a_batch_that_always_fails_is_dropped_not_resent_for_ever(
         texts = [line["line"] for line in api.logs(task["id"])["lines"]]
         assert "fine" in texts and "poison" not in texts
         api.kill(task["id"])
+
+
+def test_a_container_removed_while_the_agent_is_down_is_reported_not_recreated(
+    cluster: tuple[LocalCluster, Agent, SimDriver],
+) -> None:
+    """docker rm -f while the agent is stopped, then the agent restarts (same node id,
+    same runtime): reported container_vanished, the restart policy's next attempt
+    runs, and the task's id never gets a second container."""
+    local, agent, driver = cluster
+    with local.client() as api:
+        task = api.run_job("vanish-away", "busybox", ["sleep", "300"], restart="on-failure")
+        wait_for(lambda: _state(api, task["id"]) == "running", timeout=20, message="running")
+        (container,) = [c for c in driver.list(agent.node_id) if c.task_id == task["id"]]
+        wait_for(
+            lambda: api.task(task["id"])["container_id"] == container.container_id,
+            timeout=10,
+            message="the server knows its container",
+        )
+        agent.stop()
+        local.agents.remove(agent)
+        driver.remove(container.container_id)  # docker rm -f while the agent is away
+        again = local.add_agent("sim-1", driver)  # same data dir: the same node id
+        assert again.node_id == agent.node_id
+        wait_for(lambda: _state(api, task["id"]) == "failed", timeout=20, message="failed")
+        shown = api.task(task["id"])
+        assert shown["reason"] == "container_vanished", shown
+        nxt = wait_for(
+            lambda: [t for t in api.tasks() if t["id"] != task["id"] and t["state"] == "running"],
+            timeout=30,
+            message="the next attempt runs",
+        )
+        assert nxt[0]["attempt"] == shown["attempt"] + 1
+        assert task["id"] not in [c.task_id for c in driver.list(agent.node_id)]
+        api.kill(nxt[0]["id"])

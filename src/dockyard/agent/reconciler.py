@@ -69,6 +69,8 @@ class DesiredTask:
     #: Service replicas: (container port, host port) pairs and the health check.
     port_map: tuple[tuple[int, int], ...] = ()
     health: HealthCheck | None = None
+    #: The container the server heard the task ran in ("" before it ran).
+    container_id: str = ""
     #: A service's networks (``core.networks.NetworkRef`` maps) and its UDP ports.
     networks: tuple[dict[str, Any], ...] = ()
     udp_ports: tuple[int, ...] = ()
@@ -96,6 +98,7 @@ class DesiredTask:
             ports=entry.ports,
             port_map=entry.port_map,
             health=_health_check(entry),
+            container_id=entry.container_id,
             networks=spec.networks,
             udp_ports=spec.udp_ports,
         )
@@ -258,9 +261,24 @@ class Reconciler:
             watched = tid in self._watched
             if container is None and (finished or watched):
                 return  # ended, or vanished (its watcher reports that): never re-created
+            # It ran (the server has its container) and nothing here watched it go:
+            # removed while this agent was away. Never created again under this id.
+            vanished = container is None and bool(task.container_id)
             if task.desired == DesiredState.STOP:
                 self._stopping.add(tid)
             self._busy.add(tid)
+        if vanished and task.desired != DesiredState.STOP:
+            self._release(tid)
+            self._finish(
+                TaskStatus(
+                    tid,
+                    TaskState.FAILED,
+                    Reason.CONTAINER_VANISHED,
+                    "the container was removed outside dockyard while the agent was away",
+                    container_id=task.container_id,
+                )
+            )
+            return
         if container is None:
             if task.desired == DesiredState.STOP:
                 self._release(tid)

@@ -891,10 +891,13 @@ class DesiredEntry:
     desired: str = "run"
     #: Lines the server has of each stream (shipping resumes after them).
     log_offsets: dict[str, int] = field(default_factory=dict)
+    #: The container an agent reported running for the task ("" before it ran). One
+    #: missing on the node has vanished: never created again under this task id.
+    container_id: str = ""
 
     def encode(self) -> dict[str, Any]:
         t = self.template
-        return {
+        body = {
             "command": t.command,
             "env": t.env,
             "kill_grace_s": t.kill_grace_s,
@@ -915,6 +918,9 @@ class DesiredEntry:
             "desired": self.desired,
             "log_offsets": self.log_offsets,
         }
+        if self.container_id:
+            body["container_id"] = self.container_id
+        return body
 
     @classmethod
     def decode(cls, item: object) -> DesiredEntry:
@@ -938,6 +944,9 @@ class DesiredEntry:
             raise _wrong("cpu_millis", cpu_millis, "an integer")
         if type(memory_bytes) is not int:
             raise _wrong("memory_bytes", memory_bytes, "an integer")
+        container_id = get("container_id", "")
+        if type(container_id) is not str:
+            raise _wrong("container_id", container_id, "a string")
         port_map = _seq(body, "port_map")
         if port_map:
             for pair in port_map:
@@ -962,6 +971,7 @@ class DesiredEntry:
             port_map,
             desired,
             _typed_map(body, "log_offsets", int, "an integer"),
+            container_id,
         )
 
 

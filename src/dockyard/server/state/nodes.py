@@ -134,6 +134,7 @@ _DESIRED_COLUMNS = (
     Task.desired_state,
     Task.started_at,
     Task.array_index,
+    Task.container_id,
 )
 
 
@@ -191,6 +192,7 @@ def _entry(
             "stdout": offsets.get((task.id, "stdout"), 0),
             "stderr": offsets.get((task.id, "stderr"), 0),
         },
+        container_id=task.container_id or "",
     )
 
 
