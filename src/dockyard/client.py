@@ -314,9 +314,11 @@ class Client:
 
     def plan(self, name: str, image: str, **spec: Any) -> dict[str, Any]:
         """Dry run of a job (same fields as :meth:`run_job`): where it would go now, or why not."""
+        preempt = bool(spec.pop("preempt", False))  # also list what it would evict
         body: dict[str, Any] = {"name": name, "image": image}
         body.update({k: v for k, v in spec.items() if v not in (None, [], {}, "")})
-        return dict(self._request("POST", "/api/v1/plan", json=body))
+        params = {"preempt": True} if preempt else None
+        return dict(self._request("POST", "/api/v1/plan", json=body, params=params))
 
     def create_token(self, user: str | None = None, description: str = "") -> dict[str, Any]:
         body: dict[str, Any] = {"description": description}

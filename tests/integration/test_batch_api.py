@@ -213,3 +213,43 @@ def test_queue_shows_estimated_starts(cluster: LocalCluster) -> None:
         assert eta["after"] == pytest.approx(started + 50, abs=2)
         for t in (*holders, first, second, third, forever, after):
             api.kill(t["id"])
+
+
+def test_preemption_requeues_the_victim_and_names_the_gainer(
+    cluster: LocalCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DOCKYARD_PREEMPTION", "1")
+    with cluster.client() as api:
+        guarded = api.run_job("low-a", "busybox", ["sleep", "60"], cpu=8, min_runtime_s=600)
+        victim = api.run_job("low-b", "busybox", ["sleep", "60"], cpu=8)
+        for t in (guarded, victim):
+            wait_for(lambda t=t: api.task(t["id"])["state"] == "running", timeout=20)
+        preview = api.plan("urgent", "busybox", cpu=8, priority=10, preempt=True)
+        assert not preview["fits"]
+        assert [e["task_id"] for e in preview["evictions"]] == [victim["id"]]
+        assert preview["evictions"][0]["why"] == "priority 10 > 0"
+        urgent = api.run_job("urgent", "busybox", ["sleep", "60"], cpu=8, priority=10)
+        wait_for(lambda: api.task(urgent["id"])["state"] == "running", timeout=20)
+        gone = api.task(victim["id"])
+        assert gone["state"] == "killed" and gone["reason"] == "preempted"
+        assert api.task(guarded["id"])["state"] == "running"  # its --min-runtime held
+        # Requeued as a new attempt; charged for what it ran.
+        again = wait_for(
+            lambda: [
+                t
+                for t in _tasks_of(api, victim["workload_id"])
+                if t["attempt"] == 2 and t["previous_task_id"] == victim["id"]
+            ],
+            timeout=20,
+        )[0]
+        assert again["state"] == "pending"
+        record = wait_for(
+            lambda: [r for r in api.accounting() if r["task_id"] == victim["id"]], timeout=20
+        )[0]
+        assert record["reason"] == "preempted" and record["wall_s"] > 0
+        said = [e["message"] for e in api.events(task=victim["id"])]
+        assert any(f"preempted for {urgent['id']}: priority 10 > 0" in m for m in said)
+        gained = [e["message"] for e in api.events(task=urgent["id"])]
+        assert any(f"preempting {victim['id']}" in m for m in gained)
+        for t in (guarded, urgent, again):
+            api.kill(t["id"])

@@ -151,6 +151,9 @@ def plan(
     gpus: Annotated[int, typer.Option(help="Whole GPUs.")] = 0,
     port: Annotated[list[int] | None, typer.Option(help="Host port.")] = None,
     spread: Annotated[bool, typer.Option(help="Spread instead of bin-packing.")] = False,
+    preempt: Annotated[
+        bool, typer.Option(help="Also show the running work it would evict (preemption).")
+    ] = False,
     output: OutputOpt = None,
     json_out: JsonOpt = False,
     url: UrlOpt = None,
@@ -172,6 +175,7 @@ def plan(
             gpus=gpus or None,
             ports=list(port or []),
             algorithm="spread" if spread else None,
+            preempt=preempt,
         )
     render.emit(result, json_out, _print_plan)
 
@@ -183,3 +187,5 @@ def _print_plan(result: dict[str, Any]) -> None:
     else:
         print(f"would wait: {result['reason']}")
     print(f"queue position {result['queue_position']} ({result['queued_ahead']} ahead)")
+    for e in result.get("evictions") or []:
+        print(f"would evict {e['task_id']} on {e['node']}: {e['why']}")

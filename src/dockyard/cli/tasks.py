@@ -80,6 +80,9 @@ def run(
     ] = 0,
     tasks: Annotated[int, typer.Option(help="With --gang: N tasks, all placed at once.")] = 0,
     gang: Annotated[bool, typer.Option(help="Place the --tasks all at once or none.")] = False,
+    min_runtime: Annotated[
+        float | None, typer.Option(help="Never preempted before it ran this many seconds.")
+    ] = None,
     build: Annotated[
         Path | None,
         typer.Option("--build", help="Build IMAGE (as <you>/IMAGE) from this context first."),
@@ -143,6 +146,7 @@ def run(
             after=list(after or []),
             gang_size=nodes or (tasks if gang else 0),
             gang_nodes=bool(nodes),
+            min_runtime_s=min_runtime,
         )
         if array:  # an array: its id (for --after ok:ID); `dockyard ps` shows its elements
             render.emit(task, json_out, lambda a: f"{a['id']} ({a['total']} elements)")

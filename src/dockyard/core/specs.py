@@ -62,6 +62,8 @@ class JobSpec:
     after: tuple[str, ...] = ()
     gang_size: int = 0
     gang_nodes: bool = False
+    #: Preemption guard: never preempted before it ran this long.
+    min_runtime_s: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -85,6 +87,7 @@ class JobSpec:
             "after": list(self.after),
             "gang_size": self.gang_size,
             "gang_nodes": self.gang_nodes,
+            "min_runtime_s": self.min_runtime_s,
         }
 
     @classmethod
@@ -112,6 +115,7 @@ class JobSpec:
             after=tuple(str(a) for a in data.get("after") or ()),
             gang_size=int(data.get("gang_size") or 0),
             gang_nodes=bool(data.get("gang_nodes")),
+            min_runtime_s=float(data.get("min_runtime_s") or 0.0),
         )
 
 
@@ -147,6 +151,7 @@ def build_job_spec(
     after: Sequence[str] | None = None,
     gang_size: int | None = None,
     gang_nodes: bool = False,
+    min_runtime_s: float | None = None,
 ) -> JobSpec:
     """Validate raw user input and build a :class:`JobSpec`.
 
@@ -216,6 +221,9 @@ def build_job_spec(
         raise ValidationError("gang_nodes", "needs gang_size (the number of nodes)")
     if gang and array_text:
         raise ValidationError("gang_size", "a gang job cannot also be an array")
+    guard = 0.0 if min_runtime_s is None else _float(min_runtime_s, "min_runtime_s")
+    if not 0 <= guard <= MAX_RUNTIME_LIMIT_S:
+        raise ValidationError("min_runtime_s", "must be from 0 to a year")
     return JobSpec(
         name=name,
         image=image,
@@ -239,6 +247,7 @@ def build_job_spec(
         after=dependencies,
         gang_size=gang,
         gang_nodes=bool(gang_nodes),
+        min_runtime_s=guard,
     )
 
 

@@ -85,6 +85,8 @@ class Reason:
     # never be; an array element was released.
     WAITING_DEPENDENCY = "waiting_dependency"
     DEPENDENCY_NEVER_SATISFIED = "dependency_never_satisfied"
+    #: Stopped to make room for more important work; requeued as a new attempt.
+    PREEMPTED = "preempted"
 
 
 def can_transition(current: TaskState, new: TaskState) -> bool:

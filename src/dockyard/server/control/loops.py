@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from dockyard.core.quota import Admission, Candidate, OwnerUsage, Quota, admit
 from dockyard.core.states import PLACED_STATES, DesiredState, Reason, TaskState
 from dockyard.scheduler.fairshare import FairShareConfig
-from dockyard.server.control import scheduling
+from dockyard.server.control import preemption, scheduling
 from dockyard.server.control.scheduling import FairShareState
 from dockyard.server.loop import Loop
 from dockyard.server.metrics import ServerMetrics
@@ -72,6 +72,34 @@ class SchedulerLoop(Loop):
             self._metrics.placements.inc()
             self._metrics.scheduling_latency.observe(max(0.0, now - since))
 
+    def _preempt(self, session: Session, decision: scheduling.Pass, now: float) -> set[str]:
+        """Tasks that did not fit may evict less important work (control/preemption.py);
+        the nodes whose desired sets changed."""
+        plan = decision.plan
+        held = decision.admission.held
+        build = scheduling.Requests()
+        blocked = [
+            preemption.contender(row, build.constraints(row.constraints))
+            for r in decision.ranked
+            if (row := decision.rows.get(r.task.task_id)) is not None
+            and row.id in plan.pending_reasons
+            and row.id not in held
+            and not row.gang_size
+        ]
+        if not blocked:
+            return set()
+        evictions = preemption.decide(
+            session,
+            blocked,
+            scheduling.node_views(session),
+            self.fair.current(session, now),
+            scheduling.shares(session),
+            now,
+        )
+        owners = {tid: row.owner_id for tid, row in decision.rows.items()}
+        preemption.apply(session, evictions, owners)
+        return {e.node_id for e in evictions}
+
     def step(self) -> None:
         now = time.time()
         started = time.perf_counter()
@@ -102,6 +130,8 @@ class SchedulerLoop(Loop):
             touched = scheduling.commit_plan(
                 session, decision, now, lambda row: self._observe_placement(row, now)
             )
+            if preemption.enabled():
+                touched |= self._preempt(session, decision, now)
         self.last_timing = {
             "read_s": decision.read_s,
             "place_s": decision.place_s,

@@ -342,10 +342,15 @@ class Requests:
             row.max_runtime_s,
             tagged(row.image or ""),
             sum(1 for _, host in row.port_map or () if not host),
-            row.workload_id if row.gang_size else "",
-            int(row.gang_size or 0),
-            bool(row.gang_nodes),
+            *self._gang(row),
         )
+
+    @staticmethod
+    def _gang(row: Any) -> tuple[str, int, bool]:
+        """A gang member's job id, gang size and whether it needs a node of its own
+        (a row without the columns, the dry run's, is no gang)."""
+        size = int(getattr(row, "gang_size", 0) or 0)
+        return (row.workload_id if size else "", size, bool(getattr(row, "gang_nodes", False)))
 
 
 @dataclass

@@ -209,6 +209,9 @@ class JobCreate(RequestBody):
         default=0, ge=0, le=1024, description="gang job: this many tasks, placed all or none"
     )
     gang_nodes: bool = Field(default=False, description="gang members each on a node of its own")
+    min_runtime_s: float | None = Field(
+        default=None, ge=0, le=MAX_RUNTIME_LIMIT_S, description="never preempted before this"
+    )
 
     def to_spec(self) -> JobSpec:
         """The validated job spec (raises ValidationError naming the field)."""
@@ -217,6 +220,7 @@ class JobCreate(RequestBody):
             after=self.after,
             gang_size=self.gang_size,
             gang_nodes=self.gang_nodes,
+            min_runtime_s=self.min_runtime_s,
             name=self.name,
             image=self.image,
             command=self.command,

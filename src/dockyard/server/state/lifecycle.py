@@ -9,8 +9,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from dockyard.core.ids import new_id
-from dockyard.core.policy import Attempt, decide
-from dockyard.core.states import DesiredState, TaskState
+from dockyard.core.policy import Attempt, Decision, decide
+from dockyard.core.states import DesiredState, Reason, TaskState
 from dockyard.server.state.events import EventKind, record
 from dockyard.server.state.workload_specs import WorkloadSpec, workload_specs
 from dockyard.store.tables import Task
@@ -40,6 +40,8 @@ def may_replace(workload: WorkloadSpec | None, task: Ended) -> bool:
     """
     if workload is None or workload.kind != "job":
         return False
+    if task.stop_reason == Reason.PREEMPTED:
+        return True  # requeued whatever its policy
     return decide(workload.spec.restart, [_attempt(task)]).replace
 
 
@@ -67,12 +69,13 @@ def follow_up(session: Session, task: Task) -> Task | None:
     history = [
         _attempt(t)
         for t in session.scalars(
-            select(Task)
-            .where(Task.workload_id == task.workload_id, element)
-            .order_by(Task.attempt)
+            select(Task).where(Task.workload_id == task.workload_id, element).order_by(Task.attempt)
         )
     ]
     decision = decide(spec.restart, history)
+    if task.stop_reason == Reason.PREEMPTED and task.state == TaskState.KILLED:
+        # Preempted: requeued at once as a new attempt (it was charged for what it ran).
+        decision = Decision(True, 0.0, "requeued after preemption", "preempted")
     if not decision.replace:
         return None
     now = time.time()
@@ -105,7 +108,9 @@ def follow_up(session: Session, task: Task) -> Task | None:
         gang_nodes=False,
     )
     session.add(replacement)  # events have no foreign key to it: one flush serves all
-    kind = "rescheduled" if decision.kind == "reschedule" else "restart_scheduled"
+    kind = {"reschedule": "rescheduled", "preempted": "requeued"}.get(
+        decision.kind, "restart_scheduled"
+    )
     record(
         session, EventKind.TASK, kind, f"replaced by {replacement.id}: {decision.why}", task=task
     )

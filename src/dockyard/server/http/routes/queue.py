@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 from dockyard.scheduler.eta import DEFAULT_HORIZON, estimate_starts
 from dockyard.scheduler.placement import place
 from dockyard.scheduler.queue import QueuedTask, order
-from dockyard.server.control import scheduling
+from dockyard.server.control import preemption, scheduling
 from dockyard.server.http.deps import AdminUser, CurrentUser, server_context
 from dockyard.server.http.schemas import ErrorOut, JobCreate
 from dockyard.server.state import queue as queue_ops
@@ -68,6 +68,11 @@ class PlanOut(BaseModel):
     queue_position: int = Field(description="where it would join the queue (1 = first)")
     queued_ahead: int = Field(description="queued tasks that would be tried before it")
     queue_locked: bool
+    evictions: list[dict[str, str]] = Field(
+        default_factory=list,
+        description="with preempt=true: the running tasks it would evict now "
+        "({task_id, node, why}; only when the server has preemption on)",
+    )
 
 
 @router.get("/api/v1/queue", response_model=QueueOut)
@@ -198,8 +203,9 @@ def delete_queued(request: Request, ref: str, who: CurrentUser) -> QueueEntryOut
 
 
 @router.post("/api/v1/plan", response_model=PlanOut)
-def plan(request: Request, body: JobCreate, who: CurrentUser) -> PlanOut:
-    """Dry run: where this job would go if submitted now, or why not. Writes nothing."""
+def plan(request: Request, body: JobCreate, who: CurrentUser, preempt: bool = False) -> PlanOut:
+    """Dry run: where this job would go if submitted now, or why not. Writes nothing.
+    ``preempt``: also which running work it would evict (if it does not fit)."""
     ctx = server_context(request)
     spec = body.to_spec()
     now = time.time()
@@ -241,7 +247,17 @@ def plan(request: Request, body: JobCreate, who: CurrentUser) -> PlanOut:
         )
         position = next(r.position for r in ranked if r.task.task_id == "(plan)")
         views = scheduling.node_views(session)
-    result = place([probe], views)
+        result = place([probe], views)
+        evictions = []
+        if preempt and "(plan)" not in result.assignments:
+            evictions = preemption.decide(
+                session,
+                [preemption.contender(_PreemptProbe(who.user_id, spec), probe.constraints)],
+                views,
+                fair.usage,
+                scheduling.shares(session),
+                now,
+            )
     node_id = result.assignments.get("(plan)")
     names = {v.node_id: v.name for v in views}
     return PlanOut(
@@ -258,6 +274,10 @@ def plan(request: Request, body: JobCreate, who: CurrentUser) -> PlanOut:
         queue_position=position,
         queued_ahead=position - 1,
         queue_locked=lock is not None,
+        evictions=[
+            {"task_id": e.victim, "node": names.get(e.node_id, e.node_id), "why": e.why}
+            for e in evictions
+        ],
     )
 
 
@@ -266,3 +286,15 @@ class _ProbeRow:
 
     def __init__(self, **values: Any) -> None:
         self.__dict__.update(values)
+
+
+class _PreemptProbe:
+    """The dry run's job as a preemption contender's row."""
+
+    def __init__(self, owner_id: str, spec: Any) -> None:
+        self.id = "(plan)"
+        self.owner_id = owner_id
+        self.priority = spec.priority
+        self.cpu_millis = spec.resources.cpu_millis
+        self.memory_bytes = spec.resources.memory_bytes
+        self.gpus = spec.gpus

@@ -39,9 +39,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("tasks") as batch:
         batch.add_column(sa.Column("array_index", sa.Integer(), nullable=True))
-        batch.add_column(
-            sa.Column("held", sa.Boolean(), nullable=False, server_default=sa.false())
-        )
+        batch.add_column(sa.Column("held", sa.Boolean(), nullable=False, server_default=sa.false()))
         batch.add_column(sa.Column("gang_size", sa.Integer(), nullable=False, server_default="0"))
         batch.add_column(
             sa.Column("gang_nodes", sa.Boolean(), nullable=False, server_default=sa.false())
