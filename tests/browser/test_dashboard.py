@@ -235,6 +235,8 @@ def test_static_assets_are_offline_and_csp_clean(cluster: ProcessCluster) -> Non
             continue
         text = path.read_text()
         rel = path.relative_to(STATIC)
+        if rel.parts[0] == "vendor":  # a vendored library's banner names its home page
+            text = re.sub(r"/\*.*?\*/", "", text, flags=re.S)
         for bad in ("http://", "https://", "//cdn", "@import", "fonts.googleapis"):
             if path.suffix != ".svg":
                 assert bad not in text, f"{rel} refers to {bad}"

@@ -58,7 +58,9 @@ def tokens(local: LocalCluster) -> dict[str, str]:
 
 def no_injected_elements(page: Any) -> None:
     assert page.locator("img").count() == 0, "an <img> element was created from data"
-    assert page.locator("script").count() == 1  # the app module
+    # the app module and the vendored chart library (uPlot), both from /ui/
+    assert page.locator("script").count() == 2
+    assert page.locator("script:not([src^='/ui/'])").count() == 0
 
 
 def test_list_detail_scale_and_remove_from_the_ui(

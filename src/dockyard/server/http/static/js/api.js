@@ -70,6 +70,23 @@ export async function api(method, path, { query, body, signal } = {}) {
 
 export const get = (path, query, signal) => api("GET", path, { query, signal }).then((r) => r.data);
 
+/** POST a file as the raw request body (build contexts); resolves to the JSON answer. */
+export async function upload(path, query, blob) {
+  const res = await fetch(url(path, query), {
+    method: "POST",
+    headers: headers({ "Content-Type": "application/octet-stream" }),
+    body: blob,
+  });
+  let data = null;
+  try { data = await res.json(); } catch { data = null; }
+  if (!res.ok) {
+    const err = new ApiError(res.status, data);
+    if (res.status === 401) onUnauthorized(err);
+    throw err;
+  }
+  return data;
+}
+
 /** Read a streamed response line by line (NDJSON, SSE) and call onLine for each. */
 async function readLines(res, onLine) {
   const reader = res.body.getReader();

@@ -3,8 +3,11 @@
 
 import { ApiError, EventStream, api, clearToken, get, getToken, setToken, setUnauthorizedHandler } from "./api.js";
 import { h, shellSplit } from "./dom.js";
+import * as builds from "./pages/builds.js";
 import * as events from "./pages/events.js";
 import * as jobs from "./pages/jobs.js";
+import * as node from "./pages/node.js";
+import * as nodes from "./pages/nodes.js";
 import * as overview from "./pages/overview.js";
 import * as service from "./pages/service.js";
 import * as services from "./pages/services.js";
@@ -17,6 +20,10 @@ const ROUTES = [
   { re: /^\/?$/, page: overview, nav: "overview", title: "Overview" },
   { re: /^\/jobs$/, page: jobs, nav: "jobs", title: "Jobs" },
   { re: /^\/task\/([^/]+)$/, page: task, nav: "jobs", title: "Task" },
+  { re: /^\/nodes$/, page: nodes, nav: "nodes", title: "Nodes" },
+  { re: /^\/nodes\/([^/]+)$/, page: node, nav: "nodes", title: "Node" },
+  { re: /^\/builds$/, page: builds, nav: "builds", title: "Builds" },
+  { re: /^\/builds\/([^/]+)$/, page: builds, nav: "builds", title: "Build" },
   { re: /^\/services$/, page: services, nav: "services", title: "Services" },
   { re: /^\/services\/([^/]+)$/, page: service, nav: "services", title: "Service" },
   { re: /^\/users$/, page: users, nav: "users", title: "Users" },

@@ -57,8 +57,12 @@ export function taskLink(id, label) {
   return h("a", { href: `#/task/${encodeURIComponent(id)}`, class: "task-link" }, label ?? id);
 }
 
-/** A horizontal bar: used (solid) over allocated (tinted) of total. */
-export function usageBar({ used = null, allocated = null, total = 0, text = "" }) {
+/**
+ * A horizontal bar: used (solid) over allocated (tinted) of total. ``warm``/``hot``
+ * are the used percentages that colour it amber/red (CPU: amber only; a busy CPU
+ * is no fault).
+ */
+export function usageBar({ used = null, allocated = null, total = 0, text = "", warm = 70, hot = 90 }) {
   const pct = (v) => (total > 0 && v !== null ? Math.max(0, Math.min(100, (100 * v) / total)) : 0);
   const bar = h("div", { class: "bar", title: text });
   if (allocated !== null) {
@@ -70,8 +74,8 @@ export function usageBar({ used = null, allocated = null, total = 0, text = "" }
     const u = h("div", { class: "fill used" });
     const p = pct(used);
     u.style.width = `${p}%`;
-    if (p >= 90) bar.classList.add("hot");
-    else if (p >= 70) bar.classList.add("warm");
+    if (p >= hot) bar.classList.add("hot");
+    else if (p >= warm) bar.classList.add("warm");
     bar.appendChild(u);
   }
   bar.appendChild(h("span", { class: "text" }, text));
@@ -84,12 +88,17 @@ export function table(headers, rows, { empty = "Nothing here." } = {}) {
     return h("th", { class: cls || null }, label);
   })));
   const tbody = h("tbody", {});
+  const labels = headers.map((x) => (Array.isArray(x) ? x[0] : x));
   if (rows.length === 0) {
     tbody.appendChild(h("tr", {}, h("td", { class: "empty", colspan: headers.length }, empty)));
   } else {
-    for (const r of rows) tbody.appendChild(r);
+    for (const r of rows) {
+      // On narrow screens each row is a card and each cell is prefixed by its header (CSS).
+      Array.from(r.children).forEach((td, i) => { if (labels[i] && !td.dataset.label) td.dataset.label = labels[i]; });
+      tbody.appendChild(r);
+    }
   }
-  return h("div", { class: "table-wrap" }, h("table", {}, thead, tbody));
+  return h("div", { class: "table-wrap" }, h("table", { class: "cards" }, thead, tbody));
 }
 
 // -- formatting ---------------------------------------------------------------

@@ -1,8 +1,9 @@
-// Service detail: rollout state, configuration, every replica (task, version,
-// state, health, node, endpoints), and Scale / Remove for its owner or an admin.
+// Service detail: rollout state and history, configuration, every replica (task,
+// version, state, health, node, endpoints), and Scale / Update / Remove for its
+// owner or an admin.
 
 import { ApiError, api, get } from "../api.js";
-import { badge, fmtTime, h, table, taskLink, throttle } from "../dom.js";
+import { badge, fmtTime, h, shellSplit, table, taskLink, throttle } from "../dom.js";
 import { canManage, errorBox, labelChips, readyText, svcLink, timeLeft, touchesServices } from "./services.js";
 
 function healthText(hc) {
@@ -28,6 +29,8 @@ export function mount(root, app, { args }) {
   const rollout = h("div", { class: "card section", id: "service-rollout" });
   const info = h("div", { class: "card section", id: "service-info" });
   const replicasBox = h("div", { id: "replicas" });
+  const historyBox = h("div", { id: "rollout-history" });
+  const updateCard = h("div", { class: "card section", id: "service-update", hidden: true });
   const scaleInput = h("input", { id: "scale-replicas", type: "number", min: "0", max: "1000", step: "1", "aria-label": "Replicas" });
 
   root.append(
@@ -36,9 +39,80 @@ export function mount(root, app, { args }) {
       h("div", {},
         h("section", { class: "section" },
           h("div", { class: "section-head" }, h("h2", {}, "Replicas"), h("span", { class: "muted", id: "replica-count" })),
-          replicasBox)),
-      h("div", {}, actions, rollout, info)),
+          replicasBox),
+        h("section", { class: "section" },
+          h("div", { class: "section-head" }, h("h2", {}, "Rollout history"), h("span", { class: "muted" }, "created, scaled, rolled out, reverted, removed")),
+          historyBox)),
+      h("div", {}, actions, updateCard, rollout, info)),
   );
+
+  // -- update (owner or admin): a new spec rolls out under the update policy -------
+  const upImage = h("input", { id: "update-image", required: true, maxlength: "255", spellcheck: "false", "aria-label": "Image" });
+  const upCommand = h("input", { id: "update-command", spellcheck: "false", placeholder: "image default", "aria-label": "Command" });
+  const upEnv = h("textarea", { id: "update-env", rows: "3", spellcheck: "false", placeholder: "KEY=value, one per line", "aria-label": "Environment" });
+  const upForm = h("form", { id: "update-form", autocomplete: "off" },
+    h("label", {}, "Image", upImage),
+    h("label", {}, "Command", upCommand, h("small", { class: "muted" }, "Split like a shell; empty: the image's default.")),
+    h("label", {}, "Environment", upEnv),
+    h("div", { class: "actions" }, h("button", { type: "submit", class: "btn primary", id: "update-go" }, "Roll out")));
+  updateCard.append(h("h3", {}, "Update"), h("p", { class: "muted" }, "Changing the image, command or environment rolls out a new version (the rollout above follows it)."), upForm);
+  let formFor = 0; // the version the form was filled from
+  function fillUpdate(s) {
+    if (formFor === s.version && upForm.contains(document.activeElement)) return;
+    formFor = s.version;
+    const spec = s.spec || {};
+    upImage.value = spec.image || s.image;
+    upCommand.value = (spec.command || []).map((w) => (/[\s'"\\]/.test(w) ? `'${w.replace(/'/g, "'\\''")}'` : w)).join(" ");
+    upEnv.value = Object.entries(spec.env || {}).map(([k, v]) => `${k}=${v}`).join("\n");
+  }
+  upForm.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    if (!svc) return;
+    error.clear();
+    const body = { ...(svc.spec || {}), name };
+    try {
+      body.image = upImage.value.trim();
+      body.command = upCommand.value.trim() ? shellSplit(upCommand.value.trim()) : [];
+      const env = {};
+      for (const line of upEnv.value.split("\n")) {
+        if (!line.trim()) continue;
+        const i = line.indexOf("=");
+        if (i <= 0) throw new Error(`env: expected KEY=value, got ${JSON.stringify(line)}`);
+        env[line.slice(0, i).trim()] = line.slice(i + 1);
+      }
+      body.env = env;
+    } catch (exc) { error.show(exc); return; }
+    const go = document.getElementById("update-go");
+    go.disabled = true;
+    try {
+      const { data } = await api("PUT", `/api/v1/services/${encodeURIComponent(name)}`, { body });
+      app.toast(data.change === "rolling" ? `Rolling out ${name} version ${data.version}` : `${name}: ${data.change || "saved"}`);
+      formFor = 0;
+      render(data);
+      loadHistory();
+    } catch (exc) {
+      error.show(exc);
+    } finally {
+      go.disabled = false;
+    }
+  });
+
+  // Events carry no service id: a service's are those whose message names it.
+  const mentions = (e) => e.message.startsWith(`service ${name}:`) || e.message.startsWith(`service ${name} `);
+  async function loadHistory() {
+    try {
+      const rows = await get("/api/v1/events", { order: "desc", limit: 1000, kind: "task" });
+      if (!alive) return;
+      const mine = rows.filter((e) => /^(rollout|service)_/.test(e.reason) && mentions(e)).slice(0, 50);
+      historyBox.replaceChildren(table(["Time", "Change", "Message"], mine.map((e) =>
+        h("tr", { dataset: { reason: e.reason } },
+          h("td", { class: "mono" }, fmtTime(e.at)),
+          h("td", {}, h("span", { class: "badge kind" }, e.reason)),
+          h("td", { class: "wrap" }, e.message))), { empty: "No changes recorded among the newest 1,000 events." }));
+    } catch (exc) {
+      if (alive) error.show(exc);
+    }
+  }
 
   // -- scale and remove (owner or admin) --------------------------------------
   // novalidate: out-of-range input goes to the API, whose answer is shown as is.
@@ -105,6 +179,8 @@ export function mount(root, app, { args }) {
       svcLink(s));
     const manage = canManage(app, s);
     actions.hidden = !manage;
+    updateCard.hidden = !manage;
+    if (manage) fillUpdate(s);
     if (manage && document.activeElement !== scaleInput) scaleInput.value = String(s.replicas);
 
     rollout.replaceChildren(h("h3", {}, "Rollout"), kv([
@@ -168,12 +244,15 @@ export function mount(root, app, { args }) {
     }
   }, 1000);
   load();
+  loadHistory();
+  const refreshHistory = throttle(loadHistory, 2000);
 
   return {
     onEvents(rows) {
       if (rows.some((e) => e.task_name === name || replicaIds.has(e.task_id) || touchesServices(e))) refresh();
+      if (rows.some((e) => /^(rollout|service)_/.test(e.reason) && mentions(e))) refreshHistory();
     },
     reload() { refresh(); },
-    unmount() { alive = false; refresh.cancel(); clearInterval(tick); },
+    unmount() { alive = false; refresh.cancel(); refreshHistory.cancel(); clearInterval(tick); },
   };
 }

@@ -1,11 +1,13 @@
-// Task detail: state, spec, resources, events, and logs that follow live.
+// Task detail: state, spec, resources, CPU and memory over time, events, and
+// logs that follow live (search, stream toggle, ANSI colours, download).
 
 import { ApiError, followLogs, get } from "../api.js";
+import { usagePanel } from "../chart.js";
 import { badge, fmtBytes, fmtCpu, fmtDuration, fmtTime, h, table, throttle } from "../dom.js";
+import { logViewer } from "../logview.js";
 import { killTask } from "./jobs.js";
 import { tabFor } from "./overview.js";
 
-const MAX_LINES = 5000; // lines kept on screen; older ones are dropped (the API keeps them all)
 const TERMINAL = new Set(["succeeded", "failed", "killed", "lost", "expired"]);
 
 function pendingText(d) {
@@ -33,17 +35,16 @@ export function mount(root, app, { args }) {
   const info = h("div", { class: "card section", id: "task-info" });
   const spec = h("div", { class: "card section", id: "task-spec" });
   const eventsBox = h("div", { id: "task-events" });
-  const logs = h("div", { class: "logs", id: "task-logs", role: "log", "aria-live": "off", tabindex: "0" });
-  const logStatus = h("span", { class: "muted", id: "log-status" }, "");
-  let lineCount = 0;
+  const viewer = logViewer(() => task);
+  const usage = usagePanel(`/api/v1/tasks/${encodeURIComponent(ref)}/usage`, { title: "CPU and memory", id: "task-usage" });
+  let usageTimer = null;
 
   root.append(
     crumb, title,
     h("div", { class: "grid-2col" },
       h("div", {},
-        h("section", { class: "section" },
-          h("div", { class: "section-head" }, h("h2", {}, "Logs"), logStatus),
-          logs),
+        viewer.el,
+        usage.el,
         h("section", { class: "section" }, h("h2", {}, "Events"), eventsBox)),
       h("div", {}, info, spec)),
   );
@@ -96,7 +97,7 @@ export function mount(root, app, { args }) {
       ...(t.pending_detail && t.state === "pending" ? [["Why pending", pendingText(t.pending_detail)]] : []),
       ["Exit code", t.exit_code === null ? "–" : String(t.exit_code)],
       ["Owner", t.owner],
-      ["Node", t.node || "–"],
+      ["Node", t.node_id ? h("a", { href: `#/nodes/${encodeURIComponent(t.node_id)}`, id: "task-node" }, t.node || t.node_id) : "–"],
       ["Attempt", String(t.attempt)],
       ["Submitted", fmtTime(t.created_at)],
       ["Started", fmtTime(t.started_at)],
@@ -136,6 +137,11 @@ export function mount(root, app, { args }) {
       task = t;
       render(t);
       if (!following && !logsEnded) startLogs();
+      if (usageTimer === null) {
+        usage.refresh();
+        // while it runs, a new 10 s bucket lands every 10 s
+        usageTimer = setInterval(() => { if (!document.hidden && task && !TERMINAL.has(task.state)) usage.refresh(); }, 10000);
+      }
     } catch (exc) {
       if (!alive) return;
       if (exc instanceof ApiError && exc.status === 404) {
@@ -148,50 +154,27 @@ export function mount(root, app, { args }) {
   }
 
   // -- logs -------------------------------------------------------------------
-  function atBottom() { return logs.scrollHeight - logs.scrollTop - logs.clientHeight < 30; }
-
-  function addLine(line) {
-    cursor = Math.max(cursor, line.id);
-    const stick = atBottom();
-    const el = h("span", { class: `line ${line.stream === "stderr" ? "stderr" : "stdout"}`, dataset: { seq: String(line.seq) } },
-      h("span", { class: "ts" }, (line.ts || "").slice(11, 19)), line.line);
-    logs.appendChild(el);
-    lineCount += 1;
-    if (lineCount > MAX_LINES) {
-      logs.firstElementChild?.remove();
-      lineCount -= 1;
-    }
-    if (stick) logs.scrollTop = logs.scrollHeight;
-  }
-
   async function startLogs() {
     if (!task) return;
     following = new AbortController();
-    logStatus.textContent = TERMINAL.has(task.state) ? "" : "following";
+    viewer.setStatus(TERMINAL.has(task.state) ? "" : "following");
     let retry = 1000;
     while (alive && !logsEnded) {
       try {
         await followLogs(task.id, cursor, {
           signal: following.signal,
-          onLine: addLine,
-          onEnd: (state) => {
-            logsEnded = true;
-            logs.appendChild(h("span", { class: "line end" }, `— task ended: ${state} —`));
-            if (atBottom()) logs.scrollTop = logs.scrollHeight;
-          },
+          onLine: (line) => { cursor = Math.max(cursor, line.id); viewer.add(line); },
+          onEnd: (state) => { logsEnded = true; viewer.end(state); },
         });
         if (!logsEnded && alive) await new Promise((r) => setTimeout(r, retry));
       } catch (exc) {
         if (!alive || exc.name === "AbortError") return;
-        logStatus.textContent = `reconnecting (${exc.message})`;
+        viewer.setStatus(`reconnecting (${exc.message})`);
         await new Promise((r) => setTimeout(r, retry));
         retry = Math.min(retry * 2, 10000);
       }
     }
-    logStatus.textContent = lineCount ? `${lineCount} lines` : "no output";
-    if (!lineCount && logsEnded && logs.childElementCount === 1) {
-      logs.prepend(h("span", { class: "line note" }, "(no output)"));
-    }
+    viewer.finish(logsEnded);
   }
 
   const refresh = throttle(load, 700);
@@ -206,6 +189,8 @@ export function mount(root, app, { args }) {
       alive = false;
       refresh.cancel();
       if (following) following.abort();
+      if (usageTimer !== null) clearInterval(usageTimer);
+      usage.destroy();
     },
   };
 }
