@@ -4,7 +4,8 @@
 #   scripts/setup.sh             what the tests need (scripts/test runs this):
 #                                everything below, plus chromium (browser tests),
 #                                PostgreSQL with a local test role, iproute2, file,
-#                                promtool, and .venv with .[server,postgres,test]
+#                                systemd-analyze, promtool, and .venv with
+#                                .[server,postgres,test]
 #   scripts/setup.sh --run-only  what running needs (scripts/up runs this):
 #                                Debian's docker.io and busybox-static, a running
 #                                dockerd, and .venv with .[server]
@@ -32,6 +33,7 @@ if [ "$mode" = test ]; then
   command -v file >/dev/null 2>&1 || need_pkgs+=(file)
   [ -x /usr/bin/chromium ] || need_pkgs+=(chromium)  # browser tests (Playwright, no download)
   command -v pg_ctlcluster >/dev/null 2>&1 || need_pkgs+=(postgresql)  # store/HA tests
+  command -v systemd-analyze >/dev/null 2>&1 || need_pkgs+=(systemd)  # unit file checks
 fi
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
   log "installing Debian packages: ${need_pkgs[*]}"

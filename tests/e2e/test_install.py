@@ -30,6 +30,7 @@ import pytest
 
 from dockyard.drivers.base import LABEL_NODE
 from dockyard.drivers.demo import BusyboxMissing, ensure_busybox_image
+from dockyard.testing.installs import build_wheel
 from dockyard.testing.wait import wait_for
 
 pytestmark = pytest.mark.docker
@@ -41,19 +42,6 @@ DEFAULT_PORTS = (8700, 8701)
 def pip(*args: str) -> None:
     cmd = [sys.executable, "-m", "pip", "-q", "--disable-pip-version-check", *args]
     subprocess.run(cmd, check=True, timeout=180, capture_output=True)
-
-
-def build_wheel(tmp: Path) -> Path:
-    """A wheel of the checkout, built offline from a copy (the tree gets no build/)."""
-    source = tmp / "source"
-    source.mkdir()
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy2(ROOT / name, source / name)
-    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", "*.pyc")
-    shutil.copytree(ROOT / "src", source / "src", ignore=ignore)
-    pip("wheel", "--no-deps", "--no-build-isolation", "--no-index", "-w", str(tmp), str(source))
-    (wheel,) = tmp.glob("dockyard-*.whl")
-    return wheel
 
 
 @dataclass
@@ -77,7 +65,7 @@ class Installed:
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     tmp = tmp_path_factory.mktemp("install")
-    wheel = build_wheel(tmp)
+    wheel = build_wheel(ROOT, tmp)
     venv = tmp / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     python = venv / "bin" / "python"

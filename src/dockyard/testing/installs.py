@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import sys
+from pathlib import Path
 
 #: Top-level packages only ``dockyard[server]`` / ``dockyard[postgres]`` bring.
 SERVER_STACK: tuple[str, ...] = ("fastapi", "starlette", "uvicorn", "sqlalchemy", "alembic")
@@ -31,3 +34,19 @@ def agent_only_cli(*args: str) -> list[str]:
     code = f"import sys; sys.argv = ['dockyard', *{list(args)!r}]\n"
     code += "from dockyard.cli.main import main; main()\n"
     return without_server_stack(code)
+
+
+def build_wheel(root: Path, out: Path) -> Path:
+    """A wheel of the checkout at ``root``, built offline (``--no-build-isolation``,
+    the test venv's setuptools) from a copy in ``out`` (the checkout gets no build/)."""
+    source = out / "source"
+    source.mkdir(parents=True)
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(root / name, source / name)
+    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", "*.pyc")
+    shutil.copytree(root / "src", source / "src", ignore=ignore)
+    cmd = [sys.executable, "-m", "pip", "-q", "--disable-pip-version-check", "wheel"]
+    cmd += ["--no-deps", "--no-build-isolation", "--no-index", "-w", str(out), str(source)]
+    subprocess.run(cmd, check=True, timeout=180, capture_output=True)
+    (wheel,) = out.glob("dockyard-*.whl")
+    return wheel
