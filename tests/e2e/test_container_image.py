@@ -76,12 +76,8 @@ def test_image_runs_server_and_agent(image: str, tmp_path: Path) -> None:
     }
     containers = []
     try:
-        server = client.containers.run(
-            image,
-            ["server", "--host", "127.0.0.1", "--port", str(port), "--gateway", gateway]
-            + ["--insecure-open-join"],
-            **common,
-        )
+        serve = ["server", "--host", "127.0.0.1", "--port", str(port), "--gateway", gateway]
+        server = client.containers.run(image, [*serve, "--insecure-open-join"], **common)
         containers.append(server)
         url = f"http://127.0.0.1:{port}"
 
@@ -95,12 +91,8 @@ def test_image_runs_server_and_agent(image: str, tmp_path: Path) -> None:
 
         wait_for(healthy, timeout=60, message="the server in the image answers")
         assert httpx.get(f"{url}/", timeout=5).status_code == 200  # dashboard files
-        agent = client.containers.run(
-            image,
-            ["agent", "--driver", "sim", "--server", gateway, "--name", "image-node"]
-            + ["--data-dir", "/data/agent"],
-            **common,
-        )
+        join = ["agent", "--driver", "sim", "--server", gateway, "--name", "image-node"]
+        agent = client.containers.run(image, [*join, "--data-dir", "/data/agent"], **common)
         containers.append(agent)
         token = (data / "admin.token").read_text().strip()
         headers = {"Authorization": f"Bearer {token}"}
