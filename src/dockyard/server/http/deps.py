@@ -52,6 +52,8 @@ class ServerContext:
     event_streams: StreamLimit = field(default_factory=lambda: StreamLimit("event streams"))
     #: Largest request body (bytes) of any route without its own limit (413 past it).
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    #: Bearer tokens verified in the last seconds (a revoked one stops within its TTL).
+    tokens: auth.TokenCache = field(default_factory=auth.TokenCache)
 
 
 def server_context(conn: HTTPConnection) -> ServerContext:
@@ -70,8 +72,8 @@ def principal(
     """The caller, from the bearer token; 401 without a valid one."""
     if creds is None or creds.scheme.lower() != "bearer":
         raise Unauthorized("missing bearer token")
-    with server_context(request).db.read() as session:
-        return auth.authenticate(session, creds.credentials)
+    ctx = server_context(request)
+    return ctx.tokens.authenticate(ctx.db.read, creds.credentials)
 
 
 def require_admin(who: Annotated[Principal, Depends(principal)]) -> Principal:

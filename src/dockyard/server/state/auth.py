@@ -5,7 +5,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import threading
 import time
+from collections import OrderedDict
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,6 +60,62 @@ def authenticate(session: Session, token: str) -> Principal:
     if not hmac.compare_digest(stored.token_hash, digest) or stored.revoked:
         raise Unauthorized("invalid token")
     return Principal(user.id, user.name, user.is_admin)
+
+
+#: How long a verified token is trusted without asking the store again: a token
+#: revoked (or deleted, or its user removed) in the store stops working within this.
+TOKEN_CACHE_S = 2.0
+TOKEN_CACHE_MAX = 4096
+
+
+class TokenCache:
+    """Tokens verified in the last :data:`TOKEN_CACHE_S` seconds, so a burst of API
+    calls costs one store lookup per token, not one per request.
+
+    Keyed by the token's SHA-256 (the raw token is never kept); only successful
+    verifications are remembered, so a wrong or revoked token is always checked
+    against the store, and a cache full of guesses cannot push out real callers
+    (least recently verified out, bounded). One cache per server: a token of
+    another server's store is never trusted here."""
+
+    def __init__(
+        self,
+        ttl_s: float = TOKEN_CACHE_S,
+        max_entries: int = TOKEN_CACHE_MAX,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.ttl_s = ttl_s
+        self.max_entries = max_entries
+        self._clock = clock
+        self._entries: OrderedDict[str, tuple[float, Principal]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def authenticate(
+        self, session: Callable[[], AbstractContextManager[Session]], token: str
+    ) -> Principal:
+        """The caller of ``token``: from the cache while fresh, else from the store
+        (``session`` opens a read session); raises :class:`Unauthorized`."""
+        if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
+            raise Unauthorized("invalid token")
+        digest = hash_token(token)
+        now = self._clock()
+        with self._lock:
+            entry = self._entries.get(digest)
+            if entry is not None and entry[0] > now:
+                return entry[1]
+        with session() as read:
+            who = authenticate(read, token)
+        with self._lock:
+            self._entries[digest] = (now + self.ttl_s, who)
+            self._entries.move_to_end(digest)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+        return who
+
+    def clear(self) -> None:
+        """Forget every verified token (the next call of each asks the store)."""
+        with self._lock:
+            self._entries.clear()
 
 
 def create_user(session: Session, name: str, is_admin: bool = False) -> User:

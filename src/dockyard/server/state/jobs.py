@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Table, insert, or_, select, update
+from sqlalchemy import ColumnElement, Select, Table, insert, select, update
 from sqlalchemy.orm import Session
 
 from dockyard.core.ids import new_id
@@ -171,16 +171,22 @@ def find_task(session: Session, principal: Principal, ref: str) -> Task:
 
     Tasks of other users are reported as not found, so their existence leaks nothing.
     """
-    query = (
-        select(Task)
-        .where(or_(Task.id == ref, Task.name == ref), *visible_tasks(principal))
-        .order_by((Task.id == ref).desc(), Task.created_at.desc())
-        .limit(1)
-    )
-    task = session.scalar(query)
+    task = session.scalar(task_ref_query(principal, ref, by_id=True))
+    if task is None:
+        task = session.scalar(task_ref_query(principal, ref, by_id=False))
     if task is None:
         raise NotFound("task", ref)
     return task
+
+
+def task_ref_query(principal: Principal, ref: str, *, by_id: bool) -> Select[Task]:
+    """The task with id ``ref`` (``by_id``), or else the newest named ``ref``, among
+    those ``principal`` may see. Two indexed lookups (the primary key, then
+    ``ix_tasks_name_created`` / ``ix_tasks_owner_name``): one query with ``id = ref
+    OR name = ref`` could use neither index and scanned every task."""
+    key = Task.id == ref if by_id else Task.name == ref
+    query = select(Task).where(key, *visible_tasks(principal))
+    return query if by_id else query.order_by(Task.created_at.desc()).limit(1)
 
 
 def bump_generations(session: Session, node_ids: Iterable[str | None]) -> None:

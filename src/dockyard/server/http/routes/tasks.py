@@ -23,6 +23,7 @@ from dockyard.server.http.schemas import (
     TaskDetailOut,
     TaskOut,
     errors,
+    task_list_json,
 )
 from dockyard.server.state import gc, reads
 from dockyard.server.state import logs as log_store
@@ -44,7 +45,6 @@ def task_out(view: reads.TaskView) -> TaskOut:
 def list_tasks(
     request: Request,
     who: CurrentUser,
-    response: Response,
     state: Annotated[list[TaskState] | None, Query()] = None,
     active: bool = False,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 500,
@@ -53,7 +53,7 @@ def list_tasks(
     q: Annotated[str | None, Query(max_length=64, description="name or id prefix")] = None,
     node: Annotated[str | None, Query(max_length=255, description="node id or name")] = None,
     owner: Annotated[str | None, Query(max_length=63, description="owner's user name")] = None,
-) -> list[TaskOut]:
+) -> Response:
     """Tasks you may see, newest (or oldest) first; ``X-Total-Count`` has the total."""
     with server_context(request).db.read() as session:
         total, views = reads.list_tasks(
@@ -68,17 +68,19 @@ def list_tasks(
             limit=limit,
             owner=owner,
         )
-        response.headers["X-Total-Count"] = str(total)
-        return [task_out(v) for v in views]
+        # Plain dicts straight to JSON (schemas.task_list_json): building and
+        # validating a TaskOut per row cost more than the query.
+        body = task_list_json([TaskOut.fields(v.task, v.owner, v.node, v.address) for v in views])
+    return Response(body, media_type="application/json", headers={"X-Total-Count": str(total)})
 
 
 @router.get("/api/v1/tasks/{ref}", response_model=TaskDetailOut, responses=errors(404))
 def get_task(request: Request, ref: str, who: CurrentUser) -> TaskDetailOut:
     with server_context(request).db.read() as session:
         detail = reads.task_detail(session, who, ref)
-        spec = detail.spec
+        spec, view = detail.spec, detail.view
         return TaskDetailOut(
-            **task_out(detail.view).model_dump(),
+            **TaskOut.fields(view.task, view.owner, view.node, view.address),
             command=list(spec.command),
             env=dict(spec.env),
             kill_grace_s=spec.kill_grace_s,
