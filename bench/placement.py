@@ -14,6 +14,11 @@ pure ``place()`` over the same nodes comparing *every* fitting node per task
 
 Run: ``.venv/bin/python bench/placement.py`` (``--jobs``, ``--tasks``,
 ``--nodes`` to resize). JSON goes to ``bench/results/placement.json``.
+
+Batch work in the queue (issue 22): ``--arrays N --array-size S`` adds N job
+arrays of S elements (stored compactly, released into tasks pass by pass) and
+``--held H`` adds H tasks held on a dependency that is never met; their
+placements count like the others'.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ from dockyard.scheduler.constraints import parse_constraints
 from dockyard.scheduler.placement import NodeView, TaskRequest, place
 from dockyard.server.control.loops import SchedulerLoop
 from dockyard.store.db import Database, sqlite_url
-from dockyard.store.tables import Event, Node, Task, User, Workload
+from dockyard.store.tables import Event, JobArray, JobDependency, Node, Task, User, Workload
 from dockyard.testing.stats import (
     per_reference_kops,
     percentile,
@@ -144,6 +149,104 @@ def seed(db: Database, jobs: int, tasks: int, nodes: int, users: int) -> None:
             )
 
 
+def seed_batch(db: Database, arrays: int, size: int, held: int) -> None:
+    """Job arrays (one row each) and tasks held on a job that never ends."""
+    now = time.time()
+    with db.write() as session:
+        owner = session.scalars(select(User.id)).first()
+        assert owner is not None
+        for k in range(arrays):
+            wid = new_id()
+            spec = {
+                "name": f"array-{k}",
+                "image": "busybox",
+                "cpu_millis": 250,
+                "memory_bytes": 256 * 1024**2,
+                "array": f"1-{size}",
+            }
+            session.add(
+                Workload(
+                    id=wid, owner_id=owner, name=spec["name"], kind="job", spec=spec, created_at=now
+                )
+            )
+            session.flush()
+            session.add(
+                JobArray(
+                    workload_id=wid,
+                    owner_id=owner,
+                    indices=f"1-{size}",
+                    total=size,
+                    released=0,
+                    throttle=None,
+                    phase="releasing",
+                    created_at=now,
+                )
+            )
+        if held:
+            blocker = new_id()  # pending for ever: it fits no node
+            session.add(
+                Workload(
+                    id=blocker, owner_id=owner, name="blocker", kind="job", spec={}, created_at=now
+                )
+            )
+            waiting = new_id()
+            session.add(
+                Workload(
+                    id=waiting, owner_id=owner, name="held", kind="job", spec={}, created_at=now
+                )
+            )
+            session.flush()
+            base = {
+                "owner_id": owner,
+                "attempt": 1,
+                "image": "busybox",
+                "state": "pending",
+                "desired_state": "run",
+                "message": "",
+                "container_id": "",
+                "stop_reason": "",
+                "priority": 0,
+                "ports": "",
+                "gpus": 0,
+                "gpu_indices": "",
+                "algorithm": "binpack",
+                "created_at": now,
+            }
+            session.execute(
+                insert(Task),
+                [
+                    {
+                        **base,
+                        "id": new_id(),
+                        "workload_id": blocker,
+                        "name": "blocker",
+                        "cpu_millis": 10**9,
+                        "memory_bytes": 1,
+                        "reason": "submitted",
+                        "constraints": [],
+                    }
+                ],
+            )
+            session.execute(
+                insert(Task),
+                [
+                    {
+                        **base,
+                        "id": new_id(),
+                        "workload_id": waiting,
+                        "name": "held",
+                        "cpu_millis": 100,
+                        "memory_bytes": 1,
+                        "reason": "waiting_dependency",
+                        "constraints": [],
+                        "held": True,
+                    }
+                    for _ in range(held)
+                ],
+            )
+            session.add(JobDependency(workload_id=waiting, kind="ok", on_workload_id=blocker))
+
+
 def check(db: Database) -> dict[str, Any]:
     """No node over-committed; every placed task on a node matching its constraints."""
     with db.read() as session:
@@ -216,6 +319,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--nodes", type=int, default=5000)
     parser.add_argument("--users", type=int, default=10)
     parser.add_argument("--baseline-tasks", type=int, default=2000)
+    parser.add_argument("--arrays", type=int, default=0, help="job arrays in the queue")
+    parser.add_argument("--array-size", type=int, default=10_000, help="elements per array")
+    parser.add_argument("--held", type=int, default=0, help="tasks held on a dependency")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     return parser.parse_args(argv)
 
@@ -227,8 +333,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     db.migrate()
     started = time.perf_counter()
     seed(db, args.jobs, args.tasks, args.nodes, args.users)
+    seed_batch(db, args.arrays, args.array_size, args.held)
     seeded_s = time.perf_counter() - started
-    total = args.jobs * args.tasks
+    total = args.jobs * args.tasks + args.arrays * args.array_size
     print(f"seeded {total} tasks and {args.nodes} nodes in {seeded_s:.1f}s ({root})")
     reference = reference_ops_per_s()  # this machine's speed, for ratios across runs
     loop = SchedulerLoop(db, push=lambda _nodes: None)
@@ -264,6 +371,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "tasks_per_job": args.tasks,
             "nodes": args.nodes,
             "users": args.users,
+            "arrays": args.arrays,
+            "array_size": args.array_size,
+            "held_on_dependencies": args.held,
             "store": "sqlite (WAL)",
         },
         "placed": placed,
