@@ -57,7 +57,6 @@ def test_deploy_lists_services_with_the_stack_label_and_redeploy_updates(
     ]
     assert {(w["service"], w["key"]) for w in result["warnings"]} >= {
         ("web", "ports"),
-        ("cache", "depends_on"),
     }
     with local.client() as api:
         services = stack_services(api, "demo")

@@ -78,6 +78,8 @@ def test_wordpress_mysql_env_and_named_volumes() -> None:
                 "kind": "volume",
             }
         ],
+        "ports": [3306, 33060],  # expose: reachable by name (published on the node address)
+        "networks": [{"name": "default", "internal": False, "aliases": ["db"]}],
         "replicas": 1,
         "labels": {"dockyard.stack": "wordpress"},
     }
@@ -85,11 +87,12 @@ def test_wordpress_mysql_env_and_named_volumes() -> None:
     assert wp["ports"] == [80]
     assert wp["env"]["WORDPRESS_DEBUG"] == "0"  # numbers become strings
     assert wp["mounts"][0]["source"] == "wordpress_wp_data"
-    assert keys(result.warnings, "db") == {"expose", "deploy.resources"}
-    assert keys(result.warnings, "wordpress") == {"depends_on", "ports", "deploy.resources"}
+    assert keys(result.warnings, "db") == {"deploy.resources"}
+    assert keys(result.warnings, "wordpress") == {"ports", "deploy.resources"}
+    assert result.depends == {"wordpress_wordpress": [("wordpress_db", "service_started")]}
     ports = [n.message for n in result.warnings if n.key == "ports"]
     assert ports == ["80: host side 80 not honoured: dockyard allocates the host port"]
-    assert Note("", "networks", result.warnings[-1].message) in result.warnings
+    assert not [n for n in result.warnings if n.key == "networks"]  # they share one now
     assert policy_keys(db) == []
 
 
@@ -118,7 +121,6 @@ def test_redis_web_healthchecks_scale_update_and_top_level_name() -> None:
     assert web["update"] == {"max_parallel": 2, "order": "stop-first", "auto_revert": True}
     assert keys(result.warnings, "web") == {
         "build",
-        "depends_on",
         "restart",
         "deploy.update_config.delay",
         "deploy.resources",
@@ -160,13 +162,13 @@ def test_nginx_published_ports_labels_placement_and_mounts() -> None:
     assert len(messages) == 3
     assert keys(result.warnings, "proxy") >= {
         "container_name",
-        "networks",
         "logging",
         "volumes[1]",
         "deploy.placement.constraints",
         "deploy.resources.reservations.memory",
     }
     assert policy_keys(proxy) == ["mounts"]  # a bind mount: the server checks the roots
+    assert proxy["networks"] == [{"name": "front", "internal": False, "aliases": ["proxy"]}]
 
 
 def test_gpu_service_reservations_entrypoint_and_profiles() -> None:
@@ -269,7 +271,7 @@ def test_missing_required_env_file_is_refused(tmp_path: Path) -> None:
 def test_every_problem_of_every_service_is_listed_at_once() -> None:
     doc = {
         "services": {
-            "a": {"image": "x:1", "ports": ["53:53/udp"], "network_mode": "service:b"},
+            "a": {"image": "x:1", "ports": ["53:53/sctp"], "network_mode": "service:b"},
             "b": {"image": "x:1", "secrets": ["pw"], "enviroment": {"A": "1"}},
             "c": {"image": "x:1", "deploy": {"mode": "global"}, "gpus": "all"},
             "d": {
@@ -296,7 +298,7 @@ def test_every_problem_of_every_service_is_listed_at_once() -> None:
         ("d", "healthcheck"),
         ("e", "image"),
     }
-    assert "a: ports: 53/udp: only TCP is published" in str(info.value)
+    assert "a: ports: 53/sctp: TCP or UDP only" in str(info.value)
 
 
 def test_health_disable_restart_no_and_limits_are_checked() -> None:
@@ -383,3 +385,69 @@ def test_ports_grammar() -> None:
     assert parse_ports(9090, "p")[0].published == ""
     with pytest.raises(ValidationError):
         parse_ports("80:99999", "p")
+
+
+# -- networks, UDP, depends_on conditions, profiles (issue 18) -----------------------------
+def test_networks_internal_aliases_udp_expose_depends_on_and_profiles() -> None:
+    doc = {
+        "services": {
+            "web": {
+                "image": "web:1",
+                "ports": ["8080:80"],
+                "networks": ["front", "back"],
+                "depends_on": {
+                    "api": {"condition": "service_healthy"},
+                    "migrate": {"condition": "service_completed_successfully"},
+                },
+            },
+            "api": {
+                "image": "api:1",
+                "expose": ["9000", "53/udp"],
+                "networks": {"back": {"aliases": ["backend", "rpc"]}},
+            },
+            "migrate": {"image": "api:1", "command": "migrate"},
+            "debug": {"image": "busybox", "profiles": ["debug"], "depends_on": ["api"]},
+        },
+        "networks": {"front": {}, "back": {"internal": True, "driver": "bridge"}},
+    }
+    result = convert(doc, stack="s", base_dir="/p")
+    bodies = by_name(result)
+    assert set(bodies) == {"s_web", "s_api", "s_migrate"}
+    assert bodies["s_web"]["networks"] == [
+        {"name": "front", "internal": False, "aliases": ["web"]},
+        {"name": "back", "internal": True, "aliases": ["web"]},
+    ]
+    assert bodies["s_api"]["networks"] == [
+        {"name": "back", "internal": True, "aliases": ["api", "backend", "rpc"]}
+    ]
+    assert (bodies["s_api"]["ports"], bodies["s_api"]["udp_ports"]) == ([9000, 53], [53])
+    assert bodies["s_migrate"]["networks"][0]["name"] == "default"
+    assert result.depends == {
+        "s_web": [("s_api", "service_healthy"), ("s_migrate", "service_started")]
+    }
+    assert ("debug", "profiles") in {(n.service, n.key) for n in result.warnings}
+    assert ("web", "depends_on.migrate") in {(n.service, n.key) for n in result.warnings}
+    with_debug = convert(doc, stack="s", base_dir="/p", profiles=["debug"])
+    assert "s_debug" in by_name(with_debug)
+    assert with_debug.depends["s_debug"] == [("s_api", "service_started")]
+    from_env = convert(doc, stack="s", base_dir="/p", environ={"COMPOSE_PROFILES": "debug"})
+    assert "s_debug" in by_name(from_env)
+
+
+def test_network_and_dependency_mistakes_are_refusals() -> None:
+    doc = {
+        "services": {
+            "a": {"image": "x", "networks": ["nowhere"], "depends_on": ["ghost"]},
+            "b": {"image": "x", "depends_on": {"a": {"condition": "service_ready"}}},
+            "c": {"image": "x", "depends_on": ["d"]},
+            "d": {"image": "x", "profiles": ["off"]},
+        },
+    }
+    with pytest.raises(ComposeError) as info:
+        convert(doc, stack="s", base_dir="/p")
+    assert {(n.service, n.key) for n in info.value.refusals} == {
+        ("a", "networks.nowhere"),
+        ("a", "depends_on.ghost"),
+        ("b", "depends_on.a"),
+        ("c", "depends_on.d"),
+    }

@@ -10,7 +10,8 @@ created are removed and the ones it changed are put back.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -23,6 +24,7 @@ from dockyard.cli.app import JsonOpt, TokenOpt, UrlOpt, app, client, fail
 from dockyard.cli.specfile import SpecFileError, load_documents, read_text
 from dockyard.client import Client, ClientError
 from dockyard.core.compose import (
+    STACK_LABEL,
     ComposeError,
     Note,
     convert,
@@ -30,6 +32,7 @@ from dockyard.core.compose import (
     policy_keys,
     validate_body,
 )
+from dockyard.core.compose_merge import merge_files
 from dockyard.core.compose_text import Interpolator, parse_env_lines
 from dockyard.core.errors import ValidationError
 
@@ -128,12 +131,18 @@ def report(
 
 
 def apply_all(
-    api: Client, bodies: Sequence[dict[str, Any]], json_out: bool, labels: Sequence[str]
+    api: Client,
+    bodies: Sequence[dict[str, Any]],
+    json_out: bool,
+    labels: Sequence[str],
+    before: Callable[[dict[str, Any]], None] = lambda _: None,
 ) -> list[Applied]:
-    """Apply in order; on an error, undo this run's changes and exit non-zero."""
+    """Apply in order (``before`` each: e.g. wait for its dependencies); on an error,
+    undo this run's changes and exit non-zero."""
     done: list[Applied] = []
     for body, label in zip(bodies, labels, strict=True):
         try:
+            before(body)
             done.append(apply_one(api, body))
         except ClientError as exc:
             undone = undo(api, done)
@@ -144,12 +153,29 @@ def apply_all(
     return done
 
 
+stack_app = typer.Typer(help="Compose stacks: deploy, ls, rm.", no_args_is_help=True)
+app.add_typer(stack_app, name="stack")
+
+
 @app.command()
+@stack_app.command("deploy")
 def deploy(
     file: Annotated[
-        Path | None,
-        typer.Option("--file", "-f", help="The Compose file (default: ./compose.yaml ...)."),
+        list[Path] | None,
+        typer.Option(
+            "--file",
+            "-f",
+            help="The Compose file (default: ./compose.yaml ...); several are merged in order.",
+        ),
     ] = None,
+    profile: Annotated[
+        list[str] | None,
+        typer.Option("--profile", help="Also deploy the services of this profile (repeatable)."),
+    ] = None,
+    wait_timeout: Annotated[
+        float,
+        typer.Option(help="Seconds to wait for each depends_on condition before giving up."),
+    ] = 300.0,
     name: Annotated[
         str | None,
         typer.Option(
@@ -164,19 +190,29 @@ def deploy(
     token: TokenOpt = None,
 ) -> None:
     """Deploy a Compose file as services STACK_<service> (re-run to update them)."""
-    path = find_compose_file(file)
+    paths = list(file or []) or [find_compose_file(None)]
+    path = paths[0]
+    docs: list[Any] = []
     try:
-        docs = load_documents(path)
+        for each in paths:
+            found = load_documents(each)
+            if len(found) != 1:
+                fail(f"{each}: expected one YAML document, found {len(found)}")
+            docs.extend(found)
         directory = path.resolve().parent
         environ = compose_environ(directory)
     except SpecFileError as exc:
         fail(str(exc))
-    if len(docs) != 1:
-        fail(f"{path}: expected one YAML document, found {len(docs)}")
+    doc = merge_files(docs)
     try:
-        stack = default_stack(docs[0] if isinstance(docs[0], Mapping) else {}, directory.name, name)
+        stack = default_stack(doc if isinstance(doc, Mapping) else {}, directory.name, name)
         result = convert(
-            docs[0], stack=stack, base_dir=str(directory), environ=environ, read_file=_read
+            doc,
+            stack=stack,
+            base_dir=str(directory),
+            environ=environ,
+            read_file=_read,
+            profiles=profile or (),
         )
     except ComposeError as exc:
         refuse(f"{path}: cannot deploy; nothing was created", json_out, exc.refusals)
@@ -199,12 +235,121 @@ def deploy(
             }
         )
         return
-    # Bodies the container policy checks go first: a refusal then comes before
-    # anything else was created.
-    bodies = sorted(result.payloads, key=lambda b: not policy_keys(b))
+    # Dependencies first (depends_on); else bodies the container policy checks go
+    # first: a refusal then comes before anything else was created.
+    bodies = start_order(result.payloads, result.depends)
     with client(url, token) as api:
-        done = apply_all(api, bodies, json_out, [f"service {b['name']}" for b in bodies])
+        done = apply_all(
+            api,
+            bodies,
+            json_out,
+            [f"service {b['name']}" for b in bodies],
+            lambda body: wait_for_dependencies(
+                api, result.depends.get(body["name"], ()), wait_timeout
+            ),
+        )
     report(stack, done, result.warnings, json_out)
+
+
+def start_order(
+    bodies: Sequence[dict[str, Any]], depends: Mapping[str, Sequence[tuple[str, str]]]
+) -> list[dict[str, Any]]:
+    """A service after those it depends on; among the ready ones, those the container
+    policy checks first. A cycle is refused."""
+    pending = sorted(bodies, key=lambda b: not policy_keys(b))
+    names = {b["name"] for b in bodies}
+    placed: set[str] = set()
+    out: list[dict[str, Any]] = []
+    while pending:
+        ready = [
+            b
+            for b in pending
+            if all(d in placed or d not in names for d, _ in depends.get(b["name"], ()))
+        ]
+        if not ready:
+            fail("depends_on: " + ", ".join(b["name"] for b in pending) + " depend on each other")
+        out.append(ready[0])
+        placed.add(ready[0]["name"])
+        pending.remove(ready[0])
+    return out
+
+
+def wait_for_dependencies(api: Client, depends: Sequence[tuple[str, str]], timeout: float) -> None:
+    """Wait until each dependency meets its condition: ``service_started``, a replica
+    runs; ``service_healthy``, every wanted replica is ready. ClientError on time out."""
+    for name, condition in depends:
+        deadline = time.monotonic() + timeout
+        while True:
+            svc = api.service(name)
+            detail = svc.get("replicas_detail") or []
+            if condition == "service_healthy":
+                met = len(detail) >= int(svc.get("replicas") or 0) and all(
+                    r.get("ready") for r in detail
+                )
+            else:
+                met = any(r.get("state") == "running" for r in detail) or not svc.get("replicas")
+            if met:
+                break
+            if time.monotonic() > deadline:
+                raise ClientError(
+                    f"{name} did not become {condition.removeprefix('service_')} "
+                    f"within {timeout:g}s (depends_on)",
+                    status=0,
+                )
+            time.sleep(0.5)
+
+
+@stack_app.command("ls")
+def stack_ls(json_out: JsonOpt = False, url: UrlOpt = None, token: TokenOpt = None) -> None:
+    """Stacks: their services and how many replicas are ready."""
+    with client(url, token) as api:
+        services = api.services()
+    stacks: dict[str, dict[str, Any]] = {}
+    for svc in services:
+        stack = (svc.get("labels") or (svc.get("spec") or {}).get("labels") or {}).get(STACK_LABEL)
+        if not stack:
+            continue
+        entry = stacks.setdefault(
+            stack, {"stack": stack, "services": [], "ready": 0, "replicas": 0}
+        )
+        entry["services"].append(svc["name"])
+        entry["ready"] += int(svc.get("ready") or 0)
+        entry["replicas"] += int(svc.get("replicas") or 0)
+    rows = sorted(stacks.values(), key=lambda e: str(e["stack"]))
+    render.emit(
+        rows,
+        json_out,
+        lambda _: render.table(
+            ["STACK", "SERVICES", "READY"],
+            [[e["stack"], str(len(e["services"])), f"{e['ready']}/{e['replicas']}"] for e in rows],
+        ),
+    )
+
+
+@stack_app.command("rm")
+def stack_rm(
+    stack: Annotated[str, typer.Argument(help="The stack's name.")],
+    json_out: JsonOpt = False,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Remove every service of the stack."""
+    with client(url, token) as api:
+        names = [
+            svc["name"]
+            for svc in api.services()
+            if (svc.get("labels") or (svc.get("spec") or {}).get("labels") or {}).get(STACK_LABEL)
+            == stack
+        ]
+        if not names:
+            fail(f"no stack {stack!r}")
+        for each in names:
+            api.remove_service(each)
+    render.emit(
+        {"stack": stack, "removed": names},
+        json_out,
+        lambda _: render.console.print(f"removed {', '.join(names)}"),
+    )
 
 
 @app.command()

@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 
 from dockyard.core.compose_text import Interpolator, parse_duration, parse_env_lines, parse_ports
 from dockyard.core.errors import ValidationError
+from dockyard.core.networks import NetworkRef
 from dockyard.core.security import DOCKER_SOCKETS
 from dockyard.core.services import build_service_spec
 from dockyard.core.specs import build_job_spec, validate_name
@@ -34,11 +35,8 @@ _CONSTRAINT_RE = re.compile(r"^node\.labels\.([^=!\s]+)\s*(==|!=)\s*(\S.*)$")
 #: Service keys dockyard ignores, with why (each use is a warning).
 IGNORED: dict[str, str] = {
     "container_name": "dockyard names containers itself",
-    "networks": "dockyard does not create networks",
-    "depends_on": "ordering is not guaranteed: services start together",
-    "links": "dockyard does not create networks",
-    "external_links": "dockyard does not create networks",
-    "expose": "only `ports` are published",
+    "links": "services reach each other by name on their networks already",
+    "external_links": "only the stack's own services are reachable by name",
     "logging": "dockyard collects the logs (`dockyard logs`)",
     "hostname": "not supported",
     "domainname": "not supported",
@@ -93,8 +91,8 @@ IGNORED: dict[str, str] = {
 REFUSED: dict[str, str] = {
     "extends": "not supported: inline the extended service",
     "volumes_from": "not supported: replicas cannot share another container's volumes",
-    "secrets": "not supported: pass the value in environment or a mounted file",
-    "configs": "not supported: mount the file instead",
+    "secrets": "not supported yet: pass the value in environment or a mounted file",
+    "configs": "not supported yet: mount the file instead",
     "models": "not supported",
     "provider": "not supported",
 }
@@ -125,11 +123,21 @@ class ComposeError(ValidationError):
         self.refusals = tuple(refusals)
 
 
+_NO_DEPENDS: Mapping[str, list[tuple[str, str]]] = {}
+
+
 class ComposeResult(NamedTuple):
-    """One ``ServiceCreate`` body per deployed service, and the warnings."""
+    """One ``ServiceCreate`` body per deployed service, and the warnings; ``depends``:
+    service name -> [(name it depends on, condition)], for deploying in order
+    (``service_started``, ``service_healthy``; both names are dockyard's)."""
 
     payloads: list[dict[str, Any]]
     warnings: list[Note]
+    depends: Mapping[str, list[tuple[str, str]]] = _NO_DEPENDS
+
+
+#: depends_on conditions: what the deploy waits for before starting the dependant.
+CONDITIONS = ("service_started", "service_healthy", "service_completed_successfully")
 
 
 ReadFile = Callable[[str], str]
@@ -142,8 +150,12 @@ class _Context:
     interpolator: Interpolator
     read_file: ReadFile | None
     volumes: Mapping[str, Any]
+    networks: Mapping[str, Any] = field(default_factory=dict)
+    services: frozenset[str] = frozenset()
+    deployed: frozenset[str] = frozenset()
     warnings: list[Note] = field(default_factory=list)
     refusals: list[Note] = field(default_factory=list)
+    depends: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
 
 
 def default_stack(doc: Mapping[str, Any], directory: str, override: str | None = None) -> str:
@@ -164,10 +176,12 @@ def convert(
     base_dir: str,
     environ: Mapping[str, str] | None = None,
     read_file: ReadFile | None = None,
+    profiles: Sequence[str] = (),
 ) -> ComposeResult:
     """Convert a parsed Compose document; raise :class:`ComposeError` listing every
     refusal. ``base_dir`` is the compose file's (absolute) directory; ``environ``
-    the variables for interpolation; ``read_file`` reads ``env_file`` files."""
+    the variables for interpolation; ``read_file`` reads ``env_file`` files;
+    ``profiles`` the active profiles (else ``COMPOSE_PROFILES`` of ``environ``)."""
     validate_name(stack, "stack")
     if not isinstance(doc, Mapping):
         raise ComposeError([Note("", "(file)", "is not a mapping of Compose keys")])
@@ -180,22 +194,49 @@ def convert(
     if not isinstance(services, Mapping) or not services:
         raise ComposeError([Note("", "services", "the file defines no services")])
     volumes = doc.get("volumes") or {}
-    ctx = _Context(
-        stack, base_dir, interpolator, read_file, volumes if isinstance(volumes, Mapping) else {}
+    networks = doc.get("networks") or {}
+    active = set(profiles) or {
+        p.strip() for p in (environ or {}).get("COMPOSE_PROFILES", "").split(",") if p.strip()
+    }
+    skipped: list[Note] = []
+    deployed = frozenset(
+        str(n) for n, svc in services.items() if _enabled(svc, active, str(n), skipped)
     )
+    ctx = _Context(
+        stack,
+        base_dir,
+        interpolator,
+        read_file,
+        volumes if isinstance(volumes, Mapping) else {},
+        networks if isinstance(networks, Mapping) else {},
+        frozenset(str(n) for n in services),
+        deployed,
+    )
+    ctx.warnings.extend(skipped)
     _top_level(doc, ctx)
     payloads: list[dict[str, Any]] = []
     for name, service in services.items():
+        if str(name) not in deployed:
+            continue
         body = _Service(str(name), service, ctx).convert()
         if body is not None:
             payloads.append(body)
-    if len(payloads) > 1:
-        _network_note(ctx)
     for var in sorted(interpolator.unset):
         ctx.warnings.append(Note("", f"${{{var}}}", "is not set: a blank string is used"))
     if ctx.refusals:
         raise ComposeError(ctx.refusals)
-    return ComposeResult(payloads, ctx.warnings)
+    return ComposeResult(payloads, ctx.warnings, ctx.depends)
+
+
+def _enabled(service: Any, active: set[str], name: str, warnings: list[Note]) -> bool:
+    """A service without profiles always runs; one with profiles when one is active."""
+    wanted = service.get("profiles") if isinstance(service, Mapping) else None
+    if not wanted:
+        return True
+    if any(str(p) in active for p in wanted):
+        return True
+    warnings.append(Note(name, "profiles", f"not deployed: profiles {list(wanted)} are not active"))
+    return False
 
 
 def policy_keys(body: Mapping[str, Any]) -> list[str]:
@@ -244,8 +285,25 @@ def _top_level(doc: Mapping[str, Any], ctx: _Context) -> None:
         if key == "version":
             ctx.warnings.append(Note("", key, "obsolete, ignored"))
         elif key == "networks":
-            if value:
-                ctx.warnings.append(Note("", key, "ignored: dockyard does not create networks"))
+            for net, spec in (value or {}).items() if isinstance(value, Mapping) else ():
+                try:
+                    NetworkRef.from_dict({"name": str(net)}, f"networks.{net}")
+                except ValidationError as exc:
+                    ctx.refusals.append(Note("", exc.field, exc.message))
+                for opt, why in (
+                    ("driver", "dockyard makes a bridge per node"),
+                    ("driver_opts", "dockyard makes a bridge per node"),
+                    ("ipam", "dockyard picks the subnets"),
+                    ("external", "a stack network like the others (not shared with other stacks)"),
+                    ("name", "networks are named by dockyard"),
+                    ("attachable", "not supported"),
+                    ("enable_ipv6", "IPv4 only"),
+                    ("labels", "not supported"),
+                ):
+                    if isinstance(spec, Mapping) and spec.get(opt):
+                        if opt == "driver" and spec[opt] in ("bridge", "overlay"):
+                            continue
+                        ctx.warnings.append(Note("", f"networks.{net}.{opt}", f"ignored: {why}"))
         elif key == "volumes":
             for vol, spec in (value or {}).items() if isinstance(value, Mapping) else ():
                 for opt in ("driver", "driver_opts", "labels"):
@@ -257,17 +315,6 @@ def _top_level(doc: Mapping[str, Any], ctx: _Context) -> None:
             ctx.refusals.append(Note("", key, "not supported: merge the files into one"))
         else:
             ctx.refusals.append(Note("", key, "is not a Compose key"))
-
-
-def _network_note(ctx: _Context) -> None:
-    ctx.warnings.append(
-        Note(
-            "",
-            "networks",
-            "services do not share a network: they cannot reach each other by "
-            "Compose service name (e.g. db:3306)",
-        )
-    )
 
 
 class _Service:
@@ -292,9 +339,6 @@ class _Service:
         if not self.ok:
             self.refuse("(service)", "must be a mapping of keys")
             return None
-        if self.spec.get("profiles"):
-            self.warn("profiles", "not deployed: services with profiles are skipped")
-            return None
         full = f"{self.ctx.stack}_{self.name}"
         try:
             validate_name(full)
@@ -309,6 +353,10 @@ class _Service:
             "environment": lambda v: None,
             "env_file": lambda v: None,
             "ports": self._ports,
+            "expose": self._expose,
+            "networks": lambda v: None,
+            "depends_on": self._depends_on,
+            "profiles": lambda v: None,
             "deploy": self._deploy,
             "scale": lambda v: None,
             "healthcheck": self._healthcheck,
@@ -353,6 +401,7 @@ class _Service:
             ("environment", self._environment),
             ("deploy.replicas", self._replicas),
             ("deploy.resources", self._resources),
+            ("networks", self._networks),
         ):
             try:
                 step()
@@ -450,12 +499,15 @@ class _Service:
 
     # -- ports, replicas, resources -----------------------------------------------
     def _ports(self, value: Any) -> None:
-        ports: list[int] = []
+        ports: list[int] = list(self.body.get("ports") or ())
+        udp: list[int] = list(self.body.get("udp_ports") or ())
         for index, entry in enumerate(value or ()):
             for port in parse_ports(entry, f"ports[{index}]"):
-                if port.protocol != "tcp":
-                    self.refuse("ports", f"{port.target}/{port.protocol}: only TCP is published")
+                if port.protocol not in ("tcp", "udp"):
+                    self.refuse("ports", f"{port.target}/{port.protocol}: TCP or UDP only")
                     continue
+                if port.protocol == "udp" and port.target not in udp:
+                    udp.append(port.target)
                 if port.published or port.host_ip:
                     self.warn(
                         "ports",
@@ -466,6 +518,101 @@ class _Service:
                     ports.append(port.target)
         if ports:
             self.body["ports"] = ports
+        if udp:
+            self.body["udp_ports"] = udp
+
+    def _expose(self, value: Any) -> None:
+        """Reachable by name on the stack's networks; like every service port it is
+        also published on the node address (that is how other nodes reach it)."""
+        ports: list[int] = list(self.body.get("ports") or ())
+        udp: list[int] = list(self.body.get("udp_ports") or ())
+        for index, entry in enumerate(value or ()):
+            text, _, proto = str(entry).partition("/")
+            for port in parse_ports(text, f"expose[{index}]"):
+                if port.target not in ports:
+                    ports.append(port.target)
+                if proto == "udp" and port.target not in udp:
+                    udp.append(port.target)
+        if ports:
+            self.body["ports"] = ports
+        if udp:
+            self.body["udp_ports"] = udp
+
+    # -- networks and order ---------------------------------------------------------
+    def _networks(self) -> None:
+        """The service's networks: those it lists (with its aliases), else ``default``;
+        it answers to its Compose name on each."""
+        value = self.spec.get("networks")
+        entries: dict[str, Any]
+        if value is None:
+            entries = {"default": None}
+        elif isinstance(value, Mapping):
+            entries = {str(k): v for k, v in value.items()}
+        elif isinstance(value, list):
+            entries = {str(k): None for k in value}
+        else:
+            raise ValidationError("networks", "must be a list or a mapping of networks")
+        refs: list[dict[str, Any]] = []
+        for net, options in entries.items():
+            where = f"networks.{net}"
+            if net != "default" and net not in self.ctx.networks:
+                self.refuse(where, f"network {net!r} is not declared under top-level networks")
+                continue
+            declared = self.ctx.networks.get(net) or {}
+            aliases = [self.name]
+            if isinstance(options, Mapping):
+                aliases += [str(a) for a in options.get("aliases") or ()]
+                for opt in options:
+                    if opt != "aliases":
+                        self.warn(f"{where}.{opt}", "ignored: dockyard assigns the addresses")
+            refs.append(
+                {
+                    "name": net,
+                    "internal": bool(isinstance(declared, Mapping) and declared.get("internal")),
+                    "aliases": list(dict.fromkeys(aliases)),
+                }
+            )
+        self.body["networks"] = refs
+
+    def _depends_on(self, value: Any) -> None:
+        entries: dict[str, Any]
+        if isinstance(value, Mapping):
+            entries = {str(k): v for k, v in value.items()}
+        elif isinstance(value, list):
+            entries = {str(k): None for k in value}
+        else:
+            raise ValidationError("depends_on", "must be a list or a mapping of services")
+        deps: list[tuple[str, str]] = []
+        for dep, options in entries.items():
+            where = f"depends_on.{dep}"
+            condition = "service_started"
+            required = True
+            if isinstance(options, Mapping):
+                condition = str(options.get("condition") or condition)
+                required = bool(options.get("required", True))
+                for opt in options:
+                    if opt not in ("condition", "required", "restart"):
+                        self.warn(f"{where}.{opt}", "ignored: not supported")
+            if condition not in CONDITIONS:
+                self.refuse(where, f"condition {condition!r} is not one of {', '.join(CONDITIONS)}")
+                continue
+            if dep not in self.ctx.services:
+                self.refuse(where, f"no service {dep!r} in this file")
+                continue
+            if dep not in self.ctx.deployed:
+                if required:
+                    self.refuse(where, f"{dep} is not deployed (its profiles are not active)")
+                continue
+            if condition == "service_completed_successfully":
+                self.warn(
+                    where,
+                    "service_completed_successfully: waited for as service_started "
+                    "(dockyard services always restart; run one-shot steps as jobs)",
+                )
+                condition = "service_started"
+            deps.append((f"{self.ctx.stack}_{dep}", condition))
+        if deps:
+            self.ctx.depends[f"{self.ctx.stack}_{self.name}"] = deps
 
     def _replicas(self) -> None:
         deploy = self.spec.get("deploy") or {}

@@ -1,0 +1,80 @@
+"""Stacks (issue 18): ``deploy -f base -f override --profile P`` merges the files as
+Compose does and starts services after what they depend on; ``stack ls`` lists the
+stack, ``stack rm`` removes it (hollow node)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from dockyard.cli.main import app
+from dockyard.testing.cluster import LocalCluster
+
+runner = CliRunner()
+
+BASE = """
+name: shop
+services:
+  db:
+    image: busybox
+    command: sleep 3600
+    environment: {ROLE: db}
+  api:
+    image: busybox
+    command: sleep 3600
+    depends_on:
+      db: {condition: service_healthy}
+    networks: [back]
+  debug:
+    image: busybox
+    profiles: [debug]
+networks:
+  back: {internal: true}
+"""
+OVERRIDE = """
+services:
+  db:
+    environment: {EXTRA: "1"}
+    ports: ["5432"]
+  api:
+    deploy: {replicas: 2}
+"""
+
+
+def cli(local: LocalCluster, *args: str) -> tuple[int, str]:
+    result = runner.invoke(app, [*args, "--url", local.url, "--token", local.admin_token])
+    return result.exit_code, result.stdout if result.exit_code == 0 else result.output
+
+
+def test_override_profiles_depends_on_stack_ls_and_rm(local: LocalCluster, tmp_path: Path) -> None:
+    (tmp_path / "compose.yaml").write_text(BASE)
+    (tmp_path / "override.yaml").write_text(OVERRIDE)
+    files = ["-f", str(tmp_path / "compose.yaml"), "-f", str(tmp_path / "override.yaml")]
+    code, out = cli(local, "stack", "deploy", *files, "--dry-run")
+    assert code == 0, out
+    planned = {s["name"]: s for s in json.loads(out)["services"]}
+    assert set(planned) == {"shop_db", "shop_api"}  # debug's profile is not active
+    assert planned["shop_db"]["env"] == {"ROLE": "db", "EXTRA": "1"}
+    assert planned["shop_db"]["ports"] == [5432]
+    assert planned["shop_api"]["replicas"] == 2
+    assert planned["shop_api"]["networks"] == [
+        {"name": "back", "internal": True, "aliases": ["api"]}
+    ]
+    code, out = cli(local, "deploy", *files, "--profile", "debug", "--json")
+    assert code == 0, out
+    order = [s["name"] for s in json.loads(out)["services"]]
+    assert set(order) == {"shop_db", "shop_api", "shop_debug"}
+    assert order.index("shop_db") < order.index("shop_api")  # after db was healthy
+    code, out = cli(local, "stack", "ls", "--json")
+    assert code == 0, out
+    (shop,) = [s for s in json.loads(out) if s["stack"] == "shop"]
+    assert sorted(shop["services"]) == ["shop_api", "shop_db", "shop_debug"]
+    code, out = cli(local, "stack", "rm", "shop", "--json")
+    assert code == 0, out
+    assert sorted(json.loads(out)["removed"]) == ["shop_api", "shop_db", "shop_debug"]
+    code, out = cli(local, "stack", "ls", "--json")
+    assert code == 0 and not [s for s in json.loads(out) if s["stack"] == "shop"], out
+    code, out = cli(local, "stack", "rm", "shop")
+    assert code != 0 and "no stack" in out
