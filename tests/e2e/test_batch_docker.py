@@ -1,0 +1,94 @@
+"""Issue 22 on real Docker: an array, a dependency, a gang and a preemption."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from docker_cluster import docker_cluster
+
+from dockyard.client import Client
+from dockyard.testing.cluster import ProcessCluster
+from dockyard.testing.wait import wait_for
+
+pytestmark = pytest.mark.docker
+
+
+@pytest.fixture(scope="module")
+def batch_cluster(image: str) -> Iterator[ProcessCluster]:
+    old = os.environ.get("DOCKYARD_PREEMPTION")
+    os.environ["DOCKYARD_PREEMPTION"] = "1"  # the server process inherits it
+    try:
+        with docker_cluster() as cl:
+            yield cl
+    finally:
+        if old is None:
+            os.environ.pop("DOCKYARD_PREEMPTION", None)
+        else:
+            os.environ["DOCKYARD_PREEMPTION"] = old
+
+
+def _state(api: Client, ref: str, *states: str) -> dict[str, Any]:
+    return wait_for(
+        lambda: t if (t := api.task(ref))["state"] in states else None,
+        timeout=60,
+        message=f"{ref} in {states}",
+    )
+
+
+def _tasks(api: Client, workload_id: str) -> list[dict[str, Any]]:
+    return [t for t in api.tasks() if t["workload_id"] == workload_id]
+
+
+def test_array_dependency_gang_and_preemption(batch_cluster: ProcessCluster, image: str) -> None:
+    with batch_cluster.client() as api:
+        first = api.run_job("first", image, ["sh", "-c", "sleep 1"])
+        array = api.run_job(
+            "arr",
+            image,
+            ["sh", "-c", 'echo "index=$DOCKYARD_ARRAY_INDEX"'],
+            array="0-2%1",
+            after=[f"ok:{first['id']}"],
+        )
+        ended = wait_for(
+            lambda: (
+                ts
+                if len(ts := _tasks(api, array["id"])) == 3
+                and all(t["state"] == "succeeded" for t in ts)
+                else None
+            ),
+            timeout=90,
+        )
+        done = _state(api, first["id"], "succeeded")
+        assert min(t["started_at"] for t in ended) >= done["finished_at"]
+        lines = sorted(line["line"] for t in ended for line in api.logs(t["id"])["lines"])
+        assert lines == ["index=0", "index=1", "index=2"]
+        records = [r for r in api.accounting() if r["workload_id"] == array["id"]]
+        assert sorted(r["array_index"] for r in records) == [0, 1, 2]
+
+        gang = api.run_job("gang", image, ["sh", "-c", "true"], gang_size=2)
+        members = wait_for(
+            lambda: (
+                ts
+                if len(ts := _tasks(api, gang["workload_id"])) == 2
+                and all(t["state"] == "succeeded" for t in ts)
+                else None
+            ),
+            timeout=60,
+        )
+        assert len({t["assigned_at"] for t in members}) == 1  # placed in one pass
+
+        cores = max(n["cpu"] for n in api.nodes())
+        low = api.run_job("low", image, ["sh", "-c", "sleep 60"], cpu=cores)
+        _state(api, low["id"], "running")
+        high = api.run_job("high", image, ["sh", "-c", "true"], cpu=cores, priority=10)
+        _state(api, high["id"], "succeeded")
+        gone = api.task(low["id"])
+        assert (gone["state"], gone["reason"]) == ("killed", "preempted")
+        again = wait_for(
+            lambda: [t for t in _tasks(api, low["workload_id"]) if t["attempt"] == 2], timeout=30
+        )[0]
+        _state(api, again["id"], "running")
+        api.kill(again["id"])
