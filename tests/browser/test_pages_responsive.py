@@ -7,7 +7,9 @@ that rolls out with its history, and users' fair share, quota and tokens."""
 
 from __future__ import annotations
 
+import io
 import re
+import tarfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -61,12 +63,12 @@ def seeded(cluster: ProcessCluster) -> dict[str, Any]:
                 "memory": "16m",
             }
         )
-        api.add_user("carol")
+        carol = api.add_user("carol")["token"]
         node = api.nodes()[0]
         wait_for(
             lambda: api.task(busy["id"])["state"] == "running", timeout=60, message="busy runs"
         )
-    return {"task": busy["id"], "node": node["id"], "service": "web-r"}
+    return {"task": busy["id"], "node": node["id"], "service": "web-r", "carol": carol}
 
 
 def pages(seeded: dict[str, Any]) -> list[tuple[str, str]]:
@@ -100,6 +102,7 @@ def test_every_page_fits_the_width(
     for route, key in pages(seeded):
         page.goto(f"{cluster.url}/{route}")
         expect(page.locator(key).first).to_be_visible()
+        expect(page.locator("#main")).not_to_contain_text("null")  # a null rendered as text
         expect(page.locator("nav.nav")).to_be_visible()
         expect(page.locator("#submit-open")).to_be_visible()
         slug = route.strip("#/").split("?")[0].replace("/", "-") or "overview"
@@ -114,6 +117,32 @@ def test_every_page_fits_the_width(
     drain.scroll_into_view_if_needed()
     box = drain.bounding_box()
     assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= width
+
+
+def test_a_user_sees_the_pages_without_admin_tools(
+    page: Any, cluster: ProcessCluster, seeded: dict[str, Any]
+) -> None:
+    """carol (no tasks of her own) at 800 px: the pages she may open fit and show no
+    admin buttons; the admin's task is not found for her."""
+    page.set_viewport_size({"width": 800, "height": 900})
+    login(page, cluster.url, seeded["carol"])
+    for route, key in [
+        ("#/", "#stats .stat"),
+        ("#/nodes", "tr[data-node] .node-name"),
+        (f"#/nodes/{seeded['node']}", "#node-capacity .bar"),
+        ("#/users", "#users tr[data-user='carol']"),
+        ("#/builds", "#build-form"),
+    ]:
+        page.goto(f"{cluster.url}/{route}")
+        expect(page.locator(key).first).to_be_visible()
+        expect(page.locator("#main")).not_to_contain_text("null")
+        expect(page.locator("button[data-action='drain'], #user-add-form")).to_have_count(0)
+        assert overflow(page)[0] <= 800, route
+        if route == "#/users":  # herself only
+            expect(page.locator("#users tr[data-user]")).to_have_count(1)
+    page.goto(f"{cluster.url}/#/task/{seeded['task']}")
+    expect(page.locator("#main h1")).to_have_text("Task not found")
+    shot(page, "user-task-not-found")
 
 
 def test_task_page_charts_and_log_tools(
@@ -232,3 +261,31 @@ def test_users_fair_share_quota_and_tokens(page: Any, cluster: ProcessCluster) -
     expect(page.locator("#users tr[data-user='dave']")).to_be_visible()
     expect(page.locator("#new-token h3")).to_have_text("Token for dave")
     shot(page, "tools-users")
+
+
+def test_build_uploaded_from_the_page_shows_live_output(
+    page: Any, cluster: ProcessCluster, tmp_path: Path
+) -> None:
+    context = tmp_path / "ui-ctx.tar"
+    with tarfile.open(context, "w") as tar:
+        for name, body in (
+            ("Dockerfile", b"FROM scratch\nCOPY hello.txt /\n"),
+            ("hello.txt", b"hi\n"),
+        ):
+            info = tarfile.TarInfo(name)
+            info.size = len(body)
+            tar.addfile(info, io.BytesIO(body))
+    login(page, cluster.url, cluster.admin_token)
+    page.goto(f"{cluster.url}/#/builds")
+    page.set_input_files("#build-file", str(context))
+    page.fill("#build-tag", "ui-built:1")
+    page.click("#build-go")
+    page.wait_for_url("**/#/builds/*")
+    expect(page.locator("#build-state .badge")).to_have_text("succeeded", timeout=60_000)
+    output = page.locator("#build-output")
+    expect(output).to_contain_text(re.compile(r"Step 1/\d : FROM scratch"))
+    expect(output).to_contain_text("Successfully tagged admin/ui-built:1")
+    expect(page.locator("#build-detail tr[data-node] .badge")).to_have_text("succeeded")
+    expect(page.locator("#builds tr[data-state='succeeded']")).to_have_count(1)
+    expect(page.locator("#builds")).to_contain_text("admin/ui-built:1")
+    shot(page, "tools-build")

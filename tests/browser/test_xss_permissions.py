@@ -67,7 +67,9 @@ def xss_task(cluster: ProcessCluster) -> dict[str, Any]:
 
 def no_injected_elements(page: Any) -> None:
     assert page.locator("img").count() == 0, "an <img> element was created from data"
-    assert page.evaluate("document.querySelectorAll('script').length") == 1  # the app module
+    # the app module and the vendored chart library (uPlot), both from /ui/
+    assert page.evaluate("document.querySelectorAll('script').length") == 2
+    assert page.locator("script:not([src^='/ui/'])").count() == 0
 
 
 def test_markup_in_names_commands_env_and_logs_renders_as_text(

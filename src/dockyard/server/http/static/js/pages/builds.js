@@ -108,13 +108,13 @@ export function mount(root, app, { args }) {
       head = h("div", {});
       detail.replaceChildren(head, h("h3", {}, "Output"), output);
     }
-    head.replaceChildren(
+    head.replaceChildren(...[
       h("div", { class: "title-row" }, h("h2", { id: "build-id", class: "mono" }, b.id), h("span", { id: "build-state" }, badge(b.state)),
         h("span", { class: "muted mono" }, b.image)),
       b.error ? h("p", { class: "error" }, b.error) : null,
       table(["Node", "State", "Error"], b.nodes.map((n) => h("tr", { dataset: { node: n.name } },
         h("td", {}, n.name), h("td", {}, badge(n.state)), h("td", { class: "wrap" }, n.error || "–"))), { empty: "No nodes took it." }),
-    );
+    ].filter(Boolean));
   }
 
   const refreshList = throttle(loadList, 1000);

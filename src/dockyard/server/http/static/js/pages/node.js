@@ -38,13 +38,13 @@ export function mount(root, app, { args }) {
   function render(n) {
     node = n;
     fetchedAt = performance.now();
-    title.replaceChildren(
+    title.replaceChildren(...[
       h("h1", { id: "node-name" }, n.name),
       h("span", { id: "node-state" }, badge(n.state)),
       h("span", { class: "muted mono" }, n.id),
       h("span", { class: "spacer" }),
-      drainButton(app, n, () => refresh()),
-    );
+      drainButton(app, n, () => refresh()), // null for users
+    ].filter(Boolean));
     const hb = h("span", { class: "hb", id: "node-heartbeat", dataset: { age: String(n.heartbeat_age_s) } });
     paintHb(hb, n.heartbeat_age_s);
     capacity.replaceChildren(h("h3", {}, "Capacity"), kv([
