@@ -46,7 +46,8 @@ def remove_networks(client: Any, node_id: str) -> None:
     for network in client.networks.list(filters={"label": f"{LABEL_NODE}={node_id}"}):
         bridge = (network.attrs.get("Options") or {}).get("com.docker.network.bridge.name")
         network.remove()
-        rules = subprocess.run(["iptables", "-S", "INPUT"], capture_output=True, text=True)
-        for rule in rules.stdout.splitlines():
-            if bridge and f"-i {bridge} " in rule:
-                subprocess.run(["iptables", "-D", *rule.split()[1:]], check=False)
+        for chain in ("INPUT", "DOCKER-USER"):
+            rules = subprocess.run(["iptables", "-S", chain], capture_output=True, text=True)
+            for rule in rules.stdout.splitlines():
+                if bridge and f"-i {bridge} " in rule:
+                    subprocess.run(["iptables", "-D", *rule.split()[1:]], check=False)

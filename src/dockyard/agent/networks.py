@@ -147,6 +147,11 @@ class NetworkManager:
             self._firewall(info)
             names.append(info.name)
         ids = [str(r.get("id")) for r in networks if r.get("id")]
+        with self._lock:  # a network made again (removed meanwhile) has lost them
+            known = [(self._infos[i], dict(self._addresses.get(i, {}))) for i in ids]
+        for info, addresses in known:
+            for address in addresses.values():
+                self._add_address(info, address)
         deadline = time.monotonic() + TABLE_WAIT_S
         with self._changed:
             while any(i not in self._tables for i in ids) and time.monotonic() < deadline:
@@ -187,6 +192,8 @@ class NetworkManager:
                 self._add_address(info, new)
             with self._lock:
                 self._addresses[net_id] = addresses
+            if addresses != before:  # containers made before these names get them too
+                self._driver.refresh_hosts(info.name, addresses)
             for name, ports in names.items():
                 address = addresses.get(name)
                 if address is None or not isinstance(ports, Mapping):
@@ -213,18 +220,20 @@ class NetworkManager:
         _command(["ip", "addr", "replace", f"{address}/32", "dev", info.bridge])
 
     def _firewall(self, info: NetworkInfo) -> None:
-        """An internal network's containers reach only its service addresses on the host."""
+        """An internal network's containers start no connection to anything on the host but
+        its service addresses, nor out of the bridge (answers to connections made to them,
+        e.g. through their published ports, pass)."""
         if not info.internal or not info.bridge:
             return
-        rule = ["INPUT", "-i", info.bridge, "!", "-d", info.services_range, "-j", "DROP"]
-        if not _command(["iptables", "-C", *rule], quiet=True):
-            _command(["iptables", "-I", *rule])
+        for rule in _internal_rules(info):
+            if not _command(["iptables", "-C", *rule], quiet=True):
+                _command(["iptables", "-I", *rule])
 
     def _unfirewall(self, info: NetworkInfo) -> None:
         if info.internal and info.bridge:
-            rule = ["INPUT", "-i", info.bridge, "!", "-d", info.services_range, "-j", "DROP"]
-            while _command(["iptables", "-D", *rule], quiet=True):
-                pass
+            for rule in _internal_rules(info):
+                while _command(["iptables", "-D", *rule], quiet=True):
+                    pass
 
     def cleanup(self) -> None:
         """Remove this node's networks no container uses and no desired task wants."""
@@ -246,6 +255,14 @@ class NetworkManager:
     def addresses(self, net_id: str) -> dict[str, str]:
         with self._lock:
             return dict(self._addresses.get(net_id, {}))
+
+
+def _internal_rules(info: NetworkInfo) -> list[list[str]]:
+    new = ["-m", "conntrack", "!", "--ctstate", "ESTABLISHED,RELATED"]
+    to_host = ["INPUT", "-i", info.bridge, "!", "-d", info.services_range, *new, "-j", "DROP"]
+    # DOCKER-USER is where Docker leaves room for such rules (before its own).
+    out = ["DOCKER-USER", "-i", info.bridge, "!", "-o", info.bridge, *new, "-j", "DROP"]
+    return [to_host, out]
 
 
 def _command(argv: list[str], quiet: bool = False) -> bool:

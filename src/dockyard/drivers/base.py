@@ -265,6 +265,11 @@ class Driver(Protocol):
         """Remove a network no container uses any more (a missing one is fine)."""
         ...
 
+    def refresh_hosts(self, network: str, entries: Mapping[str, str]) -> None:
+        """Write ``entries`` (name -> address) into the ``/etc/hosts`` of every container
+        on ``network``, replacing what an earlier call wrote there for it."""
+        ...
+
     def images(self) -> tuple[str, ...]:
         """The images present on this node, as ``name:tag`` (reported for image locality)."""
         ...

@@ -62,6 +62,8 @@ DEFAULT_PIN_DIR = Path(os.environ.get("DOCKYARD_PIN_DIR") or "/run/dockyard/pins
 #: Where service networks' subnets come from: one /24 each (``DOCKYARD_NET_POOL``).
 NET_POOL = os.environ.get("DOCKYARD_NET_POOL") or "10.213.0.0/16"
 NETWORK_ATTEMPTS = 8
+#: On a service network: "1" when it is internal (the agent's firewall rules).
+LABEL_INTERNAL = "io.dockyard.internal"
 
 _NOT_FOUND_HINTS = ("not found", "manifest unknown", "pull access denied", "does not exist")
 
@@ -343,11 +345,12 @@ class DockerDriver:
                 gateway=str(next(subnet.hosts())),
             )
             try:
+                # Never Docker's internal flag: it also stops the published ports the node
+                # proxies forward to. The agent's firewall rules make it internal.
                 self._client.api.create_network(
                     name,
                     driver="bridge",
-                    internal=internal,
-                    labels=dict(labels),
+                    labels={**labels, LABEL_INTERNAL: "1" if internal else "0"},
                     ipam=docker.types.IPAMConfig(pool_configs=[pool]),
                     options={"com.docker.network.bridge.name": bridge},
                     check_duplicate=True,
@@ -400,6 +403,31 @@ class DockerDriver:
             if info is not None:
                 out.append(info)
         return out
+
+    def refresh_hosts(self, network: str, entries: Mapping[str, str]) -> None:
+        """Names added to a network after a container was made: its hosts file (which
+        Docker bind-mounts from the host) gets them, rewritten in place, between marker
+        lines of this network."""
+        try:
+            attached = self._client.api.inspect_network(network).get("Containers") or {}
+        except (docker.errors.DockerException, requests.exceptions.RequestException):
+            return
+        begin, end = f"# dockyard {network} begin", f"# dockyard {network} end"
+        block = [begin, *(f"{a}\t{n}" for n, a in sorted(entries.items())), end]
+        for container_id in attached:
+            try:
+                path = self._client.api.inspect_container(container_id).get("HostsPath")
+                if not path:
+                    continue
+                with open(path, "r+", encoding="utf-8") as handle:
+                    lines = handle.read().splitlines()
+                    if begin in lines and end in lines:
+                        lines = lines[: lines.index(begin)] + lines[lines.index(end) + 1 :]
+                    handle.seek(0)
+                    handle.write("\n".join([*lines, *block]) + "\n")
+                    handle.truncate()
+            except (OSError, docker.errors.DockerException, requests.exceptions.RequestException):
+                log.debug("cannot refresh the hosts file of %s", container_id)
 
     def remove_network(self, name: str) -> None:
         try:
@@ -620,6 +648,7 @@ def _network_info(attrs: dict[str, Any]) -> NetworkInfo | None:
     subnet = ipaddress.IPv4Network(configs[0]["Subnet"])
     half = list(subnet.subnets(prefixlen_diff=1)) if subnet.prefixlen < 32 else [subnet] * 2
     options = attrs.get("Options") or {}
+    labels = attrs.get("Labels") or {}
     return NetworkInfo(
         name=str(attrs.get("Name")),
         bridge=str(options.get("com.docker.network.bridge.name") or ""),
@@ -627,9 +656,9 @@ def _network_info(attrs: dict[str, Any]) -> NetworkInfo | None:
         gateway=str(configs[0].get("Gateway") or ""),
         containers_range=str(configs[0].get("IPRange") or half[0]),
         services_range=str(half[1]),
-        internal=bool(attrs.get("Internal")),
+        internal=bool(attrs.get("Internal")) or labels.get(LABEL_INTERNAL) == "1",
         containers=len(attrs.get("Containers") or {}),
-        labels=dict(attrs.get("Labels") or {}),
+        labels=dict(labels),
     )
 
 

@@ -292,6 +292,9 @@ class SimDriver:
     def remove_network(self, name: str) -> None:
         return None
 
+    def refresh_hosts(self, network: str, entries: Mapping[str, str]) -> None:
+        return None
+
     def logs(self, container_id: str, stream: str, follow: bool) -> Iterator[LogLine]:
         with self._lock:
             lines = [line for line in self._get(container_id).lines if line.stream == stream]
