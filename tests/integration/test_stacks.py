@@ -78,3 +78,23 @@ def test_override_profiles_depends_on_stack_ls_and_rm(local: LocalCluster, tmp_p
     assert code == 0 and not [s for s in json.loads(out) if s["stack"] == "shop"], out
     code, out = cli(local, "stack", "rm", "shop")
     assert code != 0 and "no stack" in out
+
+
+def test_build_goes_through_the_cluster_builder_then_deploys(
+    local: LocalCluster, tmp_path: Path
+) -> None:
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "Dockerfile").write_text("FROM scratch\nCOPY . /\n")
+    (tmp_path / "compose.yaml").write_text(
+        "name: built\nservices:\n  app:\n    build: ./app\n    command: serve\n"
+    )
+    code, out = cli(local, "stack", "deploy", "-f", str(tmp_path / "compose.yaml"), "--dry-run")
+    assert code == 0, out
+    assert json.loads(out)["builds"]["built_app"]["context"] == str(tmp_path / "app")
+    code, out = cli(local, "deploy", "-f", str(tmp_path / "compose.yaml"), "--json")
+    assert code == 0, out
+    with local.client() as api:
+        image = api.service("built_app")["spec"]["image"]
+        assert image.endswith("/built_app:latest") and image != "built_app:latest"  # yours
+        assert any(b["image"] == image and b["state"] == "succeeded" for b in api.builds())
+        api.remove_service("built_app")

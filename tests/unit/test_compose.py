@@ -9,7 +9,6 @@ import pytest
 
 from dockyard.cli.specfile import load_documents
 from dockyard.core.compose import (
-    BUILD_HINT,
     ComposeError,
     ComposeResult,
     Note,
@@ -112,7 +111,7 @@ def test_redis_web_healthchecks_scale_update_and_top_level_name() -> None:
     }
     assert (redis["cpu"], redis["memory"]) == (0.5, "300M")
     web = services["shop_web"]
-    assert web["image"] == "registry.example.com/shop/web:1.4"
+    assert web["image"] == "shop_web:latest"  # built by the cluster (not pulled)
     assert web["command"] == ["gunicorn", "-b", "0.0.0.0:8000", "app:app"]
     assert web["ports"] == [8000]
     assert web["replicas"] == 3
@@ -207,10 +206,37 @@ def test_gpu_service_reservations_entrypoint_and_profiles() -> None:
     assert not [n for n in result.warnings if n.key == "networks"]  # one service deployed
 
 
-def test_build_without_image_is_refused_for_every_such_service() -> None:
-    notes = refusals("build")
-    assert notes == [Note("api", "build", BUILD_HINT), Note("worker", "build", BUILD_HINT)]
-    assert "dockyard build" in BUILD_HINT
+def test_build_contexts_are_built_by_the_cluster_then_deployed() -> None:
+    result = load("build")
+    directory = str(FIXTURES / "build")
+    assert result.builds == {
+        "build_api": {
+            "context": f"{directory}/api",
+            "dockerfile": "Dockerfile",
+            "tag": "build_api:latest",
+        },
+        "build_worker": {
+            "context": f"{directory}/worker",
+            "dockerfile": "Dockerfile",
+            "tag": "build_worker:latest",
+        },
+        "build_docs": {
+            "context": f"{directory}/docs",
+            "dockerfile": "Dockerfile",
+            "tag": "build_docs:latest",
+        },
+    }
+    assert by_name(result)["build_docs"]["image"] == "build_docs:latest"  # replaced once built
+    assert ("docs", "build") in {(n.service, n.key) for n in result.warnings}
+    doc = {
+        "services": {
+            "a": {"build": "https://github.com/x/y.git"},
+            "b": {"build": {"dockerfile_inline": "FROM x"}},
+        }
+    }
+    with pytest.raises(ComposeError) as info:
+        convert(doc, stack="s", base_dir="/p")
+    assert {n.key for n in info.value.refusals} == {"build.context", "build.dockerfile_inline"}
 
 
 def test_dangerous_keys_pass_through_for_the_server_policy() -> None:

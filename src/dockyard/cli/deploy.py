@@ -21,6 +21,7 @@ from rich.markup import escape
 
 from dockyard.cli import render
 from dockyard.cli.app import JsonOpt, TokenOpt, UrlOpt, app, client, fail
+from dockyard.cli.build import build_image
 from dockyard.cli.specfile import SpecFileError, load_documents, read_text
 from dockyard.client import Client, ClientError
 from dockyard.core.compose import (
@@ -231,6 +232,7 @@ def deploy(
             {
                 "stack": stack,
                 "services": result.payloads,
+                "builds": dict(result.builds),
                 "warnings": [n.to_dict() for n in result.warnings],
             }
         )
@@ -239,6 +241,15 @@ def deploy(
     # first: a refusal then comes before anything else was created.
     bodies = start_order(result.payloads, result.depends)
     with client(url, token) as api:
+        for body in bodies:  # build: through the cluster's builder, in your namespace
+            if build := result.builds.get(body["name"]):
+                body["image"] = build_image(
+                    api,
+                    Path(build["context"]),
+                    build["tag"],
+                    build["dockerfile"],
+                    quiet=json_out,
+                )
         done = apply_all(
             api,
             bodies,

@@ -26,7 +26,6 @@ from dockyard.core.specs import build_job_spec, validate_name
 
 STACK_LABEL = "dockyard.stack"
 DEFAULT_HEALTH = {"interval_s": 30.0, "timeout_s": 30.0, "retries": 3, "start_period_s": 0.0}
-BUILD_HINT = "needs an image: build it with `dockyard build` and set image"
 _SECURITY_KEYS = ("privileged", "cap_add", "devices", "security_opt", "sysctls")
 _NAMESPACE_KEYS = {"network_mode": "network_mode", "pid": "pid_mode", "ipc": "ipc_mode"}
 _NAMESPACE_KEYS |= {"uts": "uts_mode", "userns_mode": "userns_mode"}
@@ -124,6 +123,7 @@ class ComposeError(ValidationError):
 
 
 _NO_DEPENDS: Mapping[str, list[tuple[str, str]]] = {}
+_NO_BUILDS: Mapping[str, dict[str, str]] = {}
 
 
 class ComposeResult(NamedTuple):
@@ -134,6 +134,9 @@ class ComposeResult(NamedTuple):
     payloads: list[dict[str, Any]]
     warnings: list[Note]
     depends: Mapping[str, list[tuple[str, str]]] = _NO_DEPENDS
+    #: Service name -> {context (absolute), dockerfile, tag}: built through the cluster's
+    #: builder before the deploy (the body's image is then the built one).
+    builds: Mapping[str, dict[str, str]] = _NO_BUILDS
 
 
 #: depends_on conditions: what the deploy waits for before starting the dependant.
@@ -156,6 +159,7 @@ class _Context:
     warnings: list[Note] = field(default_factory=list)
     refusals: list[Note] = field(default_factory=list)
     depends: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    builds: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 def default_stack(doc: Mapping[str, Any], directory: str, override: str | None = None) -> str:
@@ -225,7 +229,7 @@ def convert(
         ctx.warnings.append(Note("", f"${{{var}}}", "is not set: a blank string is used"))
     if ctx.refusals:
         raise ComposeError(ctx.refusals)
-    return ComposeResult(payloads, ctx.warnings, ctx.depends)
+    return ComposeResult(payloads, ctx.warnings, ctx.depends, ctx.builds)
 
 
 def _enabled(service: Any, active: set[str], name: str, warnings: list[Note]) -> bool:
@@ -425,13 +429,33 @@ class _Service:
 
     # -- image, command, environment --------------------------------------------
     def _image(self, value: Any) -> None:
-        self.body["image"] = str(value)
+        if "build" not in self.spec:
+            self.body["image"] = str(value)
 
     def _build(self, value: Any) -> None:
+        """Built by the cluster's builder (in the owner's namespace) before the deploy."""
+        spec = {"context": value} if isinstance(value, str) else value
+        if not isinstance(spec, Mapping):
+            raise ValidationError("build", "must be a context path or a mapping")
+        context = str(spec.get("context") or ".")
+        if "://" in context or context.startswith("git@"):
+            self.refuse("build.context", f"{context}: only a local directory can be built")
+            return
+        if spec.get("dockerfile_inline"):
+            self.refuse("build.dockerfile_inline", "not supported: put it in a Dockerfile")
+            return
+        for key in spec:
+            if key not in ("context", "dockerfile"):
+                self.warn(f"build.{key}", "ignored: not supported by the cluster's builder")
+        tag = re.sub(r"[^a-z0-9_.-]", "", f"{self.ctx.stack}_{self.name}".lower()) + ":latest"
+        self.ctx.builds[f"{self.ctx.stack}_{self.name}"] = {
+            "context": self._host_path(context),
+            "dockerfile": str(spec.get("dockerfile") or "Dockerfile"),
+            "tag": tag,
+        }
         if "image" in self.spec:
-            self.warn("build", "ignored: the image must exist (build it with `dockyard build`)")
-        else:
-            self.refuse("build", BUILD_HINT)
+            self.warn("build", f"built as your {tag} (not named {self.spec['image']})")
+        self.body["image"] = tag
 
     def _command(self) -> None:
         command = _args(self.spec.get("command"), "command")
