@@ -34,9 +34,15 @@ class ClientError(DockyardError):
 
 
 def default_url() -> str:
-    return os.environ.get(
-        "DOCKYARD_URL", f"http://{config.DEFAULT_API_HOST}:{config.DEFAULT_API_PORT}"
-    )
+    """``$DOCKYARD_URL``, else the URL of a ``dockyard up`` running on the default data
+    directory (it may have taken another port), else ``http://127.0.0.1:8700``."""
+    env = os.environ.get("DOCKYARD_URL")
+    if env:
+        return env
+    running = config.running_up()
+    if running and isinstance(running.get("url"), str):
+        return str(running["url"])
+    return f"http://{config.DEFAULT_API_HOST}:{config.DEFAULT_API_PORT}"
 
 
 def find_token() -> str | None:

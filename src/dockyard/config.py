@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -24,3 +25,22 @@ def default_data_dir() -> Path:
 
 def default_config_dir() -> Path:
     return Path(platformdirs.user_config_dir("dockyard"))
+
+
+#: ``dockyard up`` writes ``{"pid": ..., "url": ...}`` here in its data directory while
+#: it serves (removed when it stops); the CLI's default URL comes from it.
+UP_FILE = "up.json"
+
+
+def running_up(data_dir: Path | None = None) -> dict[str, object] | None:
+    """What a live ``dockyard up`` on ``data_dir`` (default: the user's) wrote, if its
+    process is still alive."""
+    path = (data_dir or default_data_dir()) / UP_FILE
+    try:
+        info = dict(json.loads(path.read_text()))
+        os.kill(int(info["pid"]), 0)
+    except PermissionError:
+        return info  # alive, another user's process
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return info

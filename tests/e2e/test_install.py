@@ -162,7 +162,7 @@ def test_pip_install_then_up_runs_a_job(installed: Installed, default_ports_take
         assert [n["state"] for n in nodes] == ["ready"]
         node_ids = [n["id"] for n in nodes]
 
-        installed.env["DOCKYARD_URL"] = url  # the token is found in the data dir
+        # No DOCKYARD_URL: the CLI finds the moved port (up.json) and the token by itself.
         ran = installed.dockyard(
             "run", "--name", "installed", "dockyard/busybox", "--", "sh", "-c", "echo from-wheel"
         )
@@ -177,7 +177,6 @@ def test_pip_install_then_up_runs_a_job(installed: Installed, default_ports_take
         assert task["state"] == "succeeded", task
         assert "from-wheel" in installed.dockyard("logs", "installed").stdout
     finally:
-        installed.env.pop("DOCKYARD_URL", None)
         proc.send_signal(signal.SIGINT)
         code = proc.wait(30)
         client = docker.from_env()

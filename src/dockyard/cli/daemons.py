@@ -327,7 +327,8 @@ def up(
             )
             if cfg.port != config.DEFAULT_API_PORT:
                 render.console.print(
-                    f"For the CLI: export DOCKYARD_URL={url}",
+                    "The CLI on this machine finds it by itself (up.json in the data "
+                    f"dir); elsewhere: export DOCKYARD_URL={url}",
                     highlight=False,
                     soft_wrap=True,
                 )

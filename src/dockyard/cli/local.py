@@ -19,12 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from dockyard import systemd
+from dockyard import config, systemd
 
 #: ``dockyard up`` holds an exclusive lock on this file while it runs ...
 LOCK_FILE = "up.lock"
-#: ... and says where it listens in this one (the CLI's default URL: client.py).
-UP_FILE = "up.json"
+#: ... and says where it listens in config.UP_FILE (the CLI's default URL: client.py).
+UP_FILE = config.UP_FILE
 #: How far past a taken default port to look for a free one (then any port).
 PORT_SCAN = 50
 
@@ -74,19 +74,6 @@ class Running:
     url: str | None
 
 
-def read_up_file(data_dir: Path) -> dict[str, object] | None:
-    """What a running ``dockyard up`` wrote (pid, url), if its process is alive."""
-    try:
-        info = json.loads((data_dir / UP_FILE).read_text())
-        pid = int(info["pid"])
-        os.kill(pid, 0)
-    except PermissionError:
-        return dict(info)  # alive, another user's
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return dict(info)
-
-
 @contextlib.contextmanager
 def hold_data_dir(data_dir: Path) -> Iterator[Callable[[str], None] | Running]:
     """Lock ``data_dir`` for one ``dockyard up``. Yields a function that records the
@@ -98,7 +85,7 @@ def hold_data_dir(data_dir: Path) -> Iterator[Callable[[str], None] | Running]:
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            info = read_up_file(data_dir) or {}
+            info = config.running_up(data_dir) or {}
             pid, url = info.get("pid"), info.get("url")
             yield Running(pid if isinstance(pid, int) else None, str(url) if url else None)
             return
