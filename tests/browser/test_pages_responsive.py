@@ -110,6 +110,13 @@ def test_every_page_fits_the_width(
         # checked after the screenshot too: by then the page's data has rendered
         scroll, inner = overflow(page)
         assert scroll <= inner, f"{route} at {width}px overflows: {scroll} > {inner} ({path})"
+        # nor does a table hide columns behind a scroll of its own
+        hidden = page.evaluate(
+            "Array.from(document.querySelectorAll('#main .table-wrap'))"
+            ".filter((w) => w.offsetParent !== null && w.scrollWidth > w.clientWidth + 1)"
+            ".map((w) => `${w.parentElement.id || '?'}: ${w.scrollWidth} > ${w.clientWidth}`)"
+        )
+        assert hidden == [], f"{route} at {width}px: tables scroll sideways {hidden} ({path})"
     # The admin's Drain button is in the viewport (it was clipped at 1366 px).
     page.goto(f"{cluster.url}/#/")
     drain = page.locator("tr[data-node] button[data-action='drain']").first

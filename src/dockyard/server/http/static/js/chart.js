@@ -6,6 +6,12 @@
 import { get } from "./api.js";
 import { fmtBytes, fmtCpu, h } from "./dom.js";
 
+/** Cores with as many decimals as the axis step needs (0.0025 -> 3), else 2. */
+function cpuText(v, incr) {
+  const decimals = incr > 0 ? Math.min(4, Math.max(0, -Math.floor(Math.log10(incr)))) : 2;
+  return v === 0 ? "0" : Number(v).toFixed(decimals);
+}
+
 const WINDOWS = [["1 h", 3600], ["6 h", 21600], ["24 h", 86400]];
 const HEIGHT = 170;
 
@@ -23,7 +29,7 @@ function chart(box, { label, color, fmt, limitLabel, empty, xRange }) {
     scales: { x: { time: true, range: () => xRange() }, y: { range: (u, min, max) => [0, max > 0 ? max * 1.15 : empty] } },
     axes: [
       { stroke: "#5d6b7b", grid: { stroke: "#e1e6ec" }, ticks: { stroke: "#e1e6ec" } },
-      { stroke: "#5d6b7b", grid: { stroke: "#e1e6ec" }, ticks: { stroke: "#e1e6ec" }, size: 76, values: (u, vals) => vals.map(fmt) },
+      { stroke: "#5d6b7b", grid: { stroke: "#e1e6ec" }, ticks: { stroke: "#e1e6ec" }, size: 76, values: (u, vals, ax, space, incr) => vals.map((v) => fmt(v, incr)) },
     ],
     series: [
       { value: (u, v) => (v === null ? "–" : new Date(v * 1000).toLocaleTimeString([], { hour12: false })) },
@@ -65,7 +71,7 @@ export function usagePanel(source, { title = "Usage", id = "usage", note = "" } 
   let span = [Date.now() / 1000 - windowS, Date.now() / 1000];
   const xRange = () => span;
   const ensure = () => {
-    if (!cpu && cpuBox.isConnected) cpu = chart(cpuBox, { label: "CPU", color: "#1f6feb", fmt: (v) => fmtCpu(Math.round(v * 100) / 100), limitLabel: "limit", empty: 1, xRange });
+    if (!cpu && cpuBox.isConnected) cpu = chart(cpuBox, { label: "CPU", color: "#1f6feb", fmt: cpuText, limitLabel: "limit", empty: 1, xRange });
     if (!mem && memBox.isConnected) mem = chart(memBox, { label: "memory", color: "#0e7c86", fmt: fmtBytes, limitLabel: "limit", empty: 64 * 1024 * 1024, xRange });
   };
   const resize = () => {

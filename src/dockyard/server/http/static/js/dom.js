@@ -82,7 +82,8 @@ export function usageBar({ used = null, allocated = null, total = 0, text = "", 
   return bar;
 }
 
-export function table(headers, rows, { empty = "Nothing here." } = {}) {
+/** ``wide``: a table with many columns, shown as cards below 1,100 px (others below 900). */
+export function table(headers, rows, { empty = "Nothing here.", wide = false } = {}) {
   const thead = h("thead", {}, h("tr", {}, headers.map((x) => {
     const [label, cls] = Array.isArray(x) ? x : [x, ""];
     return h("th", { class: cls || null }, label);
@@ -98,7 +99,7 @@ export function table(headers, rows, { empty = "Nothing here." } = {}) {
       tbody.appendChild(r);
     }
   }
-  return h("div", { class: "table-wrap" }, h("table", { class: "cards" }, thead, tbody));
+  return h("div", { class: "table-wrap" }, h("table", { class: wide ? "cards wide" : "cards" }, thead, tbody));
 }
 
 // -- formatting ---------------------------------------------------------------

@@ -124,7 +124,7 @@ export function nodeList(app, { onLoaded = () => {} } = {}) {
     const { data, total } = await api("GET", "/api/v1/nodes", { query: { limit: PAGE, offset, q, state: stateFilter || undefined } });
     fetchedAt = performance.now();
     box.replaceChildren(table(NODE_HEADERS, data.map((n) => nodeRow(app, n, () => refresh())),
-      { empty: q || stateFilter ? "No node matches." : "No nodes yet: start an agent (dockyard agent)." }));
+      { wide: true, empty: q || stateFilter ? "No node matches." : "No nodes yet: start an agent (dockyard agent)." }));
     const end = Math.min(offset + data.length, total);
     pager.replaceChildren(
       h("span", { id: "nodes-range" }, total ? `${fmtInt(offset + 1)}–${fmtInt(end)} of ${fmtInt(total)}` : "0 nodes"),

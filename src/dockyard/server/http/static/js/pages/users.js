@@ -69,7 +69,7 @@ export function mount(root, app) {
         form.reset();
         showToken(data.user.name, data.token);
         app.toast(`Added ${data.user.name}`);
-        refresh();
+        load(true);
       } catch (exc) {
         error.show(exc);
       }
@@ -108,10 +108,12 @@ export function mount(root, app) {
     return form;
   }
 
-  async function load() {
+  async function load(force = false) {
     try {
       const rows = await get("/api/v1/users/stats");
       if (!alive) return;
+      // an open edit form is not replaced under the admin's hands (saving closes it)
+      if (!force && box.querySelector(".edit-row:not([hidden])")) return;
       const headers = ["User", ["Running", "num"], ["Queued", "num"], ["Finished", "num"], ["CPU hours", "num"], ["Memory GiB·h", "num"],
         "Quota", ["Quota CPU h used", "num"], ["Share", "num"], ["Usage", "num"], ["Factor", "num"]];
       if (app.me.admin) headers.push("");
@@ -139,7 +141,7 @@ export function mount(root, app) {
           trs.push(detail);
         }
       }
-      box.replaceChildren(table(headers, trs, { empty: "No users." }));
+      box.replaceChildren(table(headers, trs, { wide: true, empty: "No users." }));
     } catch (exc) {
       if (alive) error.show(exc);
     }
@@ -148,7 +150,7 @@ export function mount(root, app) {
   const refresh = throttle(load, 2000);
   load();
   return {
-    onEvents(rows) { if (rows.some((e) => e.task_id) && !box.querySelector(".edit-row:not([hidden])")) refresh(); },
+    onEvents(rows) { if (rows.some((e) => e.task_id)) refresh(); },
     reload() { refresh(); },
     unmount() { alive = false; refresh.cancel(); },
   };
