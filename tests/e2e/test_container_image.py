@@ -35,6 +35,9 @@ def base_image(client: Any, wheel: Path, tmp: Path) -> str:
     key = hashlib.sha256("\n".join(sorted(pybase.wheel_requires(wheel))).encode())
     key.update(Path(pybase.__file__).read_bytes())  # how it is made
     tag = f"{BASE}:{key.hexdigest()[:12]}"
+    for old in client.images.list(name=BASE):  # bases made for other dependencies
+        if tag not in old.tags:
+            client.images.remove(old.id, force=True)
     try:
         client.images.get(tag)
     except docker.errors.ImageNotFound:
