@@ -55,7 +55,7 @@ export function mount(root, app, { args }) {
     h("label", {}, "Command", upCommand, h("small", { class: "muted" }, "Split like a shell; empty: the image's default.")),
     h("label", {}, "Environment", upEnv),
     h("div", { class: "actions" }, h("button", { type: "submit", class: "btn primary", id: "update-go" }, "Roll out")));
-  updateCard.append(h("h3", {}, "Update"), h("p", { class: "muted" }, "Changing the image, command or environment rolls out a new version (the rollout above follows it)."), upForm);
+  updateCard.append(h("h3", {}, "Update"), h("p", { class: "muted" }, "Changing the image, command or environment rolls out a new version (the Rollout panel follows it)."), upForm);
   let formFor = 0; // the version the form was filled from
   function fillUpdate(s) {
     if (formFor === s.version && upForm.contains(document.activeElement)) return;
