@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.requests import HTTPConnection
 
@@ -65,18 +66,23 @@ def server_context(conn: HTTPConnection) -> ServerContext:
 _bearer = HTTPBearer(auto_error=False)
 
 
-def principal(
+async def principal(
     request: Request,
     creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
-    """The caller, from the bearer token; 401 without a valid one."""
+    """The caller, from the bearer token; 401 without a valid one. Async: a token
+    verified within the cache's TTL costs no worker thread; otherwise the store is
+    asked on one."""
     if creds is None or creds.scheme.lower() != "bearer":
         raise Unauthorized("missing bearer token")
     ctx = server_context(request)
-    return ctx.tokens.authenticate(ctx.db.read, creds.credentials)
+    who = ctx.tokens.cached(creds.credentials)
+    if who is not None:
+        return who
+    return await run_in_threadpool(ctx.tokens.authenticate, ctx.db.read, creds.credentials)
 
 
-def require_admin(who: Annotated[Principal, Depends(principal)]) -> Principal:
+async def require_admin(who: Annotated[Principal, Depends(principal)]) -> Principal:
     if not who.is_admin:
         raise Forbidden("admin only")
     return who

@@ -97,12 +97,11 @@ class TokenCache:
         (``session`` opens a read session); raises :class:`Unauthorized`."""
         if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
             raise Unauthorized("invalid token")
+        cached = self.cached(token)
+        if cached is not None:
+            return cached
         digest = hash_token(token)
         now = self._clock()
-        with self._lock:
-            entry = self._entries.get(digest)
-            if entry is not None and entry[0] > now:
-                return entry[1]
         with session() as read:
             who = authenticate(read, token)
         with self._lock:
@@ -111,6 +110,15 @@ class TokenCache:
             while len(self._entries) > self.max_entries:
                 self._entries.popitem(last=False)
         return who
+
+    def cached(self, token: str) -> Principal | None:
+        """The caller of ``token`` if it was verified within the TTL (no I/O)."""
+        digest = hash_token(token)
+        with self._lock:
+            entry = self._entries.get(digest)
+            if entry is not None and entry[0] > self._clock():
+                return entry[1]
+        return None
 
     def clear(self) -> None:
         """Forget every verified token (the next call of each asks the store)."""
