@@ -144,7 +144,7 @@ def task_detail(session: Session, who: Principal, ref: str) -> TaskDetail:
     """A task by id or name (as :func:`find_task`) with its names, spec and events, in
     two queries: the task's row with its owner's and node's names, then its events
     (a job's parsed spec is cached, ``workload_specs``; a service's is read)."""
-    row = None
+    row: Any = None  # a Row of the task columns and the three names
     for by_id in (True, False):
         query = task_ref_query(who, ref, by_id=by_id)
         row = session.execute(
