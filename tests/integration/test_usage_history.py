@@ -74,13 +74,13 @@ def test_store_rollup_retention_and_cap(db: Database, monkeypatch: pytest.Monkey
     _clear(db)
     now = float(int(time.time()) // 60 * 60)
     rows = []
-    # two tasks, 10 s buckets over the last 2 h: task a at 1 core / 1 GiB, b at 0.5 / 2 GiB
+    # two nodes, 10 s buckets over the last 2 h: a at 1 core / 1 GiB, b at 0.5 / 2 GiB
     for i in range(1, 720):
         bucket = int(now) - i * 10
         for sid, cpu, mem in (("a", 1.0, 1.0), ("b", 0.5, 2.0)):
             rows.append(
                 {
-                    "subject": "task",
+                    "subject": "node",
                     "subject_id": sid,
                     "res": 10,
                     "bucket": bucket,
@@ -102,8 +102,8 @@ def test_store_rollup_retention_and_cap(db: Database, monkeypatch: pytest.Monkey
             select(func.min(UsageHistory.bucket)).where(UsageHistory.res == 10)
         )
         assert oldest_fine is not None and oldest_fine >= now - 3600
-        coarse = history.series(session, "task", ["a"], now - 7200, 60)
-        fine = history.series(session, "task", ["a", "b"], now - 600, 10)
+        coarse = history.series(session, "node", ["a"], now - 7200, 60)
+        fine = history.series(session, "node", ["a", "b"], now - 600, 10)
     # full minutes rolled up, means preserved; the newest minutes wait for the lag
     assert len(coarse) >= 100
     assert all(p.cpu == pytest.approx(1.0) for p in coarse[1:])
@@ -125,10 +125,18 @@ def test_store_rollup_retention_and_cap(db: Database, monkeypatch: pytest.Monkey
         newest = session.scalar(select(func.max(UsageHistory.bucket)).where(UsageHistory.res == 10))
     assert fine_rows is not None and fine_rows <= 100
     assert newest == int(now) - 10
+    # a task's buckets: none stored for a task that no longer exists; forgotten with it
+    task_row = {**rows[0], "subject": "task", "subject_id": "gone"}
     with db.write() as session:
-        assert history.forget_tasks(session, ["a"]) > 0
+        history.store(session, [task_row])
     with db.read() as session:
-        assert history.series(session, "task", ["a"], now - 7200, 60) == []
+        assert history.series(session, "task", ["gone"], now - 7200, 10) == []
+    with db.write() as session:
+        session.execute(UsageHistory.__table__.insert(), [task_row])
+    with db.write() as session:
+        assert history.forget_tasks(session, ["gone"]) == 1
+    with db.read() as session:
+        assert history.series(session, "task", ["gone"], now - 7200, 10) == []
 
 
 @pytest.fixture(scope="module")
@@ -186,3 +194,15 @@ def test_api_series_owner_scoped_and_metrics(cluster: LocalCluster) -> None:
         assert mine["points"] == []  # bob has no tasks: the admin's do not show
         assert other.get(f"/api/v1/nodes/{node['id']}/usage").status_code == 200
         assert other.get("/api/v1/nodes/no-such-node/usage").status_code == 404
+
+    # deleting the ended task (dockyard rm) deletes its history too
+    with _http(cluster, cluster.admin_token) as admin:
+        assert admin.post(f"/api/v1/tasks/{task['id']}/kill").status_code == 200
+        wait_for(
+            lambda: admin.get(f"/api/v1/tasks/{task['id']}").json()["state"] == "killed",
+            timeout=30,
+        )
+        assert admin.delete(f"/api/v1/tasks/{task['id']}").status_code == 200
+    with cluster.server.db.read() as session:
+        left = session.scalar(select(func.count()).where(UsageHistory.subject_id == task["id"]))
+    assert left == 0

@@ -11,6 +11,7 @@ from dockyard.core.states import TERMINAL_STATES, TaskState
 from dockyard.server.errors import Conflict
 from dockyard.server.state.auth import Principal
 from dockyard.server.state.jobs import find_task
+from dockyard.server.state.usage_history import forget_tasks
 from dockyard.store.tables import Accounting, Event, LogLine, Task, Workload
 
 #: Tasks deleted (with their log lines and events) per statement.
@@ -44,6 +45,7 @@ def collect(session: Session, finished_before: float, accounting_before: float |
         lines += session.execute(delete(LogLine).where(LogLine.task_id.in_(chunk))).rowcount  # type: ignore[attr-defined]
         events += session.execute(delete(Event).where(Event.task_id.in_(chunk))).rowcount  # type: ignore[attr-defined]
         tasks += session.execute(delete(Task).where(Task.id.in_(chunk))).rowcount  # type: ignore[attr-defined]
+        forget_tasks(session, chunk)  # their usage history
     empty = select(Workload.id).where(~Workload.id.in_(select(Task.workload_id)))
     workloads = session.execute(delete(Workload).where(Workload.id.in_(empty))).rowcount  # type: ignore[attr-defined]
     if accounting_before is not None:
@@ -63,6 +65,7 @@ def remove_task(session: Session, principal: Principal, ref: str) -> Task:
     session.execute(delete(LogLine).where(LogLine.task_id == task.id))
     session.execute(delete(Event).where(Event.task_id == task.id))
     session.execute(delete(Task).where(Task.id == task.id))
+    forget_tasks(session, [task.id])
     others = session.scalar(select(Task.id).where(Task.workload_id == task.workload_id).limit(1))
     if others is None:
         session.execute(

@@ -156,7 +156,17 @@ def _insert(dialect: str) -> Any:
 
 
 def store(session: Session, rows: Sequence[dict[str, Any]]) -> None:
-    """Insert closed buckets (one already stored for its key is kept)."""
+    """Insert closed buckets (one already stored for its key is kept). Buckets of tasks
+    deleted meanwhile (``dockyard rm``, garbage collection) are dropped: a task's
+    history never outlives it."""
+    task_ids = list({r["subject_id"] for r in rows if r["subject"] == TASK})
+    if task_ids:
+        alive = {
+            str(tid)
+            for chunk in chunks(task_ids)
+            for tid in session.scalars(select(Task.id).where(Task.id.in_(chunk)))
+        }
+        rows = [r for r in rows if r["subject"] != TASK or r["subject_id"] in alive]
     if rows:
         session.execute(_insert(session.get_bind().dialect.name), list(rows))
 
