@@ -457,6 +457,10 @@ class Client:
         """Create a service from a ServiceCreate body; 409 if the name is taken."""
         return dict(self._request("POST", "/api/v1/services", json=spec))
 
+    def check_service(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """The server's checks of a service body (policy included), creating nothing."""
+        return dict(self._request("POST", "/api/v1/services/check", json=spec))
+
     def update_service(self, name: str, spec: dict[str, Any]) -> dict[str, Any]:
         """Replace the service's spec: a rolling update, or a scale if only replicas changed."""
         return dict(self._request("PUT", f"/api/v1/services/{_quote(name)}", json=spec))

@@ -80,10 +80,16 @@ def test_refused_files_create_nothing(local: LocalCluster, tmp_path: Path) -> No
     try:
         # The converter refuses: nothing reaches the server.
         path = tmp_path / "compose.yaml"
-        path.write_text("services:\n  a:\n    image: busybox\n  b:\n    build: ./b\n")
+        path.write_text(
+            "services:\n  a:\n    image: busybox\n  b:\n    build: https://example.com/b.git\n"
+        )
         code, out = deploy(local, path, token, "--name", "conv")
         assert code == 1
-        assert "needs an image" in out
+        assert "only a local directory can be built" in " ".join(out.split())
+        # A build context that is not there: the build fails before anything is created.
+        path.write_text("services:\n  a:\n    image: busybox\n  b:\n    build: ./b\n")
+        code, out = deploy(local, path, token, "--name", "conv")
+        assert code == 1 and "does not exist" in " ".join(out.split())
         # The server's container policy refuses a privileged service (tried first).
         path.write_text(
             "services:\n  a:\n    image: busybox\n  b:\n    image: busybox\n    privileged: true\n"

@@ -98,3 +98,22 @@ def test_build_goes_through_the_cluster_builder_then_deploys(
         assert image.endswith("/built_app:latest") and image != "built_app:latest"  # yours
         assert any(b["image"] == image and b["state"] == "succeeded" for b in api.builds())
         api.remove_service("built_app")
+
+
+def test_dry_run_makes_the_servers_policy_checks(local: LocalCluster, tmp_path: Path) -> None:
+    with local.client() as api:
+        api.add_user("dryrunner")
+        token = api.create_token("dryrunner")["token"]
+    (tmp_path / "compose.yaml").write_text(
+        "name: risky\nservices:\n  ok:\n    image: busybox\n"
+        "  root:\n    image: busybox\n    privileged: true\n"
+    )
+    args = ["stack", "deploy", "-f", str(tmp_path / "compose.yaml"), "--dry-run", "--json"]
+    result = runner.invoke(app, [*args, "--url", local.url, "--token", token])
+    assert result.exit_code == 1, result.output
+    refusal = json.loads(result.stdout)["refusals"]
+    assert [(r["service"], r["key"]) for r in refusal] == [("root", "privileged")]
+    code, out = cli(local, *args)  # an admin may
+    assert code == 0 and json.loads(out)["server_checked"] is True, out
+    with local.client() as api:
+        assert not [s for s in api.services() if s["name"].startswith("risky_")]

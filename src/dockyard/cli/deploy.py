@@ -228,12 +228,14 @@ def deploy(
                     "refused (403) unless you are an admin or your container policy allows it"
                 )
     if dry_run:
+        checked = server_checks(url, token, result.payloads, json_out)
         render.print_json(
             {
                 "stack": stack,
                 "services": result.payloads,
                 "builds": dict(result.builds),
                 "warnings": [n.to_dict() for n in result.warnings],
+                "server_checked": checked,
             }
         )
         return
@@ -260,6 +262,33 @@ def deploy(
             ),
         )
     report(stack, done, result.warnings, json_out)
+
+
+def server_checks(
+    url: str | None, token: str | None, bodies: Sequence[dict[str, Any]], json_out: bool
+) -> bool:
+    """The server's own checks of every body (fields, your container policy, image
+    namespaces: POST /api/v1/services/check, nothing created); a refusal exits 1 like
+    the deploy would. False when no server answered (only the local checks were made)."""
+    refusals: list[Note] = []
+    try:
+        with client(url, token) as api:
+            for body in bodies:
+                try:
+                    api.check_service(body)
+                except ClientError as exc:
+                    if exc.status in (0, 401) or exc.status >= 500:
+                        raise
+                    short = str(body["name"]).split("_", 1)[-1]
+                    refusals.append(Note(short, exc.field or "(service)", describe(exc)))
+    except ClientError as exc:
+        render.err_console.print(
+            f"[yellow]warning:[/] the server's checks were not made ({exc}); local checks only"
+        )
+        return False
+    if refusals:
+        refuse("the server would refuse this deploy; nothing was created", json_out, refusals)
+    return True
 
 
 def start_order(

@@ -195,6 +195,21 @@ def _checked_spec(
     return dataclasses.replace(spec, task=task), (policy.to_dict() if policy else None)
 
 
+class ServiceCheckOut(BaseModel):
+    name: str
+    ok: bool = Field(description="true: POST /api/v1/services would accept it")
+
+
+@router.post("/api/v1/services/check", response_model=ServiceCheckOut, responses=errors(403))
+def check(body: ServiceCreate, request: Request, who: CurrentUser) -> ServiceCheckOut:
+    """Dry run: the checks creating (or updating) this service makes — its fields, your
+    container policy, image namespaces — with the same errors; writes nothing."""
+    ctx = server_context(request)
+    with ctx.db.read() as session:
+        _checked_spec(session, who, body, ctx.cluster_policy)
+    return ServiceCheckOut(name=body.name, ok=True)
+
+
 @router.post(
     "/api/v1/services", response_model=ServiceOut, status_code=201, responses=errors(403, 409)
 )
