@@ -147,6 +147,21 @@ ROUTES: dict[tuple[str, str], Route] = {
         ],
         Call(lambda w: f"/api/v1/tasks/{w.finished}/logs", OWN),
     ),
+    ("GET", "/api/v1/tasks/{ref}/usage"): Route(
+        [Call(lambda w: f"/api/v1/tasks/{w.running}/usage", HIDDEN)],
+        Call(lambda w: f"/api/v1/tasks/{w.running}/usage", OWN),
+    ),
+    ("GET", "/api/v1/usage"): Route(
+        [Call(const("/api/v1/usage"), OWN)], Call(const("/api/v1/usage?window_s=7200"), OWN)
+    ),
+    ("GET", "/api/v1/nodes/{ref}"): Route(
+        [Call(lambda w: f"/api/v1/nodes/{w.node}", OWN)],
+        Call(lambda w: f"/api/v1/nodes/{w.node}", OWN),
+    ),
+    ("GET", "/api/v1/nodes/{ref}/usage"): Route(
+        [Call(lambda w: f"/api/v1/nodes/{w.node}/usage", OWN)],
+        Call(lambda w: f"/api/v1/nodes/{w.node}/usage", OWN),
+    ),
     ("GET", "/api/v1/events"): Route(
         [
             Call(const("/api/v1/events"), OWN),
