@@ -477,3 +477,9 @@ def test_network_and_dependency_mistakes_are_refusals() -> None:
         ("b", "depends_on.a"),
         ("c", "depends_on.d"),
     }
+
+
+def test_environment_names_with_dots_as_docker_takes_them() -> None:
+    doc = {"services": {"es": {"image": "elasticsearch:7", "environment": {"discovery.type": "x"}}}}
+    (body,) = convert(doc, stack="s", base_dir="/p").payloads
+    assert body["env"] == {"discovery.type": "x"}

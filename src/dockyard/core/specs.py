@@ -17,7 +17,8 @@ from dockyard.core.security import Mount, SecurityOptions, parse_mount, validate
 
 #: Matched with ``fullmatch``: a ``$`` would also match before a trailing newline.
 _NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}", re.ASCII)
-_ENV_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*", re.ASCII)
+#: Environment names: Docker takes dots and dashes too (Elasticsearch's discovery.type).
+_ENV_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*", re.ASCII)
 #: The same grammars as JSON Schema patterns (anchored), for the API's document.
 NAME_PATTERN = f"^{_NAME_RE.pattern}$"
 ENV_KEY_PATTERN = f"^{_ENV_KEY_RE.pattern}$"
