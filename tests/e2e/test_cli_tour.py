@@ -115,14 +115,16 @@ def test_tour(tour: Tour, image: str) -> None:
         "env",
     } <= set(done)
 
-    rows = tour.json("ps")
+    rows = tour.json("ps", "-a")
     row = next(r for r in rows if r["id"] == task_id)
     assert (row["name"], row["owner"], row["state"]) == ("hello", "admin", "failed")
-    table = tour.cli("ps").stdout
+    table = tour.cli("ps", "-a").stdout
     assert task_id in table and "exit_nonzero" in table
 
     assert tour.cli("logs", "hello").stdout == "hi\n"
-    assert tour.cli("logs", "-f", task_id).stdout == "hi\n"
+    followed = tour.cli("logs", "-f", task_id, check=False)
+    # logs -f exits with the task's code, like docker attach: the job exits 3.
+    assert (followed.stdout, followed.returncode) == ("hi\n", 3)
 
     nodes = tour.json("nodes")
     assert len(nodes) == 1 and nodes[0]["state"] == "ready"
