@@ -46,7 +46,8 @@ def test_buffer_turns_totals_into_per_bucket_usage() -> None:
     # first sample: no interval yet, nothing recorded
     buf.add_task("t1", t0, (0.0, 0.0, None), (1.0, 0.5, 100))
     # 2 s later: 1 CPU second more and 1 GiB-s more -> 0.5 cores, 0.5 GiB over 2 s
-    buf.add_task("t1", t0 + 2, (1.0, 0.5, t0), (2.0, 1.5, 200))
+    buf.add_task("t1", t0 + 2, (1.0, 0.5, t0), (2.0, 1.5, 200), "u1")
+    buf.add_task("t2", t0 + 5, (0.0, 0.0, t0), (5.0, 5.0, 10), "u2")  # 1 core, 1 GiB
     # a re-sent sample (totals did not grow) adds nothing
     buf.add_task("t1", t0 + 3, (2.0, 1.5, t0 + 2), (2.0, 1.5, 200))
     # the next bucket
@@ -54,8 +55,15 @@ def test_buffer_turns_totals_into_per_bucket_usage() -> None:
     buf.add_node("n1", t0 + 1, 50.0, GIB)
     buf.add_node("n1", t0 + 3, 100.0, 2 * GIB)
     assert buf.closed(t0 + 9) == []
-    rows = {(r["subject"], r["bucket"]): r for r in buf.closed(t0 + 10)}
+    closed = buf.closed(t0 + 10)
+    owners = {r["subject_id"]: r for r in closed if r["subject"] == "owner"}
+    rows = {(r["subject"], r["bucket"]): r for r in closed if r["subject_id"] in ("t1", "n1")}
     assert set(rows) == {("task", int(t0)), ("node", int(t0))}
+    # the sums per owner and over everyone: cores and GiB summed over the 10 s bucket
+    assert set(owners) == {"u1", "u2", "*"}
+    assert owners["*"]["seconds"] == 10
+    assert owners["*"]["cpu_s"] == pytest.approx(1.0 + 5.0)
+    assert owners["u2"]["memory_gib_s"] == pytest.approx(5.0)
     task = rows[("task", int(t0))]
     assert task["cpu_s"] / task["seconds"] == pytest.approx(0.5)
     assert task["memory_gib_s"] / task["seconds"] == pytest.approx(0.5)

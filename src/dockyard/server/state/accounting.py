@@ -63,6 +63,7 @@ def apply_usage(
                 now,
                 (row.cpu_seconds, row.memory_gib_s, row.last_sample_at),
                 (cpu_s, mem, max(row.max_memory_bytes, peak)),
+                str(row.owner_id),
             )
     session.execute(
         update(Task),

@@ -35,9 +35,15 @@ from dockyard.store.tables import Task, UsageHistory
 log = logging.getLogger(__name__)
 
 GIB = 1024**3
-Subject = Literal["task", "node"]
+Subject = Literal["task", "node", "owner"]
 TASK: Subject = "task"
 NODE: Subject = "node"
+#: The sum over an owner's tasks (id: the user id), and over everyone's (id ``*``):
+#: kept as series of their own so the overview reads one row per bucket, not one per
+#: task. Their ``seconds`` is the bucket's width, so ``cpu_s / seconds`` is the mean
+#: of the sum (cores), like ``memory_gib_s / seconds``.
+OWNER: Subject = "owner"
+EVERYONE = "*"
 #: Bucket widths in seconds, and how long rows of each are kept.
 FINE_S = 10
 COARSE_S = 60
@@ -100,6 +106,7 @@ class UsageBuffer:
         at: float,
         previous: tuple[float, float, float | None],
         totals: tuple[float, float, int],
+        owner_id: str | None = None,
     ) -> None:
         """A task's new totals ``(cpu_s, GiB-s, peak)`` after ``previous`` ``(cpu_s,
         GiB-s, when)``: the difference is what it used since. A first sample (no
@@ -112,6 +119,9 @@ class UsageBuffer:
         if cpu == 0.0 and mem == 0.0:
             return
         self.add(TASK, task_id, at, at - when, cpu, mem, totals[2])
+        if owner_id is not None:
+            for who in (owner_id, EVERYONE):
+                self.add(OWNER, who, at, at - when, cpu, mem, 0)
 
     def add_node(self, node_id: str, at: float, cpu_percent: float, memory_bytes: int) -> None:
         """A heartbeat's host usage, standing for the time since the node's previous one."""
@@ -134,6 +144,8 @@ class UsageBuffer:
         rows = []
         for key in [k for k in self._open if k[2] + FINE_S <= now]:
             seconds, cpu_s, mem, peak = self._open.pop(key)
+            if key[0] == OWNER:
+                seconds = float(FINE_S)  # a sum: its mean over the bucket
             rows.append(
                 {
                     "subject": key[0],
@@ -279,10 +291,9 @@ def series(
     subject_ids: Sequence[str] | None,
     since: float,
     res: int,
-    owner_id: str | None = None,
 ) -> list[Point]:
     """Points from ``since`` at ``res``, summed over the subjects: ``subject_ids``, or
-    (``None``) every subject of the kind, limited to ``owner_id``'s tasks when given."""
+    (``None``) every subject of the kind."""
     h = UsageHistory
     query = (
         select(
@@ -298,17 +309,15 @@ def series(
     )
     if subject_ids is not None:
         query = query.where(h.subject_id.in_(list(subject_ids)))
-    if owner_id is not None:
-        query = query.where(h.subject_id.in_(select(Task.id).where(Task.owner_id == owner_id)))
     return [
         Point(int(b), float(cpu or 0.0), float(mem or 0.0) * GIB, int(peak or 0), int(n))
         for b, cpu, mem, peak, n in session.execute(query.limit(KEEP_S[res] // res + 10))
     ]
 
 
-def owner_scope(who: Principal) -> str | None:
-    """The owner whose tasks an aggregate covers: nobody's in particular for admins."""
-    return None if who.is_admin else who.user_id
+def owner_scope(who: Principal) -> str:
+    """The ``owner`` series of the tasks ``who`` may see: everyone's for admins."""
+    return EVERYONE if who.is_admin else who.user_id
 
 
 @dataclass(frozen=True, slots=True)

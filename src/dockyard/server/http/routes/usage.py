@@ -109,7 +109,7 @@ def tasks_usage(request: Request, who: CurrentUser, window_s: Window = 3600) -> 
     res = history.resolution_for(window_s)
     with server_context(request).db.read() as session:
         rows = history.series(
-            session, history.TASK, None, now - window_s, res, history.owner_scope(who)
+            session, history.OWNER, [history.owner_scope(who)], now - window_s, res
         )
     return UsageSeriesOut(
         kind="tasks",
