@@ -103,7 +103,8 @@ def shop(cluster: ProcessCluster) -> Iterator[dict[str, Any]]:
     """Stack ``shop``: api (2 replicas, one per node), echo (UDP, 2), db (1), web (1)."""
     with cluster.client() as api:
         # web first: the names of the services made after it reach its /etc/hosts too.
-        api.create_service(service("web", "shop", "exec sleep 3600"))
+        # (smaller than api: the spread puts api's two replicas on both nodes below)
+        api.create_service(service("web", "shop", "exec sleep 3600", cpu=0.02, memory="8m"))
         wait_for(lambda: ready(api, "shop_web", 1), timeout=60)
         health = {"kind": "http", "path": "/", **FAST}
         # One replica, then a second: spread puts it on the other (emptier) node.

@@ -84,13 +84,22 @@ class NetProxy:
             self._thread.start()
 
     def stop(self) -> None:
+        """Close every listener at once (open connections are dropped with the loop)."""
         if not self._started:
             return
-        future = asyncio.run_coroutine_threadsafe(self._close_all(), self._loop)
-        with contextlib.suppress(Exception):
-            future.result(5)
+        self._loop.call_soon_threadsafe(self._close_now)
         self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
+        self._thread.join(2)
+
+    def _close_now(self) -> None:
+        for key in list(self._servers):
+            server = self._servers.pop(key)
+            self._routes.pop(key, None)
+            if not isinstance(server, asyncio.AbstractServer):
+                protocol = server.get_protocol()
+                if isinstance(protocol, _UdpListener):
+                    protocol.close_sessions()
+            server.close()
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
@@ -140,18 +149,12 @@ class NetProxy:
         server = self._servers.pop(key, None)
         self._routes.pop(key, None)
         if isinstance(server, asyncio.AbstractServer):
-            server.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(server.wait_closed(), 1)
+            server.close()  # not wait_closed: open connections keep their pipes
         elif server is not None:
             protocol = server.get_protocol()
             if isinstance(protocol, _UdpListener):
                 protocol.close_sessions()
             server.close()
-
-    async def _close_all(self) -> None:
-        for key in list(self._servers):
-            await self._close(key)
 
     async def _serve_tcp(
         self, route: Route, reader: asyncio.StreamReader, writer: asyncio.StreamWriter

@@ -92,8 +92,10 @@ class NetworkManager:
     def stop(self) -> None:
         self._stop.set()
         self._wake.set()
+        with self._changed:
+            self._changed.notify_all()  # a start waiting for its table gives up
         if self._thread.ident is not None:
-            self._thread.join(5)
+            self._thread.join(2)
         self.proxy.stop()
 
     def submit(self, msg: Endpoints) -> None:
@@ -154,7 +156,11 @@ class NetworkManager:
                 self._add_address(info, address)
         deadline = time.monotonic() + TABLE_WAIT_S
         with self._changed:
-            while any(i not in self._tables for i in ids) and time.monotonic() < deadline:
+            while (
+                any(i not in self._tables for i in ids)
+                and time.monotonic() < deadline
+                and not self._stop.is_set()
+            ):
                 self._changed.wait(max(0.0, deadline - time.monotonic()))
         self._sync()
         hosts: dict[str, str] = {}
