@@ -19,7 +19,6 @@ import subprocess
 import tarfile
 import tempfile
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -171,11 +170,10 @@ def test_killed_replica_next_request_goes_elsewhere(shop: dict[str, Any]) -> Non
         if container(r["task_id"]).attrs["Config"]["Hostname"] == first
     )
     container(victim).kill()
-    killed = time.monotonic()
+    # The very next requests go to the other replica (the proxy's connect to the dead
+    # one is refused and it moves on; the tables drop it within ~0.25 s of the store).
     after = [fetch(web) for _ in range(4)]
-    elapsed = time.monotonic() - killed
     assert all(a != first and not a.startswith("failed") for a in after), (first, after)
-    assert elapsed < 5, elapsed  # four requests, each a docker exec
     wait_for(lambda: ready(api, "shop_api", 2), timeout=60)  # replaced
 
 
