@@ -94,3 +94,53 @@ def test_interactive_tty(cluster: ProcessCluster, image: str) -> None:
         assert end["exit"] == 5
         assert b"50 132" in output
         api.kill(task["id"])
+
+
+# Issue 20: the CLI with real containers (`python -m dockyard` processes).
+def _user_cli(
+    cluster: ProcessCluster, *args: str, stdin: str | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "DOCKYARD_URL": cluster.url, "DOCKYARD_TOKEN": cluster.admin_token}
+    return subprocess.run(
+        [sys.executable, "-m", "dockyard", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        input=stdin,
+        stdin=None if stdin is not None else subprocess.DEVNULL,
+    )
+
+
+def test_attach_and_logs_streams(cluster: ProcessCluster, image: str) -> None:
+    script = "echo one; echo oops >&2; echo two; exit 7"
+    attached = _user_cli(cluster, "run", "--attach", image, "--", "sh", "-c", script)
+    assert attached.returncode == 7, attached.stderr
+    assert attached.stdout == "one\ntwo\n"
+    assert "oops" in attached.stderr and "exit code 7" in attached.stderr
+    with cluster.client() as api:
+        task_id = api.tasks(limit=1)[0]["id"]
+    assert _user_cli(cluster, "logs", "--stdout", task_id).stdout == "one\ntwo\n"
+    only_err = _user_cli(cluster, "logs", "--stderr", task_id)
+    assert only_err.stdout == "" and only_err.stderr == "oops\n"
+    stamped = _user_cli(cluster, "logs", "-t", "--tail", "1", "--stdout", task_id).stdout
+    assert stamped.endswith(" two\n") and stamped[:4].isdigit()
+    followed = _user_cli(cluster, "logs", "-f", task_id)
+    assert followed.returncode == 7 and followed.stdout == "one\ntwo\n"
+
+
+def test_exec_interactive_without_tty_reads_a_pipe(cluster: ProcessCluster, image: str) -> None:
+    with cluster.client() as api:
+        task = _running(api, image, "exec-pipe")
+    piped = _user_cli(cluster, "exec", "-i", task["id"], "--", "cat", stdin="hello\nworld\n")
+    assert piped.returncode == 0, piped.stderr
+    assert piped.stdout == "hello\nworld\n"
+    counted = _user_cli(
+        cluster, "exec", "-i", task["id"], "--", "sh", "-c", "wc -l; exit 3", stdin="a\nb\n"
+    )
+    assert counted.returncode == 3 and counted.stdout.strip() == "2"
+    # the agent's exec threads survived: a plain exec still works
+    again = _user_cli(cluster, "exec", task["id"], "--", "echo", "alive")
+    assert again.returncode == 0 and again.stdout == "alive\n"
+    with cluster.client() as api:
+        api.kill(task["id"])

@@ -121,6 +121,9 @@ class ExecManager:
             code = handle.exit_code()
         except DriverError as exc:
             code, error = None, str(exc)
+        except Exception as exc:  # never leave the client waiting for an exit
+            log.exception("exec %s failed", exec_id)
+            code, error = None, f"exec failed on the node: {exc}"
         finally:
             handle.close()
             with self._lock:

@@ -700,6 +700,9 @@ class DockerExec:
         self._stream = stream
         self._raw = getattr(stream, "_sock", stream)
         self._tty = tty
+        #: stdin was hung up (write side shut); the output keeps flowing until the end.
+        self._hung_up = False
+        self._ended = False
 
     def output(self) -> Iterator[tuple[str, bytes]]:
         names = {docker_socket.STDOUT: "stdout", docker_socket.STDERR: "stderr"}
@@ -707,8 +710,10 @@ class DockerExec:
             for stream, data in docker_socket.frames_iter(self._stream, self._tty):
                 if data:
                     yield names.get(stream, "stdout"), bytes(data)
-        except OSError:
+        except (OSError, ValueError):  # ValueError: the stream was closed under the read
             return
+        finally:
+            self._ended = True
 
     def write(self, data: bytes) -> None:
         try:
@@ -723,6 +728,16 @@ class DockerExec:
             pass
 
     def close(self) -> None:
+        """The first call while the output still flows hangs up stdin only (``cat`` fed
+        from a pipe sees its end and still answers); a second call, or one after the
+        output ended, closes the stream."""
+        if not self._hung_up and not self._ended:
+            self._hung_up = True
+            try:
+                self._raw.shutdown(socket.SHUT_WR)
+                return
+            except OSError:
+                pass
         for action in (lambda: self._raw.shutdown(socket.SHUT_RDWR), self._stream.close):
             try:
                 action()
