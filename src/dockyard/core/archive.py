@@ -152,6 +152,11 @@ def extract_tar(source: Path, dest: Path, limits: Limits = Limits()) -> Extracte
         if exc.errno not in _CONFLICTS:
             raise
         raise _conflict(exc) from exc
+    except RecursionError:
+        # Second line of defence (the scan refuses the known cases): tarfile copies a
+        # link's target when the link cannot be made, and links among themselves
+        # can make that endless. The chain of errors it built is dropped.
+        raise UnsafeArchive("links that cannot be extracted (a cycle)") from None
     return Extracted(
         files=sum(1 for m in members if m.isfile()), total_bytes=sum(m.size for m in members)
     )
@@ -160,9 +165,21 @@ def extract_tar(source: Path, dest: Path, limits: Limits = Limits()) -> Extracte
 def _scan_tar(tar: tarfile.TarFile, compressed: int, limits: Limits) -> list[tarfile.TarInfo]:
     members: list[tarfile.TarInfo] = []
     files: set[str] = set()  # regular files so far: what a hardlink may name
+    dirs: set[str] = set()
     total = 0
     for member in tar:
         name = _check_name(member.name)
+        if not name:
+            if member.isdir():
+                continue  # the context's root itself: nothing to write (nor its mode)
+            raise UnsafeArchive(f"member {member.name!r} would replace the context's root")
+        if (member.issym() or member.islnk()) and name in dirs:
+            # It cannot replace the directory: tarfile would then copy the link's
+            # target in its place, and links naming each other recurse without end.
+            raise UnsafeArchive(f"link {name!r} where the archive has a directory")
+        # Extracted under the name checked here (tarfile would join the raw one:
+        # "c/." is not where "c" goes, and its link could not be made either).
+        member.name = name
         if (
             member.isdev()
             or member.isfifo()
@@ -180,6 +197,14 @@ def _scan_tar(tar: tarfile.TarFile, compressed: int, limits: Limits) -> list[tar
             files.add(name)
         else:
             files.discard(name)
+        if member.isdir():
+            dirs.add(name)
+        else:
+            dirs.discard(name)
+        parent = posixpath.dirname(name)
+        while parent:  # made for the member if missing
+            dirs.add(parent)
+            parent = posixpath.dirname(parent)
         total += member.size
         members.append(member)
         _judge_totals(len(members), total, compressed, limits)
