@@ -21,6 +21,13 @@ that drops; with the agent's link timeout above the round trip that is rare, and
 the outbox's re-send path is seldom taken here. What this test shows failing is
 the default 1 s link timeout on this link (connections dropped, redials through
 the loss slower than the grace: the node went down and its tasks were lost).
+
+So a second test puts a lossy ZeroMQ proxy on loopback between the agent and the
+gateway (no root needed): it drops whole messages, delivers some twice and delays
+each by a random amount (so they arrive out of order), both ways. The same
+exactly-once checks hold, the agent's re-send path is taken (the proxy sees
+message ids sent again), and every reliable message the agent sent is acked in
+the end: none silently lost.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import collections
 import contextlib
 import heapq
 import os
+import random
 import secrets
 import shutil
 import socket
@@ -40,8 +48,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import zmq
 
 from dockyard.client import Client
+from dockyard.protocol.messages import Ack, Heartbeat, ProtocolError, decode
 from dockyard.testing.cluster import ProcessCluster
 from dockyard.testing.wait import wait_for
 
@@ -364,3 +374,153 @@ def exercise(cluster: ProcessCluster, journal: Path) -> None:
         assert sum(watch.states.values()) > 20
         node = api.nodes()[0]
         assert node["state"] == "ready"
+
+
+class LossyZmqProxy:
+    """A ZeroMQ proxy (ROUTER for the agent, DEALER to the gateway) that drops each
+    message with ``drop``, delivers it twice with ``dup``, and holds every delivered
+    copy for a random time up to ``max_delay`` (messages overtake each other), both
+    ways. Counts what it did, the reliable message ids the agent sent (how often)
+    and the ids the gateway's acks that reached the agent named."""
+
+    def __init__(
+        self, upstream: str, seed: int, drop: float = 0.15, dup: float = 0.1, max_delay: float = 0.3
+    ) -> None:
+        self.rng = random.Random(seed)
+        self.drop, self.dup, self.max_delay = drop, dup, max_delay
+        ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
+        self.front: zmq.Socket[bytes] = ctx.socket(zmq.ROUTER)
+        self.front.setsockopt(zmq.LINGER, 0)
+        port = self.front.bind_to_random_port("tcp://127.0.0.1")
+        self.endpoint = f"tcp://127.0.0.1:{port}"
+        self.back: zmq.Socket[bytes] = ctx.socket(zmq.DEALER)
+        self.back.setsockopt(zmq.LINGER, 0)
+        self.back.connect(upstream)
+        self.stats: collections.Counter[str] = collections.Counter()
+        self.sent_ids: collections.Counter[str] = collections.Counter()
+        self.acked: set[str] = set()
+        self.unacked: int | None = None  # as the agent's last delivered heartbeat said
+        self.peer = b""
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        due: list[tuple[float, int, str, bytes]] = []
+        count = 0
+        poller = zmq.Poller()
+        poller.register(self.front, zmq.POLLIN)
+        poller.register(self.back, zmq.POLLIN)
+        try:
+            while not self.stop.is_set():
+                wait = 0.1 if not due else max(0.0, min(0.1, due[0][0] - time.monotonic()))
+                events = dict(poller.poll(int(wait * 1000) + 1))
+                arrived: list[tuple[str, bytes]] = []
+                if self.front in events:
+                    while True:
+                        try:
+                            identity, payload = self.front.recv_multipart(zmq.NOBLOCK)
+                        except zmq.Again:
+                            break
+                        self.peer = identity
+                        arrived.append(("up", payload))
+                if self.back in events:
+                    while True:
+                        try:
+                            arrived.append(("down", self.back.recv(zmq.NOBLOCK)))
+                        except zmq.Again:
+                            break
+                now = time.monotonic()
+                for way, payload in arrived:
+                    reliable = self._look(way, payload, delivered=False)
+                    kind = f"{way} {'reliable' if reliable else 'other'}"
+                    roll = self.rng.random()
+                    if roll < self.drop:
+                        self.stats[f"{kind} dropped"] += 1
+                        continue
+                    copies = 2 if roll < self.drop + self.dup else 1
+                    if copies == 2:
+                        self.stats[f"{kind} duplicated"] += 1
+                    for _ in range(copies):
+                        count += 1
+                        at = now + self.rng.uniform(0.0, self.max_delay)
+                        heapq.heappush(due, (at, count, way, payload))
+                while due and due[0][0] <= time.monotonic():
+                    _, seq, way, payload = heapq.heappop(due)
+                    if due and seq < due[0][1]:
+                        self.stats["overtaken"] += 1  # a later message goes after it
+                    if way == "up":
+                        self.back.send(payload)
+                    else:
+                        self._look(way, payload, delivered=True)
+                        self.front.send_multipart([self.peer, payload])
+        finally:
+            self.front.close(0)
+            self.back.close(0)
+
+    def _look(self, way: str, payload: bytes, delivered: bool) -> bool:
+        """Note ids and acks; True for a reliable agent message."""
+        try:
+            msg, msg_id = decode(payload)
+        except ProtocolError:
+            return False
+        if way == "up":
+            if msg_id:
+                self.sent_ids[msg_id] += 1
+            if isinstance(msg, Heartbeat):
+                self.unacked = msg.unacked
+            return bool(msg_id)
+        if delivered and isinstance(msg, Ack):
+            self.acked.update(msg.ids)
+        return False
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(5)
+
+
+def test_dropped_duplicated_and_reordered_messages_are_applied_exactly_once(
+    tmp_path: Path,
+) -> None:
+    """Commands applied once and reports stored once through a proxy that drops,
+    duplicates and reorders whole ZeroMQ messages; the outbox re-sends, and every
+    reliable message is acked in the end (nothing silently dropped)."""
+    seed = secrets.randbits(32)
+    print(f"proxy seed {seed}")
+    journal = tmp_path / "journal"
+    os.environ["DOCKYARD_SIM_JOURNAL"] = str(journal)  # the agent process inherits it
+    cluster = ProcessCluster(
+        root=tmp_path / "cluster",
+        heartbeat=0.5,
+        node_grace=10.0,
+        driver="sim",
+        server_args=["--insecure-open-join"],  # plaintext: the proxy reads message ids
+    )
+    proxy: LossyZmqProxy | None = None
+    try:
+        cluster.root.mkdir()
+        cluster.start_server()
+        proxy = LossyZmqProxy(cluster.gateway, seed)
+        cluster.start_agent("lossy", server=proxy.endpoint)
+        cluster.wait_ready_nodes(1, timeout=60)
+        exercise(cluster, journal)
+        wait_for(
+            lambda: proxy.unacked == 0 and set(proxy.sent_ids) <= proxy.acked,
+            timeout=30,
+            message="every reliable message acked",
+        )
+        resent = [i for i, n in proxy.sent_ids.items() if n > 1]
+        print(dict(proxy.stats), f"{len(proxy.sent_ids)} reliable ids, {len(resent)} re-sent")
+        for kind in ("up reliable", "down other"):
+            assert proxy.stats[f"{kind} dropped"] > 0, proxy.stats
+            assert proxy.stats[f"{kind} duplicated"] > 0, proxy.stats
+        assert proxy.stats["overtaken"] > 0, proxy.stats
+        assert resent, "the agent never re-sent a message (its outbox path was not taken)"
+    except BaseException:
+        dump(cluster)
+        raise
+    finally:
+        os.environ.pop("DOCKYARD_SIM_JOURNAL", None)
+        cluster.close()
+        if proxy is not None:
+            proxy.close()
