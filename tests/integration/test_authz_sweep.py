@@ -56,6 +56,9 @@ class World:
     instance: str = ""  # B's instance of the template
     build: str = ""  # B's build
     join_token: str = ""  # made by the admin, revoked by the admin
+    array: str = ""  # B's job array (never fits: stays queued)
+    array_for_admin: str = ""  # another one, the admin cancels it
+    rm_for_admin: str = ""  # B's finished task the admin deletes
     markers: list[str] = field(default_factory=list)
 
 
@@ -373,6 +376,35 @@ ROUTES: dict[tuple[str, str], Route] = {
         [Call(lambda w: f"/api/v1/tasks/{w.running}/kill", HIDDEN)],
         Call(lambda w: f"/api/v1/tasks/{w.kill_for_admin}/kill", OWN),
     ),
+    ("POST", "/api/v1/arrays"): Route(
+        [
+            Call(
+                const("/api/v1/arrays"),
+                OWN,
+                body=lambda _: {**job_body("a-arr")(_), "array": "1-2"},
+            )
+        ],
+        Call(
+            const("/api/v1/arrays"), OWN, body=lambda _: {**job_body("adm-arr")(_), "array": "1-2"}
+        ),
+        (201,),
+    ),
+    ("GET", "/api/v1/arrays/{ref}"): Route(
+        [Call(lambda w: f"/api/v1/arrays/{w.array}", HIDDEN)],
+        Call(lambda w: f"/api/v1/arrays/{w.array}", OWN),
+    ),
+    ("POST", "/api/v1/arrays/{ref}/cancel"): Route(
+        [Call(lambda w: f"/api/v1/arrays/{w.array}/cancel", HIDDEN)],
+        Call(lambda w: f"/api/v1/arrays/{w.array_for_admin}/cancel", OWN),
+    ),
+    ("DELETE", "/api/v1/tasks/{ref}"): Route(
+        [Call(lambda w: f"/api/v1/tasks/{w.finished}", HIDDEN)],
+        Call(lambda w: f"/api/v1/tasks/{w.rm_for_admin}", OWN),
+    ),
+    ("POST", "/api/v1/services/check"): Route(
+        [Call(const("/api/v1/services/check"), OWN, body=lambda _: service_body("a-chk"))],
+        Call(const("/api/v1/services/check"), OWN, body=lambda _: service_body("adm-chk")),
+    ),
     ("DELETE", "/api/v1/services/{name}"): Route(
         [Call(lambda w: f"/api/v1/services/{w.service}", HIDDEN)],
         Call(lambda w: f"/api/v1/services/{w.service_for_admin}", OWN),
@@ -442,6 +474,13 @@ def world(cluster: LocalCluster) -> World:
         w.queued_for_admin = bob.run_job("bob-secret-queued2", "busybox", ["true"], memory="64g")[
             "id"
         ]
+        w.array = bob.run_job("bob-secret-arr", "busybox", ["true"], memory="64g", array="1-3%1")[
+            "id"
+        ]
+        w.array_for_admin = bob.run_job(
+            "bob-secret-arr2", "busybox", ["true"], memory="64g", array="1-3%1"
+        )["id"]
+        w.rm_for_admin = bob.run_job("bob-secret-rm", "busybox", ["exit", "0"])["id"]
         bob.create_service(service_body(w.service))
         bob.create_service(service_body(w.service_for_admin))
         w.instance = bob.launch("tpl")["name"]
@@ -453,7 +492,8 @@ def world(cluster: LocalCluster) -> World:
             w.build = started.json()["id"]
         for ref in (w.running, w.kill_for_admin):
             wait_for(lambda ref=ref: bob.task(ref)["state"] == "running", timeout=20)
-        wait_for(lambda: bob.task(w.finished)["state"] == "succeeded", timeout=20)
+        for ref in (w.finished, w.rm_for_admin):
+            wait_for(lambda ref=ref: bob.task(ref)["state"] == "succeeded", timeout=20)
         wait_for(lambda: bob.accounting(), timeout=20)
         workloads = [bob.task(t)["workload_id"] for t in (w.running, w.finished, w.queued)]
     w.markers = [
@@ -465,6 +505,8 @@ def world(cluster: LocalCluster) -> World:
         w.kill_for_admin,
         w.instance,
         w.build,
+        w.array,
+        w.rm_for_admin,
         *workloads,
     ]
     return w
