@@ -32,7 +32,7 @@ def _hello(node_id: str) -> Hello:
     return Hello(node_id, node_id, "127.0.0.1", "docker", "test", 1000, 1 << 30)
 
 
-def test_only_unknown_or_long_down_node_ids_are_orphans(tmp_path: Path) -> None:
+def test_only_long_down_node_ids_are_orphans(tmp_path: Path) -> None:
     db = Database(f"sqlite:///{tmp_path / 'store.db'}")
     db.migrate()
     now = time.time()
@@ -55,7 +55,7 @@ def test_only_unknown_or_long_down_node_ids_are_orphans(tmp_path: Path) -> None:
     check = OrphanCheck(db, gateway, grace_s=60.0)  # type: ignore[arg-type]
     asked = ("n-live", "n-down-long", "n-down-new", "n-down-but-heard", "n-never", "n-asker")
     check.on_foreign("n-asker", Foreign("n-asker", asked))
-    assert gateway.sent == [("n-asker", Orphans(("n-down-long", "n-never")))]
+    assert gateway.sent == [("n-asker", Orphans(("n-down-long",)))]
 
     check.on_reaped("n-asker", Reaped("n-asker", "n-down-long", ("t1", "t2")))
     with db.read() as session:

@@ -6,8 +6,9 @@ would run for ever. Several agents may share one Docker Engine (two agents on
 one host), so an agent never judges another node id by itself: every
 ``interval`` it lists the dockyard containers of other node ids on its Engine
 and asks the server (``foreign``), which answers with the ones no live agent
-uses (``orphans``: unknown to the store, or down for longer than its orphan
-grace). Only those node ids' containers are stopped (SIGTERM, SIGKILL after
+uses (``orphans``: registered in its store and down for longer than its orphan
+grace; a node id it never had may be another cluster's on the same Engine).
+Only those node ids' containers are stopped (SIGTERM, SIGKILL after
 ``grace``) and removed, then reported (``reaped``, recorded as an event).
 """
 

@@ -3,11 +3,11 @@
 An agent that lost its data dir re-joins under a new node id and its old
 containers keep running under the old one. Agents sharing an Engine list the
 containers of other node ids and ask; the answer (``orphans``) names only the
-node ids no live agent uses: unknown to the store, or ``down`` and silent for
-longer than ``grace_s``; and in both cases not heard from by this gateway within
-``grace_s`` (an agent whose node the store lost says hello again within a
-heartbeat). The agent's ``reaped`` report is recorded as an
-``orphan_containers_reaped`` node event on the orphaned node id.
+node ids no live agent uses: ``down`` and silent for longer than ``grace_s``, and
+not heard from by this gateway within ``grace_s``. A node id unknown to the store
+is never an orphan: it may belong to another cluster sharing the Engine. The
+agent's ``reaped`` report is recorded as an ``orphan_containers_reaped`` node
+event on the orphaned node id.
 """
 
 from __future__ import annotations

@@ -305,8 +305,10 @@ def generations(session: Session) -> dict[str, tuple[int, str]]:
 
 
 def orphaned(session: Session, node_ids: list[str], silent_since: float) -> list[str]:
-    """Which of these node ids no live agent uses: unknown to the store, or ``down``
-    with no heartbeat stored since ``silent_since`` (wall clock, this server's)."""
+    """Which of these node ids no live agent uses: ``down`` with no heartbeat stored
+    since ``silent_since`` (wall clock, this server's). A node id the store never had
+    is not one: several clusters may share a Docker Engine (a developer's two, the
+    test suite's), and only the cluster that registered a node may judge it."""
     if not node_ids:
         return []
     rows = session.execute(
@@ -316,5 +318,5 @@ def orphaned(session: Session, node_ids: list[str], silent_since: float) -> list
     return [
         n
         for n in node_ids
-        if n not in known or (known[n][0] == NodeState.DOWN and known[n][1] < silent_since)
+        if n in known and known[n][0] == NodeState.DOWN and known[n][1] < silent_since
     ]
