@@ -106,3 +106,45 @@ def test_welcome_calls_on_welcome() -> None:
     finally:
         conn._wake_r.close()
         conn._wake_w.close()
+
+
+class FullSocket:
+    """A DEALER whose send queue is at its high-water mark: with NOBLOCK, ZeroMQ
+    raises ``Again`` instead of queueing (``room`` frames fit, then none)."""
+
+    def __init__(self, room: int) -> None:
+        self.room = room
+        self.frames: list[bytes] = []
+
+    def send(self, frame: bytes, flags: int = 0) -> None:
+        import zmq
+
+        if self.room <= 0:
+            raise zmq.Again()
+        self.room -= 1
+        self.frames.append(frame)
+
+
+def test_reliable_messages_at_the_high_water_mark_wait_and_go_in_order_once() -> None:
+    conn = _connection()
+    sock = FullSocket(room=7)
+    try:
+        ids = [conn.send_reliable(_status(f"t{i}")) for i in range(40)]
+        conn._drain_outgoing(sock)  # type: ignore[arg-type]
+        # Seven fit; the other 33 stay in the outbox, marked unsent (not dropped).
+        assert [decode(f)[1] for f in sock.frames] == ids[:7]
+        assert [i for i, (_, sent) in conn._outbox.items() if sent == UNSENT] == ids[7:]
+        # New messages queue behind them (a final status never overtakes older ones).
+        late = conn.send_reliable(_status("late"))
+        conn._drain_outgoing(sock)  # type: ignore[arg-type]
+        assert len(sock.frames) == 7
+        # The queue drains: everything goes, in order, each exactly once.
+        sock.room = 1000
+        conn._drain_outgoing(sock)  # type: ignore[arg-type]
+        sent_ids = [decode(f)[1] for f in sock.frames]
+        assert sent_ids == [*ids, late]
+        assert not [i for i, (_, sent) in conn._outbox.items() if sent == UNSENT]
+        assert len(conn._outbox) == 41  # all kept until acked
+    finally:
+        conn._wake_r.close()
+        conn._wake_w.close()
