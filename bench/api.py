@@ -47,7 +47,7 @@ from urllib.parse import urlsplit
 import httpx
 import psutil
 
-from dockyard.testing.cluster import ProcessCluster
+from dockyard.testing.cluster import ProcessCluster, task_count
 from dockyard.testing.stats import (
     cpu_seconds,
     per_reference_kops,
@@ -224,12 +224,6 @@ def mix(
     return result
 
 
-def count(http: httpx.Client, state: str) -> int:
-    response = http.get("/api/v1/tasks", params={"state": state, "limit": 1})
-    response.raise_for_status()
-    return int(response.headers["X-Total-Count"])
-
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else "")
     parser.add_argument("--jobs", type=int, default=10_000)
@@ -266,7 +260,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 jobs = [job_body(f"stored-{i}") for i in range(first, min(first + 500, args.jobs))]
                 http.post("/api/v1/jobs/batch", json={"jobs": jobs}).raise_for_status()
             wait_for(
-                lambda: count(http, "succeeded") >= args.jobs,
+                lambda: task_count(http, state="succeeded") >= args.jobs,
                 timeout=args.timeout,
                 interval=0.5,
                 message="stored jobs succeeded",
@@ -354,8 +348,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _quiet(url: str, headers: dict[str, str]) -> bool:
     """No task is waiting or running (the mix's submissions have run)."""
     with httpx.Client(base_url=url, headers=headers, timeout=30) as http:
-        response = http.get("/api/v1/tasks", params={"active": "true", "limit": 1})
-        return int(response.headers["X-Total-Count"]) == 0
+        return task_count(http, active="true") == 0
 
 
 if __name__ == "__main__":

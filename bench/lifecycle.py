@@ -34,7 +34,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from dockyard.testing.cluster import ProcessCluster
+from dockyard.testing.cluster import ProcessCluster, task_count
 from dockyard.testing.stats import (
     cpu_seconds,
     per_reference_kops,
@@ -45,12 +45,6 @@ from dockyard.testing.wait import wait_for
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "lifecycle.json"
 TARGET_PER_S = 1000
-
-
-def count(http: httpx.Client, state: str) -> int:
-    response = http.get("/api/v1/tasks", params={"state": state, "limit": 1})
-    response.raise_for_status()
-    return int(response.headers["X-Total-Count"])
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -123,14 +117,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"submitted {args.tasks} in {submitted - started:.1f}s")
         with httpx.Client(base_url=cluster.url, headers=headers, timeout=60) as http:
             wait_for(
-                lambda: count(http, "succeeded") >= args.tasks,
+                lambda: task_count(http, state="succeeded") >= args.tasks,
                 timeout=args.timeout,
                 interval=0.2,
                 message="all tasks succeeded",
             )
             done = time.perf_counter()
             cpu = [b - a for a, b in zip(cpu0, cpu_now(), strict=True)]
-            failed = sum(count(http, s) for s in ("failed", "lost", "killed"))
+            failed = sum(task_count(http, state=s) for s in ("failed", "lost", "killed"))
         total = done - started
         rate = args.tasks / total
         result = {

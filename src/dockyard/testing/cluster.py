@@ -16,6 +16,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from dockyard.agent.main import Agent, AgentConfig
 from dockyard.client import Client
 from dockyard.drivers.base import Driver
@@ -267,3 +269,11 @@ class LocalCluster:
         for agent in self.agents:
             agent.stop()
         self.server.stop()
+
+
+def task_count(http: httpx.Client, **params: str) -> int:
+    """How many tasks match a list query (``state="succeeded"``, ``active="true"``):
+    one row fetched, the total read from ``X-Total-Count``."""
+    response = http.get("/api/v1/tasks", params={**params, "limit": 1})
+    response.raise_for_status()
+    return int(response.headers["X-Total-Count"])
