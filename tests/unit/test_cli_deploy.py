@@ -36,14 +36,15 @@ def test_invalid_yaml_names_the_line(tmp_path: Path) -> None:
 def test_refusal_lists_each_service_and_creates_nothing(tmp_path: Path) -> None:
     path = tmp_path / "compose.yaml"
     path.write_text(
-        "services:\n  api:\n    build: .\n  db:\n    image: db:1\n    pid: service:api\n"
+        "services:\n  api:\n    image: api:1\n    secrets: [token]\n"
+        "  db:\n    image: db:1\n    pid: service:api\n"
     )
     result = runner.invoke(app, ["deploy", "-f", str(path), "--json", *NO_SERVER])
     assert result.exit_code == 1
     body = json.loads(result.stdout)
     out = " ".join(result.output.split())
     assert [(r["service"], r["key"]) for r in body["refusals"]] == [
-        ("api", "build"),
+        ("api", "secrets"),
         ("db", "pid"),
     ]
     assert "cannot deploy; nothing was created" in out
