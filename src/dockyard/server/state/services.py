@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from dockyard.core.states import ACTIVE_STATES
 from dockyard.server.state.auth import Principal
 from dockyard.server.state.batch import chunks
+from dockyard.store.errors import NotFound
 from dockyard.store.tables import Node, Task, User, Workload
 
 #: ``Workload.kind`` of a service.
@@ -71,6 +72,14 @@ def service_views(session: Session, workloads: list[Workload]) -> list[ServiceVi
 
 def service_view(session: Session, workload: Workload) -> ServiceView:
     return service_views(session, [workload])[0]
+
+
+def service_view_of(session: Session, workload_id: str) -> ServiceView:
+    """The view of a service by its workload id (one just written, read again)."""
+    workload = session.get(Workload, workload_id)
+    if workload is None:
+        raise NotFound("service", workload_id)
+    return service_view(session, workload)
 
 
 def _visible(query: Any, principal: Principal) -> Any:

@@ -219,10 +219,12 @@ def create(body: ServiceCreate, request: Request, who: CurrentUser) -> ServiceOu
     with ctx.db.write() as session:
         spec, policy = _checked_spec(session, who, body, ctx.cluster_policy)
         workload = create_service(session, who, spec, policy)
-        out = service_out(
-            service_ops.service_view(session, workload), str(request.base_url), "created"
-        )
-    return out
+        workload_id = workload.id
+    # The answer is read after the commit: the write transaction (its row locks, and
+    # PostgreSQL's idle-in-transaction limit) covers only the checks and the insert.
+    with ctx.db.read() as session:
+        view = service_ops.service_view_of(session, workload_id)
+        return service_out(view, str(request.base_url), "created")
 
 
 @router.get("/api/v1/services", response_model=list[ServiceOut])
