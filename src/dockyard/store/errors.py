@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import InternalError, OperationalError
 
 from dockyard.errors import DockyardError
 
@@ -25,5 +25,10 @@ class StoreUnavailable(StoreError):
 
 
 #: Driver errors that mean "the store did not answer in time" (a lock or statement
-#: timeout, a lost connection): the HTTP layer answers them 503, retryable.
-UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (StoreUnavailable, OperationalError)
+#: timeout, a lost connection; PostgreSQL's idle-in-transaction timeout, SQLSTATE
+#: 25P03, arrives as an InternalError): the HTTP layer answers them 503, retryable.
+UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
+    StoreUnavailable,
+    OperationalError,
+    InternalError,
+)
