@@ -7,6 +7,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
 ROOT = Path(__file__).resolve().parents[2]
 #: Where screenshots land (kept by CI as artifacts; gitignored).
 SCREENSHOTS = Path(os.environ.get("DOCKYARD_SCREENSHOTS", ROOT / "artifacts" / "screenshots"))
@@ -21,6 +23,8 @@ class PageWatch:
         self.dialogs: list[str] = []
         self.errors: list[str] = []
         self.navigations = 0
+        #: Requests that failed or answered >= 400 (the reason a page did not boot).
+        self.failed: list[str] = []
 
 
 def shot(page: Any, name: str) -> Path:
@@ -33,6 +37,13 @@ def shot(page: Any, name: str) -> Path:
 
 def login(page: Any, url: str, token: str) -> None:
     page.goto(url + "/")
+    try:
+        page.wait_for_selector("#login:not([hidden])", timeout=5_000)
+    except PlaywrightTimeout:
+        # A network interface that appears mid-load (an agent making a Docker bridge)
+        # makes Chromium abort the page's module loads (net::ERR_NETWORK_CHANGED) and
+        # the page never boots; a user reloads, and so do we, once.
+        page.reload()
     page.fill("#login-token", token)
     page.click("#login-submit")
     page.wait_for_selector("#shell:not([hidden])")

@@ -89,6 +89,13 @@ def page(browser: Any, watch: PageWatch, request: pytest.FixtureRequest) -> Iter
     pg.on("console", on_console)
     pg.on("pageerror", lambda exc: watch.errors.append(f"pageerror: {exc}"))
     pg.on("framenavigated", on_nav)
+    pg.on("requestfailed", lambda req: watch.failed.append(f"{req.url}: {req.failure}"))
+    pg.on(
+        "response",
+        lambda resp: (
+            watch.failed.append(f"{resp.url}: HTTP {resp.status}") if resp.status >= 400 else None
+        ),
+    )
     try:
         yield pg
         assert watch.dialogs == [], f"the page opened dialogs: {watch.dialogs}"
@@ -96,6 +103,8 @@ def page(browser: Any, watch: PageWatch, request: pytest.FixtureRequest) -> Iter
     finally:
         if getattr(request.node, "rep_call_failed", False):
             shot(pg, f"FAILED-{request.node.name}")
+            print(f"requests that failed or answered >= 400: {watch.failed}")
+            print(f"console errors: {watch.errors}")
         context.close()
 
 

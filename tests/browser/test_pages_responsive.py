@@ -68,6 +68,9 @@ def seeded(cluster: ProcessCluster) -> dict[str, Any]:
         wait_for(
             lambda: api.task(busy["id"])["state"] == "running", timeout=60, message="busy runs"
         )
+        # The replica runs, so its node made the service's network: a bridge that appears
+        # while a page loads makes Chromium abort the load (net::ERR_NETWORK_CHANGED).
+        wait_for(lambda: len(api.tasks(states=["running"])) >= 2, timeout=60, message="web-r runs")
     return {"task": busy["id"], "node": node["id"], "service": "web-r", "carol": carol}
 
 
