@@ -1,4 +1,4 @@
-"""Issue 22 on real Docker: an array, a dependency, a gang and a preemption."""
+"""Issue 22 on real Docker: an array, a dependency, a gang, a preemption and a checkpoint."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
+import docker
 import pytest
 from docker_cluster import docker_cluster
 
@@ -92,3 +93,56 @@ def test_array_dependency_gang_and_preemption(batch_cluster: ProcessCluster, ima
         )[0]
         _state(api, again["id"], "running")
         api.kill(again["id"])
+
+
+#: Saves its progress to the checkpoint volume on SIGUSR1 and exits; an attempt
+#: started with DOCKYARD_RESUME=1 prints what it finds there.
+CHECKPOINTING = (
+    'd="$DOCKYARD_CHECKPOINT_DIR"; '
+    'if [ "$DOCKYARD_RESUME" = 1 ]; then echo "resumed $(cat "$d/progress")"; exit 0; fi; '
+    "trap 'echo step=7 > \"$d/progress\"; exit 0' USR1; "
+    "echo started; while true; do sleep 0.1; done"
+)
+
+
+def test_checkpoint_signal_volume_and_resume_after_preemption(
+    batch_cluster: ProcessCluster, image: str
+) -> None:
+    """Same node: the preempted attempt gets SIGUSR1 (not SIGTERM), writes to
+    $DOCKYARD_CHECKPOINT_DIR and exits by itself within its grace; the requeued
+    attempt starts with DOCKYARD_RESUME=1 and finds the file in the same volume."""
+    with batch_cluster.client() as api:
+        cores = max(n["cpu"] for n in api.nodes())
+        job = api.run_job(
+            "ckpt", image, ["sh", "-c", CHECKPOINTING], cpu=cores, checkpoint_signal="SIGUSR1"
+        )
+        _state(api, job["id"], "running")
+        wait_for(
+            lambda: any(line["line"] == "started" for line in api.logs(job["id"])["lines"]),
+            timeout=30,
+            message="the trap is set",
+        )
+        high = api.run_job("ckpt-high", image, ["sh", "-c", "true"], cpu=cores, priority=10)
+        _state(api, high["id"], "succeeded")
+        gone = _state(api, job["id"], "killed")
+        assert gone["reason"] == "preempted"
+        assert gone["exit_code"] == 0  # its trap ran: SIGUSR1, not SIGTERM or SIGKILL
+        again = wait_for(
+            lambda: [t for t in _tasks(api, job["workload_id"]) if t["attempt"] == 2], timeout=30
+        )[0]
+        _state(api, again["id"], "succeeded")
+        assert [line["line"] for line in api.logs(again["id"])["lines"]] == ["resumed step=7"]
+    volumes = docker.from_env().volumes.list(filters={"name": f"ckpt-{job['workload_id']}"})
+    assert len(volumes) == 1  # one per job, kept across its attempts
+    wait_for(lambda: _removed(volumes[0]), timeout=30, message="the volume is freed")
+
+
+def _removed(volume: Any) -> bool:
+    """Remove the volume once the agent removed the containers that use it."""
+    try:
+        volume.remove()
+    except docker.errors.NotFound:
+        return True
+    except docker.errors.APIError:
+        return False
+    return True

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -20,10 +21,26 @@ GiB = 1024**3
 SEEN_ENV: dict[str, dict[str, str]] = {}
 
 
+#: Their mounts (target -> source) and the signals each was sent, by task id.
+SEEN_MOUNTS: dict[str, dict[str, str]] = {}
+SIGNALS: dict[str, list[str]] = {}
+_TASK_OF: dict[str, str] = {}
+
+
 class RecordingSim(SimDriver):
     def create(self, spec: ContainerSpec) -> str:
         SEEN_ENV[spec.task_id] = dict(spec.env)
-        return super().create(spec)
+        SEEN_MOUNTS[spec.task_id] = {m.target: m.source for m in spec.mounts}
+        if "FAIL_ON_RESUME" in spec.env and "DOCKYARD_RESUME" in spec.env:
+            extra = {"DOCKYARD_SIM_RUN_FOR": "0", "DOCKYARD_SIM_EXIT_CODE": "3"}
+            spec = replace(spec, env={**spec.env, **extra})
+        container_id = super().create(spec)
+        _TASK_OF[container_id] = spec.task_id
+        return container_id
+
+    def signal(self, container_id: str, signal: str) -> None:
+        SIGNALS.setdefault(_TASK_OF.get(container_id, container_id), []).append(signal)
+        super().signal(container_id, signal)
 
 
 @pytest.fixture(scope="module")
@@ -253,3 +270,68 @@ def test_preemption_requeues_the_victim_and_names_the_gainer(
         assert any(f"preempting {victim['id']}" in m for m in gained)
         for t in (guarded, urgent, again):
             api.kill(t["id"])
+
+
+def test_preempted_checkpointing_job_gets_its_signal_resumes_and_keeps_its_retries(
+    cluster: LocalCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Checkpoint signal instead of SIGTERM, the checkpoint volume on every attempt,
+    DOCKYARD_RESUME=1 on the requeued one; the preempted attempt is charged and does
+    not use up the job's one restart (on-failure:1)."""
+    monkeypatch.setenv("DOCKYARD_PREEMPTION", "1")
+    with cluster.client() as api:
+        guard = api.run_job("ck-guard", "busybox", ["sleep", "60"], cpu=8, min_runtime_s=600)
+        job = api.run_job(
+            "ck",
+            "busybox",
+            ["sleep", "60"],
+            cpu=8,
+            restart={"mode": "on-failure", "max_attempts": 1, "initial_delay_s": 0.1},
+            checkpoint_signal="usr1",
+            env={"FAIL_ON_RESUME": "1"},
+        )
+        for t in (guard, job):
+            wait_for(lambda t=t: api.task(t["id"])["state"] == "running", timeout=20)
+        first = SEEN_ENV[job["id"]]
+        assert first["DOCKYARD_CHECKPOINT_DIR"] == "/dockyard/checkpoint"
+        assert "DOCKYARD_RESUME" not in first
+        volume = f"ckpt-{job['workload_id']}"
+        assert SEEN_MOUNTS[job["id"]]["/dockyard/checkpoint"] == volume
+        urgent = api.run_job("ck-urgent", "busybox", ["sleep", "60"], cpu=8, priority=10)
+        wait_for(lambda: api.task(urgent["id"])["state"] == "running", timeout=20)
+        gone = api.task(job["id"])
+        assert (gone["state"], gone["reason"]) == ("killed", "preempted")
+        # (Later signals reach the exited container as it is removed.)
+        assert SIGNALS[job["id"]][0] == "SIGUSR1"
+        api.kill(urgent["id"])
+        # Attempt 2 resumes (and fails, FAIL_ON_RESUME); the preempted attempt used no
+        # restart, so on-failure:1 still gives attempt 3, and no attempt 4.
+        attempts = wait_for(
+            lambda: (
+                ts
+                if len(ts := sorted(_tasks_of(api, job["workload_id"]), key=lambda t: t["attempt"]))
+                == 3
+                and ts[2]["state"] == "failed"
+                else None
+            ),
+            timeout=30,
+        )
+        assert [t["state"] for t in attempts] == ["killed", "failed", "failed"]
+        for again in attempts[1:]:
+            assert SEEN_ENV[again["id"]]["DOCKYARD_RESUME"] == "1"
+            assert SEEN_MOUNTS[again["id"]]["/dockyard/checkpoint"] == volume
+        assert len(_tasks_of(api, job["workload_id"])) == 3
+        records = wait_for(
+            lambda: (
+                rs
+                if len(
+                    rs := [r for r in api.accounting() if r["workload_id"] == job["workload_id"]]
+                )
+                == 3
+                else None
+            ),
+            timeout=20,
+        )
+        charged = {r["task_id"]: r for r in records}[job["id"]]
+        assert charged["reason"] == "preempted" and charged["wall_s"] > 0
+        api.kill(guard["id"])

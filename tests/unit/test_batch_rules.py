@@ -11,6 +11,8 @@ from hypothesis import strategies as st
 from dockyard.core.arrays import parse_array
 from dockyard.core.dependencies import parse_after
 from dockyard.core.errors import ValidationError
+from dockyard.core.specs import JobSpec, build_job_spec
+from dockyard.protocol.messages import DesiredEntry
 from dockyard.scheduler.batch import (
     MET,
     NEVER,
@@ -150,3 +152,26 @@ def test_find_cycle_matches_a_topological_sort(graph: dict[int, list[int]]) -> N
     if cycle is not None:
         assert cycle[0] == cycle[-1]
         assert all(b in edges[a] for a, b in itertools.pairwise(cycle))
+
+
+def test_checkpoint_signal_is_validated_and_normalised() -> None:
+    spec = build_job_spec(name="j", image="busybox", checkpoint_signal="usr2")
+    assert spec.checkpoint_signal == "SIGUSR2"
+    assert JobSpec.from_dict(spec.to_dict()).checkpoint_signal == "SIGUSR2"
+    assert build_job_spec(name="j", image="busybox").checkpoint_signal == ""
+    with pytest.raises(ValidationError) as bad:
+        build_job_spec(name="j", image="busybox", checkpoint_signal="SIGKILL")
+    assert bad.value.field == "checkpoint_signal"
+    with pytest.raises(ValidationError) as taken:
+        build_job_spec(
+            name="j", image="busybox", checkpoint_signal="USR1", mounts=["v:/dockyard/checkpoint"]
+        )
+    assert taken.value.field == "mounts"
+
+
+def test_a_desired_entry_carries_its_stop_signal() -> None:
+    entry = DesiredEntry("t", "busybox", 100, 1000, stop_signal="SIGUSR1", desired="stop")
+    assert DesiredEntry.decode(entry.encode()).stop_signal == "SIGUSR1"
+    plain = DesiredEntry("t", "busybox", 100, 1000)
+    assert "stop_signal" not in plain.encode()
+    assert DesiredEntry.decode(plain.encode()).stop_signal == ""

@@ -5,7 +5,9 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from dockyard.core.policy import Attempt, RestartMode, RestartPolicy, decide
 from dockyard.core.resources import Resources
+from dockyard.core.states import TaskState
 from dockyard.scheduler.batch import find_cycle
 from dockyard.scheduler.placement import NodeView
 from dockyard.scheduler.preempt import Contender, Victim, outranks, plan_evictions
@@ -114,3 +116,42 @@ def test_every_eviction_is_justified_and_lets_its_gainer_fit(
         room[node] += sum(by_id[e.victim].cpu_millis for e in mine)
         assert room[node] >= g.cpu_millis
         room[node] -= g.cpu_millis
+
+
+_ATTEMPTS = st.sampled_from(
+    [
+        Attempt(TaskState.FAILED, "exit_nonzero", ran_for_s=0.5, ended_at=10.0),
+        Attempt(TaskState.FAILED, "exit_nonzero", ran_for_s=600.0, ended_at=10.0),
+        Attempt(TaskState.SUCCEEDED, "exit_zero", ran_for_s=0.5, ended_at=10.0),
+        Attempt(TaskState.LOST, "node_lost", ran_for_s=5.0, ended_at=10.0),
+        Attempt(TaskState.KILLED, "killed", ran_for_s=5.0, stop_reason="node_drained"),
+    ]
+)
+_PREEMPTED = Attempt(TaskState.KILLED, "preempted", ran_for_s=30.0, stop_reason="preempted")
+
+
+def test_a_preempted_attempt_is_requeued_whatever_the_policy() -> None:
+    for mode in RestartMode:
+        decision = decide(RestartPolicy(mode=mode, max_attempts=0), [_PREEMPTED])
+        assert decision.replace and decision.delay_s == 0 and decision.kind == "preempted"
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(_ATTEMPTS, min_size=1, max_size=6),
+    st.lists(st.integers(0, 6), max_size=4),
+    st.sampled_from(list(RestartMode)),
+    st.integers(0, 3),
+)
+def test_preempted_attempts_count_for_nothing_in_the_restart_policy(
+    history: list[Attempt], at: list[int], mode: RestartMode, max_attempts: int
+) -> None:
+    """Preempted attempts anywhere before the last one change neither whether the job
+    gets another attempt nor its back-off: no restart, reschedule or short run used."""
+    policy = RestartPolicy(mode=mode, max_attempts=max_attempts, reschedule_attempts=2)
+    with_preemptions = list(history[:-1])
+    for index in sorted(at, reverse=True):
+        with_preemptions.insert(min(index, len(with_preemptions)), _PREEMPTED)
+    with_preemptions.append(history[-1])
+    plain, mixed = decide(policy, history), decide(policy, with_preemptions)
+    assert (plain.replace, plain.delay_s, plain.kind) == (mixed.replace, mixed.delay_s, mixed.kind)

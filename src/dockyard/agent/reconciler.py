@@ -74,6 +74,9 @@ class DesiredTask:
     #: A service's networks (``core.networks.NetworkRef`` maps) and its UDP ports.
     networks: tuple[dict[str, Any], ...] = ()
     udp_ports: tuple[int, ...] = ()
+    #: The first signal of a stop ("": SIGTERM); a checkpointing job's signal before
+    #: a preemption or drain stop.
+    stop_signal: str = ""
 
     @classmethod
     def from_entry(cls, entry: DesiredEntry) -> DesiredTask:
@@ -101,6 +104,7 @@ class DesiredTask:
             container_id=entry.container_id,
             networks=spec.networks,
             udp_ports=spec.udp_ports,
+            stop_signal=entry.stop_signal,
         )
 
 
@@ -297,7 +301,12 @@ class Reconciler:
             )
         if container.running and task.desired == DesiredState.STOP:
             self._pool.submit(
-                self._stop_container, tid, container.container_id, task.kill_grace_s, False
+                self._stop_container,
+                tid,
+                container.container_id,
+                task.kill_grace_s,
+                False,
+                task.stop_signal or "SIGTERM",
             )
             return
         self._release(tid)
@@ -444,13 +453,16 @@ class Reconciler:
         self._report(TaskStatus(tid, TaskState.RUNNING, "started", container_id=container_id))
         return self._track(task, container_id, adopted=False)
 
-    def _stop_container(self, tid: str, container_id: str, grace: float, remove: bool) -> None:
+    def _stop_container(
+        self, tid: str, container_id: str, grace: float, remove: bool, first: str = "SIGTERM"
+    ) -> None:
+        """``first`` (SIGTERM, or a checkpointing job's signal), the grace, SIGKILL."""
         self._unwatch_health(tid)  # a stopping replica is not failing its checks
         try:
             with self._lock:
                 self._stopping.add(tid)
             deadline = time.monotonic() + grace
-            self._driver.signal(container_id, "SIGTERM")
+            self._driver.signal(container_id, first)
             with self._lock:
                 started = self._started.get(tid)
             settled = None if started is None else started + INIT_SETTLE_S
@@ -459,7 +471,7 @@ class Reconciler:
                 and time.monotonic() < settled < deadline
                 and not self._driver.wait(container_id, timeout=settled - time.monotonic())
             ):
-                self._driver.signal(container_id, "SIGTERM")  # the first may have been lost
+                self._driver.signal(container_id, first)  # the first may have been lost
             if not self._driver.wait(container_id, timeout=max(0.0, deadline - time.monotonic())):
                 with self._lock:
                     self._forced.add(tid)

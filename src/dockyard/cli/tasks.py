@@ -83,6 +83,17 @@ def run(
     min_runtime: Annotated[
         float | None, typer.Option(help="Never preempted before it ran this many seconds.")
     ] = None,
+    checkpoint: Annotated[
+        bool,
+        typer.Option(
+            help="Before a preemption or drain stop send SIGUSR1 (not SIGTERM); keep "
+            "$DOCKYARD_CHECKPOINT_DIR for the next attempt (DOCKYARD_RESUME=1)."
+        ),
+    ] = False,
+    checkpoint_signal: Annotated[
+        str | None,
+        typer.Option(help="--checkpoint with this signal instead of SIGUSR1, e.g. SIGUSR2."),
+    ] = None,
     build: Annotated[
         Path | None,
         typer.Option("--build", help="Build IMAGE (as <you>/IMAGE) from this context first."),
@@ -147,6 +158,7 @@ def run(
             gang_size=nodes or (tasks if gang else 0),
             gang_nodes=bool(nodes),
             min_runtime_s=min_runtime,
+            checkpoint_signal=checkpoint_signal or ("SIGUSR1" if checkpoint else None),
         )
         if array:  # an array: its id (for --after ok:ID); `dockyard ps` shows its elements
             render.emit(task, json_out, lambda a: f"{a['id']} ({a['total']} elements)")

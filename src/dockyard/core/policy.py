@@ -51,6 +51,9 @@ MAX_PERIOD_S = 365 * 86400.0
 
 #: Stop reasons (why the server asked a task to stop) that call for a replacement.
 RESCHEDULE_STOP_REASONS = frozenset({"node_drained"})
+#: A task stopped for this was preempted: requeued at once whatever the policy, and
+#: never counted as a restart, a reschedule or a short run of the job.
+PREEMPTED = "preempted"
 
 
 def _number(
@@ -182,14 +185,24 @@ def _is_reschedule(attempt: Attempt) -> bool:
     )
 
 
+def _is_preempted(attempt: Attempt) -> bool:
+    return attempt.state == TaskState.KILLED and attempt.stop_reason == PREEMPTED
+
+
 def decide(policy: RestartPolicy, history: Sequence[Attempt]) -> Decision:
     """Decide whether the job whose attempts are ``history`` (oldest first) gets another.
 
-    The last element is the attempt that just ended.
+    The last element is the attempt that just ended. A preempted attempt is requeued
+    at once and left out of everything the policy counts (Slurm's requeue after
+    preemption does not count against the job either): it did nothing wrong.
     """
     if not history:
         return Decision(False, why="no attempt")
     last = history[-1]
+    if _is_preempted(last):
+        return Decision(True, 0.0, "requeued after preemption", "preempted")
+    number = len(history) + 1  # the next attempt's number, preempted ones included
+    history = [a for a in history if not _is_preempted(a)]
     if _is_reschedule(last):
         since = last.ended_at - policy.reschedule_interval_s
         used = sum(1 for a in history if _is_reschedule(a) and a.ended_at >= since)
@@ -225,7 +238,7 @@ def decide(policy: RestartPolicy, history: Sequence[Attempt]) -> Decision:
     if last.state == TaskState.SUCCEEDED:
         why = f"restart policy always: restarting in {delay:g}s"
     else:
-        why = f"{last.reason}: back-off {delay:g}s before attempt {len(history) + 1}"
+        why = f"{last.reason}: back-off {delay:g}s before attempt {number}"
     return Decision(True, delay, why, "restart")
 
 

@@ -33,6 +33,12 @@ MAX_PRIORITY = 1000
 MAX_GPUS = 64
 MAX_GANG = 1024
 SCHEDULING_ALGORITHMS = ("binpack", "spread")
+#: Signals a job may ask for before a preemption or drain stop (docs/scheduler.md,
+#: Checkpoints); the default of ``--checkpoint``.
+CHECKPOINT_SIGNALS = ("SIGUSR1", "SIGUSR2", "SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGWINCH")
+DEFAULT_CHECKPOINT_SIGNAL = "SIGUSR1"
+#: Where a checkpointing job's per-job volume is mounted ($DOCKYARD_CHECKPOINT_DIR).
+CHECKPOINT_DIR = "/dockyard/checkpoint"
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +71,9 @@ class JobSpec:
     gang_nodes: bool = False
     #: Preemption guard: never preempted before it ran this long.
     min_runtime_s: float = 0.0
+    #: Cooperative checkpoint: this signal (not SIGTERM) before a preemption or
+    #: drain stop, a per-job volume at CHECKPOINT_DIR; "" when off.
+    checkpoint_signal: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -89,6 +98,7 @@ class JobSpec:
             "gang_size": self.gang_size,
             "gang_nodes": self.gang_nodes,
             "min_runtime_s": self.min_runtime_s,
+            "checkpoint_signal": self.checkpoint_signal,
         }
 
     @classmethod
@@ -117,6 +127,7 @@ class JobSpec:
             gang_size=int(data.get("gang_size") or 0),
             gang_nodes=bool(data.get("gang_nodes")),
             min_runtime_s=float(data.get("min_runtime_s") or 0.0),
+            checkpoint_signal=str(data.get("checkpoint_signal") or ""),
         )
 
 
@@ -153,6 +164,7 @@ def build_job_spec(
     gang_size: int | None = None,
     gang_nodes: bool = False,
     min_runtime_s: float | None = None,
+    checkpoint_signal: str | None = None,
 ) -> JobSpec:
     """Validate raw user input and build a :class:`JobSpec`.
 
@@ -225,6 +237,13 @@ def build_job_spec(
     guard = 0.0 if min_runtime_s is None else _float(min_runtime_s, "min_runtime_s")
     if not 0 <= guard <= MAX_RUNTIME_LIMIT_S:
         raise ValidationError("min_runtime_s", "must be from 0 to a year")
+    signal = _checkpoint_signal(checkpoint_signal)
+    job_mounts = tuple(
+        parse_mount(m) if isinstance(m, str) else validate_mount(_mount_from(m))
+        for m in mounts or ()
+    )
+    if signal and any(m.target.rstrip("/") == CHECKPOINT_DIR for m in job_mounts):
+        raise ValidationError("mounts", f"{CHECKPOINT_DIR} is the checkpoint volume's")
     return JobSpec(
         name=name,
         image=image,
@@ -234,10 +253,7 @@ def build_job_spec(
         kill_grace_s=grace,
         restart=policy,
         max_runtime_s=runtime,
-        mounts=tuple(
-            parse_mount(m) if isinstance(m, str) else validate_mount(_mount_from(m))
-            for m in mounts or ()
-        ),
+        mounts=job_mounts,
         security=SecurityOptions.from_dict(security),
         priority=prio,
         constraints=tuple(c.strip() for c in wanted),
@@ -249,7 +265,23 @@ def build_job_spec(
         gang_size=gang,
         gang_nodes=bool(gang_nodes),
         min_runtime_s=guard,
+        checkpoint_signal=signal,
     )
+
+
+def _checkpoint_signal(value: str | None) -> str:
+    """``SIGUSR1``, ``USR1`` or ``usr1`` as ``SIGUSR1``; "" or None: no checkpoint."""
+    if value is None or value == "":
+        return ""
+    if not isinstance(value, str):
+        raise ValidationError("checkpoint_signal", "must be a signal name such as SIGUSR1")
+    name = value.strip().upper()
+    name = name if name.startswith("SIG") else f"SIG{name}"
+    if name not in CHECKPOINT_SIGNALS:
+        raise ValidationError(
+            "checkpoint_signal", f"must be one of {', '.join(CHECKPOINT_SIGNALS)}"
+        )
+    return name
 
 
 def _float(value: Any, field_name: str) -> float:

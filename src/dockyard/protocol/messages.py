@@ -894,6 +894,9 @@ class DesiredEntry:
     #: The container an agent reported running for the task ("" before it ran). One
     #: missing on the node has vanished: never created again under this task id.
     container_id: str = ""
+    #: The first signal of a stop ("": SIGTERM); a checkpointing job's before a
+    #: preemption or drain stop (docs/scheduler.md, Checkpoints).
+    stop_signal: str = ""
 
     def encode(self) -> dict[str, Any]:
         t = self.template
@@ -920,6 +923,8 @@ class DesiredEntry:
         }
         if self.container_id:
             body["container_id"] = self.container_id
+        if self.stop_signal:
+            body["stop_signal"] = self.stop_signal
         return body
 
     @classmethod
@@ -947,6 +952,9 @@ class DesiredEntry:
         container_id = get("container_id", "")
         if type(container_id) is not str:
             raise _wrong("container_id", container_id, "a string")
+        stop_signal = get("stop_signal", "")
+        if type(stop_signal) is not str:
+            raise _wrong("stop_signal", stop_signal, "a string")
         port_map = _seq(body, "port_map")
         if port_map:
             for pair in port_map:
@@ -972,6 +980,7 @@ class DesiredEntry:
             desired,
             _typed_map(body, "log_offsets", int, "an integer"),
             container_id,
+            stop_signal,
         )
 
 

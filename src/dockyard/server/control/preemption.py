@@ -2,10 +2,10 @@
 ask the victims to stop (docs/scheduler.md, Preemption).
 
 Off unless the server runs with ``DOCKYARD_PREEMPTION=1``. A victim is stopped
-like any task (SIGTERM, its grace, SIGKILL; with a checkpoint signal first when
-its job asks, see docs/batch.md), ends ``killed`` with reason ``preempted``, is
-charged for what it ran (its accounting record) and is requeued as a new attempt
-whatever its restart policy. Both sides get an event naming the other and why.
+like any task (SIGTERM, its grace, SIGKILL; a checkpointing job's signal instead of
+SIGTERM, see docs/scheduler.md, Cooperative checkpoints), ends ``killed`` with
+reason ``preempted``, is charged for what it ran (its accounting record) and is
+requeued as a new attempt whatever its restart policy (and uses none of it). Both sides get an event naming the other and why.
 """
 
 from __future__ import annotations

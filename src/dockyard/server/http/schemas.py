@@ -214,6 +214,13 @@ class JobCreate(RequestBody):
     min_runtime_s: float | None = Field(
         default=None, ge=0, le=MAX_RUNTIME_LIMIT_S, description="never preempted before this"
     )
+    checkpoint_signal: str | None = Field(
+        default=None,
+        max_length=16,
+        description="cooperative checkpoint: this signal (e.g. SIGUSR1) instead of SIGTERM "
+        "before a preemption or drain stop, and a checkpoint volume at "
+        "$DOCKYARD_CHECKPOINT_DIR; the requeued attempt gets DOCKYARD_RESUME=1",
+    )
 
     def to_spec(self) -> JobSpec:
         """The validated job spec (raises ValidationError naming the field)."""
@@ -223,6 +230,7 @@ class JobCreate(RequestBody):
             gang_size=self.gang_size,
             gang_nodes=self.gang_nodes,
             min_runtime_s=self.min_runtime_s,
+            checkpoint_signal=self.checkpoint_signal,
             name=self.name,
             image=self.image,
             command=self.command,

@@ -9,8 +9,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from dockyard.core.ids import new_id
-from dockyard.core.policy import Attempt, Decision, decide
-from dockyard.core.states import DesiredState, Reason, TaskState
+from dockyard.core.policy import Attempt, decide
+from dockyard.core.states import DesiredState, TaskState
 from dockyard.server.state.events import EventKind, record
 from dockyard.server.state.workload_specs import WorkloadSpec, workload_specs
 from dockyard.store.tables import Task
@@ -40,8 +40,6 @@ def may_replace(workload: WorkloadSpec | None, task: Ended) -> bool:
     """
     if workload is None or workload.kind != "job":
         return False
-    if task.stop_reason == Reason.PREEMPTED:
-        return True  # requeued whatever its policy
     return decide(workload.spec.restart, [_attempt(task)]).replace
 
 
@@ -72,10 +70,9 @@ def follow_up(session: Session, task: Task) -> Task | None:
             select(Task).where(Task.workload_id == task.workload_id, element).order_by(Task.attempt)
         )
     ]
+    # A preempted attempt is requeued at once and counts for nothing in the policy
+    # (core.policy.decide); it was charged for what it ran (its accounting record).
     decision = decide(spec.restart, history)
-    if task.stop_reason == Reason.PREEMPTED and task.state == TaskState.KILLED:
-        # Preempted: requeued at once as a new attempt (it was charged for what it ran).
-        decision = Decision(True, 0.0, "requeued after preemption", "preempted")
     if not decision.replace:
         return None
     now = time.time()

@@ -11,7 +11,9 @@ from sqlalchemy import Table, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from dockyard.core.gpus import GPU_UUID
-from dockyard.core.states import PLACED_STATES
+from dockyard.core.security import Mount
+from dockyard.core.specs import CHECKPOINT_DIR
+from dockyard.core.states import PLACED_STATES, DesiredState, Reason
 from dockyard.protocol.messages import Desired, DesiredEntry, Heartbeat, Hello, TaskTemplate
 from dockyard.server.state.accounting import charge_all
 from dockyard.server.state.batch import chunks, rows_by_id
@@ -135,6 +137,8 @@ _DESIRED_COLUMNS = (
     Task.started_at,
     Task.array_index,
     Task.container_id,
+    Task.attempt,
+    Task.stop_reason,
 )
 
 
@@ -151,6 +155,7 @@ def desired_sets(session: Session, nodes: list[Node]) -> dict[str, Desired]:
     tasks = [t for held in by_node.values() for t in held]
     offsets: dict[tuple[str, str], int] = {}
     templates: dict[str, TaskTemplate] = {}
+    signals: dict[str, str] = {}  # checkpointing jobs' signals, by workload
     # Only a task that ran can have shipped lines (the agent resumes after them).
     ran = [t.id for t in tasks if t.started_at is not None]
     for chunk in chunks(ran):
@@ -163,25 +168,35 @@ def desired_sets(session: Session, nodes: list[Node]) -> dict[str, Desired]:
     if tasks:
         specs = workload_specs(session, {t.workload_id for t in tasks})
         templates = {workload_id: s.template for workload_id, s in specs.items()}
+        signals = {
+            w: s.spec.checkpoint_signal for w, s in specs.items() if s.spec.checkpoint_signal
+        }
     return {
         node.id: Desired(
             node.id,
             node.generation,
-            tuple(_entry(task, templates, offsets) for task in by_node[node.id]),
+            tuple(_entry(task, templates, offsets, signals) for task in by_node[node.id]),
         )
         for node in nodes
     }
 
 
 def _entry(
-    task: Any, templates: dict[str, TaskTemplate], offsets: dict[tuple[str, str], int]
+    task: Any,
+    templates: dict[str, TaskTemplate],
+    offsets: dict[tuple[str, str], int],
+    signals: dict[str, str],
 ) -> DesiredEntry:
+    template = _with_index(templates[task.workload_id], task.array_index)
+    signal = signals.get(task.workload_id, "")
+    if signal:
+        template = with_checkpoint(template, task.workload_id, task.array_index, task.attempt)
     return DesiredEntry(
         task_id=task.id,
         image=task.image,
         cpu_millis=task.cpu_millis,
         memory_bytes=task.memory_bytes,
-        template=_with_index(templates[task.workload_id], task.array_index),
+        template=template,
         workload_id=task.workload_id,
         owner=task.owner_id,
         gpus=tuple(int(g) for g in (task.gpu_indices or "").split(",") if g),
@@ -193,6 +208,9 @@ def _entry(
             "stderr": offsets.get((task.id, "stderr"), 0),
         },
         container_id=task.container_id or "",
+        stop_signal=signal
+        if task.desired_state == DesiredState.STOP and task.stop_reason in CHECKPOINT_STOPS
+        else "",
     )
 
 
@@ -201,6 +219,29 @@ def _with_index(template: TaskTemplate, index: int | None) -> TaskTemplate:
     if index is None:
         return template
     return replace(template, env={**template.env, "DOCKYARD_ARRAY_INDEX": str(index)})
+
+
+#: The stops a checkpointing job gets its signal before (not its owner's kill, not
+#: its max runtime: those attempts are not requeued).
+CHECKPOINT_STOPS = frozenset({Reason.PREEMPTED, Reason.NODE_DRAINED})
+
+
+def checkpoint_volume(workload_id: str, array_index: int | None) -> str:
+    """The checkpoint volume's name (namespaced per owner by the driver): one per
+    job, one per element of an array or rank of a gang, so each one's attempts share it."""
+    return f"ckpt-{workload_id}" if array_index is None else f"ckpt-{workload_id}-{array_index}"
+
+
+def with_checkpoint(
+    template: TaskTemplate, workload_id: str, array_index: int | None, attempt: int
+) -> TaskTemplate:
+    """A checkpointing job's attempt: its volume at CHECKPOINT_DIR, the variable naming
+    it, and DOCKYARD_RESUME=1 from its second attempt on."""
+    env = {**template.env, "DOCKYARD_CHECKPOINT_DIR": CHECKPOINT_DIR}
+    if attempt > 1:
+        env["DOCKYARD_RESUME"] = "1"
+    volume = Mount(checkpoint_volume(workload_id, array_index), CHECKPOINT_DIR, kind="volume")
+    return replace(template, env=env, mounts=(*template.mounts, volume.to_dict()))
 
 
 def allocations(session: Session) -> dict[str, tuple[int, int]]:
