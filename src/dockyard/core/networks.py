@@ -97,8 +97,19 @@ def network_id(owner_id: str, scope: str, name: str) -> str:
     return digest[:12]
 
 
+#: The label the server sets on every service of one template instance (its name):
+#: they share one network scope (``instance:NAME``), are launched, expire and are
+#: removed together. Users cannot set it.
+INSTANCE_LABEL = "dockyard.instance"
+#: The part of a template instance a service runs (``""``: the main one).
+COMPONENT_LABEL = "dockyard.component"
+
+
 def scope_of(service_name: str, labels: Mapping[str, str]) -> str:
-    """A service's network scope: its Compose stack, else the service itself."""
+    """A service's network scope: its template instance, else its Compose stack, else
+    the service itself."""
+    if instance := labels.get(INSTANCE_LABEL, ""):
+        return f"instance:{instance}"
     stack = labels.get("dockyard.stack", "")
     return f"stack:{stack}" if stack else f"service:{service_name}"
 

@@ -38,7 +38,7 @@ from dockyard.server.state.auth import Principal
 from dockyard.server.state.batch import chunks
 from dockyard.server.state.events import EventKind, record
 from dockyard.server.state.jobs import request_stop, scheduling_fields
-from dockyard.server.state.services import SERVICE, live_services
+from dockyard.server.state.services import SERVICE, instance_parts, live_services
 from dockyard.server.state.tasks import end_pending
 from dockyard.store.db import Database
 from dockyard.store.errors import NotFound
@@ -305,12 +305,15 @@ class ServiceController(Loop):
         workload = session.get(Workload, workload_id)
         if workload is None or workload.deleted_at is not None:
             return set(), 0
-        if _expired(workload, now):
-            return remove_service(session, workload, "expired"), 0
+        if _expired(workload, now):  # a template instance's services expire together
+            touched: set[str] = set()
+            for part in instance_parts(session, workload):
+                touched |= remove_service(session, part, "expired")
+            return touched, 0
         spec = ServiceSpec.from_dict(workload.spec)
         tasks = replicas_of(session, [workload.id], now).get(workload.id, [])
         decision = _plan(workload, tasks, now)
-        touched: set[str] = set()
+        touched = set()
         by_id = {t.id: t for t in tasks}
         for task_id, reason in decision.stop:
             task = by_id[task_id]

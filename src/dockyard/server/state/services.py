@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from dockyard.core.networks import COMPONENT_LABEL, INSTANCE_LABEL
 from dockyard.core.states import ACTIVE_STATES
 from dockyard.server.state.auth import Principal
 from dockyard.server.state.batch import chunks
@@ -101,12 +102,34 @@ def list_instances(session: Session, principal: Principal) -> list[Workload]:
 
 
 def count_instances(session: Session, template: str, owner_id: str) -> int:
-    """How many live instances of ``template`` the user owns."""
-    mine = session.scalar(
-        select(func.count()).select_from(
-            live_services()
-            .where(Workload.template == template, Workload.owner_id == owner_id)
-            .subquery()
+    """How many live instances of ``template`` the user owns (an instance of a
+    multi-container template counts once: its main service)."""
+    specs = session.scalars(
+        select(Workload.spec).where(
+            Workload.kind == SERVICE,
+            Workload.deleted_at.is_(None),
+            Workload.template == template,
+            Workload.owner_id == owner_id,
         )
     )
-    return int(mine or 0)
+    return sum(1 for spec in specs if not (spec.get("labels") or {}).get(COMPONENT_LABEL))
+
+
+def instance_parts(session: Session, workload: Workload) -> list[Workload]:
+    """Every live service of the template instance ``workload`` is part of (itself
+    first); just ``[workload]`` for a service that is not an instance."""
+    if not workload.template:
+        return [workload]
+    instance = (workload.spec.get("labels") or {}).get(INSTANCE_LABEL)
+    if not instance:
+        return [workload]
+    others = session.scalars(
+        live_services().where(
+            Workload.template == workload.template,
+            Workload.owner_id == workload.owner_id,
+            Workload.id != workload.id,
+        )
+    )
+    return [workload] + [
+        w for w in others if (w.spec.get("labels") or {}).get(INSTANCE_LABEL) == instance
+    ]

@@ -9,6 +9,7 @@ instances of (CTF-style), each with a lifetime and a per-user limit.
 from __future__ import annotations
 
 import dataclasses
+import re
 import secrets
 import time
 from typing import Any, Literal, Protocol
@@ -17,6 +18,7 @@ from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
 
 from dockyard.core.errors import ValidationError
+from dockyard.core.networks import COMPONENT_LABEL, INSTANCE_LABEL
 from dockyard.core.rollout import ready
 from dockyard.core.services import DEFAULT_LIFETIME_S, ServiceSpec
 from dockyard.server.control.services import (
@@ -41,6 +43,9 @@ router = APIRouter(tags=["services"])
 
 MAX_INSTANCES_PER_USER = 100
 MAX_LIFETIME_S = 30 * 86400.0
+MAX_COMPONENTS = 8
+#: ``-xxxxxx`` of an instance name.
+_INSTANCE_SUFFIX = 7
 
 
 class EndpointOut(BaseModel):
@@ -86,9 +91,25 @@ class ScaleRequest(RequestBody):
     replicas: int = Field(ge=0, le=1000)
 
 
+class TemplateNetwork(RequestBody):
+    egress: bool = Field(
+        default=False,
+        description="instances may reach out and the host's services (default: their "
+        "network is internal: only the instance's own services answer)",
+    )
+
+
 class TemplateCreate(RequestBody):
     name: str = Field(max_length=48, description="instances are named NAME-xxxxxx")
     service: dict[str, Any] = Field(description="a service body (as for POST /services)")
+    components: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        max_length=MAX_COMPONENTS,
+        description="more services each instance runs with the main one (e.g. "
+        "{db: {...service body...}}): launched, expired and removed together; "
+        "named NAME-xxxxxx_KEY, each answers to KEY on the instance's network",
+    )
+    network: TemplateNetwork = Field(default_factory=TemplateNetwork)
     lifetime_s: float = Field(default=DEFAULT_LIFETIME_S, gt=0, le=MAX_LIFETIME_S)
     max_per_user: int = Field(default=1, ge=1, le=MAX_INSTANCES_PER_USER)
     description: str = Field(default="", max_length=200)
@@ -102,6 +123,8 @@ class TemplateOut(BaseModel):
     max_per_user: int
     description: str
     created_at: float
+    components: list[str] = Field(default_factory=list, description="its other services")
+    egress: bool = False
 
 
 def services_out(views: list[ServiceView], base_url: str, change: str = "") -> list[ServiceOut]:
@@ -195,6 +218,14 @@ def _checked_spec(
     return dataclasses.replace(spec, task=task), (policy.to_dict() if policy else None)
 
 
+def _reserved_labels(body: ServiceCreate, current: dict[str, Any] | None = None) -> None:
+    """The instance labels are the server's: a body may only keep those it has."""
+    have = (current or {}).get("labels") or {}
+    for label in (INSTANCE_LABEL, COMPONENT_LABEL):
+        if body.labels.get(label) != have.get(label):
+            raise ValidationError(f"labels.{label}", "is set by the server (template instances)")
+
+
 class ServiceCheckOut(BaseModel):
     name: str
     ok: bool = Field(description="true: POST /api/v1/services would accept it")
@@ -205,6 +236,7 @@ def check(body: ServiceCreate, request: Request, who: CurrentUser) -> ServiceChe
     """Dry run: the checks creating (or updating) this service makes — its fields, your
     container policy, image namespaces — with the same errors; writes nothing."""
     ctx = server_context(request)
+    _reserved_labels(body)
     with ctx.db.read() as session:
         _checked_spec(session, who, body, ctx.cluster_policy)
     return ServiceCheckOut(name=body.name, ok=True)
@@ -216,6 +248,7 @@ def check(body: ServiceCreate, request: Request, who: CurrentUser) -> ServiceChe
 def create(body: ServiceCreate, request: Request, who: CurrentUser) -> ServiceOut:
     """Create a service; its replicas start as the controller places them."""
     ctx = server_context(request)
+    _reserved_labels(body)
     with ctx.db.write() as session:
         spec, policy = _checked_spec(session, who, body, ctx.cluster_policy)
         workload = create_service(session, who, spec, policy)
@@ -251,6 +284,7 @@ def put_service(name: str, body: ServiceCreate, request: Request, who: CurrentUs
     ctx = server_context(request)
     with ctx.db.write() as session:
         workload = find_service(session, who, name)
+        _reserved_labels(body, workload.spec)
         spec, policy = _checked_spec(session, who, body, ctx.cluster_policy)
         template_ops.check_instance_replicas(session, who, workload, spec.replicas)
         change = update_service(session, workload, spec, policy)
@@ -281,7 +315,9 @@ def delete_service(name: str, request: Request, who: CurrentUser) -> ServiceOut:
     ctx = server_context(request)
     with ctx.db.write() as session:
         workload = find_service(session, who, name)
-        touched = remove_service(session, workload)
+        touched: set[str] = set()
+        for part in service_ops.instance_parts(session, workload):  # an instance: all
+            touched |= remove_service(session, part)
         out = service_out(
             service_ops.service_view(session, workload), str(request.base_url), "removed"
         )
@@ -306,7 +342,7 @@ class _TemplateRow(Protocol):
 
 
 def _template_out(t: _TemplateRow) -> TemplateOut:
-    spec = ServiceSpec.from_dict(t.spec)
+    spec = ServiceSpec.from_dict(template_ops.main_spec(t.spec))
     return TemplateOut(
         name=t.name,
         image=spec.task.image,
@@ -315,6 +351,8 @@ def _template_out(t: _TemplateRow) -> TemplateOut:
         max_per_user=t.max_per_user,
         description=str(t.spec.get("description", "")),
         created_at=t.created_at,
+        components=sorted(t.spec.get("components") or {}),
+        egress=template_ops.egress_allowed(t.spec),
     )
 
 
@@ -324,16 +362,31 @@ def _template_out(t: _TemplateRow) -> TemplateOut:
 def create_template(body: TemplateCreate, request: Request, who: AdminUser) -> TemplateOut:
     """Register a template (admin). Its spec is checked now, with the admin's policy."""
     ctx = server_context(request)
-    try:
-        service = ServiceCreate.model_validate({**body.service, "name": body.name})
-    except ValueError as exc:
-        raise ValidationError("service", str(exc).splitlines()[0]) from None
+    service = _template_body("service", body.service, body.name)
+    parts: dict[str, ServiceCreate] = {}
+    for key, raw in body.components.items():
+        where = f"components.{key}"
+        if not _COMPONENT_RE.match(key):
+            raise ValidationError(where, "must be 1-16 letters, digits, _ or -")
+        if len(body.name) + _INSTANCE_SUFFIX + 1 + len(key) > 63:
+            raise ValidationError(where, "name and key too long for a service name (63)")
+        parts[key] = _template_body(where, raw, f"{body.name}_{key}")
     with ctx.db.write() as session:
         spec, policy = _checked_spec(session, who, service, ctx.cluster_policy)
+        components = {}
+        for key, part in parts.items():
+            part_spec, part_policy = _checked_spec(session, who, part, ctx.cluster_policy)
+            components[key] = {**part_spec.to_dict(), "policy": part_policy}
         template = template_ops.create_template(
             session,
             body.name,
-            {**spec.to_dict(), "policy": policy, "description": body.description},
+            {
+                **spec.to_dict(),
+                "policy": policy,
+                "description": body.description,
+                "components": components,
+                "network": body.network.model_dump(),
+            },
             body.lifetime_s,
             body.max_per_user,
             who.user_id,
@@ -346,6 +399,16 @@ def create_template(body: TemplateCreate, request: Request, who: AdminUser) -> T
             owner_id=who.user_id,
         )
         return _template_out(template)
+
+
+_COMPONENT_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_-]{0,15}$")
+
+
+def _template_body(where: str, raw: dict[str, Any], name: str) -> ServiceCreate:
+    try:
+        return ServiceCreate.model_validate({**raw, "name": name})
+    except ValueError as exc:
+        raise ValidationError(where, str(exc).splitlines()[0]) from None
 
 
 @router.get("/api/v1/templates", response_model=list[TemplateOut])
@@ -383,17 +446,15 @@ def launch(name: str, request: Request, response: Response, who: CurrentUser) ->
                 f"you have {mine} instance(s) of {name}; the limit is {template.max_per_user}",
                 code="instance_limit",
             )
-        raw = dict(template.spec)
-        policy = raw.pop("policy", None)
-        raw.pop("description", None)
-        raw["name"] = f"{name}-{secrets.token_hex(3)}"
-        spec = ServiceSpec.from_dict(raw)
-        now = time.time()
-        workload = create_service(
-            session, who, spec, policy, template=name, expires_at=now + template.lifetime_s
-        )
+        instance = f"{name}-{secrets.token_hex(3)}"
+        expires_at = time.time() + template.lifetime_s
+        # Every service of the instance in this one transaction: all of them, or none.
+        workloads = [
+            create_service(session, who, spec, policy, template=name, expires_at=expires_at)
+            for spec, policy in template_ops.instance_specs(name, template.spec, instance)
+        ]
         out = service_out(
-            service_ops.service_view(session, workload), str(request.base_url), "created"
+            service_ops.service_view(session, workloads[0]), str(request.base_url), "created"
         )
     response.headers["Location"] = f"/api/v1/services/{out.name}"
     return out
