@@ -13,12 +13,11 @@ import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import docker
 import pytest
 from browser_helpers import UI_TIMEOUT_MS, PageWatch, shot
 
-from dockyard.drivers.base import LABEL_NODE
 from dockyard.testing.cluster import ProcessCluster
+from dockyard.testing.dockerclean import remove_node_resources
 from dockyard.testing.images import ensure_busybox_image
 
 CHROMIUM = "/usr/bin/chromium"
@@ -129,12 +128,7 @@ def _cleanup_containers(cluster: ProcessCluster) -> None:
         except OSError:
             pass
     cluster.close()
-    client = docker.from_env()
-    for node_id in node_ids:
-        for container in client.containers.list(
-            all=True, filters={"label": f"{LABEL_NODE}={node_id}"}
-        ):
-            container.remove(force=True)
+    remove_node_resources(node_ids)  # containers and networks; fails on a leaked network
 
 
 @pytest.fixture(scope="module")

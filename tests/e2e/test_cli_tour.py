@@ -9,12 +9,11 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import docker
 import pytest
 
-from dockyard.drivers.base import LABEL_NODE
 from dockyard.testing.cli import CliUser
 from dockyard.testing.cluster import free_port
+from dockyard.testing.dockerclean import remove_node_resources
 from dockyard.testing.wait import wait_for
 
 pytestmark = pytest.mark.docker
@@ -69,10 +68,7 @@ def tour(tmp_path_factory: pytest.TempPathFactory, image: str) -> Iterator[Tour]
         proc.send_signal(signal.SIGINT)
         proc.wait(30)
         log.close()
-        client = docker.from_env()
-        for node_id in node_ids:
-            for c in client.containers.list(all=True, filters={"label": f"{LABEL_NODE}={node_id}"}):
-                c.remove(force=True)
+        remove_node_resources(node_ids)  # containers and networks; fails on a leaked network
 
 
 def test_token_file_is_0600(tour: Tour) -> None:

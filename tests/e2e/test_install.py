@@ -28,8 +28,8 @@ import docker
 import httpx
 import pytest
 
-from dockyard.drivers.base import LABEL_NODE
 from dockyard.drivers.demo import BusyboxMissing, ensure_busybox_image
+from dockyard.testing.dockerclean import remove_node_resources
 from dockyard.testing.installs import build_wheel
 from dockyard.testing.wait import wait_for
 
@@ -179,10 +179,7 @@ def test_pip_install_then_up_runs_a_job(installed: Installed, default_ports_take
     finally:
         proc.send_signal(signal.SIGINT)
         code = proc.wait(30)
-        client = docker.from_env()
-        for node_id in node_ids:
-            for c in client.containers.list(all=True, filters={"label": f"{LABEL_NODE}={node_id}"}):
-                c.remove(force=True)
+        remove_node_resources(node_ids)  # containers and networks; fails on a leaked network
     assert code == 0, log.read_text()
     assert not (installed.home / ".local/share/dockyard/up.json").exists()
 

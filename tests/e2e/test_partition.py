@@ -21,8 +21,9 @@ import docker
 import pytest
 
 from dockyard.client import Client
-from dockyard.drivers.base import LABEL_NODE, LABEL_TASK
+from dockyard.drivers.base import LABEL_TASK
 from dockyard.testing.cluster import ProcessCluster
+from dockyard.testing.dockerclean import remove_node_resources
 from dockyard.testing.wait import wait_for
 
 pytestmark = pytest.mark.docker
@@ -104,10 +105,7 @@ def partitioned(image: str) -> Iterator[tuple[ProcessCluster, Topology]]:
         topo.heal()
         cl.close()
         topo.down()
-        client = docker.from_env()
-        for node_id in node_ids:
-            for c in client.containers.list(all=True, filters={"label": f"{LABEL_NODE}={node_id}"}):
-                c.remove(force=True)
+        remove_node_resources(node_ids)  # containers and networks; fails on a leaked network
 
 
 def running(task_id: str) -> int:

@@ -266,9 +266,18 @@ class LocalCluster:
         return Client(url=self.url, token=token or self.admin_token)
 
     def close(self) -> None:
+        """Stop the agents and the server; then remove what the Docker agents' nodes
+        left on the Engine (containers, service networks: ``testing/dockerclean.py``)."""
+        from dockyard.drivers.docker import DockerDriver  # Docker tests only
+
         for agent in self.agents:
             agent.stop()
         self.server.stop()
+        docker_nodes = [a.node_id for a in self.agents if isinstance(a.driver, DockerDriver)]
+        if docker_nodes:
+            from dockyard.testing.dockerclean import remove_node_resources
+
+            remove_node_resources(docker_nodes)
 
 
 def task_count(http: httpx.Client, **params: str) -> int:
