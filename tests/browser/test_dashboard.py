@@ -169,7 +169,9 @@ def test_queue_paginates_with_total_and_says_why_pending(
 ) -> None:
     with cluster.client() as api:
         ids = [
-            api.run_job(name=f"big-{i:02d}", image=BUSYBOX, command=["true"], memory="900g")["id"]
+            api.run_job(
+                name=f"big-{i:02d}", image=BUSYBOX, command=["true"], memory="900g", hold=True
+            )["id"]
             for i in range(55)
         ]
     try:

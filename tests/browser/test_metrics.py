@@ -45,7 +45,9 @@ def local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalClust
             task = api.run_job(name="m1", image="busybox", command=["sleep", "0.2"])
             wait_for(lambda: api.task(task["id"])["state"] == "succeeded", 30, message="m1 done")
             wait_for(lambda: api.logs(task["id"])["lines"], 30, message="m1 logs")
-            api.run_job(name="m2", image="busybox", command=["true"], memory="900g")  # queued
+            api.run_job(
+                name="m2", image="busybox", command=["true"], memory="900g", hold=True
+            )  # queued
             api.task(task["id"])  # a request on a templated route
         yield cluster, agent
     finally:

@@ -53,7 +53,7 @@ def seeded(cluster: ProcessCluster) -> dict[str, Any]:
             memory="32m",
         )
         api.run_job(name="done-quick", image=BUSYBOX, command=["echo", "hi"], memory="16m")
-        api.run_job(name="too-big", image=BUSYBOX, command=["true"], memory="200g")
+        api.run_job(name="too-big", image=BUSYBOX, command=["true"], memory="200g", hold=True)
         api.create_service(
             {
                 "name": "web-r",

@@ -114,7 +114,9 @@ def test_a_user_sees_only_their_own_tasks_and_no_admin_actions(
     page: Any, cluster: ProcessCluster, users: dict[str, str]
 ) -> None:
     with cluster.client(users["alice"]) as alice:
-        secret = alice.run_job(name="alice-secret", image=BUSYBOX, command=["true"], memory="900g")
+        secret = alice.run_job(
+            name="alice-secret", image=BUSYBOX, command=["true"], memory="900g", hold=True
+        )
     try:
         login(page, cluster.url, users["bob"])
         expect(page.locator("#whoami")).to_contain_text("bob")
@@ -134,9 +136,11 @@ def test_a_user_sees_only_their_own_tasks_and_no_admin_actions(
         # The live stream: bob's own job shows up; alice's events never do.
         page.goto(cluster.url + "/#/events")
         with cluster.client(users["alice"]) as alice:
-            alice.run_job(name="alice-later", image=BUSYBOX, command=["true"], memory="900g")
+            alice.run_job(
+                name="alice-later", image=BUSYBOX, command=["true"], memory="900g", hold=True
+            )
         with cluster.client(users["bob"]) as bob:
-            bob.run_job(name="bob-job", image=BUSYBOX, command=["true"], memory="900g")
+            bob.run_job(name="bob-job", image=BUSYBOX, command=["true"], memory="900g", hold=True)
         expect(page.locator("#events a.task-link").filter(has_text="bob-job").first).to_be_visible()
         expect(page.locator("#events")).not_to_contain_text("alice")
         shot(page, "11-user-bob-events")
@@ -163,7 +167,9 @@ def test_admin_sees_every_users_tasks(
     page: Any, cluster: ProcessCluster, users: dict[str, str]
 ) -> None:
     with cluster.client(users["alice"]) as alice:
-        mine = alice.run_job(name="alice-visible", image=BUSYBOX, command=["true"], memory="900g")
+        mine = alice.run_job(
+            name="alice-visible", image=BUSYBOX, command=["true"], memory="900g", hold=True
+        )
     try:
         login(page, cluster.url, cluster.admin_token)
         page.goto(cluster.url + "/#/jobs?tab=queued")

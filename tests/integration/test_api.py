@@ -133,7 +133,7 @@ def test_job_lifecycle_on_sim_node(local: LocalCluster) -> None:
 
 def test_pending_task_says_why(local: LocalCluster) -> None:
     with local.client() as api:
-        task = api.run_job("too-big", "busybox", ["sleep", "1"], memory="64g")
+        task = api.run_job("too-big", "busybox", ["sleep", "1"], memory="64g", hold=True)
         pending = wait_for(
             lambda: t if (t := api.task(task["id"]))["message"] else None, timeout=20
         )

@@ -470,15 +470,17 @@ def world(cluster: LocalCluster) -> World:
         w.running = bob.run_job("bob-secret-run", "busybox", ["sleep", "3600"])["id"]
         w.kill_for_admin = bob.run_job("bob-secret-kill", "busybox", ["sleep", "3600"])["id"]
         w.finished = bob.run_job("bob-secret-done", "busybox", ["exit", "0"])["id"]
-        w.queued = bob.run_job("bob-secret-queued", "busybox", ["true"], memory="64g")["id"]
-        w.queued_for_admin = bob.run_job("bob-secret-queued2", "busybox", ["true"], memory="64g")[
+        w.queued = bob.run_job("bob-secret-queued", "busybox", ["true"], memory="64g", hold=True)[
             "id"
         ]
-        w.array = bob.run_job("bob-secret-arr", "busybox", ["true"], memory="64g", array="1-3%1")[
-            "id"
-        ]
+        w.queued_for_admin = bob.run_job(
+            "bob-secret-queued2", "busybox", ["true"], memory="64g", hold=True
+        )["id"]
+        w.array = bob.run_job(
+            "bob-secret-arr", "busybox", ["true"], memory="64g", array="1-3%1", hold=True
+        )["id"]
         w.array_for_admin = bob.run_job(
-            "bob-secret-arr2", "busybox", ["true"], memory="64g", array="1-3%1"
+            "bob-secret-arr2", "busybox", ["true"], memory="64g", array="1-3%1", hold=True
         )["id"]
         w.rm_for_admin = bob.run_job("bob-secret-rm", "busybox", ["exit", "0"])["id"]
         bob.create_service(service_body(w.service))

@@ -30,7 +30,7 @@ class User(CliUser):
 
     def plan(self, *args: str) -> Any:
         """``plan --json ...``: options after the image belong to its command."""
-        return json.loads(self.cli("plan", "--json", *args).stdout)
+        return json.loads(self.cli("plan", "--json", *args, check=False).stdout)
 
 
 @pytest.fixture(scope="module")
@@ -84,11 +84,12 @@ def test_plan_says_why_not_and_queue_explains(user: User) -> None:
     refused = user.plan("--memory", "64g", "busybox")
     assert refused["fits"] is False
     assert refused["reason"] == "0/2 nodes fit: 2 insufficient memory"
-    shown = user.cli("plan", "--constraint", "zone=b", "busybox")
+    shown = user.cli("plan", "--constraint", "zone=b", "busybox", check=False)
+    assert shown.returncode == 1  # nothing fits: non-zero
     assert "would wait: 0/2 nodes fit: 2 constraint zone=b" in shown.stdout
     assert user.plan("busybox")["fits"] is True
 
-    user.cli("run", "--name", "huge", "--memory", "64g", "busybox", "--", "sleep", "1")
+    user.cli("run", "--hold", "--name", "huge", "--memory", "64g", "busybox", "--", "sleep", "1")
     queue = wait_for(
         lambda: q if (q := user.json("queue"))["entries"] else None,
         timeout=20,

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +20,7 @@ import yaml
 from typer.testing import CliRunner
 
 from dockyard.cli.main import app
+from dockyard.client import ClientError
 from dockyard.testing.cli import CliUser
 from dockyard.testing.cluster import ProcessCluster
 from dockyard.testing.wait import wait_for
@@ -217,3 +220,89 @@ def test_options_after_the_image_are_refused(admin: User) -> None:
     fine = admin.cli("run", "busybox", "--", "--cpu", "2")
     assert fine.returncode == 0 and fine.stderr == ""
     admin.cli("kill", fine.stdout.strip())
+
+
+def test_expected_errors_are_one_line_not_a_traceback(admin: User, tmp_path: Path) -> None:
+    gone = CliUser({**admin.env, "DOCKYARD_URL": "http://127.0.0.1:9"}).cli("ps", check=False)
+    assert gone.returncode == 1 and "cannot reach dockyard at http://127.0.0.1:9" in gone.stderr
+    assert "Traceback" not in gone.stderr
+    missing = admin.proc("inspect", "no-such-task", check=False)
+    assert missing.returncode == 1 and "not found" in missing.stderr
+    assert "Traceback" not in missing.stderr
+    bad_token = CliUser({**admin.env, "DOCKYARD_TOKEN": "dy_wrong"}).cli("ps", check=False)
+    assert bad_token.returncode == 1 and "invalid token" in bad_token.stderr
+    bad_config = tmp_path / "bad.toml"
+    bad_config.write_text("[server]\nport = 'eighty'\n")
+    config = admin.cli("server", "--config", str(bad_config), check=False)
+    assert config.returncode == 2 and "port" in config.stderr and "Traceback" not in config.stderr
+    with socket.socket() as taken:  # up --port on a taken port: which one, and what to do
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        up = admin.proc(
+            "up", "--driver", "sim", "--data-dir", str(tmp_path / "up"), "--port", str(port),
+            check=False,
+        )  # fmt: skip
+    assert up.returncode == 2 and f"--port {port}" in up.stderr and "another --port" in up.stderr
+    assert "Traceback" not in up.stderr
+
+
+def test_expected_error_messages_for_errors_raised_anywhere() -> None:
+    import errno
+
+    import httpx
+
+    from dockyard.cli.app import expected_error_message
+
+    in_use = OSError(errno.EADDRINUSE, "Address already in use")
+    assert "--port" in str(expected_error_message(in_use))
+    assert "cannot talk" in str(expected_error_message(httpx.ReadTimeout("slow")))
+    assert expected_error_message(KeyError("bug")) is None  # a bug keeps its traceback
+
+
+def test_build_tag_resolves_in_the_callers_namespace(admin: User, tmp_path: Path) -> None:
+    (tmp_path / "Dockerfile").write_text("FROM busybox\nRUN true\n")
+    built = admin.cli("build", "-q", "-t", "tools:v1", str(tmp_path))
+    assert built.stdout.strip() == "admin/tools:v1"
+    ok = admin.cli("run", "--wait", "--json", "tools:v1", "--", "exit", "0")
+    assert json.loads(ok.stdout)["image"] == "admin/tools:v1"
+    other = json.loads(
+        admin.cli("run", "--json", "busybox:1", "--", "exit", "0").stdout
+    )  # not built by admin: as given
+    assert other["image"] == "busybox:1"
+    missing = admin.proc("run", "--wait", "missing-tools:v1", check=False)
+    assert missing.returncode == 125 and "image_not_found" in missing.stderr
+
+
+def test_a_request_no_node_could_fit_is_refused_unless_held(admin: User) -> None:
+    cpu = admin.cli("run", "--cpu", "64", "busybox", "--", "sleep", "1", check=False)
+    assert cpu.returncode == 1 and "field: cpu" in cpu.stderr and "the largest has 4" in cpu.stderr
+    memory = admin.cli("run", "--memory", "64g", "busybox", check=False)
+    assert memory.returncode == 1 and "field: memory" in memory.stderr and "--hold" in memory.stderr
+    with pytest.raises(ClientError) as refused:
+        admin.api.run_job("huge", "busybox", cpu=64)
+    assert (refused.value.status, refused.value.field) == (422, "cpu")
+    assert admin.json("ps", "-a", "--filter", "name=huge") == []  # nothing stored
+    held = json.loads(
+        admin.cli(
+            "run", "--json", "--hold", "--name", "held-huge", "--memory", "64g", "busybox"
+        ).stdout
+    )
+    assert held["state"] == "pending"
+    assert admin.cli("plan", "--memory", "64g", "busybox", check=False).returncode == 1
+    assert admin.cli("plan", "busybox").returncode == 0
+    admin.cli("kill", held["id"])
+
+
+def test_clear_history_asks_first(admin: User) -> None:
+    result = CliRunner().invoke(
+        app,
+        ["queue", "clear-history"],
+        input="n\n",
+        env={
+            "DOCKYARD_URL": admin.env["DOCKYARD_URL"],
+            "DOCKYARD_TOKEN": admin.env["DOCKYARD_TOKEN"],
+        },
+    )
+    assert result.exit_code == 1 and "Aborted" in result.output
+    assert admin.cli("queue", "clear-history", "--yes", "--older-than", "365").returncode == 0

@@ -6,16 +6,55 @@ This module imports no command module: ``cli/main.py`` imports them to register 
 
 from __future__ import annotations
 
+import errno
 from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.markup import escape
+from typer.core import TyperGroup
 
 from dockyard.cli import render
 from dockyard.client import Client, ClientError
+from dockyard.errors import DockyardError
+
+
+def expected_error_message(exc: BaseException) -> str | None:
+    """The one-line message for an error a user can cause or fix (server down, a 4xx or
+    5xx from the API, a bad config, a port in use); None for a bug (keep its traceback)."""
+    import httpx
+
+    if isinstance(exc, ClientError):
+        return f"{exc} (field: {exc.field})" if exc.field else str(exc)
+    if isinstance(exc, httpx.HTTPError):
+        return f"cannot talk to the dockyard API: {exc}"
+    if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
+        return (
+            f"a port is in use ({exc.strerror or exc}): choose another with --port / "
+            "--gateway-port, or set server.port in the config file"
+        )
+    if isinstance(exc, DockyardError):
+        return str(exc)
+    return None
+
+
+class DockyardGroup(TyperGroup):
+    """The top-level group: an expected error from any command is one line on stderr
+    and exit code 1 (never a traceback); a bug still shows its traceback."""
+
+    def invoke(self, ctx: Any) -> Any:  # typer's own click Context
+        try:
+            return super().invoke(ctx)
+        except Exception as exc:
+            message = expected_error_message(exc)
+            if message is None:  # typer.Exit, usage errors, bugs: as they are
+                raise
+            render.err_console.print(f"[red]error:[/] {escape(message)}")
+            raise typer.Exit(1) from None
+
 
 app = typer.Typer(
     name="dockyard",
+    cls=DockyardGroup,
     help="A cluster manager for containers: batch jobs and services on Docker.",
     no_args_is_help=True,
     add_completion=False,
@@ -90,8 +129,7 @@ def call(fn: Any, *args: Any, **kwargs: Any) -> Any:
     try:
         return fn(*args, **kwargs)
     except ClientError as exc:
-        detail = f"{exc} (field: {exc.field})" if exc.field else str(exc)
-        fail(detail)
+        fail(expected_error_message(exc) or str(exc))
 
 
 def command_args(command: list[str] | None) -> list[str]:

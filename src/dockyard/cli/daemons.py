@@ -354,9 +354,17 @@ def _up_ports(
     from dockyard.cli import local
 
     if api_flag is not None and not local.port_free(host, api_flag):
-        fail(f"--port {api_flag}: {host}:{api_flag} is in use", code=2)
+        fail(
+            f"--port {api_flag}: {host}:{api_flag} is in use; give another --port, "
+            "or leave --port out to take the next free one",
+            code=2,
+        )
     if gw_flag is not None and not local.port_free("127.0.0.1", gw_flag):
-        fail(f"--gateway-port {gw_flag}: 127.0.0.1:{gw_flag} is in use", code=2)
+        fail(
+            f"--gateway-port {gw_flag}: 127.0.0.1:{gw_flag} is in use; give another "
+            "--gateway-port, or leave it out to take the next free one",
+            code=2,
+        )
     api = api_port if api_flag is not None else local.pick_port(host, api_port)
     if api != api_port:
         render.console.print(f"port {api_port} is in use: the API listens on {api}")

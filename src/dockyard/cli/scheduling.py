@@ -127,12 +127,16 @@ def queue_clear_history(
     older_than: Annotated[
         float, typer.Option(help="Only finished work older than this many days.")
     ] = 0.0,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     json_out: JsonOpt = False,
     url: UrlOpt = None,
     token: TokenOpt = None,
 ) -> None:
     """Clear finished tasks, their logs and events (admin). Accounting is kept, so
-    fair share still remembers the usage."""
+    fair share still remembers the usage. Asks first, unless --yes."""
+    if not yes:
+        which = f"older than {older_than:g} day(s)" if older_than else "all"
+        typer.confirm(f"Delete {which} finished tasks, their logs and events?", abort=True)
     with client(url, token) as api:
         result = call(api.gc, older_than * 86400)
     render.emit(result, json_out, render.counts)
@@ -159,7 +163,9 @@ def plan(
     url: UrlOpt = None,
     token: TokenOpt = None,
 ) -> None:
-    """Dry run: where a job would be placed now, or why not (nothing is submitted)."""
+    """Dry run: where a job would be placed now, or why not (nothing is submitted).
+
+    Exits 0 when it would be placed now, 1 when no node fits it now (said why)."""
     args = command_args(command)
     with client(url, token) as api:
         result = call(
@@ -178,6 +184,8 @@ def plan(
             preempt=preempt,
         )
     render.emit(result, json_out, _print_plan)
+    if not result["fits"]:
+        raise typer.Exit(1)
 
 
 def _print_plan(result: dict[str, Any]) -> None:

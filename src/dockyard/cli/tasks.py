@@ -98,6 +98,12 @@ def run(
         Path | None,
         typer.Option("--build", help="Build IMAGE (as <you>/IMAGE) from this context first."),
     ] = None,
+    hold: Annotated[
+        bool,
+        typer.Option(
+            "--hold", help="Queue it even if no node could fit it now (else it is refused)."
+        ),
+    ] = False,
     wait: Annotated[
         bool,
         typer.Option("--wait", help="Wait for the job to end; exit with its exit code."),
@@ -159,6 +165,7 @@ def run(
             gang_nodes=bool(nodes),
             min_runtime_s=min_runtime,
             checkpoint_signal=checkpoint_signal or ("SIGUSR1" if checkpoint else None),
+            hold=hold,
         )
         if array:  # an array: its id (for --after ok:ID); `dockyard ps` shows its elements
             render.emit(task, json_out, lambda a: f"{a['id']} ({a['total']} elements)")

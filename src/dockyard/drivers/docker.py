@@ -66,6 +66,8 @@ NETWORK_ATTEMPTS = 8
 LABEL_INTERNAL = "io.dockyard.internal"
 
 _NOT_FOUND_HINTS = ("not found", "manifest unknown", "pull access denied", "does not exist")
+#: A pull that failed because no registry answered (no network, no such host).
+_NO_REGISTRY_HINTS = ("no such host", "dial tcp", "server misbehaving", "network is unreachable")
 
 
 class _TransientPullError(Exception):
@@ -142,7 +144,7 @@ class DockerDriver:
                 text = str(exc).lower()
                 if exc.status_code == 404 or any(h in text for h in _NOT_FOUND_HINTS):
                     raise ImageNotFound(f"image {image} not found: {exc.explanation}") from exc
-                raise _TransientPullError(str(exc)) from exc
+                raise _TransientPullError(str(exc.explanation or exc)) from exc
             except (requests.exceptions.RequestException, docker.errors.DockerException) as exc:
                 raise _TransientPullError(str(exc)) from exc
 
@@ -150,6 +152,13 @@ class DockerDriver:
             pull()
         except RetryError as exc:
             last = exc.last_attempt.exception()
+            if any(h in str(last).lower() for h in _NO_REGISTRY_HINTS):
+                # Not on this node, and no registry to get it from: the image is not
+                # found (a build's image is <owner>/NAME:TAG), not a registry error.
+                raise ImageNotFound(
+                    f"image {image} not found: it is not on this node and no registry "
+                    f"answered ({last})"
+                ) from exc
             raise ImagePullFailed(
                 f"pulling {image} failed after {self._pull_attempts} attempts: {last}"
             ) from exc

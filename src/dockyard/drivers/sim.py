@@ -120,6 +120,8 @@ class SimDriver:
             if step.upper().startswith("RUN") and step.split()[1:2] == ["false"]:
                 raise BuildFailed(f"The command '{step[4:]}' returned a non-zero code: 1")
         on_line(f"Successfully tagged {tag}")
+        with self._lock:  # the hollow node now has the image (listed in images())
+            self.extra_images.add(tagged(tag))
         return "sha256:" + new_id()
 
     def exec(

@@ -230,6 +230,14 @@ class BuildService:
             builds = [b for b in self._builds.values() if owner_id in (None, b.owner_id)]
             return [{**b.to_dict(), "lines": []} for b in reversed(builds)]
 
+    def built(self, owner_id: str, image: str) -> bool:
+        """Did ``owner_id`` build ``image`` here with success (the records kept)?"""
+        with self._cond:
+            return any(
+                b.owner_id == owner_id and b.image == image and b.state == "succeeded"
+                for b in self._builds.values()
+            )
+
     def wait(self, build_id: str, timeout: float) -> BuildRecord | None:
         """Block until the build ends (or ``timeout``); the record, or None if unknown."""
         deadline = time.monotonic() + timeout

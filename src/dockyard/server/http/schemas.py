@@ -211,6 +211,11 @@ class JobCreate(RequestBody):
         default=0, ge=0, le=1024, description="gang job: this many tasks, placed all or none"
     )
     gang_nodes: bool = Field(default=False, description="gang members each on a node of its own")
+    hold: bool = Field(
+        default=False,
+        description="queue it even when no registered node could fit it (else a 422 "
+        "naming cpu, memory or gpus)",
+    )
     min_runtime_s: float | None = Field(
         default=None, ge=0, le=MAX_RUNTIME_LIMIT_S, description="never preempted before this"
     )

@@ -8,15 +8,15 @@ user's name is that user's private build. Other users may not run it, build
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
-from sqlalchemy import select
+from sqlalchemy import String, cast, exists, select
 from sqlalchemy.orm import Session
 
-from dockyard.core.image_ref import dockerfile_images, namespace
+from dockyard.core.image_ref import dockerfile_images, namespace, tagged
 from dockyard.core.security import ContainerPolicy, PolicyViolation, check_image
 from dockyard.server.state.auth import Principal
-from dockyard.store.tables import User
+from dockyard.store.tables import Node, User
 
 RULE = "image_namespace"
 
@@ -27,6 +27,29 @@ def user_namespaces(session: Session, names: Iterable[str]) -> set[str]:
     if not wanted:
         return set()
     return set(session.scalars(select(User.name).where(User.name.in_(wanted))))
+
+
+def own_image(
+    session: Session,
+    who: Principal,
+    ref: str,
+    built: Callable[[str, str], bool] | None = None,
+) -> str:
+    """The caller's namespace first, as a build tags images: ``tools:v1`` is
+    ``<caller>/tools:v1`` when a node reported having that image (the caller's
+    ``dockyard build -t tools:v1``) or ``built(user id, image)`` says this server
+    just built it (nodes report images every few seconds), else ``ref`` unchanged.
+    A reference with a ``/`` or a digest is never rewritten (no query for those)."""
+    if "/" in ref or "@" in ref or not ref:
+        return ref
+    mine = f"{who.name}/{tagged(ref)}"
+    if built is not None and built(who.user_id, mine):
+        return mine
+    # The images column is a JSON list of strings: its text holds '"NAME"' exactly.
+    found = session.scalar(
+        select(exists().where(cast(Node.images, String).contains(f'"{mine}"', autoescape=True)))
+    )
+    return mine if found else ref
 
 
 def check_images(session: Session, who: Principal, refs: Sequence[tuple[str, str]]) -> None:

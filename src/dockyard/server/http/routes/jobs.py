@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import replace
+
 from fastapi import APIRouter, Request
 
 from dockyard.core.errors import ValidationError
-from dockyard.server.http.deps import CurrentUser, server_context
+from dockyard.server.http.deps import CurrentUser, ServerContext, server_context
 from dockyard.server.http.routes.tasks import task_out
 from dockyard.server.http.schemas import ArrayOut, JobBatch, JobBatchOut, JobCreate, TaskOut, errors
 from dockyard.server.state import arrays as array_ops
 from dockyard.server.state import reads
-from dockyard.server.state.images import check_images
+from dockyard.server.state.fit import check_fits
+from dockyard.server.state.images import check_images, own_image
 from dockyard.server.state.jobs import insert_jobs, new_jobs, submit_job
 from dockyard.server.state.policy import caller_policy, enforce
 
 router = APIRouter(tags=["jobs"])
+
+
+def _built(ctx: ServerContext) -> Callable[[str, str], bool] | None:
+    """Which images this server built (``own_image``: ``tools:v1`` -> ``<you>/tools:v1``)."""
+    return ctx.builds.built if ctx.builds is not None else None
 
 
 @router.post("/api/v1/jobs", response_model=TaskOut, status_code=201)
@@ -25,8 +34,11 @@ def create_job(request: Request, body: JobCreate, who: CurrentUser) -> TaskOut:
         raise ValidationError("array", "submit job arrays with POST /api/v1/arrays")
     with ctx.db.write() as session:
         policy = caller_policy(session, who, ctx.cluster_policy)
+        spec = replace(spec, image=own_image(session, who, spec.image, _built(ctx)))
         check_images(session, who, [("image", spec.image)])
         spec = enforce(spec, policy)
+        if not body.hold:
+            check_fits(session, spec)
         after = array_ops.resolve_after(session, who, spec)
         task = submit_job(
             session,
@@ -56,9 +68,14 @@ def create_jobs(request: Request, body: JobBatch, who: CurrentUser) -> JobBatchO
             if getattr(specs[-1], name):
                 raise ValidationError(f"jobs[{index}].{name}", "submit these one by one")
     # Checked and built before the write transaction: only the inserts hold it.
+    built = _built(ctx)
     with ctx.db.read() as session:
         policy = caller_policy(session, who, ctx.cluster_policy)
+        specs = [replace(s, image=own_image(session, who, s.image, built)) for s in specs]
         check_images(session, who, [(f"jobs[{i}].image", s.image) for i, s in enumerate(specs)])
+        for i, (job, spec) in enumerate(zip(body.jobs, specs, strict=True)):
+            if not job.hold:
+                check_fits(session, spec, f"jobs[{i}].")
     stored = policy.to_dict() if policy else None
     enforced = [enforce(spec, policy) for spec in specs]
     jobs = new_jobs(who, enforced, ctx.max_runtime_cap_s, stored)
@@ -81,8 +98,11 @@ def create_array(request: Request, body: JobCreate, who: CurrentUser) -> ArrayOu
         raise ValidationError("gang_size", "a gang job cannot also be an array")
     with ctx.db.write() as session:
         policy = caller_policy(session, who, ctx.cluster_policy)
+        spec = replace(spec, image=own_image(session, who, spec.image, _built(ctx)))
         check_images(session, who, [("image", spec.image)])
         spec = enforce(spec, policy)
+        if not body.hold:
+            check_fits(session, spec)
         after = array_ops.resolve_after(session, who, spec)
         row = array_ops.submit_array(
             session, who, spec, after, ctx.max_runtime_cap_s, policy.to_dict() if policy else None

@@ -35,7 +35,7 @@ from dockyard.server.state import services as service_ops
 from dockyard.server.state import templates as template_ops
 from dockyard.server.state.auth import Principal
 from dockyard.server.state.events import EventKind, record
-from dockyard.server.state.images import check_images
+from dockyard.server.state.images import check_images, own_image
 from dockyard.server.state.policy import caller_policy, enforce
 from dockyard.server.state.services import ServiceView
 
@@ -213,8 +213,9 @@ def _checked_spec(
     """Validate the body and check it against the caller's container policy."""
     spec = body.to_service_spec()
     policy = caller_policy(session, who, cluster)
-    check_images(session, who, [("image", spec.task.image)])
-    task = enforce(spec.task, policy)
+    task = dataclasses.replace(spec.task, image=own_image(session, who, spec.task.image))
+    check_images(session, who, [("image", task.image)])
+    task = enforce(task, policy)
     return dataclasses.replace(spec, task=task), (policy.to_dict() if policy else None)
 
 
