@@ -31,8 +31,11 @@ class RecordingSim(SimDriver):
     def create(self, spec: ContainerSpec) -> str:
         SEEN_ENV[spec.task_id] = dict(spec.env)
         SEEN_MOUNTS[spec.task_id] = {m.target: m.source for m in spec.mounts}
-        if "FAIL_ON_RESUME" in spec.env and "DOCKYARD_RESUME" in spec.env:
-            extra = {"DOCKYARD_SIM_RUN_FOR": "0", "DOCKYARD_SIM_EXIT_CODE": "3"}
+        rank = spec.env.get("DOCKYARD_ARRAY_INDEX")
+        if ("FAIL_ON_RESUME" in spec.env and "DOCKYARD_RESUME" in spec.env) or (
+            rank is not None and spec.env.get("FAIL_RANK") == rank
+        ):
+            extra = {"DOCKYARD_SIM_RUN_FOR": "300ms", "DOCKYARD_SIM_EXIT_CODE": "3"}
             spec = replace(spec, env={**spec.env, **extra})
         container_id = super().create(spec)
         _TASK_OF[container_id] = spec.task_id
@@ -335,3 +338,46 @@ def test_preempted_checkpointing_job_gets_its_signal_resumes_and_keeps_its_retri
         charged = {r["task_id"]: r for r in records}[job["id"]]
         assert charged["reason"] == "preempted" and charged["wall_s"] > 0
         api.kill(guard["id"])
+
+
+def test_a_failed_gang_member_restarts_the_whole_gang_then_it_fails_as_a_whole(
+    cluster: LocalCluster,
+) -> None:
+    """Rank 1 fails: rank 0 is stopped and both ranks get attempt 2, placed together
+    as a gang; rank 1 fails again with on-failure:1 used up: the gang fails as a
+    whole (rank 0 stopped, no attempt 3)."""
+    with cluster.client() as api:
+        gang = api.run_job(
+            "gang-restart",
+            "busybox",
+            ["sleep", "60"],
+            cpu=1,
+            gang_size=2,
+            gang_nodes=True,
+            restart={"mode": "on-failure", "max_attempts": 1, "initial_delay_s": 0.1},
+            env={"FAIL_RANK": "1"},
+        )
+
+        def ended() -> list[dict[str, Any]] | None:
+            ts = _tasks_of(api, gang["workload_id"])
+            done = all(t["state"] in ("failed", "killed") for t in ts)
+            return ts if len(ts) == 4 and done else None
+
+        tasks = sorted(wait_for(ended, timeout=40), key=lambda t: (t["attempt"], t["id"]))
+        by_attempt: dict[int, list[dict[str, Any]]] = {}
+        for t in tasks:
+            by_attempt.setdefault(t["attempt"], []).append(t)
+        assert sorted(by_attempt) == [1, 2]
+        for attempt in (1, 2):
+            pair = by_attempt[attempt]
+            outcome = sorted((t["state"], t["reason"]) for t in pair)
+            assert outcome == [("failed", "exit_nonzero"), ("killed", "gang_member_ended")]
+            assert len({t["node_id"] for t in pair}) == 2  # still a node each
+        again = by_attempt[2]
+        assert len({t["assigned_at"] for t in again}) == 1  # placed together: a gang
+        ranks = sorted(SEEN_ENV[t["id"]]["DOCKYARD_ARRAY_INDEX"] for t in again)
+        assert ranks == ["0", "1"]
+        said = [e["message"] for t in tasks for e in api.events(task=t["id"])]
+        assert any("gang member 1 ended" in m and "the gang restarts" in m for m in said)
+        assert any("the gang fails as a whole" in m for m in said)
+        assert len(_tasks_of(api, gang["workload_id"])) == 4

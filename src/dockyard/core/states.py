@@ -87,6 +87,8 @@ class Reason:
     DEPENDENCY_NEVER_SATISFIED = "dependency_never_satisfied"
     #: Stopped to make room for more important work; requeued as a new attempt.
     PREEMPTED = "preempted"
+    #: A gang member ended (not by succeeding): the rest of its gang is stopped.
+    GANG_MEMBER_ENDED = "gang_member_ended"
 
 
 def can_transition(current: TaskState, new: TaskState) -> bool:

@@ -24,7 +24,10 @@ does not fit now, it gets a reservation on the node where it could start
 earliest, judged from the declared max runtimes of what runs there (see
 :func:`reserve`). Later tasks may use that node only if they end before the
 reserved start (by their own declared max runtime) or leave room for the head
-even while still running, so backfill never delays the head.
+even while still running, so backfill never delays the head. A gang that does
+not fit now gets the reservation as a whole (:func:`_reserve_gang`): a node for
+each member (or several members on one), all protected until the gang's common
+start, so a stream of smaller work cannot starve it.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ import math
 import zlib
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from dockyard.core.resources import Resources
 from dockyard.scheduler.constraints import Constraint, first_violated
@@ -124,6 +127,8 @@ class Plan:
     #: Machine-readable: per pending task, ``{"total": n, "fit": 0, "reasons": {why: count}}``.
     pending_detail: dict[str, dict[str, object]] = field(default_factory=dict)
     reservation: Reservation | None = None
+    #: Every node the reservation protects (a gang's: one per node it would use).
+    reservations: list[Reservation] = field(default_factory=list)
     #: Host ports allocated to tasks that asked for ``dynamic_ports``, in order.
     host_ports: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
@@ -277,7 +282,8 @@ def place(
     for n in state:
         for image in n.view.images:
             by_image.setdefault(image, []).append(n)
-    backfill: _Backfill | None = None
+    #: The reservation of this pass, by node index (one node; a gang's: several).
+    holds: dict[int, _Backfill] = {}
     placed: list[tuple[TaskRequest, _Node]] = []
     gangs: dict[str, list[TaskRequest]] = {}
     for task in tasks:
@@ -363,7 +369,7 @@ def place(
                 member,
                 shape,
                 state,
-                backfill,
+                holds,
                 now,
                 binpack_limit,
                 spread_limit,
@@ -381,10 +387,22 @@ def place(
                         sh.candidates[:] = saved[id(sh)]
                 where = "nodes" if member.gang_nodes else "tasks"
                 gang_pending(members, f"gang: {len(done)} of {size} {where} fit now")
+                if not holds and running is not None:
+                    for gang_hold in _reserve_gang(members, state, running, placed, now) or ():
+                        holds[gang_hold.node.index] = gang_hold
+                        plan.reservations.append(
+                            Reservation(
+                                gang_hold.head.task_id, gang_hold.node.view.node_id, gang_hold.start
+                            )
+                        )
+                    plan.reservation = plan.reservations[0] if plan.reservations else None
                 return
             used.add(chosen.index)
             done.append((member, chosen, take(member, chosen)))
         for task, node, taken in done:
+            hold = holds.get(node.index)
+            if hold is not None:
+                hold.take(task, now)
             plan.assignments[task.task_id] = node.view.node_id
             if taken:
                 plan.gpus[task.task_id] = taken
@@ -397,18 +415,21 @@ def place(
                 place_gang(gangs[task.gang])
             continue
         shape = shape_of(task)
-        chosen = _choose(task, shape, state, backfill, now, binpack_limit, spread_limit, by_image)
+        chosen = _choose(task, shape, state, holds, now, binpack_limit, spread_limit, by_image)
         if chosen is None:
-            if backfill is None and running is not None:
+            if not holds and running is not None:
                 backfill = _reserve(task, state, running, placed, now)
                 if backfill is not None:
+                    holds[backfill.node.index] = backfill
                     plan.reservation = Reservation(
                         task.task_id, backfill.node.view.node_id, backfill.start
                     )
+                    plan.reservations.append(plan.reservation)
             pending(task, shape)
             continue
-        if backfill is not None and chosen is backfill.node:
-            backfill.take(task, now)
+        hold = holds.get(chosen.index)
+        if hold is not None:
+            hold.take(task, now)
         taken = take(task, chosen)
         if task.dynamic_ports:
             allocated = allocate_ports(chosen.ports, task.dynamic_ports, task.task_id)
@@ -445,7 +466,7 @@ def _choose(
     task: TaskRequest,
     shape: _Shape,
     state: list[_Node],
-    backfill: _Backfill | None,
+    holds: Mapping[int, _Backfill],
     now: float,
     binpack_limit: int,
     spread_limit: int,
@@ -468,7 +489,8 @@ def _choose(
             continue
         examined += 1
         i += 1
-        if backfill is not None and node is backfill.node and not backfill.allows(task, now):
+        hold = holds.get(node.index)
+        if hold is not None and not hold.allows(task, now):
             continue
         if exclude and node.index in exclude:
             continue  # a gang member wants a node of its own
@@ -482,7 +504,7 @@ def _choose(
             if n.view.state == "ready"
             and first_violated(task.constraints, n.view.labels) is None
             and _fits(n, task)
-            and (backfill is None or n is not backfill.node or backfill.allows(task, now))
+            and (n.index not in holds or holds[n.index].allows(task, now))
             and not (exclude and n.index in exclude)
         ]
         if local:
@@ -503,7 +525,75 @@ def _reserve(
     now: float,
 ) -> _Backfill | None:
     """The earliest start for ``head`` on a node where it could ever run (:func:`reserve`)."""
-    possible = [
+    possible = _possible(head, state)
+    if not possible:
+        return None
+    holding = _holding(possible, running, placed, now)
+    best: tuple[float, float, _Node, tuple[int, int, int]] | None = None
+    for node in possible:
+        start, room = reserve(head, node.view, holding.get(node.view.node_id, []), now)
+        if room is None:
+            continue
+        key = (start, node.fullness())
+        if best is None or key < best[:2]:
+            best = (start, key[1], node, room)
+    if best is None:
+        return None
+    start, _, node, room = best
+    return _Backfill(node, start, head, room[0], room[1], room[2], frozenset(head.ports))
+
+
+def _reserve_gang(
+    members: Sequence[TaskRequest],
+    state: list[_Node],
+    running: Sequence[Running],
+    placed: list[tuple[TaskRequest, _Node]],
+    now: float,
+) -> list[_Backfill] | None:
+    """A reservation for a whole gang: each member in turn goes to the node where it
+    (with the members already given that node) could start earliest; the gang starts
+    when its last node is free, and each node it uses is held until then. None when
+    the gang could never run on these nodes."""
+    possible = _possible(members[0], state)
+    holding = _holding(possible, running, placed, now)
+    given: dict[int, list[TaskRequest]] = {}
+    found: dict[int, tuple[float, tuple[int, int, int], TaskRequest]] = {}
+    for member in members:
+        best: tuple[float, float, _Node, tuple[int, int, int], TaskRequest] | None = None
+        for node in possible:
+            if member.gang_nodes and node.index in given:
+                continue
+            group = [*given.get(node.index, ()), member]
+            head = replace(
+                member,
+                resources=Resources(
+                    sum(m.resources.cpu_millis for m in group),
+                    sum(m.resources.memory_bytes for m in group),
+                ),
+                gpus=sum(m.gpus for m in group),
+                ports=tuple(p for m in group for p in m.ports),
+            )
+            start, room = reserve(head, node.view, holding.get(node.view.node_id, []), now)
+            if room is None:
+                continue
+            key = (start, node.fullness())
+            if best is None or key < best[:2]:
+                best = (start, key[1], node, room, head)
+        if best is None:
+            return None
+        start, _, node, room, head = best
+        given.setdefault(node.index, []).append(member)
+        found[node.index] = (start, room, head)
+    common = max(start for start, _, _ in found.values())
+    return [
+        _Backfill(state[i], common, head, room[0], room[1], room[2], frozenset(head.ports))
+        for i, (_, room, head) in found.items()
+    ]
+
+
+def _possible(head: TaskRequest, state: list[_Node]) -> list[_Node]:
+    """The nodes where ``head`` could ever run (ready, its constraints, big enough)."""
+    return [
         n
         for n in state
         if n.view.state == "ready"
@@ -511,8 +601,16 @@ def _reserve(
         and head.resources.fits_in(n.view.capacity)
         and head.gpus <= len(n.view.gpus)
     ]
-    if not possible:
-        return None
+
+
+def _holding(
+    possible: list[_Node],
+    running: Sequence[Running],
+    placed: list[tuple[TaskRequest, _Node]],
+    now: float,
+) -> dict[str, list[Running]]:
+    """What holds each of these nodes, with its declared end: ``running``, what the
+    snapshot allocates beyond it (never ends), and what this pass placed."""
     ids = {n.view.node_id: n for n in possible}
     holding: dict[str, list[Running]] = {}
     for item in running:
@@ -537,18 +635,7 @@ def _reserve(
             holding.setdefault(node.view.node_id, []).append(
                 Running(node.view.node_id, task.resources, task.gpus, task.ports, ends)
             )
-    best: tuple[float, float, _Node, tuple[int, int, int]] | None = None
-    for node in possible:
-        start, room = reserve(head, node.view, holding.get(node.view.node_id, []), now)
-        if room is None:
-            continue
-        key = (start, node.fullness())
-        if best is None or key < best[:2]:
-            best = (start, key[1], node, room)
-    if best is None:
-        return None
-    start, _, node, room = best
-    return _Backfill(node, start, head, room[0], room[1], room[2], frozenset(head.ports))
+    return holding
 
 
 def reserve(
