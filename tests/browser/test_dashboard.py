@@ -207,6 +207,51 @@ def test_queue_paginates_with_total_and_says_why_pending(
                 api.kill(task_id)
 
 
+def test_queue_shows_the_estimated_start(page: Any, cluster: ProcessCluster) -> None:
+    """The Starts column shows GET /api/v1/queue's estimated_start: "in 9m ..." behind
+    a job with a declared 600 s runtime that holds the node's CPUs, a dash for one that
+    fits no node (issue 22, queue ETAs)."""
+    ids: list[str] = []
+    try:
+        with cluster.client() as api:
+            cores = max(n["cpu"] for n in api.nodes())
+            wait_for(lambda: not api.tasks(active=True), timeout=30, message="an idle node")
+            hog = api.run_job(
+                name="eta-hog",
+                image=BUSYBOX,
+                command=["sleep", "600"],
+                cpu=cores,
+                memory="16m",
+                max_runtime_s=600,
+            )
+            ids.append(hog["id"])
+            wait_for(lambda: api.task(hog["id"])["state"] == "running", timeout=30)
+            for name, size in (("eta-next", {"cpu": cores}), ("eta-never", {"memory": "900g"})):
+                job = api.run_job(name=name, image=BUSYBOX, command=["true"], hold=True, **size)
+                ids.append(job["id"])
+
+            def estimated() -> dict[str, Any] | None:
+                entries = {e["name"]: e for e in api.queue()["entries"]}
+                return entries if entries.get("eta-next", {}).get("estimated_start") else None
+
+            queued = wait_for(estimated, timeout=30, message="the API's estimate")
+            assert queued["eta-never"]["estimated_start"] is None
+        login(page, cluster.url, cluster.admin_token)
+        page.goto(cluster.url + "/#/jobs?tab=queued")
+        expect(page.locator("#jobs-table thead")).to_contain_text("Starts")
+        soon = page.locator("#jobs-table tr[data-task='eta-next'] td.eta")
+        expect(soon).to_have_text(re.compile(r"^in (9m|10m) \d+s$"))
+        start = float(soon.get_attribute("data-start") or "nan")
+        assert start == pytest.approx(queued["eta-next"]["estimated_start"], abs=1)
+        never = page.locator("#jobs-table tr[data-task='eta-never'] td.eta")
+        expect(never).to_have_text("\u2013")
+        shot(page, "08c-jobs-queued-eta")
+    finally:
+        with cluster.client() as api:
+            for task_id in ids:
+                api.kill(task_id)
+
+
 def test_admin_drains_and_undrains_the_node(page: Any, cluster: ProcessCluster) -> None:
     login(page, cluster.url, cluster.admin_token)
     row = page.locator("tr[data-node='node-1']")

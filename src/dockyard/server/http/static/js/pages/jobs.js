@@ -1,5 +1,5 @@
-// Jobs: running, queued (position and why pending) and history (exit code and
-// reason), paginated with the API's limit/offset and X-Total-Count.
+// Jobs: running, queued (position, estimated start and why pending) and history
+// (exit code and reason), paginated with the API's limit/offset and X-Total-Count.
 
 import { api, get } from "../api.js";
 import { badge, fmtBytes, fmtCpu, fmtDuration, fmtInt, fmtTime, h, table, taskLink, throttle } from "../dom.js";
@@ -17,6 +17,14 @@ export async function killTask(app, t, refresh) {
     app.toast(`Kill failed: ${exc.message}`, true);
   }
 }
+// The queue's estimated start (GET /api/v1/queue's estimated_start, from backfill
+// reservations and declared runtimes): "now", "in 9m 59s", or "–" (no estimate).
+function fmtEta(start, now) {
+  if (start === null || start === undefined) return "–";
+  const wait = start - now;
+  return wait <= 1 ? "now" : `in ${fmtDuration(wait)}`;
+}
+
 export const TABS = {
   running: { label: "Running", states: ["assigned", "pulling", "starting", "running"], order: "newest" },
   queued: { label: "Queued", states: ["pending"], order: "oldest" },
@@ -80,6 +88,11 @@ export function mount(root, app, { params }) {
         h("td", { class: "num" }, fmtCpu(t.cpu)), h("td", { class: "num" }, fmtBytes(t.memory_bytes)),
         h("td", { class: "num" }, t.gpus ? String(t.gpus) : "–"),
         h("td", { class: "num uptime", dataset: { since: String(since) } }, fmtDuration(Date.now() / 1000 - since)),
+        h("td", {
+          class: "num eta",
+          dataset: { start: t.estimated_start === null || t.estimated_start === undefined ? "" : String(t.estimated_start) },
+          title: t.estimated_start ? `estimated start ${fmtTime(t.estimated_start)} (from declared runtimes)` : "no estimate: waits on work without a declared runtime",
+        }, fmtEta(t.estimated_start, Date.now() / 1000)),
         h("td", { class: "wrap why" }, t.message || t.reason || "waiting for the scheduler"),
         h("td", {}, killButton(t)));
     }
@@ -101,7 +114,7 @@ export function mount(root, app, { params }) {
   }
 
   const HEADERS = {
-    queued: [["#", "num"], "Name", "Owner", ["Prio", "num"], ["CPU", "num"], ["Memory", "num"], ["GPU", "num"], ["Waiting", "num"], "Why pending", ""],
+    queued: [["#", "num"], "Name", "Owner", ["Prio", "num"], ["CPU", "num"], ["Memory", "num"], ["GPU", "num"], ["Waiting", "num"], ["Starts", "num"], "Why pending", ""],
     running: ["Name", "Owner", "State", "Node", ["CPU", "num"], ["Memory", "num"], ["Uptime", "num"], "Image", ""],
     history: ["Name", "Owner", "State", ["Exit", "num"], "Reason", "Node", "Finished", ["Ran", "num"]],
   };
@@ -167,6 +180,9 @@ export function mount(root, app, { params }) {
     for (const cell of box.querySelectorAll("td.uptime")) {
       const since = Number(cell.dataset.since);
       if (since) cell.textContent = fmtDuration(now - since);
+    }
+    for (const cell of box.querySelectorAll("td.eta")) {
+      if (cell.dataset.start) cell.textContent = fmtEta(Number(cell.dataset.start), now);
     }
   }, 1000);
 
