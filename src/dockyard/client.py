@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import io
 import json
@@ -452,14 +453,59 @@ class Client:
     def revoke_join_token(self, token_id: str) -> dict[str, Any]:
         return dict(self._request("DELETE", f"/api/v1/nodes/join-tokens/{_quote(token_id)}"))
 
+    # -- secrets and configs (docs/security.md); kind: "secret" or "config" ------------
+    def create_secret(
+        self,
+        name: str,
+        data: bytes,
+        *,
+        kind: str = "secret",
+        labels: dict[str, str] | None = None,
+        replace: bool = False,
+    ) -> dict[str, Any]:
+        """Store a value (409 if the name is taken, unless ``replace``). The server
+        never returns it: the answer has its name, size, dates and owner."""
+        body = {"name": name, "data": base64.b64encode(data).decode(), "labels": labels or {}}
+        if replace:
+            path = f"/api/v1/{kind}s/{_quote(name)}"
+            return dict(self._request("PUT", path, json=body))
+        return dict(self._request("POST", f"/api/v1/{kind}s", json=body))
+
+    def secrets(self, kind: str = "secret") -> list[Any]:
+        return list(self._request("GET", f"/api/v1/{kind}s"))
+
+    def secret(self, name: str, kind: str = "secret", owner: str | None = None) -> dict[str, Any]:
+        params = {"owner": owner} if owner else None
+        return dict(self._request("GET", f"/api/v1/{kind}s/{_quote(name)}", params=params))
+
+    def remove_secret(self, name: str, kind: str = "secret", owner: str | None = None) -> None:
+        """Remove it; 409 naming the services while a live one mounts it."""
+        params = {"owner": owner} if owner else None
+        try:
+            response = self._http.delete(f"/api/v1/{kind}s/{_quote(name)}", params=params)
+        except httpx.HTTPError as exc:
+            raise ClientError(f"cannot reach dockyard at {self.url}: {exc}") from exc
+        if response.status_code >= 400:
+            self._decode(response)
+
     # -- services (docs/services.md) ------------------------------------------
     def create_service(self, spec: dict[str, Any]) -> dict[str, Any]:
         """Create a service from a ServiceCreate body; 409 if the name is taken."""
         return dict(self._request("POST", "/api/v1/services", json=spec))
 
-    def check_service(self, spec: dict[str, Any]) -> dict[str, Any]:
-        """The server's checks of a service body (policy included), creating nothing."""
-        return dict(self._request("POST", "/api/v1/services/check", json=spec))
+    def check_service(
+        self,
+        spec: dict[str, Any],
+        *,
+        secrets: list[str] | None = None,
+        configs: list[str] | None = None,
+    ) -> dict[str, Any]:
+        """The server's checks of a service body (policy included), creating nothing;
+        ``secrets``/``configs``: names a deploy will store first (taken as existing)."""
+        params = [("secret", s) for s in secrets or ()] + [("config", c) for c in configs or ()]
+        return dict(
+            self._request("POST", "/api/v1/services/check", json=spec, params=params or None)
+        )
 
     def update_service(self, name: str, spec: dict[str, Any]) -> dict[str, Any]:
         """Replace the service's spec: a rolling update, or a scale if only replicas changed."""

@@ -108,6 +108,38 @@ OWN = "own"
 HIDDEN = "hidden"
 ADMIN_ONLY = "admin_only"
 
+def value_routes(plural: str) -> dict[tuple[str, str], Route]:
+    """Secrets or configs: B's ``bob-secret-<kind>1`` is hidden from A (by name, and
+    with ?owner=B); the admin reads it and removes B's ``...2``."""
+    base, k = f"/api/v1/{plural}", plural[0]
+    mine, spare = f"{base}/bob-secret-{k}1", f"{base}/bob-secret-{k}2"
+
+    def value(name: str) -> Callable[[World], dict[str, Any]]:
+        return lambda _: {"name": name, "data": "YQ=="}
+
+    return {
+        ("POST", base): Route(
+            [Call(const(base), OWN, body=value(f"alice-{k}"))],
+            Call(const(base), OWN, body=value(f"adm-{k}")),
+            admin_status=(201,),
+        ),
+        ("GET", base): Route([Call(const(base), OWN)], Call(const(base), OWN)),
+        ("GET", f"{base}/{{name}}"): Route(
+            [Call(const(mine), HIDDEN), Call(const(f"{mine}?owner={B_NAME}"), HIDDEN)],
+            Call(const(f"{mine}?owner={B_NAME}"), OWN),
+        ),
+        ("PUT", f"{base}/{{name}}"): Route(
+            [Call(const(f"{base}/alice-{k}p"), OWN, body=value(f"alice-{k}p"))],
+            Call(const(f"{base}/adm-{k}p"), OWN, body=value(f"adm-{k}p")),
+        ),
+        ("DELETE", f"{base}/{{name}}"): Route(
+            [Call(const(mine), HIDDEN), Call(const(f"{mine}?owner={B_NAME}"), HIDDEN)],
+            Call(const(f"{spare}?owner={B_NAME}"), OWN),
+            admin_status=(204,),
+        ),
+    }
+
+
 #: Reachable without a token, and why (docs/security.md).
 PUBLIC: dict[tuple[str, str], str] = {
     ("GET", "/healthz"): "liveness probe",
@@ -401,6 +433,11 @@ ROUTES: dict[tuple[str, str], Route] = {
         [Call(lambda w: f"/api/v1/tasks/{w.finished}", HIDDEN)],
         Call(lambda w: f"/api/v1/tasks/{w.rm_for_admin}", OWN),
     ),
+    **{
+        key: route
+        for plural in ("secrets", "configs")
+        for key, route in value_routes(plural).items()
+    },
     ("POST", "/api/v1/services/check"): Route(
         [Call(const("/api/v1/services/check"), OWN, body=lambda _: service_body("a-chk"))],
         Call(const("/api/v1/services/check"), OWN, body=lambda _: service_body("adm-chk")),
@@ -484,6 +521,9 @@ def world(cluster: LocalCluster) -> World:
         )["id"]
         w.rm_for_admin = bob.run_job("bob-secret-rm", "busybox", ["exit", "0"])["id"]
         bob.create_service(service_body(w.service))
+        for kind in ("secret", "config"):
+            for n in (1, 2):
+                bob.create_secret(f"bob-secret-{kind[0]}{n}", b"b", kind=kind)
         bob.create_service(service_body(w.service_for_admin))
         w.instance = bob.launch("tpl")["name"]
         with client(w, b) as http:

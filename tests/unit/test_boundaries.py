@@ -91,6 +91,8 @@ ALLOWED: dict[str, set[str]] = {
         "dockyard.store",
         "sqlalchemy",
     },
+    # The server key of secrets and configs (Fernet): the one user of cryptography.
+    "dockyard.server.state.keyring": {"dockyard.server.errors", "cryptography"},
     "dockyard.server.metrics": {"dockyard.store", "prometheus_client", "sqlalchemy", "starlette"}
     | {"dockyard", "dockyard.core", "dockyard.server.state"},
     "dockyard.server.loop": set(),

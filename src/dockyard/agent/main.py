@@ -24,6 +24,7 @@ from dockyard.agent.orphans import OrphanReaper
 from dockyard.agent.reconciler import Reconciler
 from dockyard.agent.sampler import DEFAULT_INTERVAL_S as DEFAULT_SAMPLE_INTERVAL_S
 from dockyard.agent.sampler import UsageSampler
+from dockyard.agent.secretfiles import SecretFiles
 from dockyard.core.ids import new_id
 from dockyard.drivers import DRIVERS, make_driver
 from dockyard.drivers.base import Driver
@@ -184,6 +185,7 @@ class Agent:
             self.driver, self.node_id, self.connection.send_reliable, bind_address=cfg.address
         )
         self.reconciler.health = self.health
+        self.reconciler.files = SecretFiles(cfg.data_dir / "secrets")
         self.connection.on_welcome = self.reconciler.welcomed
         self.sampler = UsageSampler(
             self.driver,

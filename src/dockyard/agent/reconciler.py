@@ -11,16 +11,19 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from dockyard.agent.health import HealthMonitor
 from dockyard.agent.logship import LogShipper
 from dockyard.agent.networks import NetworkManager
+from dockyard.agent.secretfiles import SecretFiles
 from dockyard.agent.watchers import Watchers
 from dockyard.core.errors import ValidationError
 from dockyard.core.resources import Resources
@@ -77,6 +80,8 @@ class DesiredTask:
     #: The first signal of a stop ("": SIGTERM); a checkpointing job's signal before
     #: a preemption or drain stop.
     stop_signal: str = ""
+    #: Secret and config files (values!) of a start entry (``agent/secretfiles.py``).
+    files: tuple[dict[str, Any], ...] = field(default=(), repr=False)
 
     @classmethod
     def from_entry(cls, entry: DesiredEntry) -> DesiredTask:
@@ -105,6 +110,7 @@ class DesiredTask:
             networks=spec.networks,
             udp_ports=spec.udp_ports,
             stop_signal=entry.stop_signal,
+            files=entry.files,
         )
 
 
@@ -136,6 +142,8 @@ class Reconciler:
         #: Service networks and their names (``agent/networks.py``).
         self.networks = NetworkManager(driver, node_id)
         self.networks.wanted = self.desired_networks
+        #: Where replicas' secret and config files are written (the agent sets its data dir).
+        self.files = SecretFiles(Path(tempfile.gettempdir()) / f"dockyard-secrets-{node_id}")
         self._node_id = node_id
         self._report = report
         self._shipper = shipper
@@ -254,6 +262,9 @@ class Reconciler:
         for task_id, container in actual.items():
             if task_id not in desired:
                 self._remove_stale(container)
+        with self._lock:
+            keep = set(desired) - self._finished
+        self.files.prune(keep)  # secret files of tasks ended or no longer here
 
     def _converge(self, task: DesiredTask, container: ContainerStatus | None) -> None:
         tid = task.task_id
@@ -351,6 +362,8 @@ class Reconciler:
                 else m
                 for m in task.mounts
             )
+        if task.files:  # the agent's own read-only binds, after the owner's were checked
+            mounts = (*mounts, *self.files.write(task.task_id, task.files))
         networks: tuple[str, ...] = ()
         hosts: dict[str, str] = {}
         if task.networks and not task.security.network_mode:

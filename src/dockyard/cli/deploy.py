@@ -34,8 +34,10 @@ from dockyard.core.compose import (
     validate_body,
 )
 from dockyard.core.compose_merge import merge_files
+from dockyard.core.compose_secrets import ValueSource
 from dockyard.core.compose_text import Interpolator, parse_env_lines
 from dockyard.core.errors import ValidationError
+from dockyard.core.secrets import FileKind
 
 COMPOSE_NAMES = ("compose.yaml", "compose.yml", "docker-compose.yaml", "docker-compose.yml")
 
@@ -228,12 +230,16 @@ def deploy(
                     "refused (403) unless you are an admin or your container policy allows it"
                 )
     if dry_run:
-        checked = server_checks(url, token, result.payloads, json_out)
+        checked = server_checks(url, token, result.payloads, json_out, result.values)
         render.print_json(
             {
                 "stack": stack,
                 "services": result.payloads,
                 "builds": dict(result.builds),
+                **{  # names only: values are never printed
+                    kind.plural: [v.name for v in result.values if v.kind is kind]
+                    for kind in FileKind
+                },
                 "warnings": [n.to_dict() for n in result.warnings],
                 "server_checked": checked,
             }
@@ -242,6 +248,7 @@ def deploy(
     # Dependencies first (depends_on); else bodies the container policy checks go
     # first: a refusal then comes before anything else was created.
     bodies = start_order(result.payloads, result.depends)
+    values = read_values(result.values, json_out)
     with client(url, token) as api:
         for body in bodies:  # build: through the cluster's builder, in your namespace
             if build := result.builds.get(body["name"]):
@@ -252,20 +259,80 @@ def deploy(
                     build["dockerfile"],
                     quiet=json_out,
                 )
-        done = apply_all(
-            api,
-            bodies,
-            json_out,
-            [f"service {b['name']}" for b in bodies],
-            lambda body: wait_for_dependencies(
-                api, result.depends.get(body["name"], ()), wait_timeout
-            ),
-        )
+        stored = store_values(api, values, json_out)  # before the services that mount them
+        try:
+            done = apply_all(
+                api,
+                bodies,
+                json_out,
+                [f"service {b['name']}" for b in bodies],
+                lambda body: wait_for_dependencies(
+                    api, result.depends.get(body["name"], ()), wait_timeout
+                ),
+            )
+        except (typer.Exit, SystemExit):
+            unstore(api, stored)
+            raise
     report(stack, done, result.warnings, json_out)
 
 
+def read_values(sources: Sequence[ValueSource], json_out: bool) -> list[tuple[ValueSource, bytes]]:
+    """The secrets' and configs' values from their files (or the environment)."""
+    out = []
+    for source in sources:
+        if source.text is not None:
+            out.append((source, source.text.encode()))
+            continue
+        try:
+            out.append((source, Path(source.path).read_bytes()))
+        except OSError as exc:
+            refuse(
+                f"{source.kind.value} {source.name}: cannot read {source.path}: "
+                f"{exc.strerror}; nothing was created",
+                json_out,
+            )
+    return out
+
+
+def store_values(
+    api: Client, values: Sequence[tuple[ValueSource, bytes]], json_out: bool
+) -> list[ValueSource]:
+    """Store (or replace) each value before the services; those this run created.
+    On an error the ones created are removed and the deploy stops."""
+    created: list[ValueSource] = []
+    for source, data in values:
+        try:
+            out = api.create_secret(source.name, data, kind=source.kind.value, replace=True)
+        except ClientError as exc:
+            unstore(api, created)
+            refuse(
+                f"{source.kind.value} {source.name}: {describe(exc)} "
+                "(this run's secrets were removed)",
+                json_out,
+            )
+        if out.get("created"):
+            created.append(source)
+    return created
+
+
+def unstore(api: Client, created: Sequence[ValueSource]) -> None:
+    """Remove the secrets and configs this run created (a failed deploy)."""
+    for source in reversed(created):
+        try:
+            api.remove_secret(source.name, kind=source.kind.value)
+            render.err_console.print(
+                escape(f"removed {source.kind.value} {source.name} (created by this run)")
+            )
+        except ClientError as exc:
+            render.err_console.print(escape(f"could not remove {source.name}: {exc}"))
+
+
 def server_checks(
-    url: str | None, token: str | None, bodies: Sequence[dict[str, Any]], json_out: bool
+    url: str | None,
+    token: str | None,
+    bodies: Sequence[dict[str, Any]],
+    json_out: bool,
+    values: Sequence[ValueSource] = (),
 ) -> bool:
     """The server's own checks of every body (fields, your container policy, image
     namespaces: POST /api/v1/services/check, nothing created); a refusal exits 1 like
@@ -275,7 +342,11 @@ def server_checks(
         with client(url, token) as api:
             for body in bodies:
                 try:
-                    api.check_service(body)
+                    api.check_service(
+                        body,
+                        secrets=[v.name for v in values if v.kind is FileKind.SECRET],
+                        configs=[v.name for v in values if v.kind is FileKind.CONFIG],
+                    )
                 except ClientError as exc:
                     if exc.status in (0, 401) or exc.status >= 500:
                         raise

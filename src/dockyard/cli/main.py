@@ -20,6 +20,7 @@ from dockyard.cli import (  # noqa: F401  (imported to register their commands)
     exec,  # exec
     nodes_join,  # node token ...
     services,  # service ..., template ..., launch, instances
+    secrets,  # secret ..., config ...
 )
 
 # isort: on

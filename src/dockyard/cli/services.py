@@ -99,6 +99,17 @@ def _health(
     return {**check, **given} if check else None
 
 
+def _file_ref(text: str) -> dict[str, str]:
+    """``NAME[:TARGET[:MODE]]`` as an API reference (the server checks it)."""
+    parts = text.split(":")
+    ref = {"source": parts[0]}
+    if len(parts) > 1 and parts[1]:
+        ref["target"] = parts[1]
+    if len(parts) > 2 and parts[2]:
+        ref["mode"] = parts[2]
+    return ref
+
+
 def _update_cfg(
     current: dict[str, Any] | None,
     parallel: int | None,
@@ -195,6 +206,19 @@ def create(
     auto_revert: RevertOpt = None,
     constraint: ConstraintOpt = None,
     gpus: Annotated[int, typer.Option(help="Whole GPUs per replica.")] = 0,
+    secret: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--secret",
+            help="Mount your secret NAME at /run/secrets/NAME: NAME[:TARGET[:MODE]] (repeatable).",
+        ),
+    ] = None,
+    config: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--config", help="Mount your config NAME at /NAME: NAME[:TARGET[:MODE]] (repeatable)."
+        ),
+    ] = None,
     detach: DetachOpt = False,
     wait: WaitOpt = 120.0,
     json_out: JsonOpt = False,
@@ -227,6 +251,8 @@ def create(
         "update": _update_cfg(None, update_parallel, update_order, update_deadline, auto_revert),
         "constraints": list(constraint or []),
         "gpus": gpus,
+        "secrets": [_file_ref(s) for s in secret or ()],
+        "configs": [_file_ref(c) for c in config or ()],
     }
     with client(url, token) as api:
         svc = call(api.create_service, body)

@@ -17,9 +17,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from dockyard.core.compose_secrets import Definitions, ValueSource, definitions, service_refs
 from dockyard.core.compose_text import Interpolator, parse_duration, parse_env_lines, parse_ports
 from dockyard.core.errors import ValidationError
 from dockyard.core.networks import NetworkRef
+from dockyard.core.secrets import FileKind
 from dockyard.core.security import DOCKER_SOCKETS
 from dockyard.core.services import build_service_spec
 from dockyard.core.specs import build_job_spec, validate_name
@@ -90,8 +92,6 @@ IGNORED: dict[str, str] = {
 REFUSED: dict[str, str] = {
     "extends": "not supported: inline the extended service",
     "volumes_from": "not supported: replicas cannot share another container's volumes",
-    "secrets": "not supported yet: pass the value in environment or a mounted file",
-    "configs": "not supported yet: mount the file instead",
     "models": "not supported",
     "provider": "not supported",
 }
@@ -124,6 +124,7 @@ class ComposeError(ValidationError):
 
 _NO_DEPENDS: Mapping[str, list[tuple[str, str]]] = {}
 _NO_BUILDS: Mapping[str, dict[str, str]] = {}
+_NO_VALUES: tuple[ValueSource, ...] = ()
 
 
 class ComposeResult(NamedTuple):
@@ -137,6 +138,9 @@ class ComposeResult(NamedTuple):
     #: Service name -> {context (absolute), dockerfile, tag}: built through the cluster's
     #: builder before the deploy (the body's image is then the built one).
     builds: Mapping[str, dict[str, str]] = _NO_BUILDS
+    #: Secrets and configs the deploy stores before creating the services (values from
+    #: files or the environment: never printed).
+    values: tuple[ValueSource, ...] = _NO_VALUES
 
 
 #: depends_on conditions: what the deploy waits for before starting the dependant.
@@ -160,6 +164,7 @@ class _Context:
     refusals: list[Note] = field(default_factory=list)
     depends: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
     builds: dict[str, dict[str, str]] = field(default_factory=dict)
+    files: Definitions = field(default_factory=Definitions)
 
 
 def default_stack(doc: Mapping[str, Any], directory: str, override: str | None = None) -> str:
@@ -218,6 +223,9 @@ def convert(
     )
     ctx.warnings.extend(skipped)
     _top_level(doc, ctx)
+    ctx.files = definitions(doc, stack, base_dir, environ or {})
+    for key, message, refused in ctx.files.notes:
+        (ctx.refusals if refused else ctx.warnings).append(Note("", key, message))
     payloads: list[dict[str, Any]] = []
     for name, service in services.items():
         if str(name) not in deployed:
@@ -229,7 +237,7 @@ def convert(
         ctx.warnings.append(Note("", f"${{{var}}}", "is not set: a blank string is used"))
     if ctx.refusals:
         raise ComposeError(ctx.refusals)
-    return ComposeResult(payloads, ctx.warnings, ctx.depends, ctx.builds)
+    return ComposeResult(payloads, ctx.warnings, ctx.depends, ctx.builds, tuple(ctx.files.values))
 
 
 def _enabled(service: Any, active: set[str], name: str, warnings: list[Note]) -> bool:
@@ -278,6 +286,8 @@ def validate_body(body: Mapping[str, Any]) -> None:
         health=body.get("health"),
         update=body.get("update"),
         labels=body.get("labels"),
+        secrets=body.get("secrets"),
+        configs=body.get("configs"),
     )
 
 
@@ -381,6 +391,12 @@ class _Service:
                 "kill_grace_s", parse_duration(v, "stop_grace_period")
             ),
             "use_api_socket": self._api_socket,
+            "secrets": lambda v: self._set(
+                "secrets", service_refs(FileKind.SECRET, v, self.ctx.files)
+            ),
+            "configs": lambda v: self._set(
+                "configs", service_refs(FileKind.CONFIG, v, self.ctx.files)
+            ),
             **{key: self._namespace(key) for key in _NAMESPACE_KEYS},
         }
         for key, value in self.spec.items():

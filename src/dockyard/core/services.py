@@ -17,6 +17,7 @@ from typing import Any
 from dockyard.core.errors import ValidationError
 from dockyard.core.networks import NetworkRef, parse_networks
 from dockyard.core.policy import RestartMode, RestartPolicy
+from dockyard.core.secrets import FileKind, FileRef, check_refs, parse_file_refs
 from dockyard.core.specs import JobSpec
 
 MAX_REPLICAS = 1000
@@ -158,6 +159,8 @@ class ServiceSpec:
     networks: tuple[NetworkRef, ...] = ()
     #: Those of ``ports`` also published and forwarded over UDP.
     udp_ports: tuple[int, ...] = ()
+    #: Secrets and configs mounted as files (``core/secrets.py``; values never here).
+    files: tuple[FileRef, ...] = ()
 
     @property
     def name(self) -> str:
@@ -173,6 +176,7 @@ class ServiceSpec:
             "labels": dict(self.labels),
             "networks": [n.to_dict() for n in self.networks],
             "service_udp_ports": list(self.udp_ports),
+            **({"files": [f.to_dict() for f in self.files]} if self.files else {}),
         }
 
     @classmethod
@@ -186,6 +190,7 @@ class ServiceSpec:
             labels=dict(data.get("labels") or {}),
             networks=parse_networks(data.get("networks")),
             udp_ports=tuple(int(p) for p in data.get("service_udp_ports") or ()),
+            files=tuple(FileRef.from_dict(f) for f in data.get("files") or ()),
         )
 
     def container_equal(self, other: ServiceSpec) -> bool:
@@ -206,6 +211,8 @@ def build_service_spec(
     labels: Mapping[str, str] | None = None,
     networks: Any = None,
     udp_ports: list[int] | tuple[int, ...] = (),
+    secrets: Any = None,
+    configs: Any = None,
 ) -> ServiceSpec:
     """Validate the service-level fields around an already validated container spec."""
     if isinstance(replicas, bool) or not isinstance(replicas, int):
@@ -230,6 +237,9 @@ def build_service_spec(
     for key, value in (labels or {}).items():
         if not isinstance(key, str) or not isinstance(value, str) or not key:
             raise ValidationError("labels", "must map non-empty strings to strings")
+    files = check_refs(
+        parse_file_refs(FileKind.SECRET, secrets) + parse_file_refs(FileKind.CONFIG, configs)
+    )
     # Replicas always restart; the service controller replaces them (core/rollout.py).
     always = replace(task, restart=RestartPolicy(mode=RestartMode.ALWAYS), max_runtime_s=None)
     return ServiceSpec(
@@ -241,6 +251,7 @@ def build_service_spec(
         labels=dict(labels or {}),
         networks=parse_networks(networks),
         udp_ports=tuple(dict.fromkeys(udp_ports)),
+        files=files,
     )
 
 

@@ -897,6 +897,9 @@ class DesiredEntry:
     #: The first signal of a stop ("": SIGTERM); a checkpointing job's before a
     #: preemption or drain stop (docs/scheduler.md, Checkpoints).
     stop_signal: str = ""
+    #: Secrets and configs to mount, only in a replica's start entry (no container
+    #: yet): ``{target, mode, uid, gid, data}`` maps, or one ``{error}``. Never logged.
+    files: tuple[dict[str, Any], ...] = field(default=(), repr=False)
 
     def encode(self) -> dict[str, Any]:
         t = self.template
@@ -925,6 +928,8 @@ class DesiredEntry:
             body["container_id"] = self.container_id
         if self.stop_signal:
             body["stop_signal"] = self.stop_signal
+        if self.files:
+            body["files"] = self.files
         return body
 
     @classmethod
@@ -981,7 +986,28 @@ class DesiredEntry:
             _typed_map(body, "log_offsets", int, "an integer"),
             container_id,
             stop_signal,
+            _files(body) if "files" in body else (),
         )
+
+
+def _files(body: Body) -> tuple[dict[str, Any], ...]:
+    """A start entry's files, checked without quoting a value in the error."""
+    items = _seq(body, "files")
+    for item in items:
+        if not _is_map(item):
+            raise ProtocolError("files[]: not a map")
+        if "error" in item:
+            if type(item["error"]) is not str:
+                raise ProtocolError("files[].error: not a string")
+            continue
+        if type(item.get("target")) is not str or type(item.get("mode")) is not int:
+            raise ProtocolError("files[]: target must be a string and mode an integer")
+        if type(item.get("data")) is not bytes:
+            raise ProtocolError("files[].data: not bytes")
+        for key in ("uid", "gid"):
+            if item.get(key) is not None and type(item[key]) is not int:
+                raise ProtocolError(f"files[].{key}: not an integer or nil")
+    return tuple(items)
 
 
 _build_entry = _builder(DesiredEntry)

@@ -24,7 +24,7 @@ from dockyard.server.http.deps import ServerContext
 from dockyard.server.http.ingress import ingress_app
 from dockyard.server.http.stream import EventHub
 from dockyard.server.metrics import ServerMetrics
-from dockyard.server.state import auth, join
+from dockyard.server.state import auth, join, keyring
 from dockyard.store.db import Database
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,8 @@ class Server:
             token = auth.bootstrap_admin(session, cfg.data_dir)
         if token:
             log.warning("created admin token in %s", cfg.data_dir / auth.ADMIN_TOKEN_FILE)
+        #: Encrypts secrets and configs at rest (data_dir/secrets.key, 0600).
+        self.keyring = keyring.load_or_create(cfg.data_dir)
         self.metrics = ServerMetrics()
         self.events = EventHub(self.db, self.metrics)
         self.metrics.attach_store(self.db, self._last_seen)
@@ -83,6 +85,7 @@ class Server:
                 execs=self.execs,
                 instance_id=self.instance_id,
                 max_body_bytes=cfg.max_body_bytes,
+                keyring=self.keyring,
             )
         )
 
@@ -112,6 +115,7 @@ class Server:
     # -- leadership ---------------------------------------------------------
     def _wire_gateway(self, gateway: Gateway) -> None:
         gateway.curve_keys = self._curve_keys
+        gateway.keyring = self.keyring
         gateway.handle(BuildOutput, self.builds.on_output)
         gateway.handle(BuildDone, self.builds.on_done)
         gateway.handle(ExecOutput, self.execs.on_output)

@@ -12,6 +12,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -38,6 +39,8 @@ class User(Base):
     quota: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     #: Fair-share weight an admin gave the user (scheduler/fairshare.py); default 1.
     share: Mapped[float] = mapped_column(Float, default=1.0)
+    #: An admin disabled the user (``dockyard user disable``): every token is refused.
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 class Token(Base):
@@ -298,6 +301,26 @@ class JoinToken(Base):
     revoked_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     last_used_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     uses: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class SecretValue(Base):
+    """A user's secret or config (``kind``): its value only as a Fernet token under
+    the server's key (``server/state/keyring.py``), never in plain text."""
+
+    __tablename__ = "secret_values"
+    __table_args__ = (
+        UniqueConstraint("owner_id", "kind", "name", name="uq_secret_values_owner_name"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    owner_id: Mapped[str] = mapped_column(String(32), ForeignKey("users.id"))
+    kind: Mapped[str] = mapped_column(String(8))
+    name: Mapped[str] = mapped_column(String(64))
+    ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+    size: Mapped[int] = mapped_column(Integer)
+    labels: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
 
 
 class NodeKey(Base):

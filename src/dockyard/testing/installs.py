@@ -10,7 +10,7 @@ from pathlib import Path
 
 #: Top-level packages only ``dockyard[server]`` / ``dockyard[postgres]`` bring.
 SERVER_STACK: tuple[str, ...] = ("fastapi", "starlette", "uvicorn", "sqlalchemy", "alembic")
-SERVER_STACK += ("fastapi_offline", "psycopg", "psycopg_binary")
+SERVER_STACK += ("fastapi_offline", "psycopg", "psycopg_binary", "cryptography")
 
 _BLOCK = """
 import importlib.abc, sys

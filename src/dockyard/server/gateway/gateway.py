@@ -49,9 +49,11 @@ from dockyard.protocol.messages import (
 from dockyard.server.metrics import ServerMetrics
 from dockyard.server.state import join, usage_history
 from dockyard.server.state import nodes as node_ops
+from dockyard.server.state import secrets as secret_ops
 from dockyard.server.state.accounting import apply_usage, enforce_consumed
 from dockyard.server.state.events import EventKind, record
 from dockyard.server.state.health import apply_health
+from dockyard.server.state.keyring import Keyring
 from dockyard.server.state.reports import apply_statuses, store_logs
 from dockyard.server.state.usage_history import UsageBuffer
 from dockyard.store.db import Database
@@ -104,6 +106,8 @@ class Gateway:
         self._images: dict[str, list[str]] = {}  # I/O thread -> flush: reported, not yet stored
         self._quota_checked: dict[str, float] = {}  # apply thread: owner -> last check
         self._bind = bind
+        #: Decrypts the secrets and configs of replicas' start entries (set before start()).
+        self.keyring: Keyring | None = None
         self._heartbeat_interval = heartbeat_interval
         self._on_change = on_change
         self._lock = threading.Lock()
@@ -388,6 +392,7 @@ class Gateway:
         with self._db.read() as session:
             nodes = node_ops.nodes_by_id(session, wanted)
             sets = node_ops.desired_sets(session, nodes)
+            sets = secret_ops.add_start_files(session, self.keyring, sets)
             for node in nodes:
                 self._known[node.id] = (node.generation, node.state)
         for node_id, desired in sets.items():

@@ -32,6 +32,7 @@ from dockyard.server.http.routes.jobs import router as jobs_router
 from dockyard.server.http.routes.join import router as join_router
 from dockyard.server.http.routes.nodes import router as nodes_router
 from dockyard.server.http.routes.queue import router as queue_router
+from dockyard.server.http.routes.secrets import router as secrets_router
 from dockyard.server.http.routes.services import router as services_router
 from dockyard.server.http.routes.status import router as status_router
 from dockyard.server.http.routes.tasks import router as tasks_router
@@ -88,6 +89,7 @@ def create_app(ctx: ServerContext) -> FastAPI:
     app.include_router(accounting_router)
     app.include_router(status_router)
     app.include_router(services_router)
+    app.include_router(secrets_router)
     app.include_router(builds_router)
     app.include_router(join_router)
     app.include_router(exec_router)

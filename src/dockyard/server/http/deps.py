@@ -16,6 +16,7 @@ from dockyard.server.errors import Forbidden, Unauthorized
 from dockyard.server.http.limits import DEFAULT_MAX_BODY_BYTES, StreamLimit
 from dockyard.server.state import auth
 from dockyard.server.state.auth import Principal
+from dockyard.server.state.keyring import Keyring
 from dockyard.store.db import Database
 
 if TYPE_CHECKING:
@@ -55,6 +56,8 @@ class ServerContext:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     #: Bearer tokens verified in the last seconds (a revoked one stops within its TTL).
     tokens: auth.TokenCache = field(default_factory=auth.TokenCache)
+    #: Encrypts secrets and configs at rest (None: storing them answers 503).
+    keyring: Keyring | None = None
 
 
 def server_context(conn: HTTPConnection) -> ServerContext:

@@ -326,6 +326,19 @@ class ServiceCreate(JobCreate):
         default_factory=list, max_length=16, description="those of ports also published over UDP"
     )
 
+    secrets: list[str | dict[str, Any]] = Field(
+        default_factory=list,
+        max_length=32,
+        description="your secrets mounted as files: NAME or {source, target, mode, uid, gid}; "
+        "target defaults to /run/secrets/NAME (docs/security.md)",
+    )
+    configs: list[str | dict[str, Any]] = Field(
+        default_factory=list,
+        max_length=32,
+        description="your configs mounted as files: NAME or {source, target, mode, uid, gid}; "
+        "target defaults to /NAME",
+    )
+
     def to_service_spec(self) -> ServiceSpec:
         """The validated service spec (raises ValidationError naming the field)."""
         for name in ("restart", "max_runtime_s"):
@@ -345,6 +358,8 @@ class ServiceCreate(JobCreate):
             labels=self.labels,
             networks=self.networks,
             udp_ports=self.udp_ports,
+            secrets=self.secrets,
+            configs=self.configs,
         )
 
 

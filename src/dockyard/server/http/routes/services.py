@@ -12,14 +12,16 @@ import dataclasses
 import re
 import secrets
 import time
+from collections.abc import Collection
 from typing import Any, Literal, Protocol
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from dockyard.core.errors import ValidationError
 from dockyard.core.networks import COMPONENT_LABEL, INSTANCE_LABEL
 from dockyard.core.rollout import ready
+from dockyard.core.secrets import FileKind
 from dockyard.core.services import DEFAULT_LIFETIME_S, ServiceSpec
 from dockyard.server.control.services import (
     create_service,
@@ -31,6 +33,7 @@ from dockyard.server.control.services import (
 from dockyard.server.errors import Conflict
 from dockyard.server.http.deps import AdminUser, CurrentUser, server_context
 from dockyard.server.http.schemas import RequestBody, ServiceCreate, errors
+from dockyard.server.state import secrets as secret_ops
 from dockyard.server.state import services as service_ops
 from dockyard.server.state import templates as template_ops
 from dockyard.server.state.auth import Principal
@@ -204,14 +207,28 @@ def service_body(spec: ServiceSpec) -> dict[str, Any]:
             for n in spec.networks
         ],
         "udp_ports": list(spec.udp_ports),
+        **{
+            kind.plural: [
+                {k: v for k, v in f.to_dict().items() if k != "kind" and v is not None}
+                for f in spec.files
+                if f.kind is kind
+            ]
+            for kind in FileKind
+        },
     }
 
 
 def _checked_spec(
-    session: Any, who: Principal, body: ServiceCreate, cluster: dict[str, Any]
+    session: Any,
+    who: Principal,
+    body: ServiceCreate,
+    cluster: dict[str, Any],
+    defined: Collection[tuple[str, str]] = (),
 ) -> tuple[ServiceSpec, dict[str, Any] | None]:
-    """Validate the body and check it against the caller's container policy."""
+    """Validate the body and check it against the caller's container policy; its
+    secrets and configs must be the caller's (or in ``defined``: (kind, name))."""
     spec = body.to_service_spec()
+    secret_ops.check_refs(session, who.user_id, spec.files, defined)
     policy = caller_policy(session, who, cluster)
     task = dataclasses.replace(spec.task, image=own_image(session, who, spec.task.image))
     check_images(session, who, [("image", task.image)])
@@ -233,13 +250,25 @@ class ServiceCheckOut(BaseModel):
 
 
 @router.post("/api/v1/services/check", response_model=ServiceCheckOut, responses=errors(403))
-def check(body: ServiceCreate, request: Request, who: CurrentUser) -> ServiceCheckOut:
+def check(
+    body: ServiceCreate,
+    request: Request,
+    who: CurrentUser,
+    secret: list[str] = Query(  # noqa: B008
+        default_factory=list, description="secrets the deploy will store first (exist)"
+    ),
+    config: list[str] = Query(  # noqa: B008
+        default_factory=list, description="configs the deploy will store first (exist)"
+    ),
+) -> ServiceCheckOut:
     """Dry run: the checks creating (or updating) this service makes — its fields, your
-    container policy, image namespaces — with the same errors; writes nothing."""
+    container policy, image namespaces, your secrets and configs — with the same
+    errors; writes nothing."""
     ctx = server_context(request)
     _reserved_labels(body)
+    defined = [("secret", s) for s in secret] + [("config", c) for c in config]
     with ctx.db.read() as session:
-        _checked_spec(session, who, body, ctx.cluster_policy)
+        _checked_spec(session, who, body, ctx.cluster_policy, defined)
     return ServiceCheckOut(name=body.name, ok=True)
 
 
