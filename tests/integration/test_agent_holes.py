@@ -91,7 +91,11 @@ def test_a_nul_byte_in_a_log_line_is_stored_and_blocks_nothing(local: LocalClust
         wait_for(
             lambda: len(api.logs(task["id"])["lines"]) >= 3, timeout=15, message="lines stored"
         )
-        wait_for(lambda: agent.connection.unacked() == 0, timeout=15, message="outbox drained")
+        wait_for(
+            lambda: agent.shipper.held() == 0 and agent.connection.unacked() == 0,
+            timeout=15,
+            message="shipper and outbox drained",
+        )
         texts = [line["line"] for line in api.logs(task["id"])["lines"]]
         assert texts[1:] == ["before\ufffdafter", "next"]
         api.kill(task["id"])
@@ -118,7 +122,11 @@ def test_a_batch_that_always_fails_is_dropped_not_resent_for_ever(
         agent.shipper.flush()
         agent.shipper.add(task["id"], "stdout", 3, "2024-01-01T00:00:00Z", "fine")
         agent.shipper.flush()
-        wait_for(lambda: agent.connection.unacked() == 0, timeout=30, message="outbox drained")
+        wait_for(
+            lambda: agent.shipper.held() == 0 and agent.connection.unacked() == 0,
+            timeout=30,
+            message="shipper and outbox drained",
+        )
         texts = [line["line"] for line in api.logs(task["id"])["lines"]]
         assert "fine" in texts and "poison" not in texts
         api.kill(task["id"])

@@ -167,7 +167,7 @@ class Agent:
             link_timeout=cfg.link_timeout,
         )
         self.builder = Builder(self.driver, self.node_id, self.connection.send_reliable)
-        self.shipper = LogShipper(self._ship_logs)
+        self.shipper = LogShipper(self._ship_logs, self.connection.pending)
 
         found = inventory(cfg.gpus) if cfg.gpus is not None else detect_gpus()
         #: Indices the scheduler allocates; the runtime gets UUIDs where they are known.
@@ -224,10 +224,10 @@ class Agent:
         self.metrics.usage_samples.inc(len(samples))
         self.connection.send_reliable(Usage(self.node_id, samples))
 
-    def _ship_logs(self, lines: tuple[LogLine, ...]) -> None:
+    def _ship_logs(self, lines: tuple[LogLine, ...]) -> str:
         self.metrics.log_lines.inc(len(lines))
         self.metrics.log_batches.inc()
-        self.connection.send_reliable(Logs(self.node_id, lines))
+        return self.connection.send_reliable(Logs(self.node_id, lines))
 
     def _report(self, update: TaskStatus) -> None:
         self.metrics.status_reports.labels(state=update.state).inc()
