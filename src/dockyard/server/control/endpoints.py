@@ -28,6 +28,7 @@ from dockyard.core.networks import (
 from dockyard.core.states import PLACED_STATES
 from dockyard.protocol.messages import Endpoints, ServerMessage
 from dockyard.server.loop import Loop
+from dockyard.server.state.batch import chunks
 from dockyard.server.state.services import SERVICE
 from dockyard.store.db import Database
 from dockyard.store.tables import Node, Task, Workload
@@ -52,15 +53,25 @@ class EndpointsLoop(Loop):
         self._send = send
         self._views: dict[tuple[str, int], ServiceNetView] = {}
         self._sent: dict[str, dict[str, Any]] = {}
+        self._wired: dict[str, dict[str, Any]] = {}  # network id -> its last wire form
         self._last_full = 0.0
         self.messages = 0  # sent (tests, metrics)
 
     def step(self) -> None:
         services, replicas = self._read()
         tables = endpoint_tables(services, replicas)
+        # Each network's table once (every node on it gets the same one); an unchanged
+        # one is the object sent before, so comparing a node's tables is cheap.
+        wired: dict[str, dict[str, Any]] = {}
+        for nets in tables.values():
+            for net_id, table in nets.items():
+                if net_id not in wired:
+                    form = table.to_wire()
+                    before = self._wired.get(net_id)
+                    wired[net_id] = before if before == form else form
+        self._wired = wired
         wire = {
-            node_id: {net_id: table.to_wire() for net_id, table in nets.items()}
-            for node_id, nets in tables.items()
+            node_id: {net_id: wired[net_id] for net_id in nets} for node_id, nets in tables.items()
         }
         now = time.monotonic()
         full = now - self._last_full >= RESEND_S
@@ -85,10 +96,19 @@ class EndpointsLoop(Loop):
                     Workload.version,
                     Workload.owner_id,
                     Workload.name,
-                    Workload.spec,
                     Workload.template,
                 ).where(Workload.kind == SERVICE, Workload.deleted_at.is_(None))
             ).all()
+            # Specs only of the versions not seen yet (a version's spec never changes).
+            new = [str(r[0]) for r in rows if (str(r[0]), int(r[1])) not in self._views]
+            specs: dict[tuple[str, int], Any] = {}
+            for chunk in chunks(new):
+                for wid, version, spec in session.execute(
+                    select(Workload.id, Workload.version, Workload.spec).where(
+                        Workload.id.in_(chunk)
+                    )
+                ):
+                    specs[(str(wid), int(version))] = spec
             placed = session.execute(
                 select(
                     Task.workload_id,
@@ -109,11 +129,12 @@ class EndpointsLoop(Loop):
                 )
             ).all()
         views: dict[tuple[str, int], ServiceNetView] = {}
-        for workload_id, version, owner_id, name, spec, template in rows:
+        for workload_id, version, owner_id, name, template in rows:
             key = (str(workload_id), int(version))
             view = self._views.get(key)
-            if view is None:
-                view = _view(str(workload_id), str(owner_id), str(name), spec or {}, template)
+            if view is None and key in specs:
+                spec = specs[key] or {}
+                view = _view(str(workload_id), str(owner_id), str(name), spec, template)
             if view is not None:
                 views[key] = view
         self._views = views
