@@ -449,10 +449,13 @@ def test_networks_internal_aliases_udp_expose_depends_on_and_profiles() -> None:
     assert (bodies["s_api"]["ports"], bodies["s_api"]["udp_ports"]) == ([9000, 53], [53])
     assert bodies["s_migrate"]["networks"][0]["name"] == "default"
     assert result.depends == {
-        "s_web": [("s_api", "service_healthy"), ("s_migrate", "service_started")]
+        "s_web": [("s_api", "service_healthy"), ("s_migrate", "service_completed_successfully")]
     }
+    # What another waits for to complete runs once; the others are services as usual.
+    assert bodies["s_migrate"]["run_once"] is True
+    assert "run_once" not in bodies["s_api"] and "run_once" not in bodies["s_web"]
     assert ("debug", "profiles") in {(n.service, n.key) for n in result.warnings}
-    assert ("web", "depends_on.migrate") in {(n.service, n.key) for n in result.warnings}
+    assert ("web", "depends_on.migrate") not in {(n.service, n.key) for n in result.warnings}
     with_debug = convert(doc, stack="s", base_dir="/p", profiles=["debug"])
     assert "s_debug" in by_name(with_debug)
     assert with_debug.depends["s_debug"] == [("s_api", "service_started")]

@@ -17,6 +17,7 @@ from dockyard.core.rollout import (
     Replica,
     Rollout,
     RolloutStatus,
+    ended_on_its_own,
     plan,
 )
 from dockyard.core.services import Health, UpdateConfig, UpdateOrder
@@ -204,3 +205,19 @@ def test_rolling_never_exceeds_its_bounds(
             assert ready_after >= min(wanted, new_ready + old_n)
     # Never more new replicas than wanted, counting those already started.
     assert result.start <= max(0, wanted - new_ready - new_starting)
+
+
+def test_a_run_once_service_that_ran_starts_nothing_more() -> None:
+    """``run_once`` (Compose's one-shot steps): once its replica of this version ended
+    on its own, with exit 0 or not, the planner replaces it no more; before, and for
+    a replica the controller stopped, it starts as usual."""
+    succeeded = rep(state=TaskState.SUCCEEDED, finished_at=NOW - 1)
+    failed = rep(state=TaskState.FAILED, finished_at=NOW - 1)
+    assert step([], replicas_wanted=1).start == 1
+    assert step([succeeded], replicas_wanted=1).start == 1  # an ordinary service restarts
+    assert step([succeeded], replicas_wanted=1, ran=True).start == 0
+    assert step([failed], replicas_wanted=1, ran=True).start == 0
+    assert ended_on_its_own(succeeded) and ended_on_its_own(failed)
+    scaled = rep(state=TaskState.KILLED, finished_at=NOW - 1, stop_reason=STOP_SCALED_DOWN)
+    assert not ended_on_its_own(scaled)
+    assert not ended_on_its_own(rep())

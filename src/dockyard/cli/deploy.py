@@ -387,13 +387,17 @@ def start_order(
 
 def wait_for_dependencies(api: Client, depends: Sequence[tuple[str, str]], timeout: float) -> None:
     """Wait until each dependency meets its condition: ``service_started``, a replica
-    runs; ``service_healthy``, every wanted replica is ready. ClientError on time out."""
+    runs; ``service_healthy``, every wanted replica is ready;
+    ``service_completed_successfully``, its (run-once) replica exited 0. ClientError on
+    time out, and (``dependency_failed``) when that replica ended otherwise."""
     for name, condition in depends:
         deadline = time.monotonic() + timeout
         while True:
             svc = api.service(name)
             detail = svc.get("replicas_detail") or []
-            if condition == "service_healthy":
+            if condition == "service_completed_successfully":
+                met = completed(api, svc)
+            elif condition == "service_healthy":
                 met = len(detail) >= int(svc.get("replicas") or 0) and all(
                     r.get("ready") for r in detail
                 )
@@ -408,6 +412,32 @@ def wait_for_dependencies(api: Client, depends: Sequence[tuple[str, str]], timeo
                     status=0,
                 )
             time.sleep(0.5)
+
+
+TERMINAL = ("succeeded", "failed", "killed", "lost", "expired")
+
+
+def completed(api: Client, svc: dict[str, Any]) -> bool:
+    """True once the service's newest ended replica succeeded (exit 0); ClientError
+    ``dependency_failed`` (naming its state, exit code and reason) when it ended
+    otherwise: the dependant is not started."""
+    ended = [
+        t
+        for t in api.tasks(q=str(svc["name"]))
+        if t["workload_id"] == svc["id"] and t["state"] in TERMINAL
+    ]
+    if not ended:
+        return False
+    last = max(ended, key=lambda t: float(t.get("created_at") or 0))
+    if last["state"] == "succeeded":
+        return True
+    raise ClientError(
+        f"{svc['name']} did not complete successfully: {last['state']} "
+        f"(exit {last.get('exit_code')}, {last.get('reason') or 'no reason'}); "
+        "its dependants are not started (depends_on)",
+        status=0,
+        code="dependency_failed",
+    )
 
 
 @stack_app.command("ls")

@@ -163,6 +163,8 @@ class _Context:
     warnings: list[Note] = field(default_factory=list)
     refusals: list[Note] = field(default_factory=list)
     depends: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    #: Services others wait for with ``service_completed_successfully``: run once.
+    once: set[str] = field(default_factory=set)
     builds: dict[str, dict[str, str]] = field(default_factory=dict)
     files: Definitions = field(default_factory=Definitions)
 
@@ -233,6 +235,9 @@ def convert(
         body = _Service(str(name), service, ctx).convert()
         if body is not None:
             payloads.append(body)
+    for body in payloads:  # one-shot steps: a replica that ends is not replaced
+        if body["name"] in ctx.once:
+            body["run_once"] = True
     for var in sorted(interpolator.unset):
         ctx.warnings.append(Note("", f"${{{var}}}", "is not set: a blank string is used"))
     if ctx.refusals:
@@ -644,12 +649,7 @@ class _Service:
                     self.refuse(where, f"{dep} is not deployed (its profiles are not active)")
                 continue
             if condition == "service_completed_successfully":
-                self.warn(
-                    where,
-                    "service_completed_successfully: waited for as service_started "
-                    "(dockyard services always restart; run one-shot steps as jobs)",
-                )
-                condition = "service_started"
+                self.ctx.once.add(f"{self.ctx.stack}_{dep}")  # it runs once (run_once)
             deps.append((f"{self.ctx.stack}_{dep}", condition))
         if deps:
             self.ctx.depends[f"{self.ctx.stack}_{self.name}"] = deps

@@ -125,6 +125,16 @@ def ready(replica: Replica, checked: bool) -> bool:
     return replica.health == Health.HEALTHY if checked else True
 
 
+def ended_on_its_own(replica: Replica) -> bool:
+    """A replica that ended by itself (its command exited, or it was lost), not one
+    the controller stopped."""
+    return (
+        replica.state.terminal
+        and replica.stop_reason not in CONTROLLER_STOPS
+        and replica.stop_reason != STOP_UNHEALTHY
+    )
+
+
 def backoff(replicas: Sequence[Replica], version: int, now: float) -> float:
     """Delay before starting a replica: doubles with each recent failure of ``version``."""
     failures = sum(
@@ -152,8 +162,11 @@ def plan(
     now: float,
     can_revert: bool,
     removed: bool = False,
+    ran: bool = False,
 ) -> Plan:
-    """Decide the next step for one service (see the module docstring)."""
+    """Decide the next step for one service (see the module docstring). ``ran``: a
+    run-once service whose replica of this version ended on its own (exit 0 or not):
+    nothing more is started."""
     result = Plan(version=version)
     if removed:
         result.stop = [(r.task_id, STOP_SERVICE_REMOVED) for r in replicas if r.active]
@@ -199,7 +212,7 @@ def plan(
         result.stop += [(r.task_id, STOP_UPDATED) for r in old]
 
     # Steady state: exactly ``replicas_wanted`` of the current version.
-    if len(new) < replicas_wanted:
+    if len(new) < replicas_wanted and not ran:
         result.start = replicas_wanted - len(new)
         result.delay_s = backoff(replicas, version, now)
     elif len(new) > replicas_wanted:

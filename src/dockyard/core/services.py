@@ -159,6 +159,9 @@ class ServiceSpec:
     networks: tuple[NetworkRef, ...] = ()
     #: Those of ``ports`` also published and forwarded over UDP.
     udp_ports: tuple[int, ...] = ()
+    #: Run once (Compose's one-shot steps, ``service_completed_successfully``): a
+    #: replica that ends on its own, with exit 0 or not, is not replaced.
+    run_once: bool = False
     #: Secrets and configs mounted as files (``core/secrets.py``; values never here).
     files: tuple[FileRef, ...] = ()
 
@@ -176,6 +179,7 @@ class ServiceSpec:
             "labels": dict(self.labels),
             "networks": [n.to_dict() for n in self.networks],
             "service_udp_ports": list(self.udp_ports),
+            **({"run_once": True} if self.run_once else {}),
             **({"files": [f.to_dict() for f in self.files]} if self.files else {}),
         }
 
@@ -190,6 +194,7 @@ class ServiceSpec:
             labels=dict(data.get("labels") or {}),
             networks=parse_networks(data.get("networks")),
             udp_ports=tuple(int(p) for p in data.get("service_udp_ports") or ()),
+            run_once=bool(data.get("run_once")),
             files=tuple(FileRef.from_dict(f) for f in data.get("files") or ()),
         )
 
@@ -211,6 +216,7 @@ def build_service_spec(
     labels: Mapping[str, str] | None = None,
     networks: Any = None,
     udp_ports: list[int] | tuple[int, ...] = (),
+    run_once: bool = False,
     secrets: Any = None,
     configs: Any = None,
 ) -> ServiceSpec:
@@ -251,6 +257,7 @@ def build_service_spec(
         labels=dict(labels or {}),
         networks=parse_networks(networks),
         udp_ports=tuple(dict.fromkeys(udp_ports)),
+        run_once=bool(run_once),
         files=files,
     )
 

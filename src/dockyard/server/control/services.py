@@ -27,10 +27,11 @@ from dockyard.core.rollout import (
     Replica,
     Rollout,
     RolloutStatus,
+    ended_on_its_own,
     plan,
 )
 from dockyard.core.services import Health, ServiceSpec
-from dockyard.core.states import ACTIVE_STATES, DesiredState, TaskState
+from dockyard.core.states import ACTIVE_STATES, TERMINAL_STATES, DesiredState, TaskState
 from dockyard.scheduler.constraints import parse_constraints
 from dockyard.server.errors import Conflict
 from dockyard.server.loop import Loop
@@ -246,7 +247,23 @@ def _expired(workload: Workload, now: float) -> bool:
     return workload.expires_at is not None and workload.expires_at <= now
 
 
-def _plan(workload: Workload, tasks: list[Task], now: float) -> Plan:
+def ran_once(session: Session, workloads: list[Workload]) -> set[str]:
+    """The run-once services (``run_once``) whose replica of their current version has
+    ended on its own, at any time: they start no other."""
+    versions = {w.id: w.version for w in workloads if w.spec.get("run_once")}
+    done: set[str] = set()
+    for chunk in chunks(list(versions)):
+        for task in session.scalars(
+            select(Task).where(
+                Task.workload_id.in_(chunk), Task.state.in_([s.value for s in TERMINAL_STATES])
+            )
+        ):
+            if task.version == versions[task.workload_id] and ended_on_its_own(replica_view(task)):
+                done.add(task.workload_id)
+    return done
+
+
+def _plan(workload: Workload, tasks: list[Task], now: float, ran: bool = False) -> Plan:
     spec = ServiceSpec.from_dict(workload.spec)
     return plan(
         version=workload.version,
@@ -257,6 +274,7 @@ def _plan(workload: Workload, tasks: list[Task], now: float) -> Plan:
         replicas=[replica_view(t) for t in tasks],
         now=now,
         can_revert=workload.previous_spec is not None,
+        ran=ran,
     )
 
 
@@ -284,10 +302,11 @@ class ServiceController(Loop):
         with self._db.read() as session:
             services = list(session.scalars(live_services()))
             replicas = replicas_of(session, [w.id for w in services], now)
+            ran = ran_once(session, services)
             due = [
                 w.id
                 for w in services
-                if _expired(w, now) or not _plan(w, replicas.get(w.id, []), now).idle
+                if _expired(w, now) or not _plan(w, replicas.get(w.id, []), now, w.id in ran).idle
             ]
         touched: set[str] = set()
         started = 0
@@ -312,7 +331,7 @@ class ServiceController(Loop):
             return touched, 0
         spec = ServiceSpec.from_dict(workload.spec)
         tasks = replicas_of(session, [workload.id], now).get(workload.id, [])
-        decision = _plan(workload, tasks, now)
+        decision = _plan(workload, tasks, now, bool(ran_once(session, [workload])))
         touched = set()
         by_id = {t.id: t for t in tasks}
         for task_id, reason in decision.stop:

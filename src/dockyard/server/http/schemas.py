@@ -325,6 +325,10 @@ class ServiceCreate(JobCreate):
     udp_ports: list[Port] = Field(
         default_factory=list, max_length=16, description="those of ports also published over UDP"
     )
+    run_once: bool = Field(
+        default=False,
+        description="a one-shot step: a replica that ends (exit 0 or not) is not replaced",
+    )
 
     secrets: list[str | dict[str, Any]] = Field(
         default_factory=list,
@@ -358,6 +362,7 @@ class ServiceCreate(JobCreate):
             labels=self.labels,
             networks=self.networks,
             udp_ports=self.udp_ports,
+            run_once=self.run_once,
             secrets=self.secrets,
             configs=self.configs,
         )

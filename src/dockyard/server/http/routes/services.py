@@ -207,6 +207,7 @@ def service_body(spec: ServiceSpec) -> dict[str, Any]:
             for n in spec.networks
         ],
         "udp_ports": list(spec.udp_ports),
+        "run_once": spec.run_once,
         **{
             kind.plural: [
                 {k: v for k, v in f.to_dict().items() if k != "kind" and v is not None}
