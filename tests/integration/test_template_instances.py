@@ -116,3 +116,23 @@ def test_egress_template_instances_are_not_internal(two: LocalCluster) -> None:
             admin.remove_service(other["name"])
         finally:
             admin.remove_template("open-chal")
+
+
+def test_cli_template_create_with_components_and_egress(two: LocalCluster, tmp_path: Any) -> None:
+    from typer.testing import CliRunner
+
+    from dockyard.cli.main import app
+
+    parts = tmp_path / "parts.yaml"
+    parts.write_text("db:\n  image: busybox\n  ports: [5432]\n")
+    args = ["template", "create", "cli-duo", "--image", "busybox", "--port", "80"]
+    args += ["--components", str(parts), "--egress", "--json"]
+    result = CliRunner().invoke(app, [*args, "--url", two.url, "--token", two.admin_token])
+    assert result.exit_code == 0, result.output
+    with two.client() as admin:
+        (out,) = [t for t in admin.templates() if t["name"] == "cli-duo"]
+        assert out["components"] == ["db"] and out["egress"] is True
+        admin.remove_template("cli-duo")
+    parts.write_text("- not a mapping\n")
+    result = CliRunner().invoke(app, [*args, "--url", two.url, "--token", two.admin_token])
+    assert result.exit_code != 0 and "expected one mapping" in result.output, result.output

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -21,6 +22,7 @@ from dockyard.cli.app import (
     fail,
     parse_env,
 )
+from dockyard.cli.specfile import SpecFileError, load_documents
 from dockyard.client import Client, ClientError
 
 service_app = typer.Typer(help="Long-running services: replicas, health checks, rolling updates.")
@@ -416,6 +418,21 @@ def template_create(
     lifetime: Annotated[float, typer.Option(help="Instance lifetime, seconds.")] = 3600.0,
     max_per_user: Annotated[int, typer.Option(help="Instances one user may have.")] = 1,
     description: Annotated[str, typer.Option(help="Shown in template ls.")] = "",
+    egress: Annotated[
+        bool,
+        typer.Option(
+            "--egress",
+            help="Instances may reach out and the host's services (default: only their own).",
+        ),
+    ] = False,
+    components: Annotated[
+        Path | None,
+        typer.Option(
+            "--components",
+            help="YAML/JSON file {KEY: service body}: more services each instance runs "
+            "with this one (e.g. a db), reachable inside it as KEY.",
+        ),
+    ] = None,
     json_out: JsonOpt = False,
     url: UrlOpt = None,
     token: TokenOpt = None,
@@ -423,6 +440,15 @@ def template_create(
     """Register a template (admin): a one-replica service users launch on demand."""
     if not image:
         fail("--image is required")
+    parts: Any = {}
+    if components is not None:
+        try:
+            docs = load_documents(components)
+        except SpecFileError as exc:
+            fail(str(exc))
+        parts = docs[0] if len(docs) == 1 else None
+        if not isinstance(parts, dict):
+            fail(f"{components}: expected one mapping of KEY: service body")
     args = command_args(command)
     service = {
         "image": image,
@@ -439,6 +465,8 @@ def template_create(
         "lifetime_s": lifetime,
         "max_per_user": max_per_user,
         "description": description,
+        "components": parts,
+        "network": {"egress": egress},
     }
     with client(url, token) as api:
         out = call(api.create_template, body)
