@@ -35,37 +35,111 @@ class ClientError(DockyardError):
 
 
 def default_url() -> str:
-    """``$DOCKYARD_URL``, else the URL of a ``dockyard up`` running on the default data
-    directory (it may have taken another port), else ``http://127.0.0.1:8700``."""
+    """``$DOCKYARD_URL``, else the current context (``dockyard context use``), else the
+    URL of a ``dockyard up`` running on the default data directory (it may have taken
+    another port), else ``http://127.0.0.1:8700``."""
     env = os.environ.get("DOCKYARD_URL")
     if env:
         return env
+    current = load_contexts().get("current")
+    if isinstance(current, str) and current:
+        return current
     running = config.running_up()
     if running and isinstance(running.get("url"), str):
         return str(running["url"])
     return f"http://{config.DEFAULT_API_HOST}:{config.DEFAULT_API_PORT}"
 
 
-def find_token() -> str | None:
-    """``$DOCKYARD_TOKEN``, then ``dockyard login``'s file, then the local admin token."""
+def find_token(url: str | None = None) -> str | None:
+    """The token for ``url`` (see :func:`token_source`)."""
+    return token_source(url)[0]
+
+
+def token_source(url: str | None = None) -> tuple[str | None, str]:
+    """The token for ``url`` and where it came from: ``$DOCKYARD_TOKEN``, then the
+    token ``dockyard login`` stored for that URL, then the local admin token, then an
+    older ``dockyard login``'s single token file. A stored user token is per server
+    URL, so it never shadows the admin token of another server."""
     token = os.environ.get("DOCKYARD_TOKEN")
     if token:
-        return token.strip()
-    for path in (
-        config.default_config_dir() / TOKEN_FILE_NAME,
-        config.default_data_dir() / "admin.token",
+        return token.strip(), "$DOCKYARD_TOKEN"
+    target = (url or default_url()).rstrip("/")
+    entry = load_contexts().get("contexts", {}).get(target)
+    if isinstance(entry, dict) and entry.get("token"):
+        return str(entry["token"]), f"dockyard login for {target} ({contexts_path()})"
+    for path, what in (
+        (config.default_data_dir() / "admin.token", "the local admin token"),
+        (config.default_config_dir() / TOKEN_FILE_NAME, "an older dockyard login"),
     ):
         try:
-            return path.read_text().strip()
+            return path.read_text().strip(), f"{what} ({path})"
         except OSError:
             continue
-    return None
+    return None, "no token"
+
+
+# -- contexts: one token per server URL (``dockyard login URL``, ``context use``) --------
+CONTEXTS_FILE_NAME = "contexts.json"
+
+
+def contexts_path() -> Path:
+    return config.default_config_dir() / CONTEXTS_FILE_NAME
+
+
+def load_contexts() -> dict[str, Any]:
+    """``{"current": URL, "contexts": {URL: {"token": ..., "user": ...}}}`` (0600)."""
+    try:
+        data = json.loads(contexts_path().read_text())
+    except (OSError, ValueError):
+        return {"current": None, "contexts": {}}
+    if not isinstance(data, dict) or not isinstance(data.get("contexts"), dict):
+        return {"current": None, "contexts": {}}
+    return data
+
+
+def save_context(url: str, token: str, user: str, use: bool = True) -> Path:
+    """Store ``token`` (``user``'s) for ``url``; ``use``: make it the current context."""
+    data = load_contexts()
+    url = url.rstrip("/")
+    data["contexts"][url] = {"token": token, "user": user}
+    if use:
+        data["current"] = url
+    return _write_contexts(data)
+
+
+def use_context(url: str) -> None:
+    data = load_contexts()
+    url = url.rstrip("/")
+    if url not in data["contexts"]:
+        raise ClientError(f"no context for {url}: dockyard login {url} first", code="not_found")
+    data["current"] = url
+    _write_contexts(data)
+
+
+def remove_context(url: str) -> bool:
+    """Forget ``url``'s token (and stop using it); False when there was none."""
+    data = load_contexts()
+    url = url.rstrip("/")
+    found = data["contexts"].pop(url, None) is not None
+    if data.get("current") == url:
+        data["current"] = None
+    _write_contexts(data)
+    return found
+
+
+def _write_contexts(data: dict[str, Any]) -> Path:
+    path = contexts_path()
+    write_secret(path, json.dumps(data, indent=2, sort_keys=True))
+    return path
 
 
 class Client:
     def __init__(self, url: str | None = None, token: str | None = None, timeout: float = 30):
         self.url = (url or default_url()).rstrip("/")
-        self.token = token if token is not None else find_token()
+        self.token_source = "--token" if token is not None else ""
+        if token is None:
+            token, self.token_source = token_source(self.url)
+        self.token = token
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         # An https API with a private CA: $DOCKYARD_CA_CERT names the CA bundle.
         ca_cert = os.environ.get("DOCKYARD_CA_CERT")
@@ -90,7 +164,12 @@ class Client:
             response = self._http.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
             raise ClientError(f"cannot reach dockyard at {self.url}: {exc}") from exc
-        return self._decode(response)
+        try:
+            return self._decode(response)
+        except ClientError as exc:
+            if exc.status in (401, 403):  # say which token was refused
+                exc.args = (f"{exc} (token: {self.token_source})",)
+            raise
 
     @staticmethod
     def _decode(response: httpx.Response) -> Any:
@@ -105,6 +184,8 @@ class Client:
                 code=str(body.get("error") or ""),
                 field=body.get("field"),
             )
+        if response.status_code == 204:
+            return None
         return response.json()
 
     def status(self) -> dict[str, Any]:
@@ -304,6 +385,22 @@ class Client:
 
     def users(self) -> list[Any]:
         return list(self._request("GET", "/api/v1/users"))
+
+    def disable_user(self, name: str) -> dict[str, Any]:
+        return dict(self._request("POST", f"/api/v1/users/{_quote(name)}/disable"))
+
+    def enable_user(self, name: str) -> dict[str, Any]:
+        return dict(self._request("POST", f"/api/v1/users/{_quote(name)}/enable"))
+
+    def remove_user(self, name: str) -> None:
+        self._request("DELETE", f"/api/v1/users/{_quote(name)}")
+
+    def tokens(self, user: str | None = None) -> list[Any]:
+        """Tokens (never their values): admins everyone's, users their own."""
+        return list(self._request("GET", "/api/v1/tokens", params={"user": user} if user else {}))
+
+    def revoke_token(self, token_id: str) -> dict[str, Any]:
+        return dict(self._request("DELETE", f"/api/v1/tokens/{_quote(token_id)}"))
 
     # -- queue and scheduler ----------------------------------------------
     def queue(self, limit: int = 1000) -> dict[str, Any]:

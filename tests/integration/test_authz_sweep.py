@@ -59,6 +59,8 @@ class World:
     array: str = ""  # B's job array (never fits: stays queued)
     array_for_admin: str = ""  # another one, the admin cancels it
     rm_for_admin: str = ""  # B's finished task the admin deletes
+    b_token: str = ""  # the id of a spare token of B's (the admin revokes it)
+    spare_user: str = "dave"  # the admin disables, enables and removes them
     markers: list[str] = field(default_factory=list)
 
 
@@ -258,6 +260,27 @@ ROUTES: dict[tuple[str, str], Route] = {
         ],
         Call(const("/api/v1/tokens"), OWN, body=lambda _: {"user": "carol"}),
         (201,),
+    ),
+    ("GET", "/api/v1/tokens"): Route(
+        [Call(const("/api/v1/tokens"), OWN), Call(const(f"/api/v1/tokens?user={B_NAME}"), OWN)],
+        Call(const(f"/api/v1/tokens?user={B_NAME}"), OWN),
+    ),
+    ("DELETE", "/api/v1/tokens/{token_id}"): Route(
+        [Call(lambda w: f"/api/v1/tokens/{w.b_token}", HIDDEN)],
+        Call(lambda w: f"/api/v1/tokens/{w.b_token}", OWN),
+    ),
+    ("POST", "/api/v1/users/{name}/disable"): Route(
+        [Call(const(f"/api/v1/users/{B_NAME}/disable"), ADMIN_ONLY)],
+        Call(lambda w: f"/api/v1/users/{w.spare_user}/disable", OWN),
+    ),
+    ("POST", "/api/v1/users/{name}/enable"): Route(
+        [Call(const(f"/api/v1/users/{B_NAME}/enable"), ADMIN_ONLY)],
+        Call(lambda w: f"/api/v1/users/{w.spare_user}/enable", OWN),
+    ),
+    ("DELETE", "/api/v1/users/{name}"): Route(
+        [Call(const(f"/api/v1/users/{B_NAME}"), ADMIN_ONLY)],
+        Call(lambda w: f"/api/v1/users/{w.spare_user}", OWN),
+        (204,),
     ),
     ("POST", "/api/v1/jobs"): Route(
         [Call(const("/api/v1/jobs"), OWN, body=job_body("a-job"))],
@@ -500,9 +523,13 @@ def world(cluster: LocalCluster) -> World:
         )
         node = admin.nodes()[0]["id"]
         join_token = admin.create_join_token("sweep")["id"]
+        admin.add_user("dave")
+        admin.create_token(B_NAME, "spare")
+        (b_token,) = [t["id"] for t in admin.tokens(B_NAME) if t["description"] == "spare"]
     w = World(
         url=cluster.url, admin=cluster.admin_token, a=a, b=b, node=node, join_token=join_token
     )
+    w.b_token = b_token
     with cluster.client(b) as bob:
         w.running = bob.run_job("bob-secret-run", "busybox", ["sleep", "3600"])["id"]
         w.kill_for_admin = bob.run_job("bob-secret-kill", "busybox", ["sleep", "3600"])["id"]
@@ -549,6 +576,7 @@ def world(cluster: LocalCluster) -> World:
         w.build,
         w.array,
         w.rm_for_admin,
+        w.b_token,  # A's token listing must not carry it
         *workloads,
     ]
     return w

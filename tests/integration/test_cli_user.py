@@ -306,3 +306,82 @@ def test_clear_history_asks_first(admin: User) -> None:
     )
     assert result.exit_code == 1 and "Aborted" in result.output
     assert admin.cli("queue", "clear-history", "--yes", "--older-than", "365").returncode == 0
+
+
+def test_login_contexts_never_shadow_the_admin_token(
+    cluster: ProcessCluster, admin: User, tmp_path: Path
+) -> None:
+    bob_token = admin.cli("user", "add", "ctxbob").stdout.strip()
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    (data_dir / "admin.token").write_text(cluster.admin_token)  # as `dockyard up` leaves it
+    env = {
+        "XDG_CONFIG_HOME": str(tmp_path / "config"),
+        "DOCKYARD_DATA_DIR": str(data_dir),
+        "DOCKYARD_URL": None,
+        "DOCKYARD_TOKEN": None,
+        "COLUMNS": "200",
+    }
+
+    def cli(*args: str, code: int = 0) -> str:
+        result = CliRunner().invoke(app, list(args), env=env, catch_exceptions=False)
+        assert result.exit_code == code, (args, result.stdout, result.stderr)
+        return result.stdout + result.stderr
+
+    url = cluster.url
+    assert "admin (admin)" in cli("whoami", "--url", url)
+    assert "the local admin token" in cli("whoami", "--url", url)
+    said = cli("login", url, "--token", bob_token)
+    assert f"logged in to {url} as ctxbob" in said
+    stored = tmp_path / "config" / "dockyard" / "contexts.json"
+    assert stored.stat().st_mode & 0o777 == 0o600
+    who = cli("whoami")  # the current context: its URL and its token, said so
+    assert f"ctxbob on {url}" in who and f"dockyard login for {url}" in who
+    listed = json.loads(cli("context", "ls", "--json"))
+    assert listed == [{"url": url, "user": "ctxbob", "current": True}]
+    assert bob_token not in cli("context", "ls")
+    other = url.replace("127.0.0.1", "localhost")  # another server URL: not bob's token
+    assert "admin (admin)" in cli("whoami", "--url", other)
+    refused = cli("user", "ls", code=1)  # bob is no admin: the message says whose token
+    assert "dockyard login for" in refused
+    cli("context", "use", "http://nowhere:1", code=1)
+    assert f"logged out of {url}" in cli("logout")
+    assert "admin (admin)" in cli("whoami", "--url", url)
+    cli("logout", url, code=1)
+
+
+def test_token_revoke_and_user_disable_take_effect_at_once(
+    cluster: ProcessCluster, admin: User
+) -> None:
+    bob_token = admin.cli("user", "add", "revbob").stdout.strip()
+    bob = User(cluster, bob_token)
+    second = bob.cli("token", "create", "--description", "laptop").stdout.strip()
+    mine = bob.json("token", "ls")
+    assert {t["user"] for t in mine} == {"revbob"} and len(mine) == 2
+    assert second not in bob.cli("token", "ls").stdout  # ids only, never the tokens
+    everyone = {t["user"] for t in admin.json("token", "ls")}
+    assert {"admin", "revbob"} <= everyone
+    admins = [t["id"] for t in admin.json("token", "ls", "--user", "admin")]
+    assert bob.cli("token", "revoke", admins[0], check=False).returncode == 1  # not found
+    laptop = next(t["id"] for t in mine if t["description"] == "laptop")
+    laptop_user = User(cluster, second)
+    laptop_user.cli("whoami")  # now in the server's token cache
+    assert admin.cli("token", "revoke", laptop).stdout.strip() == f"{laptop} revoked"
+    gone = laptop_user.cli("whoami", check=False)  # at once: no cache delay
+    assert gone.returncode == 1 and "invalid token" in gone.stderr
+    assert bob.cli("user", "disable", "revbob", check=False).returncode == 1  # admins only
+    bob.cli("whoami")
+    admin.cli("user", "disable", "revbob")
+    disabled = bob.cli("whoami", check=False)
+    assert disabled.returncode == 1 and "disabled" in disabled.stderr
+    assert admin.cli("token", "create", "--user", "revbob", check=False).returncode == 1
+    assert {u["name"]: u["disabled"] for u in admin.json("user", "ls")}["revbob"] is True
+    admin.cli("user", "enable", "revbob")
+    assert bob.cli("whoami").stdout.startswith("revbob")
+    bob.cli("run", "--wait", "busybox", "--", "exit", "0")
+    owns = admin.cli("user", "rm", "--yes", "revbob", check=False)
+    assert owns.returncode == 1 and "disable revbob instead" in owns.stderr
+    spare = User(cluster, admin.cli("user", "add", "spare").stdout.strip())
+    assert admin.cli("user", "rm", "--yes", "spare").returncode == 0
+    assert "spare" not in [u["name"] for u in admin.json("user", "ls")]
+    assert spare.cli("whoami", check=False).returncode == 1

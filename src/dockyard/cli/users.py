@@ -23,19 +23,72 @@ from dockyard.cli.app import (
     token_app,
     user_app,
 )
-from dockyard.client import Client, save_token
+from dockyard.client import (
+    Client,
+    load_contexts,
+    remove_context,
+    save_context,
+    use_context,
+)
+
+context_app = typer.Typer(
+    help="Servers you logged in to (one token per URL).", no_args_is_help=True
+)
+app.add_typer(context_app, name="context")
 
 
 @app.command()
 def login(
-    token_value: Annotated[str, typer.Option("--token", prompt=True, hide_input=True)],
+    server: Annotated[
+        str | None, typer.Argument(help="Server URL (default: --url, $DOCKYARD_URL or local).")
+    ] = None,
+    token_value: Annotated[str, typer.Option("--token", prompt=True, hide_input=True)] = "",
     url: UrlOpt = None,
 ) -> None:
-    """Check a token against the server and store it (0600) for later commands."""
-    with Client(url=url, token=token_value) as api:
+    """Check a token against SERVER and store it for that URL (0600); use that server."""
+    with Client(url=server or url, token=token_value) as api:
         who = call(api.whoami)
-    path = save_token(token_value)
-    print(f"logged in as {who['name']}; token saved to {path}")
+        target = api.url
+    path = save_context(target, token_value, str(who["name"]))
+    print(f"logged in to {target} as {who['name']}; token saved to {path}")
+
+
+@app.command()
+def logout(
+    server: Annotated[str | None, typer.Argument(help="Server URL (default: the current).")] = None,
+) -> None:
+    """Forget the token stored for SERVER."""
+    target = (server or str(load_contexts().get("current") or "")).rstrip("/")
+    if not target:
+        fail("no current context: give the server URL (dockyard context ls)")
+    if not remove_context(target):
+        fail(f"no token stored for {target} (dockyard context ls)")
+    print(f"logged out of {target}")
+
+
+@context_app.command("ls")
+def context_ls(output: OutputOpt = None, json_out: JsonOpt = False) -> None:
+    """The servers you logged in to; * marks the current one. Tokens are not shown."""
+    data = load_contexts()
+    rows = [
+        {"url": u, "user": e.get("user", ""), "current": u == data.get("current")}
+        for u, e in sorted(data["contexts"].items())
+    ]
+    render.emit(
+        rows,
+        json_out,
+        lambda rs: render.table(
+            ["CURRENT", "URL", "USER"],
+            [["*" if r["current"] else "", escape(r["url"]), escape(r["user"])] for r in rs],
+        ),
+    )
+
+
+@context_app.command("use")
+def context_use(server: Annotated[str, typer.Argument(help="Server URL.")]) -> None:
+    """Make SERVER the default of later commands ($DOCKYARD_URL still wins)."""
+    call(use_context, server)
+    print(f"using {server.rstrip('/')}")
 
 
 @app.command()
@@ -44,8 +97,15 @@ def whoami(
 ) -> None:
     """Show who the current token belongs to."""
     with client(url, token) as api:
-        who = call(api.whoami)
-    render.emit(who, json_out, lambda w: f"{w['name']}{' (admin)' if w['admin'] else ''}")
+        who = {**call(api.whoami), "url": api.url, "token_source": api.token_source}
+    render.emit(
+        who,
+        json_out,
+        lambda w: (
+            f"{w['name']}{' (admin)' if w['admin'] else ''} on {w['url']}\n"
+            f"token: {w['token_source']}"
+        ),
+    )
 
 
 @user_app.command("add")
@@ -212,3 +272,81 @@ def _stats_table(stats: list[Any]) -> None:
             for s in stats
         ],
     )
+
+
+@user_app.command("disable")
+def user_disable(
+    name: str, json_out: JsonOpt = False, url: UrlOpt = None, token: TokenOpt = None
+) -> None:
+    """Disable a user (admin): each of their tokens is refused at once."""
+    with client(url, token) as api:
+        result = call(api.disable_user, name)
+    render.emit(result, json_out, lambda r: f"{r['name']} disabled")
+
+
+@user_app.command("enable")
+def user_enable(
+    name: str, json_out: JsonOpt = False, url: UrlOpt = None, token: TokenOpt = None
+) -> None:
+    """Enable a disabled user again (admin)."""
+    with client(url, token) as api:
+        result = call(api.enable_user, name)
+    render.emit(result, json_out, lambda r: f"{r['name']} enabled")
+
+
+@user_app.command("rm")
+def user_rm(
+    name: str,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Remove a user and their tokens (admin); refused while they own work."""
+    if not yes:
+        typer.confirm(f"Remove user {name} and their tokens?", abort=True)
+    with client(url, token) as api:
+        call(api.remove_user, name)
+    print(f"{name} removed")
+
+
+@token_app.command("ls")
+def token_ls(
+    user: Annotated[str | None, typer.Option(help="Only this user's (admins).")] = None,
+    output: OutputOpt = None,
+    json_out: JsonOpt = False,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """API tokens (ids, never the tokens): admins see everyone's, users their own."""
+    with client(url, token) as api:
+        tokens = call(api.tokens, user)
+    render.emit(
+        tokens,
+        json_out,
+        lambda ts: render.table(
+            ["ID", "USER", "DESCRIPTION", "CREATED", "REVOKED"],
+            [
+                [
+                    t["id"],
+                    escape(t["user"]),
+                    escape(t["description"]),
+                    render.timestamp(t["created_at"]),
+                    "yes" if t["revoked"] else "no",
+                ]
+                for t in ts
+            ],
+        ),
+    )
+
+
+@token_app.command("revoke")
+def token_revoke(
+    token_ids: Annotated[list[str], typer.Argument(help="Token ids (dockyard token ls).")],
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Revoke tokens: refused by the API at once (admins: any; users: their own)."""
+    with client(url, token) as api:
+        for token_id in token_ids:
+            call(api.revoke_token, token_id)
+            print(f"{token_id} revoked")

@@ -643,6 +643,7 @@ class UserOut(BaseModel):
     quota: dict[str, Any]
 
     share: float = 1.0
+    disabled: bool = False
 
     @classmethod
     def build(cls, user: User) -> UserOut:
@@ -655,6 +656,7 @@ class UserOut(BaseModel):
             policy=dict(user.policy or {}),
             quota=dict(user.quota or {}),
             share=user.share if user.share is not None else 1.0,
+            disabled=bool(user.disabled),
         )
 
 
@@ -666,6 +668,16 @@ class TokenCreate(RequestBody):
 class TokenOut(BaseModel):
     user: str
     token: str = Field(description="shown once; only its hash is stored")
+
+
+class TokenInfoOut(BaseModel):
+    """A token as listed: never the token itself (only its hash is stored)."""
+
+    id: str
+    user: str
+    description: str
+    created_at: float
+    revoked: bool
 
 
 class UserWithTokenOut(BaseModel):

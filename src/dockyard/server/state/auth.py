@@ -59,6 +59,8 @@ def authenticate(session: Session, token: str) -> Principal:
     stored, user = row
     if not hmac.compare_digest(stored.token_hash, digest) or stored.revoked:
         raise Unauthorized("invalid token")
+    if user.disabled:
+        raise Unauthorized("user disabled")
     return Principal(user.id, user.name, user.is_admin)
 
 
@@ -138,6 +140,8 @@ def create_user(session: Session, name: str, is_admin: bool = False) -> User:
 
 def issue_token(session: Session, user: User, description: str = "") -> str:
     """Create a token for ``user`` and return it; only its hash is stored."""
+    if user.disabled:
+        raise Conflict(f"user {user.name!r} is disabled (dockyard user enable {user.name})")
     token = generate_token()
     session.add(
         Token(
