@@ -381,3 +381,29 @@ def test_a_failed_gang_member_restarts_the_whole_gang_then_it_fails_as_a_whole(
         assert any("gang member 1 ended" in m and "the gang restarts" in m for m in said)
         assert any("the gang fails as a whole" in m for m in said)
         assert len(_tasks_of(api, gang["workload_id"])) == 4
+
+
+def test_a_drain_stop_sends_the_checkpoint_signal_and_the_move_resumes(
+    cluster: LocalCluster,
+) -> None:
+    """Drain: the checkpointing job gets SIGUSR2 (its --checkpoint-signal), not
+    SIGTERM; its replacement on the other node starts with DOCKYARD_RESUME=1 (and a
+    volume of that node's: checkpoints do not cross nodes, docs/scheduler.md)."""
+    with cluster.client() as api:
+        job = api.run_job("ck-drain", "busybox", ["sleep", "60"], checkpoint_signal="SIGUSR2")
+        placed = wait_for(lambda: t if (t := api.task(job["id"]))["state"] == "running" else None)
+        api.drain(placed["node_id"], deadline_s=0)
+        try:
+            again = wait_for(
+                lambda: [t for t in _tasks_of(api, job["workload_id"]) if t["attempt"] == 2],
+                timeout=20,
+            )[0]
+            gone = api.task(job["id"])
+            assert (gone["state"], gone["reason"]) == ("killed", "node_drained")
+            assert SIGNALS[job["id"]][0] == "SIGUSR2"
+            wait_for(lambda: api.task(again["id"])["state"] == "running", timeout=20)
+            assert api.task(again["id"])["node_id"] != placed["node_id"]
+            assert SEEN_ENV[again["id"]]["DOCKYARD_RESUME"] == "1"
+            api.kill(again["id"])
+        finally:
+            api.undrain(placed["node_id"])
