@@ -8,11 +8,14 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
 from dockyard.agent.main import Agent, AgentConfig
+from dockyard.cli.main import app
 from dockyard.client import Client, ClientError
 from dockyard.drivers.base import ContainerSpec
 from dockyard.drivers.sim import SimDriver
+from dockyard.server.state.workload_specs import workload_specs
 from dockyard.testing.cluster import LocalCluster
 from dockyard.testing.wait import wait_for
 
@@ -407,3 +410,27 @@ def test_a_drain_stop_sends_the_checkpoint_signal_and_the_move_resumes(
             api.kill(again["id"])
         finally:
             api.undrain(placed["node_id"])
+
+
+def test_checkpoint_options_from_the_cli_and_a_bad_signal_is_a_422(cluster: LocalCluster) -> None:
+    env = {"DOCKYARD_URL": cluster.url, "DOCKYARD_TOKEN": cluster.admin_token, "COLUMNS": "200"}
+    for flags, signal in (
+        (["--checkpoint"], "SIGUSR1"),
+        (["--checkpoint-signal", "hup"], "SIGHUP"),
+    ):
+        result = CliRunner().invoke(
+            app, ["run", "--name", "ck-cli", *flags, "busybox", "--", "sleep", "60"], env=env
+        )
+        assert result.exit_code == 0, result.output
+        task_id = result.stdout.strip()
+        wait_for(lambda task_id=task_id: task_id in SEEN_ENV, timeout=20)
+        assert SEEN_ENV[task_id]["DOCKYARD_CHECKPOINT_DIR"] == "/dockyard/checkpoint"
+        with cluster.client() as api:
+            workload = api.task(task_id)["workload_id"]
+            api.kill(task_id)
+        with cluster.server.db.read() as session:
+            spec = workload_specs(session, [workload])[workload].spec
+        assert spec.checkpoint_signal == signal
+    with cluster.client() as api, pytest.raises(ClientError) as bad:
+        api.run_job("ck-bad", "busybox", ["true"], checkpoint_signal="SIGKILL")
+    assert bad.value.status == 422 and bad.value.field == "checkpoint_signal"
