@@ -11,6 +11,7 @@ import json
 import os
 import socket
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -385,3 +386,35 @@ def test_token_revoke_and_user_disable_take_effect_at_once(
     assert admin.cli("user", "rm", "--yes", "spare").returncode == 0
     assert "spare" not in [u["name"] for u in admin.json("user", "ls")]
     assert spare.cli("whoami", check=False).returncode == 1
+
+
+def test_completion_and_service_logs(admin: User) -> None:
+    script = admin.cli("completion", "bash").stdout
+    assert "_DOCKYARD_COMPLETE" in script and "complete " in script
+    assert "compdef" in admin.cli("completion", "zsh").stdout
+    assert admin.cli("completion", "tcsh", check=False).returncode == 2
+    asked = subprocess.run(  # what the shell's completion function runs
+        [str(Path(sys.executable).parent / "dockyard")],  # the installed entry point
+        env={**admin.env, "_DOCKYARD_COMPLETE": "complete_bash", "COMP_WORDS": "dockyard lo",
+             "COMP_CWORD": "1"},
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert asked.stdout.split() == ["logs", "login", "logout"]
+    admin.api.create_service(
+        {"name": "chatter", "image": "busybox", "command": ["serve"], "replicas": 2,
+         "env": {"DOCKYARD_SIM_LOG_LINES": "2"}}
+    )  # fmt: skip
+
+    def both_logged() -> list[str] | None:
+        out = admin.cli("service", "logs", "chatter").stdout.splitlines()
+        return out if len(out) == 6 else None
+
+    lines = wait_for(both_logged, timeout=30, message="both replicas' logs")
+    replicas = {line.split(" | ")[0] for line in lines}
+    assert len(replicas) == 2 and all(r.startswith("chatter.") for r in replicas)
+    assert sorted(line.split(" | ")[1] for line in lines)[:2] == ["line 1", "line 1"]
+    tailed = admin.cli("service", "logs", "--tail", "1", "chatter").stdout.splitlines()
+    assert len(tailed) == 2 and all(line.endswith("| line 2") for line in tailed)
+    missing = admin.cli("service", "logs", "nope", check=False)
+    assert missing.returncode == 1 and "not found" in missing.stderr
+    admin.api.remove_service("chatter")

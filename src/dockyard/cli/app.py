@@ -7,6 +7,7 @@ This module imports no command module: ``cli/main.py`` imports them to register 
 from __future__ import annotations
 
 import errno
+import os
 from typing import Annotated, Any, NoReturn
 
 import typer
@@ -51,6 +52,11 @@ class DockyardGroup(TyperGroup):
             render.err_console.print(f"[red]error:[/] {escape(message)}")
             raise typer.Exit(1) from None
 
+
+if "_DOCKYARD_COMPLETE" in os.environ:  # a shell asks for completions (dockyard completion)
+    from typer._completion_classes import completion_init
+
+    completion_init()
 
 app = typer.Typer(
     name="dockyard",

@@ -1,4 +1,4 @@
-"""``dockyard status`` and ``version``; ``admin gc`` and ``admin export-accounting``."""
+"""``dockyard status``, ``version``, ``completion``; ``admin gc``, ``admin export-accounting``."""
 
 from __future__ import annotations
 
@@ -58,6 +58,28 @@ def _print_status(data: dict[str, Any]) -> None:
 def version() -> None:
     """Print the version."""
     print(__version__)
+
+
+SHELLS = ("bash", "zsh", "fish")
+
+
+@app.command()
+def completion(
+    shell: Annotated[str, typer.Argument(help="bash, zsh or fish.")],
+) -> None:
+    """Print the shell completion script: commands, subcommands and options.
+
+    bash: ``source <(dockyard completion bash)`` (or save it under
+    ~/.local/share/bash-completion/completions/dockyard); zsh: ``dockyard completion
+    zsh > ~/.zfunc/_dockyard``; fish: ``dockyard completion fish >
+    ~/.config/fish/completions/dockyard.fish``."""
+    from typer._completion_shared import get_completion_script
+
+    if shell not in SHELLS:
+        fail(f"{shell!r}: use one of {', '.join(SHELLS)}", code=2)
+    print(
+        get_completion_script(prog_name="dockyard", complete_var="_DOCKYARD_COMPLETE", shell=shell)
+    )
 
 
 @admin_app.command("gc")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import sys
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -387,6 +389,38 @@ def inspect(
     with client(url, token) as api:
         svc = call(api.service, name)
     render.emit(svc, json_out, _print_service)
+
+
+@service_app.command("logs")
+def service_logs(
+    name: Annotated[str, typer.Argument(help="Service name or id.")],
+    tail: Annotated[int | None, typer.Option(help="Only each replica's last N lines.")] = None,
+    timestamps: Annotated[bool, typer.Option("--timestamps", "-t", help="Show times.")] = False,
+    json_out: JsonOpt = False,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """The logs of every replica of a service, in time order, each line prefixed with
+    NAME.TASK (like ``docker service logs``); stderr lines go to stderr."""
+    with client(url, token) as api:
+        svc = call(api.service, name)
+        lines: list[dict[str, Any]] = []
+        for replica in svc["replicas_detail"]:
+            task_id = str(replica["task_id"])
+            after = 0
+            while True:
+                page = call(api.logs, task_id, after=after, tail=tail)
+                lines += [{**item, "task_id": task_id} for item in page["lines"]]
+                if tail is not None or not page["lines"]:
+                    break
+                after = page["next"]
+    for item in sorted(lines, key=lambda i: str(i["ts"])):
+        if json_out:  # one object a line, as logs --json
+            print(json.dumps(item, sort_keys=True), flush=True)
+            continue
+        prefix = f"{svc['name']}.{item['task_id']} | "
+        text = f"{prefix}{item['ts']} {item['line']}" if timestamps else prefix + item["line"]
+        print(text, file=sys.stderr if item["stream"] == "stderr" else sys.stdout, flush=True)
 
 
 @service_app.command("rm")
