@@ -35,7 +35,7 @@ from dockyard.testing.wait import wait_for  # noqa: E402
 #: enough that the run stays well under a minute on two cores. A deeper local run:
 #: DOCKYARD_SCHEMATHESIS_EXAMPLES=200 (random, not the fixed CI sequence).
 DEEP = int(os.environ.get("DOCKYARD_SCHEMATHESIS_EXAMPLES", "0"))
-MAX_EXAMPLES = DEEP or 15
+MAX_EXAMPLES = DEEP or 8
 
 #: Operations not generated, and why.
 SKIPPED = {

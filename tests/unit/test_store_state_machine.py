@@ -7,6 +7,7 @@ step the store is read and the invariants of the task lifecycle are checked.
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -270,9 +271,11 @@ class StoreMachine(RuleBasedStateMachine):
                     assert not follow, f"lost {task.id} replaced against its policy"
 
 
+#: 40 runs of up to 40 steps in CI (100 x 50 took 76 s of the suite);
+#: DOCKYARD_STATE_MACHINE_EXAMPLES=500 for a deeper local run.
 StoreMachine.TestCase.settings = settings(
-    max_examples=100,
-    stateful_step_count=50,
+    max_examples=int(os.environ.get("DOCKYARD_STATE_MACHINE_EXAMPLES", "40")),
+    stateful_step_count=40,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
