@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import docker
@@ -146,3 +147,42 @@ def _removed(volume: Any) -> bool:
     except docker.errors.APIError:
         return False
     return True
+
+
+def test_a_shared_checkpoint_root_follows_a_drained_job_to_another_node(
+    image: str, tmp_path: Path
+) -> None:
+    """Two nodes share ``checkpoint_root``: the job on the drained node gets SIGUSR1,
+    writes its progress, and the attempt moved to the other node resumes from it."""
+    root = tmp_path / "shared-checkpoints"
+    old = os.environ.get("DOCKYARD_AGENT_CHECKPOINT_ROOT")
+    os.environ["DOCKYARD_AGENT_CHECKPOINT_ROOT"] = str(root)  # the agents inherit it
+    try:
+        with docker_cluster(agents=2) as cl, cl.client() as api:
+            wait_for(lambda: len([n for n in api.nodes() if n["state"] == "ready"]) == 2)
+            job = api.run_job(
+                "ckpt-move", image, ["sh", "-c", CHECKPOINTING], checkpoint_signal="SIGUSR1"
+            )
+            first = _state(api, job["id"], "running")
+            wait_for(
+                lambda: any(line["line"] == "started" for line in api.logs(job["id"])["lines"]),
+                timeout=30,
+                message="the trap is set",
+            )
+            api.drain(first["node_id"], deadline_s=0)
+            gone = _state(api, job["id"], "killed")
+            assert (gone["reason"], gone["exit_code"]) == ("node_drained", 0)
+            again = wait_for(
+                lambda: [t for t in _tasks(api, job["workload_id"]) if t["attempt"] == 2],
+                timeout=30,
+            )[0]
+            done = _state(api, again["id"], "succeeded")
+            assert done["node_id"] != first["node_id"]
+            assert [line["line"] for line in api.logs(again["id"])["lines"]] == ["resumed step=7"]
+            owned = list(root.glob(f"*/ckpt-{job['workload_id']}/progress"))
+            assert [p.read_text() for p in owned] == ["step=7\n"]
+    finally:
+        if old is None:
+            os.environ.pop("DOCKYARD_AGENT_CHECKPOINT_ROOT", None)
+        else:
+            os.environ["DOCKYARD_AGENT_CHECKPOINT_ROOT"] = old

@@ -90,6 +90,10 @@ class AgentConfig:
     #: The server's CURVE public key (hex or z85), if not taken from a join token;
     #: remembered in data_dir after the first join. None and no token: plaintext.
     server_key: str | None = None
+    #: A directory shared by every node (an NFS mount, say): checkpointing jobs'
+    #: checkpoint dirs live there, so they follow a requeued attempt to any node;
+    #: None: a Docker volume on this node (docs/scheduler.md, Cooperative checkpoints).
+    checkpoint_root: Path | None = None
 
     def __post_init__(self) -> None:
         if self.driver not in DRIVERS:
@@ -186,6 +190,7 @@ class Agent:
         )
         self.reconciler.health = self.health
         self.reconciler.files = SecretFiles(cfg.data_dir / "secrets")
+        self.reconciler.checkpoint_root = cfg.checkpoint_root
         self.connection.on_welcome = self.reconciler.welcomed
         self.sampler = UsageSampler(
             self.driver,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import tempfile
 import threading
 import time
@@ -29,6 +30,7 @@ from dockyard.core.errors import ValidationError
 from dockyard.core.resources import Resources
 from dockyard.core.security import ContainerPolicy, Mount, PolicyViolation, SecurityOptions, check
 from dockyard.core.services import HealthCheck
+from dockyard.core.specs import CHECKPOINT_DIR
 from dockyard.core.states import DesiredState, Reason, TaskState, outcome
 from dockyard.drivers.base import ContainerSpec, ContainerStatus, Driver
 from dockyard.drivers.errors import ContainerExists, ContainerNotFound, DriverError
@@ -50,6 +52,8 @@ LOG_REOPEN_MAX_S = 5.0
 #: SIGTERM 20-30 ms after start with ``--cpus 0.1`` lost about once in 30). A stop
 #: that comes this soon after the start sends SIGTERM again once this has passed.
 INIT_SETTLE_S = 1.0
+#: An owner id as a path component (ids are hex; nothing with a slash or dots only).
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}", re.ASCII)
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +148,8 @@ class Reconciler:
         self.networks.wanted = self.desired_networks
         #: Where replicas' secret and config files are written (the agent sets its data dir).
         self.files = SecretFiles(Path(tempfile.gettempdir()) / f"dockyard-secrets-{node_id}")
+        #: A directory every node shares for checkpoints (AgentConfig.checkpoint_root).
+        self.checkpoint_root: Path | None = None
         self._node_id = node_id
         self._report = report
         self._shipper = shipper
@@ -364,6 +370,8 @@ class Reconciler:
             )
         if task.files:  # the agent's own read-only binds, after the owner's were checked
             mounts = (*mounts, *self.files.write(task.task_id, task.files))
+        if self.checkpoint_root is not None:
+            mounts = tuple(self._shared_checkpoint(task.owner, m) for m in mounts)
         networks: tuple[str, ...] = ()
         hosts: dict[str, str] = {}
         if task.networks and not task.security.network_mode:
@@ -388,6 +396,27 @@ class Reconciler:
             networks=networks,
             extra_hosts=hosts,
         )
+
+    def _shared_checkpoint(self, owner: str, mount: Mount) -> Mount:
+        """With a shared ``checkpoint_root``, a checkpoint volume (``ckpt-...`` at
+        CHECKPOINT_DIR) is the directory ``<root>/<owner>/<name>`` there instead, so
+        it follows the job's attempts to any node; on an error, the volume."""
+        root = self.checkpoint_root
+        if (
+            root is None
+            or mount.kind != "volume"
+            or mount.target != CHECKPOINT_DIR
+            or not mount.source.startswith("ckpt-")
+            or not _SAFE_NAME.fullmatch(owner)
+        ):
+            return mount
+        path = root / owner / mount.source
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            log.warning("checkpoint dir %s: %s; using a volume of this node", path, exc)
+            return mount
+        return Mount(str(path), mount.target, False, "bind")
 
     def _start_task(self, task: DesiredTask) -> None:
         """Pull, create and start the task's container, then watch it on this same
