@@ -5,7 +5,8 @@ Off unless the server runs with ``DOCKYARD_PREEMPTION=1``. A victim is stopped
 like any task (SIGTERM, its grace, SIGKILL; a checkpointing job's signal instead of
 SIGTERM, see docs/scheduler.md, Cooperative checkpoints), ends ``killed`` with
 reason ``preempted``, is charged for what it ran (its accounting record) and is
-requeued as a new attempt whatever its restart policy (and uses none of it). Both sides get an event naming the other and why.
+requeued as a new attempt whatever its restart policy (and uses none of it). Both
+sides get an event naming the other and why.
 """
 
 from __future__ import annotations
