@@ -114,4 +114,8 @@ def test_bad_input_names_the_field_and_writes_nothing(local: LocalCluster) -> No
         err = refused(lambda: api.check_service(svc("chk", secrets=["later"])))
         assert err.status == 422 and err.field == "secrets[0].source"
         assert api.check_service(svc("chk", secrets=["later"]), secrets=["later"])["ok"]
+        # Templates cannot mount them (an instance is owned by whoever launches it).
+        tpl = {"name": "sec-tpl", "service": {"image": "busybox", "secrets": ["once"]}}
+        err = refused(lambda: api.create_template(tpl))
+        assert err.status == 422 and err.field == "service.secrets", err
         api.remove_secret("once")

@@ -437,9 +437,13 @@ _COMPONENT_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_-]{0,15}$")
 
 def _template_body(where: str, raw: dict[str, Any], name: str) -> ServiceCreate:
     try:
-        return ServiceCreate.model_validate({**raw, "name": name})
+        body = ServiceCreate.model_validate({**raw, "name": name})
     except ValueError as exc:
         raise ValidationError(where, str(exc).splitlines()[0]) from None
+    for key in ("secrets", "configs"):  # an instance is the launching user's
+        if getattr(body, key):
+            raise ValidationError(f"{where}.{key}", "a template cannot mount secrets or configs")
+    return body
 
 
 @router.get("/api/v1/templates", response_model=list[TemplateOut])
