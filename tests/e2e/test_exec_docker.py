@@ -144,3 +144,20 @@ def test_exec_interactive_without_tty_reads_a_pipe(cluster: ProcessCluster, imag
     assert again.returncode == 0 and again.stdout == "alive\n"
     with cluster.client() as api:
         api.kill(task["id"])
+
+
+def test_build_tag_runs_from_your_namespace_and_a_missing_image_is_not_found(
+    cluster: ProcessCluster, image: str, tmp_path: Path
+) -> None:
+    (tmp_path / "Dockerfile").write_text(f"FROM {image}\nRUN echo built > /built.txt\n")
+    built = _cli(cluster, cluster.admin_token, "build", "-q", "-t", "tools-e2e:v1", str(tmp_path))
+    assert built.returncode == 0, built.stderr
+    assert built.stdout.strip() == "admin/tools-e2e:v1"
+    ran = _cli(cluster, cluster.admin_token, "run", "--wait", "--json", "tools-e2e:v1", "--",
+               "cat", "/built.txt")  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    assert json.loads(ran.stdout)["image"] == "admin/tools-e2e:v1"
+    # Not on the node and no registry to pull from: image_not_found, not a registry 500.
+    missing = _cli(cluster, cluster.admin_token, "run", "--wait", "no-such-image-e2e:v1")
+    assert missing.returncode == 125, missing.stderr
+    assert "image_not_found" in missing.stderr and "Traceback" not in missing.stderr
