@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from dockyard.agent.logship import LogShipper
+from dockyard.agent.reconciler import Reconciler
 from dockyard.core.arrays import parse_array
 from dockyard.core.dependencies import parse_after
 from dockyard.core.errors import ValidationError
+from dockyard.core.security import Mount
 from dockyard.core.specs import JobSpec, build_job_spec
+from dockyard.drivers.sim import SimDriver
 from dockyard.protocol.messages import DesiredEntry
 from dockyard.scheduler.batch import (
     MET,
@@ -175,3 +180,17 @@ def test_a_desired_entry_carries_its_stop_signal() -> None:
     plain = DesiredEntry("t", "busybox", 100, 1000)
     assert "stop_signal" not in plain.encode()
     assert DesiredEntry.decode(plain.encode()).stop_signal == ""
+
+
+def test_a_shared_checkpoint_root_replaces_only_checkpoint_volumes(tmp_path: Path) -> None:
+    reconciler = Reconciler(SimDriver(), "n1", lambda _: None, LogShipper(lambda _: None))
+    reconciler.checkpoint_root = tmp_path
+    ckpt = Mount("ckpt-w1-3", "/dockyard/checkpoint", kind="volume")
+    moved = reconciler._shared_checkpoint("alice", ckpt)
+    assert moved == Mount(str(tmp_path / "alice" / "ckpt-w1-3"), "/dockyard/checkpoint")
+    assert (tmp_path / "alice" / "ckpt-w1-3").is_dir()
+    other = Mount("data", "/data", kind="volume")
+    assert reconciler._shared_checkpoint("alice", other) == other
+    assert reconciler._shared_checkpoint("..", ckpt) == ckpt  # never a path out of the root
+    reconciler.checkpoint_root = None
+    assert reconciler._shared_checkpoint("alice", ckpt) == ckpt
