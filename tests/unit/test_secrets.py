@@ -187,3 +187,41 @@ def test_service_spec_keeps_references_not_values() -> None:
             task, secrets=["pw"], configs=[{"source": "c", "target": "/run/secrets/pw"}]
         )
     assert info.value.field == "configs"
+
+
+def test_only_start_entries_of_service_replicas_carry_the_files(tmp_path: Path) -> None:
+    from dockyard.protocol.messages import TaskTemplate
+    from dockyard.store.tables import Workload
+
+    db = Database(sqlite_url(tmp_path))
+    db.migrate()
+    ring = keyring.Keyring.generate()
+    ref = {"kind": "secret", "source": "pw", "target": "/run/secrets/pw", "mode": 0o444}
+    with db.write() as session:
+        user = auth.create_user(session, "alice")
+        secret_ops.put(
+            session, auth.Principal(user.id, user.name, False), FileKind.SECRET, "pw", VALUE, ring
+        )
+        session.add(
+            Workload(
+                id="w1",
+                owner_id=user.id,
+                name="web",
+                kind="service",
+                created_at=0.0,
+                spec={"files": [ref]},
+            )
+        )
+    net = TaskTemplate(networks=({"name": "default", "id": "n1"},))
+    start = DesiredEntry("t1", "busybox", 100, 2**20, template=net, workload_id="w1")
+    running = DesiredEntry(
+        "t2", "busybox", 100, 2**20, template=net, workload_id="w1", container_id="c2"
+    )
+    job = DesiredEntry("t3", "busybox", 100, 2**20, workload_id="w1")
+    with db.read() as session:
+        sets = secret_ops.add_start_files(
+            session, ring, {"n": Desired("n", 1, (start, running, job))}
+        )
+    first, second, third = sets["n"].tasks
+    assert first.files[0]["data"] == VALUE
+    assert second.files == () and third.files == ()

@@ -253,7 +253,9 @@ def add_start_files(
     refs: dict[str, tuple[str, list[dict[str, Any]]]] = {}
     for chunk in chunks(list(starting)):
         for workload_id, owner_id, spec in session.execute(
-            select(Workload.id, Workload.owner_id, Workload.spec).where(Workload.id.in_(chunk))
+            select(Workload.id, Workload.owner_id, Workload.spec).where(
+                Workload.id.in_(chunk), Workload.kind == "service"
+            )
         ):
             files = (spec or {}).get("files")
             if files:
@@ -279,4 +281,10 @@ def add_start_files(
 
 
 def _starts(entry: DesiredEntry) -> bool:
-    return not entry.container_id and entry.desired == DesiredState.RUN
+    """A service replica's entry before its container exists (every service entry
+    has networks, a job's none: the job hot path costs no query here)."""
+    return (
+        not entry.container_id
+        and entry.desired == DesiredState.RUN
+        and bool(entry.template.networks)
+    )
