@@ -99,14 +99,14 @@ def test_stack_service_reads_run_secrets(
     assert refused.returncode != 0 and "sec_app" in refused.stderr, refused.stderr
     assert [s["name"] for s in user.json("secret", "ls")] == ["sec_api_key", "sec_db_pw"]
 
-    user.cli("stack", "rm", "sec")
+    removed = user.json("stack", "rm", "sec")["removed_values"]
+    assert sorted(removed) == ["config sec_app_conf", "secret sec_api_key", "secret sec_db_pw"]
     wait_for(
         lambda: not engine.containers.list(all=True, filters={"label": f"{LABEL_TASK}={task_id}"}),
         timeout=60,
     )
     wait_for(lambda: not files.exists(), timeout=30)
-    user.cli("secret", "rm", "sec_db_pw", "sec_api_key")
-    user.cli("configs", "rm", "sec_app_conf")
+    assert user.json("secret", "ls") == [] and user.json("configs", "ls") == []
     logs = cluster.logs() + "".join(
         p.read_text(errors="replace") for p in cluster.root.glob("*.log")
     )

@@ -259,7 +259,7 @@ def deploy(
                     build["dockerfile"],
                     quiet=json_out,
                 )
-        stored = store_values(api, values, json_out)  # before the services that mount them
+        stored = store_values(api, values, json_out, stack)  # before the services using them
         try:
             done = apply_all(
                 api,
@@ -295,14 +295,21 @@ def read_values(sources: Sequence[ValueSource], json_out: bool) -> list[tuple[Va
 
 
 def store_values(
-    api: Client, values: Sequence[tuple[ValueSource, bytes]], json_out: bool
+    api: Client, values: Sequence[tuple[ValueSource, bytes]], json_out: bool, stack: str
 ) -> list[ValueSource]:
-    """Store (or replace) each value before the services; those this run created.
-    On an error the ones created are removed and the deploy stops."""
+    """Store (or replace) each value before the services, labelled with the stack
+    (``stack rm`` removes them); those this run created. On an error the ones created
+    are removed and the deploy stops."""
     created: list[ValueSource] = []
     for source, data in values:
         try:
-            out = api.create_secret(source.name, data, kind=source.kind.value, replace=True)
+            out = api.create_secret(
+                source.name,
+                data,
+                kind=source.kind.value,
+                replace=True,
+                labels={STACK_LABEL: stack},
+            )
         except ClientError as exc:
             unstore(api, created)
             refuse(
@@ -474,7 +481,8 @@ def stack_rm(
     url: UrlOpt = None,
     token: TokenOpt = None,
 ) -> None:
-    """Remove every service of the stack."""
+    """Remove every service of the stack, then the secrets and configs its deploys
+    stored (yours, labelled with the stack)."""
     with client(url, token) as api:
         names = [
             svc["name"]
@@ -486,11 +494,29 @@ def stack_rm(
             fail(f"no stack {stack!r}")
         for each in names:
             api.remove_service(each)
+        values = remove_stack_values(api, stack)
     render.emit(
-        {"stack": stack, "removed": names},
+        {"stack": stack, "removed": names, "removed_values": values},
         json_out,
         lambda _: render.console.print(f"removed {', '.join(names)}"),
     )
+
+
+def remove_stack_values(api: Client, stack: str) -> list[str]:
+    """Remove your secrets and configs labelled with the stack; their names."""
+    me = str(api.whoami().get("name"))
+    removed: list[str] = []
+    for kind in FileKind:
+        for value in api.secrets(kind.value):
+            if value["owner"] != me or value["labels"].get(STACK_LABEL) != stack:
+                continue
+            try:
+                api.remove_secret(value["name"], kind.value)
+                removed.append(f"{kind.value} {value['name']}")
+            except ClientError as exc:  # mounted by another live service of yours
+                what = f"{kind.value} {value['name']}: {exc}"
+                render.err_console.print(f"[yellow]warning:[/] kept {escape(what)}")
+    return removed
 
 
 @app.command()
