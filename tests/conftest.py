@@ -5,7 +5,6 @@ import shutil
 
 import pytest
 
-
 #: Test folders whose tests run one after another on a single xdist worker.
 SERIAL_DIRS = ("e2e", "browser")
 
