@@ -418,3 +418,15 @@ def test_completion_and_service_logs(admin: User) -> None:
     missing = admin.cli("service", "logs", "nope", check=False)
     assert missing.returncode == 1 and "not found" in missing.stderr
     admin.api.remove_service("chatter")
+
+
+def test_service_create_says_which_health_check_failed(admin: User) -> None:
+    out = admin.cli(
+        "service", "create", "sick", "--image", "busybox", "--health-cmd", "exit 3",
+        "--health-interval", "0.2", "--health-retries", "1", "--wait", "4", "--", "serve",
+        check=False,
+    )  # fmt: skip
+    assert out.returncode == 1, out.stderr
+    said = " ".join(out.stderr.split())
+    assert "health check failed:" in said and "'sh -c exit 3' exited 3" in said
+    admin.api.remove_service("sick")

@@ -164,8 +164,10 @@ def follow_rollout(api: Client, name: str, timeout: float) -> dict[str, Any]:
     """Print rollout progress until it settles; the final service (exit 1 if it failed)."""
     deadline = time.monotonic() + timeout
     last = ""
+    seen: dict[str, None] = {}  # every replica task of the rollout, in order
     while True:
         svc: dict[str, Any] = call(api.service, name)
+        seen.update((str(r["task_id"]), None) for r in svc["replicas_detail"])
         rollout = svc["rollout"]
         status = rollout.get("status", "stable")
         new = sum(1 for r in svc["replicas_detail"] if r["version"] == svc["version"])
@@ -181,10 +183,39 @@ def follow_rollout(api: Client, name: str, timeout: float) -> dict[str, Any]:
             last = line
         settled = ready_new >= svc["replicas"] and new == len(svc["replicas_detail"])
         if status == "failed" or (status in ROLLOUT_DONE and settled):
+            if not settled:
+                explain_unready(api, list(seen))
             return svc
         if time.monotonic() > deadline:
+            explain_unready(api, list(seen))
             fail(f"rollout of {name} not settled after {timeout:g}s ({status})")
         time.sleep(0.5)
+
+
+#: Task events that say why a replica is not ready.
+WHY_NOT_READY = ("unhealthy", "health_starting")
+
+
+def explain_unready(api: Client, task_ids: list[str], most: int = 5) -> None:
+    """On stderr, for the newest replicas of a rollout that did not settle: which
+    health check failed and what it said, or why the task ended."""
+    for task_id in task_ids[-most:]:
+        try:
+            task = api.task(task_id)
+        except ClientError:
+            continue
+        events = task.get("events") or []
+        health = [e for e in events if e["reason"] in WHY_NOT_READY]
+        failed = [e for e in health if e["reason"] == "unhealthy"]
+        if failed:  # the first: the check's own words (later ones may be the stop's)
+            why = f"health check failed: {failed[0]['message']}"
+        elif task["state"] in ("failed", "killed", "lost", "expired"):
+            why = f"{task['state']} ({task.get('reason') or '-'}): {task.get('message') or ''}"
+        elif health:
+            why = f"health check not passed yet: {health[-1]['message']}"
+        else:
+            continue
+        render.err_console.print(f"replica {task_id}: {escape(why.strip())}", highlight=False)
 
 
 @service_app.command("create")
@@ -263,6 +294,8 @@ def create(
         if not detach:
             svc = follow_rollout(api, name, wait)
     render.emit(svc, json_out, _print_service)
+    if not detach and svc["rollout"].get("status") == "failed":
+        fail(f"service {name} did not become ready: {svc['rollout'].get('message', '')}")
 
 
 @service_app.command("update")

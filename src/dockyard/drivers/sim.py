@@ -323,13 +323,16 @@ class SimDriver:
 
 
 class SimExec:
-    """A simulated exec: ``echo ARGS`` prints them, ``exit N`` exits N, ``cat`` echoes
-    its input until hung up; anything else prints what it would run and exits 0."""
+    """A simulated exec: ``echo ARGS`` prints them, ``exit N`` exits N (also as
+    ``sh -c 'exit N'``), ``cat`` echoes its input until hung up; anything else prints
+    what it would run and exits 0."""
 
     def __init__(self, command: list[str]) -> None:
         self._chunks: queue.Queue[bytes | None] = queue.Queue()
         self._code: int | None = None
         self._echo = command[:1] == ["cat"]
+        if command[:2] == ["sh", "-c"] and command[2:3] and command[2].startswith("exit "):
+            command = command[2].split()  # --health-cmd 'exit N'
         head = command[:1]
         if head == ["echo"]:
             self._finish(" ".join(command[1:]).encode() + b"\n", 0)
