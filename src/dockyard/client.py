@@ -399,6 +399,14 @@ class Client:
         """Tokens (never their values): admins everyone's, users their own."""
         return list(self._request("GET", "/api/v1/tokens", params={"user": user} if user else {}))
 
+    def task_usage(self, ref: str, window_s: int = 60) -> dict[str, Any]:
+        """A task's CPU (cores) and memory per bucket over the last ``window_s`` seconds."""
+        return dict(
+            self._request(
+                "GET", f"/api/v1/tasks/{_quote(ref)}/usage", params={"window_s": window_s}
+            )
+        )
+
     def revoke_token(self, token_id: str) -> dict[str, Any]:
         return dict(self._request("DELETE", f"/api/v1/tokens/{_quote(token_id)}"))
 

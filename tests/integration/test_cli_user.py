@@ -430,3 +430,15 @@ def test_service_create_says_which_health_check_failed(admin: User) -> None:
     said = " ".join(out.stderr.split())
     assert "health check failed:" in said and "'sh -c exit 3' exited 3" in said
     admin.api.remove_service("sick")
+
+
+def test_top_shows_nodes_and_running_tasks(admin: User) -> None:
+    task_id = admin.cli("run", "--name", "topped", "busybox", "--", "sleep", "300").stdout.strip()
+    wait_for(lambda: admin.task(task_id)["state"] == "running", timeout=20)
+    data = json.loads(admin.cli("top", "--json").stdout)
+    assert [n["name"] for n in data["nodes"]] == [n["name"] for n in admin.json("nodes")]
+    (mine,) = [t for t in data["tasks"] if t["id"] == task_id]
+    assert mine["name"] == "topped" and mine["node"] == admin.task(task_id)["node"]
+    shown = admin.cli("top", "--once").stdout
+    assert "CPU (cores)" in shown and task_id in shown
+    admin.cli("kill", task_id)

@@ -1,4 +1,4 @@
-"""``dockyard nodes``, ``events`` (the cluster's event log), ``drain`` and ``undrain``."""
+"""``dockyard nodes``, ``top``, ``events`` (the cluster's event log), ``drain``, ``undrain``."""
 
 from __future__ import annotations
 
@@ -20,6 +20,118 @@ def nodes(
     with client(url, token) as api:
         items = call(api.nodes)
     render.emit(items, json_out, _node_table)
+
+
+@app.command()
+def top(
+    last: Annotated[int, typer.Option("--last", "-n", help="At most N running tasks.")] = 20,
+    interval: Annotated[float, typer.Option(help="Seconds between refreshes.")] = 2.0,
+    once: Annotated[bool, typer.Option("--once", help="Print once and exit.")] = False,
+    json_out: JsonOpt = False,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Live usage: each node's CPU and memory in use, and your running tasks' (admins:
+    everyone's) CPU cores and memory now, from the agents' samples. Ctrl-C ends it;
+    without a terminal (or with --once / --json) it prints once."""
+    import time
+
+    from rich.live import Live
+
+    with client(url, token) as api:
+        if once or json_out or not render.console.is_terminal:
+            data = _usage_now(api, last)
+            render.emit(data, json_out, _print_top)
+            return
+        with Live(console=render.console, auto_refresh=False) as live:
+            try:
+                while True:
+                    live.update(_top_renderable(_usage_now(api, last)), refresh=True)
+                    time.sleep(max(0.2, interval))
+            except KeyboardInterrupt:
+                return
+
+
+def _usage_now(api: Any, last: int) -> dict[str, Any]:
+    """``{"nodes": [...], "tasks": [...]}``: what ``top`` shows, newest samples."""
+    nodes_now = call(api.nodes)
+    running = call(api.tasks, states=["running"], limit=max(1, last))
+    tasks = []
+    for task in running[:last]:
+        try:
+            series = api.task_usage(task["id"], 60)
+        except Exception:  # a task that just ended: skip it this round
+            continue
+        point = series["points"][-1] if series["points"] else None
+        tasks.append(
+            {
+                "id": task["id"],
+                "name": task["name"],
+                "owner": task.get("owner", ""),
+                "node": task.get("node") or "",
+                "cpu": point["cpu"] if point else None,
+                "cpu_limit": series.get("cpu_limit"),
+                "memory_bytes": point["memory_bytes"] if point else None,
+                "memory_limit_bytes": series.get("memory_limit_bytes"),
+            }
+        )
+    nodes_out = [
+        {
+            "name": n["name"],
+            "state": n["state"],
+            "cpu_percent": n.get("used_cpu_percent", 0.0),
+            "memory_bytes": n.get("used_memory_bytes", 0),
+            "memory_total_bytes": n.get("memory_bytes", 0),
+            "tasks": n.get("tasks", 0),
+        }
+        for n in nodes_now
+    ]
+    return {"nodes": nodes_out, "tasks": tasks}
+
+
+def _top_renderable(data: dict[str, Any]) -> Any:
+    from rich.console import Group
+    from rich.table import Table
+
+    def grid(columns: list[str], rows: list[list[str]]) -> Table:
+        out = Table(box=None, pad_edge=False, header_style="bold")
+        for column in columns:
+            out.add_column(column, no_wrap=True)
+        for row in rows:
+            out.add_row(*row)
+        return out
+
+    return Group(*(grid(cols, rows) for cols, rows in _top_rows(data)))
+
+
+def _top_rows(data: dict[str, Any]) -> list[tuple[list[str], list[list[str]]]]:
+    def mem(used: int | None, total: int | None) -> str:
+        if used is None:
+            return "-"
+        return render.size(used) + (f" / {render.size(total)}" if total else "")
+
+    nodes_rows = [
+        [escape(n["name"]), n["state"], f"{n['cpu_percent']:.0f}%",
+         mem(n["memory_bytes"], n["memory_total_bytes"])]
+        for n in data["nodes"]
+    ]  # fmt: skip
+    task_rows = [
+        [t["id"], escape(t["name"]), escape(t["owner"]), escape(t["node"]),
+         "-" if t["cpu"] is None else f"{t['cpu']:.2f}" + (
+             f" / {t['cpu_limit']:g}" if t["cpu_limit"] else ""),
+         mem(t["memory_bytes"], t["memory_limit_bytes"])]
+        for t in data["tasks"]
+    ]  # fmt: skip
+    return [
+        (["NODE", "STATE", "CPU", "MEMORY"], nodes_rows),
+        (["TASK", "NAME", "OWNER", "NODE", "CPU (cores)", "MEMORY"], task_rows),
+    ]
+
+
+def _print_top(data: dict[str, Any]) -> None:
+    for columns, rows in _top_rows(data):
+        render.table(columns, rows)
+        render.console.print()
 
 
 def _node_table(items: list[Any]) -> None:
