@@ -32,6 +32,7 @@ from dockyard.scheduler.queue import QueuedTask, Ranked, order
 from dockyard.server.state.batch import chunks
 from dockyard.server.state.jobs import bump_generations
 from dockyard.server.state.tasks import assign
+from dockyard.store.bulk import executemany
 from dockyard.store.tables import Accounting, Event, Node, SchedulerSetting, Task, User
 
 TASKS = cast(Table, Task.__table__)
@@ -418,6 +419,15 @@ class LazyRunning(Sequence[Running]):
 
 
 # -- writing the plan ----------------------------------------------------------
+_PENDING_REASON = (
+    update(TASKS)
+    .where(TASKS.c.id == bindparam("tid"), TASKS.c.state == TaskState.PENDING.value)
+    .values(
+        reason=bindparam("reason"), message=bindparam("message"), pending_detail=bindparam("detail")
+    )
+)
+
+
 def commit_plan(
     session: Session,
     decision: Pass,
@@ -474,7 +484,6 @@ def commit_plan(
         session.execute(insert(EVENTS), events)
     bump_generations(session, touched)
     held = decision.admission.held
-    table = TASKS
     changes = []
     for tid, why in plan.pending_reasons.items():
         row = rows.get(tid)
@@ -488,17 +497,7 @@ def commit_plan(
                 "detail": plan.pending_detail.get(tid),
             }
         )
-    if changes:
-        session.execute(
-            update(table)
-            .where(table.c.id == bindparam("tid"), table.c.state == TaskState.PENDING.value)
-            .values(
-                reason=bindparam("reason"),
-                message=bindparam("message"),
-                pending_detail=bindparam("detail"),
-            ),
-            changes,
-        )
+    executemany(session.connection(), _PENDING_REASON, changes)
     return touched
 
 

@@ -33,6 +33,7 @@ from dockyard.server.state.auth import Principal
 from dockyard.server.state.batch import chunks
 from dockyard.server.state.events import EventKind, event_row, insert_events, record
 from dockyard.server.state.jobs import find_task, request_stop
+from dockyard.store.bulk import executemany
 from dockyard.store.tables import Task
 
 
@@ -193,7 +194,7 @@ def write_rows(session: Session, rows: Iterable[TaskRow], was: dict[str, str]) -
         for r in rows
     ]
     if params:
-        session.connection().execute(_UPDATE, params)
+        executemany(session.connection(), _UPDATE, params)
 
 
 def assign(session: Session, placements: list[dict[str, Any]], now: float) -> None:
@@ -202,7 +203,7 @@ def assign(session: Session, placements: list[dict[str, Any]], now: float) -> No
     ``port_map``."""
     check_transition(TaskState.PENDING, TaskState.ASSIGNED)
     if placements:
-        session.execute(_ASSIGN, [{**p, "now": now} for p in placements])
+        executemany(session.connection(), _ASSIGN, [{**p, "now": now} for p in placements])
 
 
 def end_pending(
