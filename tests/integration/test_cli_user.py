@@ -410,6 +410,13 @@ def test_completion_and_service_logs(admin: User) -> None:
         return out if len(out) == 6 else None
 
     lines = wait_for(both_logged, timeout=30, message="both replicas' logs")
+    named = subprocess.run(  # dynamic: the service names the API has
+        [str(Path(sys.executable).parent / "dockyard")],
+        env={**admin.env, "_DOCKYARD_COMPLETE": "complete_bash",
+             "COMP_WORDS": "dockyard service logs chat", "COMP_CWORD": "3"},
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert named.stdout.split() == ["chatter"]
     replicas = {line.split(" | ")[0] for line in lines}
     assert len(replicas) == 2 and all(r.startswith("chatter.") for r in replicas)
     assert sorted(line.split(" | ")[1] for line in lines)[:2] == ["line 1", "line 1"]

@@ -122,6 +122,28 @@ TokenOpt = Annotated[
 ]
 
 
+def complete_task(incomplete: str) -> list[str]:
+    """Shell completion of a task reference: names and ids of your newest tasks (the
+    server, token from the usual places; nothing when it cannot be reached)."""
+    try:
+        with Client(timeout=3) as api:
+            tasks = api.tasks(limit=200, page_size=200)
+    except (ClientError, OSError):
+        return []
+    seen = {str(t["name"]): None for t in tasks} | {str(t["id"]): None for t in tasks}
+    return [ref for ref in seen if ref.startswith(incomplete)]
+
+
+def complete_service(incomplete: str) -> list[str]:
+    """Shell completion of a service name (yours; admins: all)."""
+    try:
+        with Client(timeout=3) as api:
+            names = [str(s["name"]) for s in api.services()]
+    except (ClientError, OSError):
+        return []
+    return [name for name in names if name.startswith(incomplete)]
+
+
 def fail(message: str, code: int = 1) -> NoReturn:
     render.err_console.print(f"[red]error:[/] {escape(message)}")
     raise typer.Exit(code)

@@ -18,13 +18,22 @@ from typing import Annotated, Any
 
 import typer
 
-from dockyard.cli.app import TokenOpt, UrlOpt, app, call, client, command_args, fail
+from dockyard.cli.app import (
+    TokenOpt,
+    UrlOpt,
+    app,
+    call,
+    client,
+    command_args,
+    complete_task,
+    fail,
+)
 from dockyard.client import ClientError
 
 
 @app.command("exec", context_settings={"allow_interspersed_args": False})
 def exec_(
-    task: Annotated[str, typer.Argument(help="Task id or name.")],
+    task: Annotated[str, typer.Argument(help="Task id or name.", autocompletion=complete_task)],
     command: Annotated[list[str], typer.Argument(help="Command and arguments (after --).")],
     interactive: Annotated[
         bool, typer.Option("--interactive", "-i", help="Keep stdin open (relay it).")

@@ -21,6 +21,7 @@ from dockyard.cli.app import (
     call,
     client,
     command_args,
+    complete_service,
     fail,
     parse_env,
 )
@@ -300,7 +301,7 @@ def create(
 
 @service_app.command("update")
 def update(
-    name: Annotated[str, typer.Argument(help="Service name.")],
+    name: Annotated[str, typer.Argument(help="Service name.", autocompletion=complete_service)],
     image: ImageOpt = None,
     replicas: ReplicasOpt = None,
     port: PortOpt = None,
@@ -370,7 +371,7 @@ def _print_update(svc: dict[str, Any]) -> None:
 
 @service_app.command("scale")
 def scale(
-    name: Annotated[str, typer.Argument(help="Service name.")],
+    name: Annotated[str, typer.Argument(help="Service name.", autocompletion=complete_service)],
     replicas: Annotated[int, typer.Argument(help="Replicas to keep running.")],
     json_out: JsonOpt = False,
     url: UrlOpt = None,
@@ -412,7 +413,9 @@ def _service_table(services: list[Any]) -> None:
 
 @service_app.command("inspect")
 def inspect(
-    name: Annotated[str, typer.Argument(help="Service name or id.")],
+    name: Annotated[
+        str, typer.Argument(help="Service name or id.", autocompletion=complete_service)
+    ],
     output: OutputOpt = None,
     json_out: JsonOpt = False,
     url: UrlOpt = None,
@@ -426,7 +429,9 @@ def inspect(
 
 @service_app.command("logs")
 def service_logs(
-    name: Annotated[str, typer.Argument(help="Service name or id.")],
+    name: Annotated[
+        str, typer.Argument(help="Service name or id.", autocompletion=complete_service)
+    ],
     tail: Annotated[int | None, typer.Option(help="Only each replica's last N lines.")] = None,
     timestamps: Annotated[bool, typer.Option("--timestamps", "-t", help="Show times.")] = False,
     json_out: JsonOpt = False,
@@ -458,7 +463,7 @@ def service_logs(
 
 @service_app.command("rm")
 def rm(
-    name: Annotated[str, typer.Argument(help="Service name.")],
+    name: Annotated[str, typer.Argument(help="Service name.", autocompletion=complete_service)],
     json_out: JsonOpt = False,
     url: UrlOpt = None,
     token: TokenOpt = None,

@@ -18,6 +18,7 @@ from dockyard.cli.app import (
     call,
     client,
     command_args,
+    complete_task,
     fail,
     parse_env,
     parse_since,
@@ -324,7 +325,7 @@ def _task_table(tasks: list[Any]) -> None:
 
 @app.command()
 def logs(
-    ref: Annotated[str, typer.Argument(help="Task id or name.")],
+    ref: Annotated[str, typer.Argument(help="Task id or name.", autocompletion=complete_task)],
     follow: Annotated[
         bool,
         typer.Option("--follow", "-f", help="Follow until the task ends; exit with its code."),
@@ -420,7 +421,10 @@ def log_time(ts: str) -> float:
 @app.command()
 def kill(
     refs: Annotated[
-        list[str], typer.Argument(help="Task ids or names, or instances you launched.")
+        list[str],
+        typer.Argument(
+            help="Task ids or names, or instances you launched.", autocompletion=complete_task
+        ),
     ],
     json_out: JsonOpt = False,
     url: UrlOpt = None,
@@ -433,7 +437,9 @@ def kill(
 
 @app.command()
 def stop(
-    refs: Annotated[list[str], typer.Argument(help="Task ids or names.")],
+    refs: Annotated[
+        list[str], typer.Argument(help="Task ids or names.", autocompletion=complete_task)
+    ],
     json_out: JsonOpt = False,
     url: UrlOpt = None,
     token: TokenOpt = None,
@@ -474,7 +480,9 @@ def _stop_all(refs: list[str], json_out: bool, url: str | None, token: str | Non
 
 @app.command()
 def rm(
-    refs: Annotated[list[str], typer.Argument(help="Ended task ids or names.")],
+    refs: Annotated[
+        list[str], typer.Argument(help="Ended task ids or names.", autocompletion=complete_task)
+    ],
     force: Annotated[
         bool, typer.Option("--force", "-f", help="Kill a running task first, then remove it.")
     ] = False,
@@ -511,7 +519,7 @@ def rm(
 
 @app.command()
 def inspect(
-    ref: Annotated[str, typer.Argument(help="Task id or name.")],
+    ref: Annotated[str, typer.Argument(help="Task id or name.", autocompletion=complete_task)],
     output: OutputOpt = None,
     json_out: JsonOpt = False,
     url: UrlOpt = None,
