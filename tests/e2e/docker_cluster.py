@@ -27,5 +27,7 @@ def docker_cluster(agents: int = 1, **options: Any) -> Iterator[ProcessCluster]:
         node_ids = [cl.node_id(name) for name in list(cl.agents)]
         for name in list(cl.agents):
             cl.signal_agent(name, signal.SIGCONT)
-        cl.close()
-        remove_node_resources(node_ids)  # fails if a network of theirs is left
+        try:
+            cl.close()
+        finally:  # even when an agent would not stop: no container or network is left
+            remove_node_resources(node_ids)  # fails if a network of theirs is left

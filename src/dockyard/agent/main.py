@@ -330,4 +330,8 @@ class Agent:
         self.metrics.stop()
 
     def wait(self) -> None:
-        self._stopped.wait()
+        """Until :meth:`stop`. Wakes every 0.5 s: a signal the kernel delivers to
+        another thread only runs its Python handler once the main thread runs, and a
+        wait without a timeout never returns to it (a SIGTERMed agent stayed up)."""
+        while not self._stopped.wait(0.5):
+            pass

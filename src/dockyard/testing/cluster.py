@@ -164,9 +164,16 @@ class ProcessCluster:
         )
 
     def stop_agent(self, name: str = "node-1", sig: int = signal.SIGTERM) -> None:
+        """Signal the agent and wait for it (30 s); one that does not stop is killed
+        (not left running) and the timeout raised: a stop that hangs is a bug."""
         proc = self.agents.pop(name)
         proc.send_signal(sig)
-        proc.wait(30)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+            raise
 
     def signal_agent(self, name: str, sig: int) -> None:
         """Send a signal without waiting (SIGSTOP / SIGCONT to simulate a hang)."""
@@ -199,9 +206,18 @@ class ProcessCluster:
         return self
 
     def close(self) -> None:
-        for name in list(self.agents):
-            self.stop_agent(name)
-        self.stop_server()
+        """Stop every agent, then the server, even if one of them would not stop (its
+        error is raised after)."""
+        try:
+            for name in list(self.agents):
+                try:
+                    self.stop_agent(name)
+                except subprocess.TimeoutExpired:
+                    for rest in list(self.agents):
+                        self.stop_agent(rest)
+                    raise
+        finally:
+            self.stop_server()
 
     def logs(self) -> str:
         return "\n".join(
