@@ -162,10 +162,29 @@ def _print_service(svc: dict[str, Any]) -> None:
 
 
 def follow_rollout(api: Client, name: str, timeout: float) -> dict[str, Any]:
-    """Print rollout progress until it settles; the final service (exit 1 if it failed)."""
+    """Show rollout progress until it settles (a progress bar on a terminal, else a
+    line per change); the final service (exit 1 if it did not settle in time)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    bar = (
+        Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            console=render.err_console,
+        )
+        if render.err_console.is_terminal
+        else None
+    )  # fmt: skip
+    if bar is None:
+        return _follow_rollout(api, name, timeout, None)
+    with bar:
+        return _follow_rollout(api, name, timeout, bar)
+
+
+def _follow_rollout(api: Client, name: str, timeout: float, bar: Any) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     last = ""
     seen: dict[str, None] = {}  # every replica task of the rollout, in order
+    progress_id = bar.add_task(f"{name}: starting", total=None) if bar is not None else None
     while True:
         svc: dict[str, Any] = call(api.service, name)
         seen.update((str(r["task_id"]), None) for r in svc["replicas_detail"])
@@ -179,7 +198,14 @@ def follow_rollout(api: Client, name: str, timeout: float) -> dict[str, Any]:
             f"{status}: version {svc['version']} {ready_new}/{svc['replicas']} ready"
             f" ({new} started, {len(svc['replicas_detail']) - new} old left)"
         )
-        if line != last:
+        if bar is not None:
+            bar.update(
+                progress_id,
+                description=f"{escape(name)} v{svc['version']} {status}, replicas ready",
+                total=svc["replicas"],
+                completed=ready_new,
+            )
+        elif line != last:
             render.err_console.print(escape(line))
             last = line
         settled = ready_new >= svc["replicas"] and new == len(svc["replicas_detail"])
