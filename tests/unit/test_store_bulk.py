@@ -9,9 +9,10 @@ from typing import Any, cast
 import pytest
 from sqlalchemy import Table, bindparam, insert, select, update
 
+from dockyard.server.state.events import event_row, insert_events
 from dockyard.store.bulk import executemany
 from dockyard.store.db import Database, sqlite_url
-from dockyard.store.tables import Node, Task, User, Workload
+from dockyard.store.tables import Event, Node, Task, User, Workload
 from dockyard.testing import postgres
 
 TASKS = cast(Table, Task.__table__)
@@ -105,6 +106,31 @@ def test_same_rows_as_sqlalchemy_executemany(db: Database) -> None:
     assert fast[4][0] == "running" and fast[4][1] is None
 
 
-def test_an_insert_is_refused_no_defaults_skipped(db: Database) -> None:
-    with db.write() as session, pytest.raises(TypeError):
-        executemany(session.connection(), insert(TASKS), [{"id": "x"}])  # type: ignore[arg-type]
+def test_inserts_take_every_column_or_are_refused(db: Database) -> None:
+    events = cast(Table, Event.__table__)
+    rows = [
+        event_row("task", "placed", f"placed on n{i}", task_id=f"t{i}", owner_id="u")
+        for i in range(3)
+    ]
+    with db.write() as session:
+        insert_events(session, rows)  # all of event_row's columns: store.bulk
+        insert_events(session, [{"at": 1.0, "kind": "node", "node_id": "n9"}])  # defaults
+        partial = insert(events).values(at=bindparam("at"), kind=bindparam("kind"))
+        with pytest.raises(TypeError, match="must name"):  # reason, message: defaults
+            executemany(session.connection(), partial, [{"at": 1.0, "kind": "x"}])
+        with pytest.raises(TypeError, match="lacks the bind"):
+            executemany(session.connection(), insert(TASKS), [{"id": "x"}])
+        with pytest.raises(TypeError, match="UPDATE and INSERT"):
+            executemany(session.connection(), select(TASKS), [{}])  # type: ignore[arg-type]
+    with db.read() as session:
+        got = session.execute(
+            select(events.c.reason, events.c.message, events.c.task_id, events.c.node_id).order_by(
+                events.c.id
+            )
+        ).all()
+    assert [tuple(r) for r in got][-4:] == [
+        ("placed", "placed on n0", "t0", None),
+        ("placed", "placed on n1", "t1", None),
+        ("placed", "placed on n2", "t2", None),
+        ("", "", None, "n9"),
+    ]

@@ -1,4 +1,5 @@
-"""Many rows through one UPDATE, compiled once, straight to the DBAPI's executemany.
+"""Many rows through one UPDATE or INSERT, compiled once, straight to the DBAPI's
+executemany.
 
 ``session.execute(stmt, [dict, ...])`` builds every parameter set through the
 compiled statement's full machinery (``construct_params`` and a processor list
@@ -6,9 +7,11 @@ per row), which cost more than the SQL itself for the scheduler's 1,000s of
 assignments and events per pass. :func:`executemany` compiles the statement once
 per dialect, keeps its literal values and each bind's type processor (e.g.
 JSON's ``dumps``), and hands the driver plain tuples (positional styles, SQLite)
-or dicts (named styles, psycopg). UPDATEs only, of tables without Python-side
-``onupdate`` defaults (an INSERT's column defaults are filled in per row by the
-execution context, which this path skips): plain ``bindparam``s and literal values.
+or dicts (named styles, psycopg). Plain ``bindparam``s and literal values only.
+Python-side column defaults (and ``onupdate``) are filled in per row by
+SQLAlchemy's execution context, which this path skips: a statement that leaves
+such a column to them is refused (name it: ``.values(col=bindparam("col"))``),
+and a row that lacks a bind is an error, never a default.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Update
+from sqlalchemy import Connection, Insert, Update
 from sqlalchemy.sql.compiler import SQLCompiler
 
 _Processor = Callable[[Any], Any] | None
@@ -54,11 +57,11 @@ class _Prepared:
         return tuple(out) if self.positional else dict(zip(self.names, out, strict=True))
 
 
-_cache: dict[tuple[int, str], tuple[Update, _Prepared]] = {}
+_cache: dict[tuple[int, str], tuple[Update | Insert, _Prepared]] = {}
 _lock = threading.Lock()
 
 
-def _prepare(conn: Connection, stmt: Update) -> _Prepared:
+def _prepare(conn: Connection, stmt: Update | Insert) -> _Prepared:
     key = (id(stmt), conn.dialect.name)
     with _lock:
         hit = _cache.get(key)
@@ -67,20 +70,27 @@ def _prepare(conn: Connection, stmt: Update) -> _Prepared:
     compiled = stmt.compile(dialect=conn.dialect)
     assert isinstance(compiled, SQLCompiler)
     prepared = _Prepared(compiled, conn.dialect)
+    # Columns whose Python-side defaults SQLAlchemy would compute per row.
+    unnamed = [c.key for c in (*compiled.insert_prefetch, *compiled.update_prefetch)]
+    if unnamed:
+        raise TypeError(f"a statement through store.bulk must name {', '.join(unnamed)}")
     with _lock:
+        if len(_cache) >= 256:  # meant for module-level statements; bounded anyway
+            _cache.clear()
         _cache[key] = (stmt, prepared)  # holds stmt: its id stays its own
     return prepared
 
 
-def executemany(conn: Connection, stmt: Update, rows: Sequence[Mapping[str, Any]]) -> None:
+def executemany(conn: Connection, stmt: Update | Insert, rows: Sequence[Mapping[str, Any]]) -> None:
     """Execute ``stmt`` (module-level, reused: it is compiled once) for each of ``rows``
     (bind name -> value; absent names take the statement's literal values)."""
-    if not isinstance(stmt, Update):
-        raise TypeError("store.bulk.executemany runs UPDATE statements only")
-    if any(c.onupdate is not None for c in stmt.table.c):  # type: ignore[attr-defined]
-        conn.execute(stmt, list(rows))
-        return
+    if not isinstance(stmt, Update | Insert):
+        raise TypeError("store.bulk.executemany runs UPDATE and INSERT statements only")
     if not rows:
         return
     prepared = _prepare(conn, stmt)
-    conn.exec_driver_sql(prepared.sql, [prepared.row(r) for r in rows])
+    try:
+        params = [prepared.row(r) for r in rows]
+    except KeyError as exc:  # loud, never a default silently skipped
+        raise TypeError(f"a row through store.bulk lacks the bind {exc.args[0]!r}") from None
+    conn.exec_driver_sql(prepared.sql, params)

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, func, insert, or_, select, update
+from sqlalchemy import Table, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from dockyard.core.image_ref import tagged
@@ -30,6 +30,7 @@ from dockyard.scheduler.fairshare import (
 from dockyard.scheduler.placement import NodeView, Plan, Running, TaskRequest, place
 from dockyard.scheduler.queue import QueuedTask, Ranked, order
 from dockyard.server.state.batch import chunks
+from dockyard.server.state.events import insert_events
 from dockyard.server.state.jobs import bump_generations
 from dockyard.server.state.tasks import assign
 from dockyard.store.bulk import executemany
@@ -481,7 +482,7 @@ def commit_plan(
         on_placed(rows[tid])
     if params:
         assign(session, params, now)
-        session.execute(insert(EVENTS), events)
+        insert_events(session, events)
     bump_generations(session, touched)
     held = decision.admission.held
     changes = []
