@@ -110,6 +110,7 @@ OWN = "own"
 HIDDEN = "hidden"
 ADMIN_ONLY = "admin_only"
 
+
 def value_routes(plural: str) -> dict[tuple[str, str], Route]:
     """Secrets or configs: B's ``bob-secret-<kind>1`` is hidden from A (by name, and
     with ?owner=B); the admin reads it and removes B's ``...2``."""

@@ -329,7 +329,6 @@ class ServiceCreate(JobCreate):
         default=False,
         description="a one-shot step: a replica that ends (exit 0 or not) is not replaced",
     )
-
     secrets: list[str | dict[str, Any]] = Field(
         default_factory=list,
         max_length=32,
