@@ -295,6 +295,29 @@ def test_a_request_no_node_could_fit_is_refused_unless_held(admin: User) -> None
     admin.cli("kill", held["id"])
 
 
+def test_a_service_no_node_could_fit_is_refused_unless_held(admin: User) -> None:
+    """As for jobs: create and update name the field; nothing is stored; --hold keeps it."""
+    refused = admin.cli(
+        "service", "create", "huge-svc", "--image", "busybox", "--cpu", "64", check=False
+    )
+    assert refused.returncode == 1 and "field: cpu" in refused.stderr
+    with pytest.raises(ClientError) as missing:
+        admin.api.service("huge-svc")
+    assert missing.value.status == 404  # nothing stored
+    made = admin.cli(
+        "service", "create", "held-svc", "--image", "busybox", "--memory", "64g", "--hold", "-d"
+    )
+    assert made.returncode == 0
+    small = admin.cli("service", "create", "small-svc", "--image", "busybox", "-d")
+    assert small.returncode == 0
+    before = admin.api.service("small-svc")["spec"]
+    grown = admin.cli("service", "update", "small-svc", "--memory", "64g", "-d", check=False)
+    assert grown.returncode == 1 and "field: memory" in grown.stderr
+    assert admin.api.service("small-svc")["spec"] == before  # unchanged
+    admin.cli("service", "rm", "held-svc")
+    admin.cli("service", "rm", "small-svc")
+
+
 def test_clear_history_asks_first(admin: User) -> None:
     result = CliRunner().invoke(
         app,

@@ -17,6 +17,8 @@ from dockyard.protocol.messages import (
     Build,
     BuildDone,
     BuildOutput,
+    Checkpoints,
+    CheckpointsOver,
     Desired,
     DesiredEntry,
     Endpoints,
@@ -148,6 +150,8 @@ SAMPLES: list[Message] = [
     Foreign("n-1", ("n-old", "n-other")),
     Orphans(("n-old",)),
     Reaped("n-1", "n-old", ("t1", "t2")),
+    Checkpoints("n-1", ("u1/ckpt-w1", "u1/ckpt-w2-3")),
+    CheckpointsOver(("u1/ckpt-w1",)),
 ]
 
 

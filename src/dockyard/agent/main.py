@@ -13,6 +13,8 @@ import psutil
 
 from dockyard import __version__, config
 from dockyard.agent.builder import Builder
+from dockyard.agent.checkpoints import CHECK_EVERY_S as CHECKPOINT_CHECK_S
+from dockyard.agent.checkpoints import CheckpointSweeper
 from dockyard.agent.connection import Connection
 from dockyard.agent.execs import ExecManager
 from dockyard.agent.gpus import detect_gpus, inventory
@@ -32,6 +34,7 @@ from dockyard.drivers.errors import DriverError
 from dockyard.protocol import curve as keys
 from dockyard.protocol.messages import (
     Build,
+    CheckpointsOver,
     Desired,
     Endpoints,
     ExecClose,
@@ -94,6 +97,9 @@ class AgentConfig:
     #: checkpoint dirs live there, so they follow a requeued attempt to any node;
     #: None: a Docker volume on this node (docs/scheduler.md, Cooperative checkpoints).
     checkpoint_root: Path | None = None
+    #: Seconds between questions about the checkpoints held here (volumes, dirs under
+    #: checkpoint_root); those of jobs over for good are removed. 0: never.
+    checkpoint_check_interval: float = CHECKPOINT_CHECK_S
 
     def __post_init__(self) -> None:
         if self.driver not in DRIVERS:
@@ -211,6 +217,14 @@ class Agent:
             self.connection.send_reliable,
             self.connection.pending,
             interval=cfg.orphan_check_interval,
+            checkpoints=CheckpointSweeper(
+                self.driver,
+                self.node_id,
+                self.connection.send_reliable,
+                self.connection.pending,
+                root=cfg.checkpoint_root,
+            ),
+            checkpoint_interval=cfg.checkpoint_check_interval,
         )
         self.metrics = AgentMetrics(self.node_id, cfg.name)
         self.metrics.watch(
@@ -290,6 +304,8 @@ class Agent:
             self.reconciler.set_desired(msg)
         elif isinstance(msg, Orphans):
             self.orphans.on_orphans(msg)
+        elif isinstance(msg, CheckpointsOver):
+            self.orphans.on_checkpoints_over(msg)
         elif isinstance(msg, Prune):
             threading.Thread(target=self._prune, name="prune", daemon=True).start()
         elif isinstance(msg, Build):
@@ -315,7 +331,7 @@ class Agent:
         self.shipper.start()
         self.reconciler.start()
         self.sampler.start()
-        if self.cfg.orphan_check_interval > 0:
+        if self.orphans.active:  # orphaned containers, checkpoints of ended jobs
             self.orphans.start()
         self.connection.start()
 

@@ -10,6 +10,9 @@ uses (``orphans``: registered in its store and down for longer than its orphan
 grace; a node id it never had may be another cluster's on the same Engine).
 Only those node ids' containers are stopped (SIGTERM, SIGKILL after
 ``grace``) and removed, then reported (``reaped``, recorded as an event).
+
+The same thread runs the agent's other cleanup pass: checkpoints of jobs that are
+over (``agent/checkpoints.py``), every ``checkpoint_interval``.
 """
 
 from __future__ import annotations
@@ -20,9 +23,10 @@ import threading
 import time
 from collections.abc import Callable
 
+from dockyard.agent.checkpoints import CheckpointSweeper
 from dockyard.drivers.base import ContainerStatus, Driver
 from dockyard.drivers.errors import ContainerNotFound, DriverError
-from dockyard.protocol.messages import AgentMessage, Foreign, Orphans, Reaped
+from dockyard.protocol.messages import AgentMessage, CheckpointsOver, Foreign, Orphans, Reaped
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +49,8 @@ class OrphanReaper:
         pending: Callable[[str], bool],
         interval: float = CHECK_EVERY_S,
         grace: float = REAP_GRACE_S,
+        checkpoints: CheckpointSweeper | None = None,
+        checkpoint_interval: float = 0.0,
     ) -> None:
         self._driver = driver
         self._node_id = node_id
@@ -53,10 +59,18 @@ class OrphanReaper:
         self._interval = interval
         self._grace = grace
         self._asked = ""  # id of the last question, while unanswered it is not asked again
-        self._answers: queue.SimpleQueue[tuple[str, ...] | None] = queue.SimpleQueue()
+        #: Answers to act on, on this thread (None: stop).
+        self._answers: queue.SimpleQueue[Callable[[], object] | None] = queue.SimpleQueue()
+        self.checkpoints = checkpoints
+        self._checkpoint_interval = checkpoint_interval if checkpoints is not None else 0.0
         self._stop = threading.Event()
         self.reaped = 0  # containers removed (agent metrics, tests)
         self._thread = threading.Thread(target=self._run, name="orphans", daemon=True)
+
+    @property
+    def active(self) -> bool:
+        """Whether either pass is on (else the thread need not start)."""
+        return self._interval > 0 or self._checkpoint_interval > 0
 
     def start(self) -> None:
         self._thread.start()
@@ -69,27 +83,45 @@ class OrphanReaper:
 
     def on_orphans(self, msg: Orphans) -> None:
         """The server's answer (connection thread): reaped on the reaper's thread."""
-        self._answers.put(msg.node_ids)
+        node_ids = msg.node_ids
+        self._answers.put(lambda: node_ids and self.reap(node_ids))
+
+    def on_checkpoints_over(self, msg: CheckpointsOver) -> None:
+        """The server's answer about checkpoints: removed on this thread."""
+        sweeper = self.checkpoints
+        if sweeper is not None:
+            self._answers.put(lambda: sweeper.remove(msg))
 
     def _run(self) -> None:
-        next_check = time.monotonic() + self._interval
+        never = float("inf")
+        now = time.monotonic()
+        next_check = now + self._interval if self._interval > 0 else never
+        next_sweep = now + self._checkpoint_interval if self._checkpoint_interval > 0 else never
         while not self._stop.is_set():
+            wait = min(next_check, next_sweep, time.monotonic() + 60.0) - time.monotonic()
             try:
-                answer = self._answers.get(timeout=max(0.0, next_check - time.monotonic()))
+                answer = self._answers.get(timeout=max(0.0, wait))
             except queue.Empty:
                 answer = None
             if self._stop.is_set():
                 return
-            try:
-                if answer:
-                    self.reap(answer)
-                if time.monotonic() >= next_check:
-                    next_check = time.monotonic() + self._interval
-                    self.ask()
-            except DriverError as exc:
-                log.warning("looking for orphaned containers failed: %s", exc)
-            except Exception:
-                log.exception("looking for orphaned containers failed")
+            if answer is not None:
+                self._guarded(answer, "acting on the server's answer")
+            if time.monotonic() >= next_check:
+                next_check = time.monotonic() + self._interval
+                self._guarded(self.ask, "looking for orphaned containers")
+            if time.monotonic() >= next_sweep and self.checkpoints is not None:
+                next_sweep = time.monotonic() + self._checkpoint_interval
+                self._guarded(self.checkpoints.ask, "looking for checkpoints to remove")
+
+    @staticmethod
+    def _guarded(step: Callable[[], object], what: str) -> None:
+        try:
+            step()
+        except DriverError as exc:
+            log.warning("%s failed: %s", what, exc)
+        except Exception:
+            log.exception("%s failed", what)
 
     def ask(self) -> tuple[str, ...]:
         """Ask the server about the other node ids labelling containers here (once at

@@ -26,6 +26,7 @@ from dockyard.agent.logship import LogShipper
 from dockyard.agent.networks import NetworkManager
 from dockyard.agent.secretfiles import SecretFiles
 from dockyard.agent.watchers import Watchers
+from dockyard.core.checkpoints import checkpoint_name
 from dockyard.core.errors import ValidationError
 from dockyard.core.resources import Resources
 from dockyard.core.security import ContainerPolicy, Mount, PolicyViolation, SecurityOptions, check
@@ -126,6 +127,21 @@ def _health_check(entry: DesiredEntry) -> HealthCheck | None:
     except ValidationError as exc:
         log.warning("task %s: ignoring its health check: %s", entry.task_id, exc)
         return None
+
+
+def _checkpoint_volume(task: DesiredTask, mounts: tuple[Mount, ...]) -> str:
+    """The name of the task's checkpoint volume among ``mounts`` ("" if none): the
+    job's own ``ckpt-<job>[-<index>]`` at CHECKPOINT_DIR (the driver labels it, so the
+    agent's cleanup finds it once the job is over, ``agent/checkpoints.py``)."""
+    own = checkpoint_name(task.workload_id, None)
+    for m in mounts:
+        if (
+            m.kind == "volume"
+            and m.target == CHECKPOINT_DIR
+            and (m.source == own or m.source.startswith(f"{own}-"))
+        ):
+            return m.source
+    return ""
 
 
 class Reconciler:
@@ -395,6 +411,7 @@ class Reconciler:
             udp_ports=task.udp_ports,
             networks=networks,
             extra_hosts=hosts,
+            checkpoint_volume=_checkpoint_volume(task, mounts),
         )
 
     def _shared_checkpoint(self, owner: str, mount: Mount) -> Mount:

@@ -72,6 +72,12 @@ DetachOpt = Annotated[
     bool, typer.Option("--detach", "-d", help="Return at once; don't follow the rollout.")
 ]
 WaitOpt = Annotated[float, typer.Option(help="Seconds to wait for it to be ready.")]
+HoldOpt = Annotated[
+    bool,
+    typer.Option(
+        "--hold", help="Keep it even if no node could fit a replica now (else it is refused)."
+    ),
+]
 
 
 def _health(
@@ -281,6 +287,7 @@ def create(
             "--config", help="Mount your config NAME at /NAME: NAME[:TARGET[:MODE]] (repeatable)."
         ),
     ] = None,
+    hold: HoldOpt = False,
     detach: DetachOpt = False,
     wait: WaitOpt = 120.0,
     json_out: JsonOpt = False,
@@ -315,6 +322,7 @@ def create(
         "gpus": gpus,
         "secrets": [_file_ref(s) for s in secret or ()],
         "configs": [_file_ref(c) for c in config or ()],
+        "hold": hold,
     }
     with client(url, token) as api:
         svc = call(api.create_service, body)
@@ -346,6 +354,7 @@ def update(
     update_order: OrderOpt = None,
     update_deadline: DeadlineOpt = None,
     auto_revert: RevertOpt = None,
+    hold: HoldOpt = False,
     detach: DetachOpt = False,
     wait: WaitOpt = 300.0,
     json_out: JsonOpt = False,
@@ -381,6 +390,7 @@ def update(
         body["update"] = _update_cfg(
             body.get("update"), update_parallel, update_order, update_deadline, auto_revert
         )
+        body["hold"] = hold
         svc = call(api.update_service, name, body)
         change = svc["change"]
         if not detach and change != "unchanged":

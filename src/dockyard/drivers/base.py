@@ -17,6 +17,8 @@ LABEL_WORKLOAD = "io.dockyard.workload"
 LABEL_OWNER = "io.dockyard.owner"
 #: On networks made for service networks: the cluster-wide network id.
 LABEL_NETWORK = "io.dockyard.network"
+#: On a checkpointing job's volume: its checkpoint name (``ckpt-<job>[-<index>]``).
+LABEL_CHECKPOINT = "io.dockyard.checkpoint"
 
 DEFAULT_PIDS_LIMIT = 1024
 
@@ -50,6 +52,18 @@ class ContainerSpec:
     #: Docker networks to attach to (the first at create), and /etc/hosts entries.
     networks: tuple[str, ...] = ()
     extra_hosts: Mapping[str, str] = field(default_factory=dict)
+    #: The source of the named volume in ``mounts`` that is the job's checkpoint: the
+    #: driver creates it first, labelled (``checkpoint_labels``), so it can be found.
+    checkpoint_volume: str = ""
+
+    def checkpoint_labels(self) -> dict[str, str]:
+        return {
+            LABEL_MANAGED: "1",
+            LABEL_CHECKPOINT: self.checkpoint_volume,
+            LABEL_OWNER: self.owner,
+            LABEL_WORKLOAD: self.workload_id,
+            LABEL_NODE: self.node_id,
+        }
 
     def published(self) -> dict[str, tuple[str, int]]:
         """Docker's ``ports`` argument: job ports as themselves, service ports as mapped,
@@ -268,6 +282,16 @@ class Driver(Protocol):
     def refresh_hosts(self, network: str, entries: Mapping[str, str]) -> None:
         """Write ``entries`` (name -> address) into the ``/etc/hosts`` of every container
         on ``network``, replacing what an earlier call wrote there for it."""
+        ...
+
+    def checkpoint_volumes(self) -> Sequence[tuple[str, str]]:
+        """Every checkpoint volume on this runtime (any node's: a volume outlives the
+        agent that made it), as ``(owner, checkpoint name)``."""
+        ...
+
+    def remove_volume(self, owner: str, name: str) -> bool:
+        """Remove the owner's named volume: True once it is gone (or was), False while
+        a container (running or not) still uses it."""
         ...
 
     def images(self) -> tuple[str, ...]:

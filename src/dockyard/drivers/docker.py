@@ -30,8 +30,10 @@ from tenacity import (
 from dockyard.core.resources import Resources
 from dockyard.core.security import volume_name
 from dockyard.drivers.base import (
+    LABEL_CHECKPOINT,
     LABEL_NETWORK,
     LABEL_NODE,
+    LABEL_OWNER,
     LABEL_TASK,
     ContainerSpec,
     ContainerStatus,
@@ -275,6 +277,8 @@ class DockerDriver:
             if m.kind == "bind"
         }
         try:
+            if spec.checkpoint_volume:
+                self._checkpoint_volume(spec)
             container_id = self._create(spec, sources)
         except BaseException:
             self.pins.release(key)
@@ -560,6 +564,44 @@ class DockerDriver:
             raise DriverError(f"remove failed: {exc.explanation or exc}") from exc
         if key:
             self.pins.release(key)
+
+    # -- checkpoint volumes -----------------------------------------------
+    def _checkpoint_volume(self, spec: ContainerSpec) -> None:
+        """Create the job's checkpoint volume, labelled, unless it exists (a later
+        attempt's: Docker returns the existing one, its labels unchanged)."""
+        name = volume_name(spec.owner, spec.checkpoint_volume)
+        try:
+            self._client.volumes.create(name=name, labels=spec.checkpoint_labels())
+        except docker.errors.APIError as exc:
+            raise CreateFailed(f"checkpoint volume {name}: {exc.explanation or exc}") from exc
+        except (requests.exceptions.RequestException, docker.errors.DockerException) as exc:
+            raise RuntimeUnavailable(f"Docker Engine error: {exc}") from exc
+
+    def checkpoint_volumes(self) -> Sequence[tuple[str, str]]:
+        def fetch() -> list[Any]:
+            found = self._client.api.volumes(filters={"label": LABEL_CHECKPOINT})
+            return list(found.get("Volumes") or [])
+
+        out = []
+        for v in self._call(fetch):
+            labels = v.get("Labels") or {}
+            owner, name = labels.get(LABEL_OWNER, ""), labels.get(LABEL_CHECKPOINT, "")
+            if owner and name and v.get("Name") == volume_name(owner, name):
+                out.append((str(owner), str(name)))
+        return out
+
+    def remove_volume(self, owner: str, name: str) -> bool:
+        try:
+            self._client.api.remove_volume(volume_name(owner, name))
+        except docker.errors.NotFound:
+            return True
+        except docker.errors.APIError as exc:
+            if exc.status_code == 409:  # a container still uses it
+                return False
+            raise DriverError(f"removing volume: {exc.explanation or exc}") from exc
+        except (requests.exceptions.RequestException, docker.errors.DockerException) as exc:
+            raise RuntimeUnavailable(f"Docker Engine error: {exc}") from exc
+        return True
 
     def _name_of(self, container_id: str) -> str | None:
         try:

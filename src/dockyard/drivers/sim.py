@@ -77,6 +77,8 @@ class SimDriver:
         self._capacity = Resources(cpu_millis, memory_bytes)
         self._containers: dict[str, _SimContainer] = {}
         self._names: dict[str, str] = {}
+        #: Checkpoint volumes made by ``create``: (owner, name) -> their labels.
+        self.volumes: dict[tuple[str, str], dict[str, str]] = {}
         self._lock = threading.RLock()
         #: Images this hollow node reports having besides those its containers used.
         self.extra_images: set[str] = set()
@@ -166,6 +168,9 @@ class SimDriver:
                 container.exit_code = int(exit_code)
                 if container.run_for is None:
                     container.run_for = 0.0
+            if spec.checkpoint_volume:  # as Docker: made once, kept across attempts
+                key = (spec.owner, spec.checkpoint_volume)
+                self.volumes.setdefault(key, spec.checkpoint_labels())
             self._containers[container.container_id] = container
             self._names[spec.container_name] = container.container_id
             self._record("create", container)
@@ -256,6 +261,21 @@ class SimDriver:
             container.status = "exited"
             container.exit_code = _SIGNAL_EXIT.get(signal, 137)
             self._notify(container)
+
+    def checkpoint_volumes(self) -> Sequence[tuple[str, str]]:
+        with self._lock:
+            return list(self.volumes)
+
+    def remove_volume(self, owner: str, name: str) -> bool:
+        """As Docker: refused while any container (running or exited) mounts it."""
+        with self._lock:
+            for c in self._containers.values():
+                if c.spec.owner == owner and any(
+                    m.kind == "volume" and m.source == name for m in c.spec.mounts
+                ):
+                    return False
+            self.volumes.pop((owner, name), None)
+            return True
 
     def images(self) -> tuple[str, ...]:
         """A hollow node "has" the images its containers used (and any it was given)."""

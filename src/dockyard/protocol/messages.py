@@ -73,6 +73,8 @@ class MsgType(StrEnum):
     FOREIGN = "foreign"  # agent -> server: other node ids on this Engine (reliable)
     ORPHANS = "orphans"  # server -> agent: which of them no live agent uses
     REAPED = "reaped"  # agent -> server: containers of an orphaned node id removed (reliable)
+    CHECKPOINTS = "checkpoints"  # agent -> server: checkpoints held here (reliable)
+    CHECKPOINTS_OVER = "checkpoints_over"  # server -> agent: which of them no attempt needs
 
 
 Body: TypeAlias = Mapping[str, Any]
@@ -657,6 +659,24 @@ class Reaped:
 
 
 @dataclass(frozen=True, slots=True)
+class Checkpoints:
+    """Checkpoints this agent holds (Docker volumes on its Engine, directories under its
+    ``checkpoint_root``), as keys ``<owner>/ckpt-<job>[-<index>]`` (reliable; at most
+    100). The server answers ``checkpoints_over``."""
+
+    TYPE: ClassVar[MsgType] = MsgType.CHECKPOINTS
+    node_id: str
+    keys: tuple[str, ...]
+
+    def encode(self) -> dict[str, Any]:
+        return {"node_id": self.node_id, "keys": self.keys}
+
+    @classmethod
+    def decode(cls, body: Body) -> Self:
+        return cls(_str(body, "node_id"), _strs(body, "keys"))
+
+
+@dataclass(frozen=True, slots=True)
 class BuildOutput:
     """Output lines of a build, numbered from ``seq`` (reliable). The first, with
     ``seq`` -1 and no lines, says the build began."""
@@ -1112,6 +1132,22 @@ class Orphans:
 
 
 @dataclass(frozen=True, slots=True)
+class CheckpointsOver:
+    """Answers ``checkpoints``: the keys whose job (element, rank) is over for good
+    (no attempt left, or removed). The agent removes those; others are kept."""
+
+    TYPE: ClassVar[MsgType] = MsgType.CHECKPOINTS_OVER
+    keys: tuple[str, ...]
+
+    def encode(self) -> dict[str, Any]:
+        return {"keys": self.keys}
+
+    @classmethod
+    def decode(cls, body: Body) -> Self:
+        return cls(_strs(body, "keys"))
+
+
+@dataclass(frozen=True, slots=True)
 class Prune:
     """Remove this node's dead containers (admin gc); answered with ``pruned``."""
 
@@ -1256,6 +1292,7 @@ AgentMessage: TypeAlias = (
     | ExecExit
     | Foreign
     | Reaped
+    | Checkpoints
 )
 ServerMessage: TypeAlias = (
     Welcome
@@ -1271,6 +1308,7 @@ ServerMessage: TypeAlias = (
     | ExecResize
     | ExecClose
     | Orphans
+    | CheckpointsOver
 )
 Message: TypeAlias = AgentMessage | ServerMessage
 
@@ -1289,6 +1327,7 @@ FROM_AGENT = (
     ExecExit,
     Foreign,
     Reaped,
+    Checkpoints,
 )
 FROM_SERVER = (
     Welcome,
@@ -1304,6 +1343,7 @@ FROM_SERVER = (
     ExecResize,
     ExecClose,
     Orphans,
+    CheckpointsOver,
 )
 
 #: Wire name -> body decoder: one dict lookup per frame.

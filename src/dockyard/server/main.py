@@ -16,6 +16,7 @@ from dockyard.server.control.dropfolder import DropFolder
 from dockyard.server.control.leader import FencedDatabase, LeaderElector, NotLeader
 from dockyard.server.control.plane import ControlPlane
 from dockyard.server.gateway.builds import BuildService
+from dockyard.server.gateway.checkpoints import CheckpointCheck
 from dockyard.server.gateway.execs import ExecService
 from dockyard.server.gateway.gateway import Gateway
 from dockyard.server.gateway.orphans import OrphanCheck
@@ -121,6 +122,7 @@ class Server:
         gateway.handle(ExecOutput, self.execs.on_output)
         gateway.handle(ExecExit, self.execs.on_exit)
         OrphanCheck(self.fenced_db, gateway, self.cfg.orphan_grace).wire()
+        CheckpointCheck(self.fenced_db, gateway).wire()
 
     def _elected(self, term: int) -> None:
         with self._control_lock:

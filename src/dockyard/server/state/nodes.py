@@ -10,6 +10,7 @@ from typing import Any, cast
 from sqlalchemy import Table, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from dockyard.core.checkpoints import checkpoint_name
 from dockyard.core.gpus import GPU_UUID
 from dockyard.core.security import Mount
 from dockyard.core.specs import CHECKPOINT_DIR
@@ -229,7 +230,7 @@ CHECKPOINT_STOPS = frozenset({Reason.PREEMPTED, Reason.NODE_DRAINED})
 def checkpoint_volume(workload_id: str, array_index: int | None) -> str:
     """The checkpoint volume's name (namespaced per owner by the driver): one per
     job, one per element of an array or rank of a gang, so each one's attempts share it."""
-    return f"ckpt-{workload_id}" if array_index is None else f"ckpt-{workload_id}-{array_index}"
+    return checkpoint_name(workload_id, array_index)
 
 
 def with_checkpoint(

@@ -38,6 +38,7 @@ from dockyard.server.state import services as service_ops
 from dockyard.server.state import templates as template_ops
 from dockyard.server.state.auth import Principal
 from dockyard.server.state.events import EventKind, record
+from dockyard.server.state.fit import check_fits
 from dockyard.server.state.images import check_images, own_image
 from dockyard.server.state.policy import caller_policy, enforce
 from dockyard.server.state.services import ServiceView
@@ -234,6 +235,8 @@ def _checked_spec(
     task = dataclasses.replace(spec.task, image=own_image(session, who, spec.task.image))
     check_images(session, who, [("image", task.image)])
     task = enforce(task, policy)
+    if not body.hold:  # a replica no registered node could ever run: refused (422)
+        check_fits(session, task)
     return dataclasses.replace(spec, task=task), (policy.to_dict() if policy else None)
 
 
