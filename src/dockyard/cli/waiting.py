@@ -18,9 +18,11 @@ attempt's.
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from collections.abc import Iterator
+from types import TracebackType
 from typing import Any, NoReturn
 
 import typer
@@ -69,19 +71,79 @@ def next_attempt(api: Client, task: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
-def wait(api: Client, task_id: str) -> dict[str, Any]:
-    """Poll until the task (and any retry of it) ended; the last attempt."""
-    polls = 0
-    while True:
-        task = api.task(task_id)
-        if task["state"] in TERMINAL:
-            follow_up = next_attempt(api, task)
-            if follow_up is None:
-                return task
-            task_id = follow_up["id"]
-            continue
-        time.sleep(POLL_S[min(polls, len(POLL_S) - 1)])
-        polls += 1
+#: The agent's pull progress, as its ``pulling`` status message says it.
+_PULLED = re.compile(r"(\d{1,3})% of ")
+
+
+def pull_percent(task: dict[str, Any]) -> int | None:
+    """How much of its image a ``pulling`` task has (0-100), if the node said."""
+    if task.get("state") != "pulling":
+        return None
+    found = _PULLED.search(str(task.get("message") or ""))
+    return min(100, int(found.group(1))) if found else None
+
+
+class StatusLine:
+    """On a terminal, the waited-for task as one live line on stderr: its state and
+    message, with a bar while its image is pulled (``pulling ...: 42% of 80 MiB``).
+    Nothing when stderr is not a terminal (scripts, ``--json``)."""
+
+    def __init__(self, enabled: bool | None = None) -> None:
+        self._enabled = render.err_console.is_terminal if enabled is None else enabled
+        self._progress: Any = None
+        self._bar: Any = None
+
+    def __enter__(self) -> StatusLine:
+        if self._enabled:
+            from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn
+
+            self._progress = Progress(
+                SpinnerColumn(),
+                TextColumn("{task.description}"),
+                BarColumn(),
+                console=render.err_console,
+                transient=True,
+            )
+            self._progress.start()
+            self._bar = self._progress.add_task("waiting", total=None)
+        return self
+
+    def show(self, task: dict[str, Any]) -> None:
+        if self._progress is None:
+            return
+        detail = str(task.get("message") or task.get("reason") or "")
+        text = f"{task['id']} {task['state']}" + (f": {detail}" if detail else "")
+        done = pull_percent(task)
+        self._progress.update(
+            self._bar, description=escape(text[:100]), total=None if done is None else 100
+        )
+        if done is not None:
+            self._progress.update(self._bar, completed=done)
+        self._progress.refresh()  # each poll is shown, not only the next auto-refresh
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+
+def wait(api: Client, task_id: str, status: StatusLine | None = None) -> dict[str, Any]:
+    """Poll until the task (and any retry of it) ended; the last attempt. On a
+    terminal its state (and an image pull's progress) is shown as it goes."""
+    with status or StatusLine() as line:
+        polls = 0
+        while True:
+            task = api.task(task_id)
+            if task["state"] in TERMINAL:
+                follow_up = next_attempt(api, task)
+                if follow_up is None:
+                    return task
+                task_id = follow_up["id"]
+                continue
+            line.show(task)
+            time.sleep(POLL_S[min(polls, len(POLL_S) - 1)])
+            polls += 1
 
 
 def print_line(item: dict[str, Any], json_out: bool, timestamps: bool = False) -> None:
