@@ -98,8 +98,20 @@ def test_oom_job_is_accounted_with_its_peak_memory(sampled: ProcessCluster, imag
         assert rec["memory_gib_s"] > 0
 
 
-def test_sge_export_parses_back_field_by_field(sampled: ProcessCluster) -> None:
+def test_sge_export_parses_back_field_by_field(sampled: ProcessCluster, image: str) -> None:
+    """Its own three runs (a success, a failure, a kill): the module's other tests may
+    have run on another cluster (pytest-xdist), so their records are not counted on."""
     with sampled.client() as api:
+        ids = [
+            api.run_job("sge-ok", image, ["sh", "-c", "sleep 0.3"])["id"],
+            api.run_job("sge-fail", image, ["sh", "-c", "exit 3"])["id"],
+            api.run_job("sge-kill", image, ["sleep", "60"], kill_grace_s=1)["id"],
+        ]
+        wait_for(lambda: api.task(ids[2])["state"] == "running", timeout=60)
+        api.kill(ids[2])
+        for task_id in ids:
+            finish(api, task_id)
+            record_of(api, task_id)
         records = {r["seq"]: r for r in api.accounting()}
         lines = [line for line in api.export_accounting("sge").splitlines() if line]
         assert len(lines) == len(records) >= 3

@@ -162,7 +162,8 @@ def test_users_from_the_cli(tour: Tour, image: str) -> None:
     bob = Tour(tour.root)
     bob.port = tour.port
     bob.env = {**tour.env, "DOCKYARD_TOKEN": token}
-    assert bob.cli("whoami").stdout.strip() == "bob"
+    # who, on which server, with which token (docs/cli.md, Contexts)
+    assert bob.cli("whoami").stdout.splitlines()[0] == f"bob on http://127.0.0.1:{tour.port}"
     assert bob.json("ps") == []
     denied = bob.cli("user", "add", "eve", check=False)
     assert denied.returncode == 1 and "admin only" in denied.stderr

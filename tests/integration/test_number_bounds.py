@@ -45,6 +45,7 @@ MINIMAL: dict[str, dict[str, Any]] = {
     "ExecRequest": {"command": ["true"]},
     "DrainRequest": {},
     "UserUpdate": {},
+    "ValueCreate": {"name": "bounds", "data": "YQ=="},
 }
 
 

@@ -86,6 +86,7 @@ def _main(
 ) -> None:
     render.output = None  # each command sets its own -o
     render.wide = False
+    render.reset_consoles()
 
 
 user_app = typer.Typer(help="Manage users (admin).", no_args_is_help=True)

@@ -15,6 +15,15 @@ T = TypeVar("T")
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
 
+
+def reset_consoles() -> None:
+    """New consoles for a new command: they read the terminal and ``COLUMNS`` as it is
+    now, not as it was when this module was first imported (in-process runs)."""
+    global console, err_console
+    console = Console(highlight=False)
+    err_console = Console(stderr=True, highlight=False)
+
+
 STATE_STYLE = {
     "pending": "yellow",
     "assigned": "cyan",

@@ -28,7 +28,7 @@ from tenacity import (
 )
 
 from dockyard.core.resources import Resources
-from dockyard.core.security import volume_name
+from dockyard.core.security import registry_host, volume_name
 from dockyard.drivers.base import (
     LABEL_CHECKPOINT,
     LABEL_NETWORK,
@@ -154,9 +154,10 @@ class DockerDriver:
             pull()
         except RetryError as exc:
             last = exc.last_attempt.exception()
-            if any(h in str(last).lower() for h in _NO_REGISTRY_HINTS):
-                # Not on this node, and no registry to get it from: the image is not
-                # found (a build's image is <owner>/NAME:TAG), not a registry error.
+            if not registry_host(image) and any(h in str(last).lower() for h in _NO_REGISTRY_HINTS):
+                # Not on this node, and Docker Hub is out of reach: the image is not
+                # found (a build's image is <owner>/NAME:TAG), not a registry error. A
+                # registry the image names itself that does not answer is one.
                 raise ImageNotFound(
                     f"image {image} not found: it is not on this node and no registry "
                     f"answered ({last})"

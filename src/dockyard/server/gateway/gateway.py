@@ -46,6 +46,7 @@ from dockyard.protocol.messages import (
     decode,
     encode,
 )
+from dockyard.server.errors import ServerError
 from dockyard.server.metrics import ServerMetrics
 from dockyard.server.state import join, usage_history
 from dockyard.server.state import nodes as node_ops
@@ -81,6 +82,15 @@ MALFORMED_LOG_S = 10.0
 M = TypeVar("M", bound=AgentMessage)
 #: An agent's message as the apply thread gets it: (node id, message, message id).
 Received = tuple[str, AgentMessage, str]
+
+
+def _flush_failed(what: str, exc: Exception) -> None:
+    """A follower (or a leader just fenced) may not write: that is expected, said once
+    at debug level; anything else is logged with its traceback."""
+    if isinstance(exc, ServerError) and exc.code == "not_leader":
+        log.debug("%s skipped: not the leader", what)
+    else:
+        log.error("%s failed", what, exc_info=exc)
 
 
 class Gateway:
@@ -598,14 +608,14 @@ class Gateway:
             try:
                 with self._db.write() as session:
                     node_ops.store_images(session, images)
-            except Exception:
-                log.exception("storing node images failed")
+            except Exception as exc:
+                _flush_failed("storing node images", exc)
         if beats:
             try:
                 with self._db.write() as session:
                     node_ops.store_heartbeats(session, beats)
-            except Exception:
-                log.exception("flushing heartbeats failed")
+            except Exception as exc:
+                _flush_failed("flushing heartbeats", exc)
             for node_id, (at, cpu, mem) in beats.items():
                 self.usage_history.add_node(node_id, at, cpu, mem)
         closed = self.usage_history.closed(time.time())

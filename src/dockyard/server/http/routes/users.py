@@ -19,6 +19,7 @@ from dockyard.server.http.schemas import (
     UserUpdate,
     UserWithTokenOut,
     WhoAmIOut,
+    errors,
 )
 from dockyard.server.state import auth, tokens, users
 
@@ -85,7 +86,7 @@ def create_token(request: Request, body: TokenCreate, who: CurrentUser) -> Token
         return TokenOut(user=user.name, token=token)
 
 
-@router.get("/api/v1/tokens", response_model=list[TokenInfoOut])
+@router.get("/api/v1/tokens", response_model=list[TokenInfoOut], responses=errors(403, 404))
 def list_tokens(
     request: Request,
     who: CurrentUser,
