@@ -283,8 +283,10 @@ class Client:
         """Delete an ended task from the history (its logs and events too)."""
         return dict(self._request("DELETE", f"/api/v1/tasks/{_quote(ref)}"))
 
-    def kill(self, ref: str) -> dict[str, Any]:
-        return dict(self._request("POST", f"/api/v1/tasks/{_quote(ref)}/kill"))
+    def kill(self, ref: str, grace_s: float | None = None) -> dict[str, Any]:
+        """Stop a task: SIGKILL after ``grace_s`` (default: its job's kill grace)."""
+        params = {} if grace_s is None else {"grace_s": grace_s}
+        return dict(self._request("POST", f"/api/v1/tasks/{_quote(ref)}/kill", params=params))
 
     def logs(
         self, ref: str, after: int = 0, stream: str | None = None, tail: int | None = None

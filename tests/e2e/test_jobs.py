@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import time
+from functools import partial
 from typing import Any
 
 import docker
@@ -119,6 +120,38 @@ def test_kill_escalates_to_sigkill_after_grace(cluster: ProcessCluster, image: s
         assert (done["state"], done["exit_code"]) == ("killed", 137)
         events = api.task(task["id"])["events"]
         assert any(e["kind"] == "incident" and e["reason"] == "forced_kill" for e in events)
+
+
+def test_stop_time_overrides_the_jobs_grace_and_a_second_one_hurries_it(
+    cluster: ProcessCluster, image: str
+) -> None:
+    """A job with a 600 s kill grace that ignores SIGTERM: ``stop --time 1`` (the
+    API's grace_s) kills it after about a second; another, stopped with the job's own
+    grace, is hurried by a second request with grace 0 while its stop is under way."""
+    stubborn = ["sh", "-c", "trap '' TERM; echo ready; while true; do sleep 0.1; done"]
+    with cluster.client() as api:
+        first = api.run_job("stop-t", image, stubborn, kill_grace_s=600)
+        second = api.run_job("stop-t0", image, stubborn, kill_grace_s=600)
+        for task_id in (first["id"], second["id"]):
+            wait_state(api, task_id, {"running"})
+            wait_for(partial(all_logs, api, task_id), timeout=20, message="ready line")
+        started = time.monotonic()
+        api.kill(first["id"], grace_s=1)
+        done = wait_state(api, first["id"], TERMINAL, timeout=60)
+        assert (done["state"], done["exit_code"]) == ("killed", 137)
+        assert time.monotonic() - started >= 1  # SIGTERM first, SIGKILL after the grace
+        api.kill(second["id"])  # the job's 600 s
+        wait_for(
+            lambda: any(e["reason"] == "kill_requested" for e in api.task(second["id"])["events"]),
+            timeout=20,
+        )
+        assert api.task(second["id"])["state"] == "running"  # still in its grace
+        api.kill(second["id"], grace_s=0)
+        hurried = wait_state(api, second["id"], TERMINAL, timeout=60)  # not 600 s
+        assert (hurried["state"], hurried["exit_code"]) == ("killed", 137)
+        with pytest.raises(ClientError) as err:
+            api.kill(first["id"], grace_s=-1)
+        assert (err.value.status, err.value.field) == (422, "grace_s")
 
 
 def test_kill_of_finished_task_is_a_conflict(cluster: ProcessCluster, image: str) -> None:

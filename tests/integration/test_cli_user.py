@@ -318,6 +318,19 @@ def test_a_service_no_node_could_fit_is_refused_unless_held(admin: User) -> None
     admin.cli("service", "rm", "small-svc")
 
 
+def test_stop_takes_a_time(admin: User) -> None:
+    """stop -t N passes its grace (the e2e test checks the SIGKILL timing on Docker)."""
+    task_id = admin.cli("run", "--name", "stop-time", "busybox", "--", "sleep", "300").stdout
+    task_id = task_id.strip()
+    wait_for(lambda: admin.task(task_id)["state"] == "running", timeout=20)
+    bad = admin.cli("stop", "-t", "-1", task_id, check=False)
+    assert bad.returncode == 2 and admin.task(task_id)["state"] == "running"
+    assert admin.cli("stop", "--time", "0", task_id).returncode == 0
+    events = admin.api.task(task_id)["events"]
+    assert any("(grace 0s)" in e["message"] for e in events if e["reason"] == "kill_requested")
+    wait_for(lambda: admin.task(task_id)["state"] == "killed", timeout=20)
+
+
 def test_clear_history_asks_first(admin: User) -> None:
     result = CliRunner().invoke(
         app,

@@ -53,6 +53,8 @@ LOG_REOPEN_MAX_S = 5.0
 #: SIGTERM 20-30 ms after start with ``--cpus 0.1`` lost about once in 30). A stop
 #: that comes this soon after the start sends SIGTERM again once this has passed.
 INIT_SETTLE_S = 1.0
+#: A stop re-reads its deadline this often (``stop -t 0`` during a long grace).
+STOP_POLL_S = 1.0
 #: An owner id as a path component (ids are hex; nothing with a slash or dots only).
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}", re.ASCII)
 
@@ -180,6 +182,9 @@ class Reconciler:
         self._reset_generation = False
         self.passes = 0  # reconcile passes done (agent metrics)
         self._busy: set[str] = set()  # a start or stop worker is acting on the task
+        #: Stops in progress: when SIGKILL follows (monotonic; a later request may
+        #: bring it nearer).
+        self._stop_by: dict[str, float] = {}
         self._deferred: set[str] = set()  # busy when a pass looked: look again after
         self._watched: set[str] = set()  # a watcher waits for the container's exit
         self._finished: set[str] = set()  # terminal state reported by this process
@@ -292,6 +297,10 @@ class Reconciler:
         tid = task.task_id
         with self._lock:
             if tid in self._busy:
+                if task.desired == DesiredState.STOP and tid in self._stop_by:
+                    # A stop request with a shorter grace (stop -t 0) hurries this one.
+                    soon = time.monotonic() + task.kill_grace_s
+                    self._stop_by[tid] = min(self._stop_by[tid], soon)
                 self._deferred.add(tid)
                 return
             finished = tid in self._finished
@@ -518,9 +527,10 @@ class Reconciler:
         """``first`` (SIGTERM, or a checkpointing job's signal), the grace, SIGKILL."""
         self._unwatch_health(tid)  # a stopping replica is not failing its checks
         try:
+            deadline = time.monotonic() + grace
             with self._lock:
                 self._stopping.add(tid)
-            deadline = time.monotonic() + grace
+                self._stop_by[tid] = deadline
             self._driver.signal(container_id, first)
             with self._lock:
                 started = self._started.get(tid)
@@ -531,7 +541,7 @@ class Reconciler:
                 and not self._driver.wait(container_id, timeout=settled - time.monotonic())
             ):
                 self._driver.signal(container_id, first)  # the first may have been lost
-            if not self._driver.wait(container_id, timeout=max(0.0, deadline - time.monotonic())):
+            if not self._wait_stopped(tid, container_id):
                 with self._lock:
                     self._forced.add(tid)
                 self._driver.signal(container_id, "SIGKILL")
@@ -548,7 +558,20 @@ class Reconciler:
         except DriverError as exc:
             log.warning("stopping %s failed: %s", tid, exc)
         finally:
+            with self._lock:
+                self._stop_by.pop(tid, None)
             self._release(tid)
+
+    def _wait_stopped(self, tid: str, container_id: str) -> bool:
+        """Whether the container exited before its stop deadline (re-read every
+        STOP_POLL_S: a later stop request may bring it nearer)."""
+        while True:
+            with self._lock:
+                left = self._stop_by.get(tid, 0.0) - time.monotonic()
+            if left <= 0:
+                return False
+            if self._driver.wait(container_id, timeout=min(left, STOP_POLL_S)):
+                return True
 
     def _begin_watch(
         self, task: DesiredTask, container_id: str, adopted: bool, running: bool = True

@@ -432,7 +432,7 @@ def kill(
 ) -> None:
     """Stop tasks (SIGTERM, then SIGKILL after each one's grace period), or remove
     instances. Every one is tried; exits 1 if any could not be stopped."""
-    _stop_all(refs, json_out, url, token)
+    _stop_all(refs, json_out, url, token, None)
 
 
 @app.command()
@@ -440,16 +440,29 @@ def stop(
     refs: Annotated[
         list[str], typer.Argument(help="Task ids or names.", autocompletion=complete_task)
     ],
+    time_s: Annotated[
+        float | None,
+        typer.Option(
+            "--time",
+            "-t",
+            min=0,
+            max=3600,
+            help="Seconds to wait for it to stop before SIGKILL (default: the job's "
+            "--kill-grace); 0 kills at once. Given again, it replaces the first.",
+        ),
+    ] = None,
     json_out: JsonOpt = False,
     url: UrlOpt = None,
     token: TokenOpt = None,
 ) -> None:
-    """Stop tasks gracefully: SIGTERM, then SIGKILL after the job's --kill-grace (the same
-    as kill)."""
-    _stop_all(refs, json_out, url, token)
+    """Stop tasks gracefully: SIGTERM, then SIGKILL after --time or the job's
+    --kill-grace (as docker stop -t)."""
+    _stop_all(refs, json_out, url, token, time_s)
 
 
-def _stop_all(refs: list[str], json_out: bool, url: str | None, token: str | None) -> None:
+def _stop_all(
+    refs: list[str], json_out: bool, url: str | None, token: str | None, grace_s: float | None
+) -> None:
     # Imported here: at the top it would register `service ...` first (help order).
     from dockyard.cli.services import kill_instance
 
@@ -464,7 +477,7 @@ def _stop_all(refs: list[str], json_out: bool, url: str | None, token: str | Non
                     if not json_out:
                         print(f"instance {removed['name']} removed")
                     continue
-                task = api.kill(ref)
+                task = api.kill(ref, grace_s)
             except ClientError as exc:
                 failed += 1
                 render.err_console.print(f"[red]error:[/] {escape(ref)}: {escape(str(exc))}")

@@ -136,6 +136,8 @@ class Task(Base):
     log_lines_total: Mapped[int | None] = mapped_column(Integer, nullable=True)
     #: Why the server asked the task to stop: killed, max_runtime_exceeded, node_drained.
     stop_reason: Mapped[str] = mapped_column(String(64), default="")
+    #: The grace a stop request gave (``stop --time``), instead of the job's kill grace.
+    stop_grace_s: Mapped[float | None] = mapped_column(Float, nullable=True)
     #: Earliest time the scheduler may place it (restart back-off).
     not_before: Mapped[float | None] = mapped_column(Float, nullable=True)
     #: The task this one replaces (restart or reschedule), if any.

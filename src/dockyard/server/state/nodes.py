@@ -140,6 +140,7 @@ _DESIRED_COLUMNS = (
     Task.container_id,
     Task.attempt,
     Task.stop_reason,
+    Task.stop_grace_s,
 )
 
 
@@ -192,6 +193,8 @@ def _entry(
     signal = signals.get(task.workload_id, "")
     if signal:
         template = with_checkpoint(template, task.workload_id, task.array_index, task.attempt)
+    if task.desired_state == DesiredState.STOP and task.stop_grace_s is not None:
+        template = replace(template, kill_grace_s=float(task.stop_grace_s))  # stop --time
     return DesiredEntry(
         task_id=task.id,
         image=task.image,

@@ -32,7 +32,7 @@ from dockyard.server.state.accounting import take_final_usage
 from dockyard.server.state.auth import Principal
 from dockyard.server.state.batch import chunks
 from dockyard.server.state.events import EventKind, event_row, insert_events, record
-from dockyard.server.state.jobs import find_task, request_stop
+from dockyard.server.state.jobs import bump_generations, find_task, request_stop
 from dockyard.store.bulk import executemany
 from dockyard.store.tables import Task
 
@@ -295,8 +295,10 @@ def mark_lost(session: Session, tasks: Iterable[Task], message: str) -> None:
         record(session, EventKind.TASK, Reason.NODE_LOST, message, task=task)
 
 
-def kill(session: Session, principal: Principal, ref: str) -> Task:
-    """Ask for a task to stop. Pending tasks end at once; placed ones via their agent."""
+def kill(session: Session, principal: Principal, ref: str, grace_s: float | None = None) -> Task:
+    """Ask for a task to stop. Pending tasks end at once; placed ones via their agent,
+    SIGKILL after ``grace_s`` (``stop --time``) or else the job's kill grace. A second
+    request with a grace replaces the first's (``stop -t 0`` hurries a slow stop)."""
     task = find_task(session, principal, ref)
     state = TaskState(task.state)
     if state.terminal:
@@ -306,7 +308,12 @@ def kill(session: Session, principal: Principal, ref: str) -> Task:
             session, task, Reason.KILLED, f"killed by {principal.name} before it was placed"
         )
         return task
-    request_stop(session, task, Reason.KILLED, f"kill requested by {principal.name}")
+    if grace_s is not None and grace_s != task.stop_grace_s:
+        task.stop_grace_s = grace_s
+        if task.desired_state == DesiredState.STOP:  # already stopping: tell the node
+            bump_generations(session, [task.node_id])
+    grace = "" if grace_s is None else f" (grace {grace_s:g}s)"
+    request_stop(session, task, Reason.KILLED, f"kill requested by {principal.name}{grace}")
     return task
 
 

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
+from dockyard.core.specs import MAX_KILL_GRACE_S
 from dockyard.core.states import TaskState
 from dockyard.server.http.deps import CurrentUser, ServerContext, server_context
 from dockyard.server.http.limits import Slot
@@ -90,10 +91,22 @@ def get_task(request: Request, ref: str, who: CurrentUser) -> TaskDetailOut:
 
 
 @router.post("/api/v1/tasks/{ref}/kill", response_model=TaskOut, responses=errors(404, 409))
-def kill(request: Request, ref: str, who: CurrentUser) -> TaskOut:
+def kill(
+    request: Request,
+    ref: str,
+    who: CurrentUser,
+    grace_s: Annotated[
+        float | None,
+        Query(
+            ge=0,
+            le=MAX_KILL_GRACE_S,
+            description="SIGKILL after this many seconds (default: the job's kill grace)",
+        ),
+    ] = None,
+) -> TaskOut:
     ctx = server_context(request)
     with ctx.db.write() as session:
-        task = task_ops.kill(session, who, ref)
+        task = task_ops.kill(session, who, ref, grace_s)
         out = task_out(reads.task_view(session, task))
         node_id = task.node_id
     if node_id:
