@@ -118,10 +118,21 @@ def test_lock_holds_new_work_and_admin_clears_the_queue(user: User) -> None:
 
 
 def test_users_show_running_and_share(user: User) -> None:
+    """Its own two running jobs (the module's others may have ended by now)."""
+    ids = [
+        user.cli("run", "--name", f"share-{i}", "busybox", "--", "sleep", "300").stdout.strip()
+        for i in range(2)
+    ]
+    wait_for(
+        lambda: all(user.json("inspect", i)["state"] == "running" for i in ids),
+        timeout=20,
+        message="both running",
+    )
     stats = user.json("users")
     admin = next(s for s in stats if s["name"] == "admin")
     assert admin["running"] >= 2 and admin["share"] == 1.0
     assert "admin" in user.cli("users").stdout
+    user.cli("kill", *ids)
 
 
 def test_bad_input_is_a_clear_cli_error(user: User) -> None:

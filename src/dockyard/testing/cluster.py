@@ -23,7 +23,7 @@ from dockyard.client import Client
 from dockyard.drivers.base import Driver
 from dockyard.server.config import ServerConfig
 from dockyard.server.main import Server
-from dockyard.testing.wait import wait_for
+from dockyard.testing.wait import WaitTimeout, wait_for
 
 
 def free_port() -> int:
@@ -186,16 +186,32 @@ class ProcessCluster:
         return Client(url=self.url, token=token or self.admin_token)
 
     def wait_ready_nodes(self, count: int = 1, timeout: float = 30) -> list[Any]:
+        """The ready nodes once there are ``count``; on a timeout the error says which
+        agents exited and ends with each agent's last log lines."""
         with self.client() as api:
-            return wait_for(
-                lambda: (
-                    [n for n in api.nodes() if n["state"] == "ready"]
-                    if len([n for n in api.nodes() if n["state"] == "ready"]) >= count
-                    else None
-                ),
-                timeout=timeout,
-                message=f"{count} ready nodes",
-            )
+            try:
+                return wait_for(
+                    lambda: (
+                        [n for n in api.nodes() if n["state"] == "ready"]
+                        if len([n for n in api.nodes() if n["state"] == "ready"]) >= count
+                        else None
+                    ),
+                    timeout=timeout,
+                    message=f"{count} ready nodes",
+                )
+            except WaitTimeout as exc:
+                raise WaitTimeout(f"{exc}\n{self.agent_report()}") from None
+
+    def agent_report(self, lines: int = 15) -> str:
+        """Each agent's exit code (or "running") and the last lines of its log."""
+        out = []
+        for name, proc in self.agents.items():
+            code = proc.poll()
+            log = self.root / f"agent-{name}.log"
+            tail = log.read_text(errors="replace").splitlines()[-lines:] if log.exists() else []
+            state = "running" if code is None else f"exited {code}"
+            out.append(f"agent {name}: {state}\n" + "\n".join(f"  {t}" for t in tail))
+        return "\n".join(out)
 
     def start(self, agents: int = 1) -> ProcessCluster:
         self.start_server()
