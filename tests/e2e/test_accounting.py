@@ -46,7 +46,10 @@ def record_of(api: Client, task_id: str) -> dict[str, Any]:
 
 def test_cpu_seconds_match_what_the_job_burned(sampled: ProcessCluster, image: str) -> None:
     with sampled.client() as api:
-        script = f"time sh -c '{BURN.format(n=2_000_000)}'"
+        # CPU is sampled (every 0.2 s here), not read at exit (a container's cgroup
+        # goes with it): the job idles a second after burning, so the last sample
+        # has all of it even when the sampler runs late on a loaded machine.
+        script = f"time sh -c '{BURN.format(n=2_000_000)}'; sleep 1"
         task = api.run_job("burn", image, ["sh", "-c", script], cpu=1)
         done = finish(api, task["id"])
         assert done["state"] == "succeeded"

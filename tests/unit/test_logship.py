@@ -73,3 +73,23 @@ def test_without_pending_nothing_waits() -> None:
         add(shipper, first, first + 2)
         shipper.flush()
     assert link.seqs() == [[1, 2, 3], [4, 5, 6]]
+
+
+def test_drain_hands_on_every_line_once_the_earlier_batch_is_acked() -> None:
+    """A task's end waits for its lines (so its final status follows them), bounded."""
+    import threading
+
+    link = Link()
+    shipper = LogShipper(link.send, link.pending)
+    add(shipper, 1, 2)
+    shipper.flush()
+    add(shipper, 3, 4)
+    assert shipper.drain(0.05) is False  # m0 unacknowledged: 3-4 still held
+    assert link.seqs() == [[1, 2]] and shipper.held() == 2
+    ack = threading.Timer(0.1, lambda: link.unacked.discard("m0"))
+    ack.start()
+    try:
+        assert shipper.drain(5) is True
+    finally:
+        ack.cancel()
+    assert link.seqs() == [[1, 2], [3, 4]] and shipper.held() == 0

@@ -13,6 +13,7 @@ memory stays bounded; their order is then the link's.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Sequence
 
 from dockyard.protocol.messages import LogLine
@@ -21,6 +22,8 @@ MAX_BATCH = 500
 FLUSH_INTERVAL_S = 0.1
 #: Lines held back behind an unacknowledged batch before they go out anyway.
 MAX_HELD = 20 * MAX_BATCH
+#: How often ``drain`` looks again while a batch waits for its ack.
+DRAIN_POLL_S = 0.02
 
 
 class LogShipper:
@@ -71,6 +74,20 @@ class LogShipper:
         batch is still unacknowledged."""
         with self._lock:
             self._flush_locked()
+
+    def drain(self, timeout: float) -> bool:
+        """Hand every buffered line to the connection, waiting (at most ``timeout``)
+        for the batches before them to be acknowledged: a task's final status goes
+        after its lines, so a ``logs`` read once it ended finds all of them. False if
+        some are still held when the time is up (they follow later)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                self._flush_locked()
+                if not self._batch:
+                    return True
+            if time.monotonic() >= deadline or self._stop.wait(DRAIN_POLL_S):
+                return False
 
     def held(self) -> int:
         """Lines waiting behind an unacknowledged batch (or for the next flush)."""

@@ -44,6 +44,8 @@ RECONCILE_INTERVAL_S = 1.0
 STALE_GRACE_S = 10.0
 WAIT_SLICE_S = 2.0
 LOG_JOIN_S = 30.0
+#: A task's final status waits at most this long for its log lines to be handed on.
+LOG_DRAIN_S = 10.0
 #: A log stream that broke while its container runs is opened again after this
 #: pause, doubled each time up to LOG_REOPEN_MAX_S.
 LOG_REOPEN_S = 0.2
@@ -666,7 +668,7 @@ class Reconciler:
                 # Removed behind our back (docker rm -f): this attempt is over. The
                 # server decides about another (a new task), never a second container
                 # under this task's id.
-                self._shipper.flush()
+                self._shipper.drain(LOG_DRAIN_S)
                 self._finish(
                     TaskStatus(
                         tid,
@@ -690,7 +692,7 @@ class Reconciler:
             self._containers.pop(tid, None)
             self._started.pop(tid, None)
         usage = self.final_usage(tid)
-        self._shipper.flush()
+        self._shipper.drain(LOG_DRAIN_S)  # its lines before its end
         self._finish(
             TaskStatus(
                 tid,
