@@ -128,3 +128,54 @@ def test_fair_share_converges_to_configured_shares(raw: dict[str, int]) -> None:
     for owner, share in shares.items():
         expected = share / sum(shares.values())
         assert math.isclose(got[owner] / total, expected, abs_tol=0.05), (got, shares)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from("abc"),
+            st.floats(0, 5000),
+            st.floats(0, 500),
+            st.integers(0, 8000),
+            st.integers(0, 1 << 34),
+            st.integers(0, 4),
+        ),
+        max_size=40,
+    ),
+    st.lists(st.floats(0, 20_000), min_size=1, max_size=5),
+)
+def test_decayed_totals_carried_forward_equal_a_fresh_sum(
+    raw: list[tuple[str, float, float, int, int, int]], checkpoints: list[float]
+) -> None:
+    """Adding each finished span once and decaying the totals gives what summing every
+    span again gives, whenever the spans are added (each once it has ended)."""
+    from dockyard.scheduler.fairshare import DecayedTotals
+
+    cfg = FairShareConfig(half_life_s=1800.0)
+    spans = [UsageSpan(o, s, s + d, c, m, g) for o, s, d, c, m, g in raw]
+    totals = DecayedTotals(cfg, 0.0)
+    added: set[int] = set()
+    for now in [*sorted(checkpoints), 30_000.0]:
+        totals.advance(now)
+        for i, span in enumerate(spans):
+            if i not in added and span.end <= now:
+                added.add(i)
+                totals.add(span)
+        expected = usage_by_owner([spans[i] for i in added], now, cfg)
+        assert set(k for k, v in expected.items() if v > 0) == set(totals.totals)
+        for owner, value in expected.items():
+            assert totals.totals.get(owner, 0.0) == pytest.approx(value, rel=1e-9, abs=1e-9)
+
+
+def test_decayed_totals_never_decay_backwards() -> None:
+    from dockyard.scheduler.fairshare import DecayedTotals
+
+    totals = DecayedTotals(FairShareConfig(half_life_s=100.0), 1000.0)
+    totals.add(UsageSpan("a", 900.0, 1000.0, 1000, 0))
+    totals.advance(500.0)
+    assert totals.as_of == 1000.0 and totals.totals["a"] == pytest.approx(
+        decayed(1.0, 900.0, 1000.0, 1000.0, 100.0)
+    )
+    totals.advance(1100.0)
+    assert totals.totals["a"] == pytest.approx(decayed(1.0, 900.0, 1000.0, 1100.0, 100.0))

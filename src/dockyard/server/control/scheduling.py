@@ -22,6 +22,7 @@ from dockyard.core.states import PLACED_STATES, DesiredState, Reason, TaskState
 from dockyard.scheduler.constraints import Constraint, parse_constraints
 from dockyard.scheduler.fairshare import (
     DEFAULT_HALF_LIFE_S,
+    DecayedTotals,
     FairShareConfig,
     UsageSpan,
     factors,
@@ -46,6 +47,10 @@ PER_OWNER_BATCH = 2000
 MAX_BATCH = 10000
 #: Fair-share usage changes slowly: recompute it at most this often.
 USAGE_TTL_S = 5.0
+#: ... and sum every accounting record afresh this often (between, only new ones).
+USAGE_REBUILD_S = 600.0
+#: Records this far below the newest seq are read again at each refresh (once each).
+USAGE_SEQ_MARGIN = 1000
 
 
 # -- queue lock --------------------------------------------------------------
@@ -203,17 +208,31 @@ def shares(session: Session) -> dict[str, float]:
     }
 
 
-def usage_spans(session: Session, now: float, config: FairShareConfig) -> list[UsageSpan]:
-    """What each user held, from accounting (finished) and placed tasks (until now).
+def _finished_span(row: Any) -> UsageSpan | None:
+    wall = float(row.wall_s or 0.0)
+    if wall <= 0:
+        return None
+    gpus = int(row.gpus or 0) or round(float(row.gpu_s or 0.0) / wall)
+    return UsageSpan(
+        str(row.owner_id),
+        row.ended_at - wall,
+        row.ended_at,
+        round(row.cpu_limit * 1000),
+        int(row.memory_limit_bytes),
+        gpus,
+    )
 
-    Usage is billed on what was allocated (cores, memory, GPUs) for as long as it
-    was held, as Slurm bills allocated TRES; records older than 20 half-lives
-    (under a millionth) are ignored.
-    """
+
+def finished_spans(
+    session: Session, now: float, config: FairShareConfig, after_seq: int = 0
+) -> list[tuple[int, UsageSpan]]:
+    """Accounting records (by ``seq``, past ``after_seq``) as spans; records older than
+    20 half-lives (under a millionth) are left out."""
     horizon = now - 20 * config.half_life_s
-    spans = []
+    out = []
     for row in session.execute(
         select(
+            Accounting.seq,
             Accounting.owner_id,
             Accounting.ended_at,
             Accounting.wall_s,
@@ -223,22 +242,17 @@ def usage_spans(session: Session, now: float, config: FairShareConfig) -> list[U
             Task.gpus,
         )
         .outerjoin(Task, Task.id == Accounting.task_id)
-        .where(Accounting.ended_at >= horizon)
+        .where(Accounting.ended_at >= horizon, Accounting.seq > after_seq)
     ).all():
-        wall = float(row.wall_s or 0.0)
-        if wall <= 0:
-            continue
-        gpus = int(row.gpus or 0) or round(float(row.gpu_s or 0.0) / wall)
-        spans.append(
-            UsageSpan(
-                str(row.owner_id),
-                row.ended_at - wall,
-                row.ended_at,
-                round(row.cpu_limit * 1000),
-                int(row.memory_limit_bytes),
-                gpus,
-            )
-        )
+        span = _finished_span(row)
+        if span is not None:
+            out.append((int(row.seq), span))
+    return out
+
+
+def held_spans(session: Session, now: float) -> list[UsageSpan]:
+    """What placed tasks hold, from their start (or assignment) until ``now``."""
+    spans = []
     for held in session.execute(
         select(
             Task.owner_id,
@@ -264,18 +278,55 @@ def usage_spans(session: Session, now: float, config: FairShareConfig) -> list[U
     return spans
 
 
+def usage_spans(session: Session, now: float, config: FairShareConfig) -> list[UsageSpan]:
+    """What each user held, from accounting (finished) and placed tasks (until now).
+
+    Usage is billed on what was allocated (cores, memory, GPUs) for as long as it
+    was held, as Slurm bills allocated TRES; records older than 20 half-lives
+    (under a millionth) are ignored.
+    """
+    return [span for _, span in finished_spans(session, now, config)] + held_spans(session, now)
+
+
 @dataclass
 class FairShareState:
-    """Decayed usage per user, cached for ``USAGE_TTL_S``."""
+    """Decayed usage per user, cached for ``USAGE_TTL_S``. Finished tasks' usage is
+    kept decayed (``DecayedTotals``) and only accounting records not yet seen are
+    read at a refresh, so a pass costs the same with 10 or 100,000 records; every
+    ``USAGE_REBUILD_S`` it is summed afresh (records deleted by retention drop out)."""
 
     config: FairShareConfig = field(default_factory=lambda: fair_share_config())
     usage: dict[str, float] = field(default_factory=dict)
     computed_at: float = -1e18
+    _finished: DecayedTotals | None = None
+    _rebuilt_at: float = -1e18
+    #: Records at or below this seq are in ``_finished``; above it, ``_seen`` says.
+    _low: int = 0
+    _seen: set[int] = field(default_factory=set)
 
     def current(self, session: Session, now: float, force: bool = False) -> dict[str, float]:
-        if force or now - self.computed_at >= USAGE_TTL_S:
-            self.usage = usage_by_owner(usage_spans(session, now, self.config), now, self.config)
-            self.computed_at = now
+        if not force and now - self.computed_at < USAGE_TTL_S:
+            return self.usage
+        if force or self._finished is None or now - self._rebuilt_at >= USAGE_REBUILD_S:
+            self._finished = DecayedTotals(self.config, now)
+            self._rebuilt_at, self._low, self._seen = now, 0, set()
+        finished = self._finished
+        finished.advance(now)
+        for seq, span in finished_spans(session, now, self.config, self._low):
+            if seq not in self._seen:
+                self._seen.add(seq)
+                finished.add(span)
+        # A record committed late under a lower seq (PostgreSQL hands seqs out before
+        # commit) is still read while it is within USAGE_SEQ_MARGIN of the newest.
+        low = max(self._seen, default=0) - USAGE_SEQ_MARGIN
+        if low > self._low:
+            self._low = low
+            self._seen = {seq for seq in self._seen if seq > low}
+        usage = dict(finished.totals)
+        for owner, value in usage_by_owner(held_spans(session, now), now, self.config).items():
+            usage[owner] = usage.get(owner, 0.0) + value
+        self.usage = usage
+        self.computed_at = now
         return self.usage
 
 
