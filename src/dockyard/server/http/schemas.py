@@ -475,9 +475,11 @@ class TaskOut(BaseModel):
             max_memory_bytes=task.max_memory_bytes,
             priority=task.priority or 0,
             gpus=task.gpus or 0,
-            gpu_indices=[int(i) for i in (task.gpu_indices or "").split(",") if i],
+            gpu_indices=[int(i) for i in task.gpu_indices.split(",") if i]
+            if task.gpu_indices
+            else [],
             constraints=list(task.constraints or []),
-            ports=[int(p) for p in (task.ports or "").split(",") if p],
+            ports=[int(p) for p in task.ports.split(",") if p] if task.ports else [],
             algorithm=task.algorithm or "binpack",
             pending_detail=task.pending_detail if task.state == "pending" else None,
             health=task.health or "",

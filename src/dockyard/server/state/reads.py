@@ -6,11 +6,25 @@ need already looked up in bulk, so a route makes no query of its own.
 
 from __future__ import annotations
 
+import json
+from collections import namedtuple
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import BigInteger, ColumnElement, Row, and_, func, literal, or_, select
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    ColumnElement,
+    Row,
+    Text,
+    and_,
+    func,
+    literal,
+    or_,
+    select,
+    type_coerce,
+)
 from sqlalchemy.orm import Session
 
 from dockyard.core.image_ref import namespace
@@ -35,6 +49,39 @@ def cursor(value: int) -> ColumnElement[int]:
 
 #: Every column of the tasks table, for reads that need rows rather than ORM objects.
 _TASK_COLUMNS = tuple(Task.__table__.columns)
+#: The same, with the JSON columns read as their text (``_list_rows`` decodes them).
+_TASK_COLUMNS_RAW = tuple(
+    type_coerce(c, Text).label(c.key) if isinstance(c.type, JSON) else c for c in _TASK_COLUMNS
+)
+_JSON_AT = tuple(i for i, c in enumerate(_TASK_COLUMNS) if isinstance(c.type, JSON))
+#: A row of the task columns, by attribute (as a ``Row`` of them is).
+TaskRow = namedtuple("TaskRow", [c.key for c in _TASK_COLUMNS])  # type: ignore[misc]
+
+
+def _list_rows(rows: Sequence[Any]) -> list[Any]:
+    """Rows of ``_TASK_COLUMNS_RAW`` as ``TaskRow``s with their JSON decoded, each
+    distinct text once (a page of 10,000 holds a handful: ``[]``, ``null``, a job's
+    constraints); the values are fresh per row, never shared. A driver that decodes
+    JSON itself (psycopg) gives values, kept as they are."""
+    decoded: dict[str, Any] = {}
+
+    def value(raw: Any) -> Any:
+        if not isinstance(raw, str):
+            return raw
+        if raw not in decoded:
+            decoded[raw] = json.loads(raw)
+        found = decoded[raw]
+        if isinstance(found, list) and all(isinstance(x, str | int | float) for x in found):
+            return list(found)  # a copy: strings and numbers are not shared state
+        return found if found is None or isinstance(found, str | int | float) else json.loads(raw)
+
+    out = []
+    for row in rows:
+        values = list(row)
+        for i in _JSON_AT:
+            values[i] = value(values[i])
+        out.append(TaskRow._make(values))
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,8 +164,8 @@ def list_tasks(
     total = session.scalar(select(func.count()).select_from(query.subquery()))
     # Plain rows of the task columns on the session's connection, not ORM objects: a
     # page of 10,000 built as identity-mapped instances cost more than the query.
-    page = ordered.with_only_columns(*_TASK_COLUMNS).offset(offset).limit(limit)
-    tasks = list(session.connection().execute(page))
+    page = ordered.with_only_columns(*_TASK_COLUMNS_RAW).offset(offset).limit(limit)
+    tasks = _list_rows(list(session.connection().execute(page)))
     users = {
         str(k): str(v)
         for k, v in session.execute(
