@@ -54,7 +54,8 @@ from dockyard.testing.stats import (
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "placement.json"
 GiB = 1024**3
 ZONES = ["a", "b", "c", "d", "e"]
-TARGET_PER_S = 2500
+#: Issue 19's target: placements/s per reference kops.
+TARGET_PER_REFERENCE_KOPS = 50.0
 
 
 def constraint_for(job: int) -> list[str]:
@@ -379,8 +380,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "placed": placed,
         "passes": len(passes),
         "placements_per_s": rate,
-        "target_per_s": TARGET_PER_S,
-        "meets_target": rate >= TARGET_PER_S,
+        "target_per_reference_kops": TARGET_PER_REFERENCE_KOPS,
+        "meets_target": per_reference_kops(rate, reference) >= TARGET_PER_REFERENCE_KOPS,
         "reference_ops_per_s": reference,
         "placements_per_s_per_reference_kops": per_reference_kops(rate, reference),
         "pass_latency_ms": {
